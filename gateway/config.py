@@ -1,0 +1,481 @@
+"""Site configuration: TOML → pydantic models, validated once at start-up.
+
+Every model forbids unknown keys. ``load_config`` raises one ``ConfigError`` listing every
+problem it found, each with the file, the dotted field path, what was expected and what was
+found, so an installer can fix a whole file in one pass. See docs/configuration.md.
+
+Secrets (MQTT password, InfluxDB password/token) may be written as ``"env:NAME"`` (read from
+the environment variable NAME) or ``"file:/path"`` (the file's first line) instead of inline.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ByteSize,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+)
+
+from drivers import rtl433, zigbee2mqtt
+from gateway.errors import ConfigError, ConfigProblem
+from gateway.models import Family, Kind
+
+_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GatewaySettings(_Model):
+    id: Annotated[str, Field(pattern=_ID, max_length=64)]
+    site: str = ""
+    data_dir: Path = Path("sensegate-data")
+
+
+class TlsSettings(_Model):
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure: bool = False  # skip hostname verification; for a broker on the same LAN only
+
+
+class MqttSettings(_Model):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 1883
+    client_id: str = ""  # default: "sensegate-<gateway id>"
+    username: str = ""
+    password: SecretStr = SecretStr("")
+    tls: TlsSettings | None = None
+    keepalive: Annotated[int, Field(ge=5, le=3600)] = 30
+    # A persistent session makes the broker queue QoS 1 events while the gateway is down.
+    persistent_session: bool = True
+    topic_prefix: str = ""  # where the gateway publishes; default "sensegate/<gateway id>"
+    zigbee2mqtt_base: str = "zigbee2mqtt"
+    rtl_433_topic: str = "rtl_433/+/events"
+    native_base: str = "sensegate/in"
+
+
+class StoreSettings(_Model):
+    path: Path | None = None  # default: <data_dir>/store.sqlite3
+    max_bytes: ByteSize = ByteSize(512 * 1024 * 1024)
+    # "full" survives a power cut; "normal" only a crash of the process.
+    synchronous: Literal["full", "normal"] = "full"
+    # Group commit: events are written in batches before the broker is acknowledged.
+    commit_batch: Annotated[int, Field(ge=1, le=10_000)] = 500
+    commit_interval_ms: Annotated[int, Field(ge=0, le=1000)] = 5
+
+
+class _OutputBase(_Model):
+    name: Annotated[str, Field(pattern=_ID)]
+    batch_size: Annotated[int, Field(ge=1, le=50_000)] = 1000
+    flush_interval: Annotated[float, Field(gt=0, le=3600)] = 1.0
+    timeout: Annotated[float, Field(gt=0, le=600)] = 10.0
+    gzip: bool = True
+    backoff_initial: Annotated[float, Field(gt=0, le=3600)] = 1.0
+    backoff_max: Annotated[float, Field(gt=0, le=86_400)] = 60.0
+    families: list[Family] | None = None  # only these families; default all
+
+
+_URL = r"^https?://[^\s/:]+(:[0-9]{1,5})?(/\S*)?$"
+
+
+class InfluxV1Output(_OutputBase):
+    type: Literal["influxdb_v1"]
+    url: Annotated[str, Field(pattern=_URL)]
+    database: str
+    retention_policy: str = ""
+    username: str = ""
+    password: SecretStr = SecretStr("")
+    create_database: bool = False
+
+
+class InfluxV2Output(_OutputBase):
+    type: Literal["influxdb_v2"]
+    url: Annotated[str, Field(pattern=_URL)]
+    org: str = ""
+    bucket: str
+    token: SecretStr = SecretStr("")
+
+
+Output = Annotated[InfluxV1Output | InfluxV2Output, Field(discriminator="type")]
+
+
+class AlertSettings(_Model):
+    console: bool = True  # print alerts on the terminal (the demo turns this on)
+    # A repeat of the same problem within this window updates the open alert instead of
+    # raising a new one.
+    repeat_window: Annotated[float, Field(gt=0)] = 600.0
+
+
+class Building(_Model):
+    id: Annotated[str, Field(pattern=_ID)]
+    name: str = ""  # e.g. "3号楼"
+    units: list[str] = []
+
+
+class Household(_Model):
+    id: Annotated[str, Field(pattern=_ID)]  # e.g. "3-2-502"
+    building: str
+    unit: str = ""
+    number: str = ""  # the door number shown to people, e.g. "502"
+
+
+class Contact(_Model):
+    name: str
+    phone: str = ""
+    relation: str = ""  # 子女, 邻居, 网格员 …
+
+
+class Resident(_Model):
+    id: Annotated[str, Field(pattern=_ID)]
+    name: str
+    household: str
+    lives_alone: bool = False
+    risk_tier: Literal["high", "medium", "low"] = "low"
+    contacts: list[Contact] = []
+
+
+class Zigbee2MqttSource(_Model):
+    format: Literal["zigbee2mqtt"]
+    friendly_name: str  # the device topic is "<zigbee2mqtt_base>/<friendly_name>"
+    actions: dict[str, Kind] | None = None  # button action → kind, e.g. HS1EB {single = "sos_pressed"}
+
+
+class Rtl433Source(_Model):
+    format: Literal["rtl_433"]
+    id: str  # the decoder's device id, decimal as rtl_433 prints it
+    channel: str = ""
+    codes: dict[str, Kind] | None = None  # EV1527-style code → kind table
+
+
+class NativeSource(_Model):
+    format: Literal["native"]  # topic "<native_base>/<device id>"
+
+
+Source = Annotated[Zigbee2MqttSource | Rtl433Source | NativeSource, Field(discriminator="format")]
+
+
+class Device(_Model):
+    id: Annotated[str, Field(pattern=_ID, max_length=128)]
+    family: Family
+    model: str
+    household: str = ""  # empty for public areas: then building is required
+    building: str = ""
+    room: str = ""
+    mqtt: Source
+
+
+class SiteConfig(_Model):
+    gateway: GatewaySettings
+    mqtt: MqttSettings = MqttSettings()
+    store: StoreSettings = StoreSettings()
+    alerts: AlertSettings = AlertSettings()
+    outputs: list[Output] = []
+    buildings: list[Building] = []
+    households: list[Household] = []
+    residents: list[Resident] = []
+    devices: list[Device] = []
+
+    # Derived settings, resolved against the gateway id.
+    @property
+    def client_id(self) -> str:
+        return self.mqtt.client_id or f"sensegate-{self.gateway.id}"
+
+    @property
+    def topic_prefix(self) -> str:
+        return (self.mqtt.topic_prefix or f"sensegate/{self.gateway.id}").rstrip("/")
+
+    @property
+    def store_path(self) -> Path:
+        return self.store.path or self.gateway.data_dir / "store.sqlite3"
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_config(path: str | Path) -> SiteConfig:
+    """Read, validate and cross-check a site config file. Raises ``ConfigError``."""
+    file = str(path)
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise ConfigError([ConfigProblem(file, "", "an existing file", "no such file")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([ConfigProblem(file, "", "a readable UTF-8 file", str(exc))]) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([ConfigProblem(file, "", "valid TOML", str(exc))]) from None
+    return parse_config(data, file=file, base_dir=Path(path).resolve().parent)
+
+
+def parse_config(
+    data: Mapping[str, Any],
+    file: str = "<config>",
+    base_dir: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> SiteConfig:
+    """Validate an already-parsed config mapping (used by ``load_config`` and the demo)."""
+    env = os.environ if environ is None else environ
+    problems: list[ConfigProblem] = []
+    resolved = _resolve_secrets(data, file, env, problems)
+    try:
+        config = SiteConfig.model_validate(resolved)
+    except ValidationError as exc:
+        problems.extend(_problems_from_validation(exc, file))
+        raise ConfigError(problems) from None
+    problems.extend(cross_check(config, file))
+    if problems:
+        raise ConfigError(problems)
+    if base_dir is not None:
+        config = _anchor_paths(config, base_dir)
+    return config
+
+
+_SECRET_KEYS = {"password", "token"}
+
+
+def _resolve_secrets(
+    data: Any, file: str, env: Mapping[str, str], problems: list[ConfigProblem], path: str = ""
+) -> Any:
+    """Replace ``"env:NAME"`` / ``"file:PATH"`` in secret fields with their value."""
+    if isinstance(data, Mapping):
+        out = {}
+        for key, value in data.items():
+            sub = f"{path}.{key}" if path else str(key)
+            if key in _SECRET_KEYS and isinstance(value, str):
+                out[key] = _secret_value(value, file, sub, env, problems)
+            else:
+                out[key] = _resolve_secrets(value, file, env, problems, sub)
+        return out
+    if isinstance(data, list):
+        return [_resolve_secrets(v, file, env, problems, f"{path}[{i}]") for i, v in enumerate(data)]
+    return data
+
+
+def _secret_value(
+    value: str, file: str, path: str, env: Mapping[str, str], problems: list[ConfigProblem]
+) -> str:
+    if value.startswith("env:"):
+        name = value[4:]
+        if name not in env:
+            problems.append(ConfigProblem(file, path, f"environment variable {name} to be set", "unset"))
+            return ""
+        return env[name]
+    if value.startswith("file:"):
+        try:
+            lines = Path(value[5:]).read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            problems.append(ConfigProblem(file, path, "a readable secret file", exc.strerror or str(exc)))
+            return ""
+        return lines[0].strip() if lines else ""
+    return value
+
+
+def _loc_to_path(loc: Iterable[int | str]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _strip_union_tags(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    # pydantic puts the discriminator value ("influxdb_v1", "zigbee2mqtt") into the location
+    # of errors inside a tagged union member; people do not write that key.
+    tags = {"influxdb_v1", "influxdb_v2", "zigbee2mqtt", "rtl_433", "native"}
+    return tuple(p for p in loc if not (isinstance(p, str) and p in tags))
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _problems_from_validation(exc: ValidationError, file: str) -> list[ConfigProblem]:
+    problems = []
+    for err in exc.errors(include_url=False):
+        loc = _strip_union_tags(tuple(err["loc"]))
+        path = _loc_to_path(loc)
+        kind = err["type"]
+        if kind == "missing":
+            expected, found = "this field to be set", "nothing"
+        elif kind == "extra_forbidden":
+            allowed = _allowed_keys(loc[:-1])
+            expected = "no such key" + (f" (allowed here: {', '.join(allowed)})" if allowed else "")
+            found = f"unknown key {loc[-1]!r}"
+        elif kind == "union_tag_invalid" or kind == "union_tag_not_found":
+            expected = err["msg"].replace("Input tag", "a known type; tag")
+            found = _short(err.get("input"))
+        else:
+            expected = _expected_from_msg(err["msg"])
+            found = _short(err.get("input"))
+        problems.append(ConfigProblem(file, path, expected, found))
+    return problems
+
+
+def _expected_from_msg(msg: str) -> str:
+    # pydantic says "Input should be a valid integer"; turn it into "a valid integer".
+    for prefix in ("Input should be ", "Value error, ", "String should "):
+        if msg.startswith(prefix):
+            rest = msg[len(prefix) :]
+            return rest if prefix != "String should " else "a string that should " + rest
+    return msg[0].lower() + msg[1:] if msg else msg
+
+
+def _allowed_keys(loc: tuple[int | str, ...]) -> list[str]:
+    """The keys a model accepts at ``loc`` (best effort, for error messages)."""
+    model: Any = SiteConfig
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        model = _model_of(field.annotation)
+        if model is None:
+            return []
+    fields = getattr(model, "model_fields", None)
+    return sorted(fields) if fields else []
+
+
+def _model_of(annotation: Any) -> Any:
+    """Find the BaseModel class inside ``list[X]``, ``X | None`` and similar."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def cross_check(config: SiteConfig, file: str) -> list[ConfigProblem]:
+    """Checks that span several sections: references, duplicates, models known to the codecs."""
+    problems: list[ConfigProblem] = []
+
+    def dup(items: list[Any], section: str, attr: str = "id") -> set[str]:
+        seen: set[str] = set()
+        for i, item in enumerate(items):
+            key = getattr(item, attr)
+            if key in seen:
+                problems.append(ConfigProblem(file, f"{section}[{i}].{attr}", f"a unique {attr}", repr(key)))
+            seen.add(key)
+        return seen
+
+    buildings = dup(config.buildings, "buildings")
+    households = {h.id: h for h in config.households}
+    dup(config.households, "households")
+    dup(config.residents, "residents")
+    dup(config.devices, "devices")
+    dup(config.outputs, "outputs", "name")
+
+    for i, b in enumerate(config.buildings):
+        if len(set(b.units)) != len(b.units):
+            problems.append(ConfigProblem(file, f"buildings[{i}].units", "unit names without repeats", repr(b.units)))
+    units = {b.id: set(b.units) for b in config.buildings}
+    for i, h in enumerate(config.households):
+        if h.building not in buildings:
+            problems.append(_unknown(file, f"households[{i}].building", "building", h.building, buildings))
+        elif h.unit and units[h.building] and h.unit not in units[h.building]:
+            problems.append(
+                _unknown(file, f"households[{i}].unit", f"unit of building {h.building}", h.unit, units[h.building])
+            )
+    for i, r in enumerate(config.residents):
+        if r.household not in households:
+            problems.append(_unknown(file, f"residents[{i}].household", "household", r.household, set(households)))
+
+    z2m_names: dict[str, int] = {}
+    rtl_keys: dict[tuple[str, str, str], int] = {}
+    for i, d in enumerate(config.devices):
+        where = f"devices[{i}]"
+        if d.household and d.household not in households:
+            problems.append(_unknown(file, f"{where}.household", "household", d.household, set(households)))
+        if d.building and d.building not in buildings:
+            problems.append(_unknown(file, f"{where}.building", "building", d.building, buildings))
+        if not d.household and not d.building:
+            problems.append(
+                ConfigProblem(file, where, "a household, or a building for a public-area device", "neither")
+            )
+        if d.household in households and d.building and households[d.household].building != d.building:
+            problems.append(
+                ConfigProblem(
+                    file,
+                    f"{where}.building",
+                    f"building {households[d.household].building!r} (the household's) or nothing",
+                    repr(d.building),
+                )
+            )
+        src = d.mqtt
+        if isinstance(src, Zigbee2MqttSource):
+            model = zigbee2mqtt.MODELS.get(d.model)
+            if model is None:
+                problems.append(
+                    _unknown(file, f"{where}.model", "zigbee2mqtt model", d.model, set(zigbee2mqtt.MODELS))
+                )
+            elif model.family != d.family:
+                problems.append(
+                    ConfigProblem(
+                        file, f"{where}.family", f"{model.family.value!r} for model {d.model}", repr(d.family.value)
+                    )
+                )
+            if src.friendly_name in z2m_names:
+                problems.append(
+                    ConfigProblem(
+                        file,
+                        f"{where}.mqtt.friendly_name",
+                        f"a name not used by devices[{z2m_names[src.friendly_name]}]",
+                        repr(src.friendly_name),
+                    )
+                )
+            z2m_names[src.friendly_name] = i
+        elif isinstance(src, Rtl433Source):
+            if d.model not in rtl433.MODELS:
+                problems.append(_unknown(file, f"{where}.model", "rtl_433 model", d.model, set(rtl433.MODELS)))
+            key = (d.model, src.id, src.channel)
+            if key in rtl_keys:
+                problems.append(
+                    ConfigProblem(
+                        file,
+                        f"{where}.mqtt.id",
+                        f"a (model, id, channel) not used by devices[{rtl_keys[key]}]",
+                        repr(key),
+                    )
+                )
+            rtl_keys[key] = i
+            for code in src.codes or {}:
+                if not re.fullmatch(r"(0[xX][0-9a-fA-F]+|[0-9]+)", code):
+                    problems.append(
+                        ConfigProblem(file, f"{where}.mqtt.codes", "codes as decimal or 0x-hex numbers", repr(code))
+                    )
+    return problems
+
+
+def _unknown(file: str, path: str, what: str, value: str, known: Iterable[str]) -> ConfigProblem:
+    names = sorted(known)
+    hint = f" ({', '.join(names[:8])}{', …' if len(names) > 8 else ''})" if names else " (none defined)"
+    return ConfigProblem(file, path, f"a known {what}{hint}", repr(value))
+
+
+def _anchor_paths(config: SiteConfig, base_dir: Path) -> SiteConfig:
+    """Relative paths in a config file are relative to that file, not to the cwd."""
+
+    def anchor(p: Path | None) -> Path | None:
+        return None if p is None or p.is_absolute() else base_dir / p
+
+    gateway = config.gateway.model_copy(update={"data_dir": anchor(config.gateway.data_dir)})
+    store = config.store.model_copy(update={"path": anchor(config.store.path)}) if config.store.path else config.store
+    return config.model_copy(update={"gateway": gateway, "store": store})

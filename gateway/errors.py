@@ -1,0 +1,82 @@
+"""SenseGate's one error tree. Library exceptions are mapped onto it at the boundary.
+
+::
+
+    SenseGateError
+    ├── ConfigError          a config file is wrong; carries every problem found (file, field, expected, found)
+    ├── PayloadError         one payload or frame cannot be decoded; counted, logged once, skipped
+    │   └── UnknownDeviceError   well-formed, but from a device the registry does not know
+    ├── TransportError       a broker, serial port or socket failed; the supervisor retries
+    ├── SinkError            an output could not take a batch
+    │   ├── RetryableSinkError   try again later (timeout, connection refused, 5xx)
+    │   └── RejectedBatchError   the database says the data is malformed; retrying will not help
+    └── StoreError           the local durable store failed (disk full, corrupt file)
+
+Rule: an input problem never escapes as anything but ``PayloadError``; codecs raise nothing
+else, whatever bytes they are given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class SenseGateError(Exception):
+    """Base of every error SenseGate raises on purpose."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigProblem:
+    """One mistake in a config file, located precisely enough to fix it."""
+
+    file: str
+    path: str  # dotted field path, e.g. "devices[3].household"
+    expected: str
+    found: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}: {self.path}" if self.path else self.file
+        return f"{where}: expected {self.expected}, found {self.found}"
+
+
+class ConfigError(SenseGateError):
+    def __init__(self, problems: list[ConfigProblem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class PayloadError(SenseGateError):
+    """A payload or frame that cannot be decoded.
+
+    ``reason`` is a short stable tag used as a counter name (``bad_json``, ``wrong_type`` …);
+    the message says what was wrong in words.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
+        super().__init__(message)
+
+
+class UnknownDeviceError(PayloadError):
+    def __init__(self, message: str) -> None:
+        super().__init__("unknown_device", message)
+
+
+class TransportError(SenseGateError):
+    pass
+
+
+class SinkError(SenseGateError):
+    pass
+
+
+class RetryableSinkError(SinkError):
+    pass
+
+
+class RejectedBatchError(SinkError):
+    """The output rejected the data itself (e.g. HTTP 400 from InfluxDB)."""
+
+
+class StoreError(SenseGateError):
+    pass

@@ -1,0 +1,458 @@
+"""The durable store: SQLite in WAL mode, the single place where durability lives.
+
+Tables (see docs/store.md for the full picture):
+
+- ``events``: every accepted event, in ``seq`` order. An event is *accepted* when the
+  transaction that inserted it has committed; only then does the ingest acknowledge it.
+- ``pending(output, seq)``: one row per event still to be delivered to an output. The
+  forwarder deletes the row once the database confirmed the write.
+- ``dead_letter``: events an output rejected as malformed, with the reason.
+- ``alerts`` and ``outbox``: alerts and the messages about them still to be published.
+- ``recent_ingest``: keys of recently accepted MQTT messages, to recognise a broker's
+  redelivery (DUP) of a message whose PUBACK was lost in a crash.
+- ``meta`` and ``counters``: cursors and lifetime counters.
+
+Disk use is bounded by ``max_bytes``. When the live data grows past it, ``enforce_bound``
+gives way in this order, counting each step: (1) events already delivered everywhere and
+already seen by the alert path (``pruned``), oldest first; (2) telemetry events not yet
+delivered (``dropped``), oldest first. Alarm-lane events and alerts are never removed to
+make room: when only they are left the store grows past the bound and says so.
+
+All methods are synchronous and thread-safe (one connection behind a lock); async callers
+run them with ``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from gateway.errors import StoreError
+from gateway.models import Alert, Event, Lane
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    lane TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    family TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    event_time REAL NOT NULL,
+    received_at REAL NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_device_time ON events(device_id, event_time);
+CREATE TABLE IF NOT EXISTS pending (
+    output TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (output, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS pending_seq ON pending(seq);
+CREATE TABLE IF NOT EXISTS dead_letter (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    output TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    at REAL NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS alerts (
+    id TEXT PRIMARY KEY,
+    dedup_key TEXT NOT NULL,
+    state TEXT NOT NULL,
+    raised_at REAL NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alerts_open ON alerts(dedup_key, state);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    channel TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    retain INTEGER NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS recent_ingest (
+    key TEXT PRIMARY KEY,
+    at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+# One pruning step removes about as many rows as the excess needs (by average row size),
+# within these limits, then re-measures: dropping more telemetry than needed loses data.
+_PRUNE_MIN, _PRUNE_MAX = 20, 5000
+# Dead letters kept for inspection; older ones go first when the table is longer.
+_DEAD_LETTER_KEEP = 10_000
+# Of a payload that could not be decoded, this much is kept for inspection.
+_REJECTED_KEEP_BYTES = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    id: int
+    channel: str
+    topic: str
+    payload: str
+    retain: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    output: str
+    seq: int
+    reason: str
+    at: float
+    event: Event
+
+
+class Store:
+    def __init__(self, path: str | Path, max_bytes: int = 512 * 1024 * 1024, synchronous: str = "full") -> None:
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
+            self._db.execute("PRAGMA foreign_keys=OFF")
+            self._db.executescript(_SCHEMA)
+            self._page_size = int(self._db.execute("PRAGMA page_size").fetchone()[0])
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open store {self.path}: {exc}") from exc
+        self.over_bound = False  # true while only protected rows are left above the bound
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # ------------------------------------------------------------------ helpers
+
+    def _tx(self) -> _Tx:
+        return _Tx(self)
+
+    @staticmethod
+    def _bump(db: sqlite3.Connection, counts: dict[str, int]) -> None:
+        for name, n in counts.items():
+            if n:
+                db.execute(
+                    "INSERT INTO counters(name, value) VALUES (?, ?) "
+                    "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                    (name, n),
+                )
+
+    # ------------------------------------------------------------------ ingest
+
+    def seen_recently(self, key: str) -> bool:
+        with self._lock:
+            row = self._db.execute("SELECT 1 FROM recent_ingest WHERE key = ?", (key,)).fetchone()
+        return row is not None
+
+    def append(
+        self,
+        events: Sequence[Event],
+        outputs: dict[str, frozenset[str] | None],
+        ingest_keys: Iterable[tuple[str, float]] = (),
+        counts: dict[str, int] | None = None,
+        rejected: Sequence[tuple[str, str, str, bytes]] = (),
+        now: float = 0.0,
+    ) -> list[Event]:
+        """Insert events in one transaction; return them with ``seq`` set.
+
+        ``outputs`` maps each output name to the families it takes (``None`` = all); a
+        pending row is made for each output that takes the event. ``counts`` are counter
+        increments committed in the same transaction (malformed, duplicates …).
+        ``rejected`` are payloads that could not be decoded, ``(topic, reason, message,
+        payload)``: kept in the dead-letter table (output ``ingest``) so nothing received is
+        lost without a trace.
+        """
+        stored: list[Event] = []
+        with self._tx() as db:
+            for ev in events:
+                body = ev.to_dict()
+                del body["seq"]
+                cur = db.execute(
+                    "INSERT INTO events(lane, device_id, family, kind, event_time, received_at, body) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        ev.lane.value,
+                        ev.device_id,
+                        ev.family.value,
+                        ev.kind.value,
+                        ev.event_time,
+                        ev.received_at,
+                        json.dumps(body, ensure_ascii=False, separators=(",", ":")),
+                    ),
+                )
+                seq = int(cur.lastrowid or 0)
+                stored.append(replace(ev, seq=seq))
+                for name, families in outputs.items():
+                    if families is None or ev.family.value in families:
+                        db.execute("INSERT INTO pending(output, seq) VALUES (?, ?)", (name, seq))
+            db.executemany("INSERT OR REPLACE INTO recent_ingest(key, at) VALUES (?, ?)", ingest_keys)
+            for topic, reason, message, payload in rejected:
+                body = {
+                    "topic": topic,
+                    "message": message,
+                    "payload_bytes": len(payload),
+                    "payload": payload[:_REJECTED_KEEP_BYTES].decode("utf-8", errors="replace"),
+                }
+                db.execute(
+                    "INSERT INTO dead_letter(output, seq, reason, at, body) VALUES ('ingest', 0, ?, ?, ?)",
+                    (reason, now, json.dumps(body, ensure_ascii=False)),
+                )
+            self._bump(db, {"accepted": len(stored), **(counts or {})})
+        return stored
+
+    def count(self, names: dict[str, int]) -> None:
+        """Commit counter increments on their own (e.g. malformed payloads with no event)."""
+        with self._tx() as db:
+            self._bump(db, names)
+
+    def forget_ingest_keys(self, older_than: float) -> int:
+        with self._tx() as db:
+            return db.execute("DELETE FROM recent_ingest WHERE at < ?", (older_than,)).rowcount
+
+    # ------------------------------------------------------------------ forwarding
+
+    def pending_batch(self, output: str, limit: int) -> list[Event]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT e.seq, e.body FROM pending p JOIN events e ON e.seq = p.seq "
+                "WHERE p.output = ? ORDER BY p.seq LIMIT ?",
+                (output, limit),
+            ).fetchall()
+        return [_event(seq, body) for seq, body in rows]
+
+    def pending_count(self, output: str | None = None) -> int:
+        with self._lock:
+            if output is None:
+                row = self._db.execute("SELECT COUNT(*) FROM pending").fetchone()
+            else:
+                row = self._db.execute("SELECT COUNT(*) FROM pending WHERE output = ?", (output,)).fetchone()
+        return int(row[0])
+
+    def delivered(self, output: str, seqs: Sequence[int]) -> None:
+        """The output confirmed these events: forget them for that output."""
+        with self._tx() as db:
+            db.executemany("DELETE FROM pending WHERE output = ? AND seq = ?", [(output, s) for s in seqs])
+            self._bump(db, {f"forwarded.{output}": len(seqs)})
+
+    def dead_letter(self, output: str, events: Sequence[Event], reason: str, at: float) -> None:
+        with self._tx() as db:
+            for ev in events:
+                db.execute("DELETE FROM pending WHERE output = ? AND seq = ?", (output, ev.seq))
+                db.execute(
+                    "INSERT INTO dead_letter(output, seq, reason, at, body) VALUES (?, ?, ?, ?, ?)",
+                    (output, ev.seq, reason[:2000], at, json.dumps(ev.to_dict(), ensure_ascii=False)),
+                )
+            self._bump(db, {f"dead_lettered.{output}": len(events)})
+            db.execute(
+                "DELETE FROM dead_letter WHERE id <= (SELECT MAX(id) FROM dead_letter) - ?", (_DEAD_LETTER_KEEP,)
+            )
+
+    def dead_letters(self, output: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        """Events an output rejected (not the ``ingest`` records: see ``rejected_payloads``)."""
+        sql = "SELECT output, seq, reason, at, body FROM dead_letter WHERE output != 'ingest'"
+        args: tuple[object, ...] = ()
+        if output is not None:
+            sql += " AND output = ?"
+            args = (output,)
+        with self._lock:
+            rows = self._db.execute(sql + " ORDER BY id LIMIT ?", (*args, limit)).fetchall()
+        return [DeadLetter(o, s, r, a, Event.from_dict(json.loads(b))) for o, s, r, a, b in rows]
+
+    def rejected_payloads(self, limit: int = 100) -> list[dict[str, object]]:
+        """The most recent payloads the ingest could not decode, newest last."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT reason, at, body FROM dead_letter WHERE output = 'ingest' ORDER BY id DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [{"reason": r, "at": a, **json.loads(b)} for r, a, b in reversed(rows)]
+
+    # ------------------------------------------------------------------ reading events
+
+    def events_after(self, seq: int, limit: int = 1000) -> list[Event]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, body FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)
+            ).fetchall()
+        return [_event(s, b) for s, b in rows]
+
+    def event_count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+
+    def last_seq(self) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT MAX(seq) FROM events").fetchone()
+        return int(row[0] or 0)
+
+    # ------------------------------------------------------------------ alerts and outbox
+
+    def open_alert(self, dedup_key: str) -> Alert | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT body FROM alerts WHERE dedup_key = ? AND state != 'resolved' "
+                "ORDER BY raised_at DESC LIMIT 1",
+                (dedup_key,),
+            ).fetchone()
+        return None if row is None else Alert.from_dict(json.loads(row[0]))
+
+    def alerts(self, open_only: bool = False, limit: int = 1000) -> list[Alert]:
+        sql = "SELECT body FROM alerts"
+        if open_only:
+            sql += " WHERE state != 'resolved'"
+        with self._lock:
+            rows = self._db.execute(sql + " ORDER BY raised_at, id LIMIT ?", (limit,)).fetchall()
+        return [Alert.from_dict(json.loads(r[0])) for r in rows]
+
+    def save_alerts(
+        self,
+        alerts: Sequence[Alert],
+        messages: Sequence[tuple[str, str, str, bool]],
+        cursor: tuple[str, int] | None = None,
+        now: float = 0.0,
+    ) -> None:
+        """Store alert states, queue their outbound messages and move a cursor, atomically.
+
+        ``messages`` are ``(channel, topic, payload, retain)``; ``cursor`` is ``(name, seq)``:
+        the last event the alert path has fully handled.
+        """
+        with self._tx() as db:
+            for alert in alerts:
+                db.execute(
+                    "INSERT INTO alerts(id, dedup_key, state, raised_at, body) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT(id) DO UPDATE SET state = excluded.state, body = excluded.body",
+                    (
+                        alert.id,
+                        alert.dedup_key,
+                        alert.state.value,
+                        alert.raised_at,
+                        json.dumps(alert.to_dict(), ensure_ascii=False),
+                    ),
+                )
+            db.executemany(
+                "INSERT INTO outbox(channel, topic, payload, retain, created_at) VALUES (?, ?, ?, ?, ?)",
+                [(c, t, p, int(r), now) for c, t, p, r in messages],
+            )
+            if cursor is not None:
+                db.execute(
+                    "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    (f"cursor.{cursor[0]}", str(cursor[1])),
+                )
+
+    def cursor(self, name: str) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (f"cursor.{name}",)).fetchone()
+        return int(row[0]) if row else 0
+
+    def outbox_batch(self, channel: str, limit: int = 100) -> list[OutboxMessage]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, channel, topic, payload, retain FROM outbox WHERE channel = ? ORDER BY id LIMIT ?",
+                (channel, limit),
+            ).fetchall()
+        return [OutboxMessage(i, c, t, p, bool(r)) for i, c, t, p, r in rows]
+
+    def outbox_done(self, ids: Sequence[int]) -> None:
+        with self._tx() as db:
+            db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
+
+    # ------------------------------------------------------------------ counters and size
+
+    def counters(self) -> dict[str, int]:
+        with self._lock:
+            return {n: int(v) for n, v in self._db.execute("SELECT name, value FROM counters ORDER BY name")}
+
+    def used_bytes(self) -> int:
+        with self._lock:
+            return self._used_bytes()
+
+    def _used_bytes(self) -> int:
+        pages = int(self._db.execute("PRAGMA page_count").fetchone()[0])
+        free = int(self._db.execute("PRAGMA freelist_count").fetchone()[0])
+        return (pages - free) * self._page_size
+
+    def enforce_bound(self, processed_seq: int) -> dict[str, int]:
+        """Bring live data under ``max_bytes``; returns what was removed.
+
+        ``processed_seq`` is the alert path's cursor: nothing after it is removed, so no event
+        is thinned before the rules have seen it.
+        """
+        removed = {"pruned": 0, "dropped": 0}
+        with self._lock:
+            if self._used_bytes() <= self.max_bytes:
+                self.over_bound = False
+                return removed
+        for step, sql in (
+            (
+                "pruned",
+                "SELECT seq FROM events WHERE seq <= ? AND NOT EXISTS "
+                "(SELECT 1 FROM pending p WHERE p.seq = events.seq) ORDER BY seq LIMIT ?",
+            ),
+            ("dropped", "SELECT seq FROM events WHERE seq <= ? AND lane = ? ORDER BY seq LIMIT ?"),
+        ):
+            while True:
+                with self._tx() as db:
+                    used = self._used_bytes()
+                    if used <= self.max_bytes:
+                        break
+                    rows = int(db.execute("SELECT COUNT(*) FROM events").fetchone()[0]) or 1
+                    chunk = min(_PRUNE_MAX, max(_PRUNE_MIN, (used - self.max_bytes) * rows // used + 1))
+                    args: tuple[object, ...] = (
+                        (processed_seq, chunk) if step == "pruned" else (processed_seq, Lane.TELEMETRY.value, chunk)
+                    )
+                    seqs = [r[0] for r in db.execute(sql, args).fetchall()]
+                    if not seqs:
+                        break
+                    marks = ",".join("?" * len(seqs))
+                    if step == "dropped":
+                        db.execute(f"DELETE FROM pending WHERE seq IN ({marks})", seqs)
+                    db.execute(f"DELETE FROM events WHERE seq IN ({marks})", seqs)
+                    self._bump(db, {step: len(seqs)})
+                    removed[step] += len(seqs)
+        with self._lock:
+            self.over_bound = self._used_bytes() > self.max_bytes
+        return removed
+
+
+class _Tx:
+    """``with store._tx() as db``: hold the lock, BEGIN IMMEDIATE … COMMIT (or ROLLBACK)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def __enter__(self) -> sqlite3.Connection:
+        self._store._lock.acquire()
+        try:
+            self._store._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            self._store._lock.release()
+            raise StoreError(f"store {self._store.path}: {exc}") from exc
+        return self._store._db
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        db = self._store._db
+        try:
+            if exc_type is None:
+                db.execute("COMMIT")
+            else:
+                db.execute("ROLLBACK")
+        except sqlite3.Error as err:
+            raise StoreError(f"store {self._store.path}: {err}") from err
+        finally:
+            self._store._lock.release()
+        if isinstance(exc, sqlite3.Error):
+            raise StoreError(f"store {self._store.path}: {exc}") from exc
+
+
+def _event(seq: int, body: str) -> Event:
+    return replace(Event.from_dict(json.loads(body)), seq=seq)

@@ -1,0 +1,116 @@
+"""The durable store: append, per-output pending rows, dead letters, alerts and the disk bound."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gateway.models import Family, Kind
+from gateway.store import Store
+from tests.gateway.factories import event
+
+OUTPUTS: dict[str, frozenset[str] | None] = {"influx": None, "smoke_only": frozenset({"smoke"})}
+
+
+def test_append_assigns_increasing_seq_and_pending_rows_per_output(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    stored = store.append(
+        [event(), event(Kind.SMOKE_ALARM, Family.SMOKE), event(Kind.DOOR_CLOSED)], OUTPUTS
+    )
+    assert [e.seq for e in stored] == [1, 2, 3]
+    assert store.pending_count("influx") == 3
+    assert store.pending_count("smoke_only") == 1
+    assert [e.kind for e in store.pending_batch("smoke_only", 10)] == [Kind.SMOKE_ALARM]
+    assert store.counters()["accepted"] == 3
+
+
+def test_events_survive_reopen_with_values_and_location(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    store.append([event(battery=96.5, credential="card:1")], OUTPUTS)
+    store.close()
+    again = Store(tmp_path / "s.db")
+    (ev,) = again.events_after(0)
+    assert ev.seq == 1
+    assert ev.values == {"battery": 96.5, "credential": "card:1"}
+    assert ev.location.room == "门口"
+    assert again.pending_count("influx") == 1
+
+
+def test_delivered_removes_only_that_outputs_rows(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    stored = store.append([event(Kind.SMOKE_ALARM, Family.SMOKE)], OUTPUTS)
+    store.delivered("influx", [stored[0].seq])
+    assert store.pending_count("influx") == 0
+    assert store.pending_count("smoke_only") == 1
+    assert store.counters()["forwarded.influx"] == 1
+
+
+def test_dead_letter_keeps_event_and_reason(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    stored = store.append([event(), event()], OUTPUTS)
+    store.dead_letter("influx", stored[:1], "field type conflict", at=5.0)
+    assert store.pending_count("influx") == 1
+    (dl,) = store.dead_letters("influx")
+    assert dl.reason == "field type conflict" and dl.event.seq == stored[0].seq
+    assert store.counters()["dead_lettered.influx"] == 1
+
+
+def test_rejected_payloads_are_kept_for_inspection(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    store.append([], OUTPUTS, counts={"malformed.bad_json": 1},
+                 rejected=[("zigbee2mqtt/x", "bad_json", "not JSON", b"{oops" + b"x" * 10_000)], now=7.0)
+    (rec,) = store.rejected_payloads()
+    assert rec["reason"] == "bad_json" and rec["topic"] == "zigbee2mqtt/x"
+    assert rec["payload_bytes"] == 10_005 and len(str(rec["payload"])) == 4096
+    assert store.counters()["malformed.bad_json"] == 1
+    assert store.dead_letters() == []  # ingest records are not output dead letters
+
+
+def test_recent_ingest_keys_expire(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    store.append([event()], OUTPUTS, ingest_keys=[("k1", 100.0), ("k2", 200.0)])
+    assert store.seen_recently("k1") and store.seen_recently("k2")
+    assert store.forget_ingest_keys(older_than=150.0) == 1
+    assert not store.seen_recently("k1") and store.seen_recently("k2")
+
+
+def test_bound_prunes_delivered_then_drops_telemetry_never_alarms(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db", max_bytes=600 * 1024)
+    pad = "x" * 400
+    outputs: dict[str, frozenset[str] | None] = {"influx": None}
+    delivered = store.append([event(pad=pad) for _ in range(400)], outputs)
+    store.delivered("influx", [e.seq for e in delivered])
+    alarms = store.append([event(Kind.SOS_PRESSED, Family.SOS, pad=pad) for _ in range(300)], outputs)
+    telemetry = store.append([event(pad=pad) for _ in range(900)], outputs)
+    assert store.used_bytes() > store.max_bytes
+
+    removed = store.enforce_bound(processed_seq=telemetry[-1].seq)
+
+    assert removed["pruned"] == 400  # all delivered events went first
+    assert removed["dropped"] > 0  # then the oldest undelivered telemetry
+    assert store.used_bytes() <= store.max_bytes
+    left = store.events_after(0, limit=10_000)
+    assert {e.seq for e in alarms} <= {e.seq for e in left}  # every alarm event is kept
+    kept_telemetry = [e.seq for e in left if e.kind is Kind.DOOR_OPENED]
+    assert kept_telemetry == [e.seq for e in telemetry][-len(kept_telemetry):]  # newest kept
+    c = store.counters()
+    assert c["pruned"] == 400 and c["dropped"] == removed["dropped"]
+    assert store.pending_count("influx") == 300 + len(kept_telemetry)
+
+
+def test_bound_never_touches_events_the_alert_path_has_not_seen(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db", max_bytes=64 * 1024)
+    stored = store.append([event(pad="y" * 400) for _ in range(500)], {"influx": None})
+    removed = store.enforce_bound(processed_seq=100)
+    assert removed["dropped"] == 100
+    assert store.events_after(0, limit=1)[0].seq == 101
+    assert store.over_bound  # the rest is protected, and the store says so
+    assert len(store.events_after(0, limit=10_000)) == len(stored) - 100
+
+
+def test_only_alarms_left_grows_past_the_bound(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db", max_bytes=32 * 1024)
+    store.append([event(Kind.FALL_DETECTED, Family.FALL, pad="z" * 400) for _ in range(300)], {"influx": None})
+    removed = store.enforce_bound(processed_seq=10_000)
+    assert removed == {"pruned": 0, "dropped": 0}
+    assert store.over_bound
+    assert store.event_count() == 300
