@@ -1,0 +1,121 @@
+"""SenseGate's InfluxDB schema: how one ``Event`` becomes one point. Pure functions, no I/O.
+
+Both InfluxDB sinks (and anything that reads their data back) rely on this; it is documented
+with a worked example in docs/influxdb.md — change the two together.
+
+::
+
+    measurement  event.family            door | fall | smoke | sos | gas | water | presence
+    tags         site, gateway           from the gateway's config
+                 building, unit,         event.location (empty values are left out)
+                 household, room
+                 device, model           event.device_id, event.model
+                 event                   event.kind       (door_opened, fall_detected, …)
+                 source                  event.source     (zigbee2mqtt, rtl_433, native, …)
+    fields       <each key of event.values>
+                     bool   -> boolean
+                     number -> float, always (an int 100 then 96.5 would be a type conflict)
+                     str    -> string
+                 seq          integer   the gateway's store sequence number
+                 received_at  float     epoch seconds when the gateway received it
+                 time_source  string    "device" or "gateway": whose clock event_time is
+    time         ns = ms(event_time) * 1_000_000 + seq % 1_000_000
+
+The sub-millisecond nanoseconds of the timestamp carry the store sequence number: two events of
+one device in the same millisecond stay two points, and a batch replayed after a lost
+acknowledgement (same seq, same time, same tags) overwrites its own points instead of
+duplicating them. InfluxDB keeps one point per (measurement, tag set, time), so this rule, the
+tag set and the field names are the identity of a stored event.
+
+A key of ``event.values`` that collides with ``seq``, ``received_at``, ``time_source`` or
+``time`` (InfluxDB refuses that one) is stored as ``value_<key>``. Non-finite floats (NaN,
+±inf) are left out: line protocol cannot carry them. ``event.raw`` is not stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from influxdb_client.client.write.point import Point
+from influxdb_client.domain.write_precision import WritePrecision
+
+from gateway.models import Event, Scalar
+
+_new_point: Any = Point
+
+TAG_KEYS = ("site", "gateway", "building", "unit", "household", "room", "device", "model", "event", "source")
+# Field names the schema uses itself, plus "time", which InfluxDB refuses as a field key.
+RESERVED_FIELDS = frozenset({"seq", "received_at", "time_source", "time"})
+
+
+def point_time_ns(event: Event) -> int:
+    """The point's timestamp in ns: event time truncated to the ms, plus ``seq % 1_000_000`` ns.
+
+    ``event_time`` is first rounded to the microsecond so that float noise
+    (``1717000000.123 * 1000 == 1717000000122.9998``) does not move it to the previous ms.
+    """
+    ms = round(event.event_time * 1_000_000) // 1000
+    return ms * 1_000_000 + event.seq % 1_000_000
+
+
+def event_tags(event: Event, gateway_id: str, site: str) -> dict[str, str]:
+    """The tag set, in ``TAG_KEYS`` order, without empty values."""
+    loc = event.location
+    tags = {
+        "site": site,
+        "gateway": gateway_id,
+        "building": loc.building,
+        "unit": loc.unit,
+        "household": loc.household,
+        "room": loc.room,
+        "device": event.device_id,
+        "model": event.model,
+        "event": event.kind.value,
+        "source": event.source,
+    }
+    return {k: v for k, v in tags.items() if v}
+
+
+def field_value(value: Scalar) -> bool | float | str:
+    """The stored type of one event value: bool stays bool, every number is a float, text stays text."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return float(value)
+    return str(value)
+
+
+def event_fields(event: Event) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    values: Mapping[str, Scalar] = event.values
+    for key, value in values.items():
+        name = f"value_{key}" if key in RESERVED_FIELDS else key
+        fields[name] = field_value(value)
+    fields["seq"] = int(event.seq)
+    fields["received_at"] = float(event.received_at)
+    fields["time_source"] = event.time_source
+    return fields
+
+
+def event_point(event: Event, gateway_id: str, site: str) -> Point:
+    """One event as an ``influxdb_client.Point`` with nanosecond time."""
+    point: Point = _build_point(event, gateway_id, site)
+    return point
+
+
+def events_to_line_protocol(events: Iterable[Event], gateway_id: str, site: str) -> bytes:
+    """The events as InfluxDB line protocol (UTF-8, one line each, ns precision)."""
+    lines = (str(_build_point(e, gateway_id, site).to_line_protocol()) for e in events)
+    return "\n".join(line for line in lines if line).encode("utf-8")
+
+
+def _build_point(event: Event, gateway_id: str, site: str) -> Any:
+    # Point's methods carry no annotations, hence Any rather than an ignore on each call.
+    point = _new_point(event.family.value)
+    for key, tag in event_tags(event, gateway_id, site).items():
+        point.tag(key, tag)
+    for key, value in event_fields(event).items():
+        point.field(key, value)
+    point.time(point_time_ns(event), WritePrecision.NS)
+    return point
