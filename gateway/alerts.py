@@ -44,21 +44,36 @@ class AlertRule:
 
 RULES: dict[Kind, AlertRule] = {
     Kind.SOS_PRESSED: AlertRule(
-        "sos", Severity.CRITICAL, "【紧急呼叫】{place}{who}按下紧急呼叫按钮，请立即处置", "SOS pressed at {place}{who_en}"
+        "sos",
+        Severity.CRITICAL,
+        "【紧急呼叫】{place}{who}按下紧急呼叫按钮，请立即处置",
+        "SOS pressed at {place}{who_en}",
     ),
     Kind.FALL_DETECTED: AlertRule(
-        "fall", Severity.CRITICAL, "【跌倒报警】{place}{who}检测到跌倒，请立即处置", "Fall detected at {place}{who_en}"
+        "fall",
+        Severity.CRITICAL,
+        "【跌倒报警】{place}{who}检测到跌倒，请立即处置",
+        "Fall detected at {place}{who_en}",
     ),
     Kind.FALL_SUSPECTED: AlertRule(
-        "fall_suspected", Severity.SERIOUS, "【跌倒预警】{place}{who}疑似跌倒，请尽快确认", "Possible fall at {place}{who_en}",
+        "fall_suspected",
+        Severity.SERIOUS,
+        "【跌倒预警】{place}{who}疑似跌倒，请尽快确认",
+        "Possible fall at {place}{who_en}",
         frozenset({Kind.FALL_CLEARED}),
     ),
     Kind.SMOKE_ALARM: AlertRule(
-        "smoke", Severity.MAJOR, "【火警】{place}烟感报警，请立即核实", "Smoke alarm at {place}{who_en}",
+        "smoke",
+        Severity.MAJOR,
+        "【火警】{place}烟感报警，请立即核实",
+        "Smoke alarm at {place}{who_en}",
         frozenset({Kind.SMOKE_CLEAR}),
     ),
     Kind.GAS_ALARM: AlertRule(
-        "gas", Severity.MAJOR, "【燃气报警】{place}燃气报警，请立即核实", "Gas alarm at {place}{who_en}",
+        "gas",
+        Severity.MAJOR,
+        "【燃气报警】{place}燃气报警，请立即核实",
+        "Gas alarm at {place}{who_en}",
         frozenset({Kind.GAS_CLEAR}),
     ),
 }
@@ -154,9 +169,10 @@ class AlertPath:
                     evidence=(*open_alert.evidence, ev.seq)[-MAX_EVIDENCE:],
                 )
                 out.append(Transition("resolved", resolved))
-        rule = RULES.get(ev.kind)
-        if rule is None:
+        raising = RULES.get(ev.kind)
+        if raising is None:
             return out
+        rule = raising
         key = f"{rule.name}:{ev.device_id}"
         open_alert = self._open(key, changed)
         if open_alert is not None:

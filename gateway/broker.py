@@ -30,9 +30,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def _wait_for_port(port: int, timeout: float = 10.0) -> None:
+async def _wait_for_port(port: int, within: float = 10.0) -> None:
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + within
     while True:
         try:
             _, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -40,8 +40,14 @@ async def _wait_for_port(port: int, timeout: float = 10.0) -> None:
             return
         except OSError:
             if loop.time() > deadline:
-                raise TransportError(f"local broker did not listen on 127.0.0.1:{port} within {timeout:.0f} s") from None
+                raise TransportError(f"local broker did not listen on 127.0.0.1:{port} within {within:.0f} s") from None
             await asyncio.sleep(0.05)
+
+
+def _find_mosquitto() -> str | None:
+    # Debian puts it in /usr/sbin, which is not on every user's PATH.
+    found = shutil.which("mosquitto")
+    return found or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
 
 
 class LocalBroker:
@@ -57,11 +63,10 @@ class LocalBroker:
         self._amqtt: Any = None
 
     async def __aenter__(self) -> LocalBroker:
-        mosquitto = shutil.which("mosquitto") or (
-            "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
-        )
+        mosquitto = _find_mosquitto()
         if self.prefer in ("auto", "mosquitto") and mosquitto:
-            await self._start_mosquitto(mosquitto)
+            self._spawn_mosquitto(mosquitto)
+            await _wait_for_port(self.port)
         elif self.prefer == "mosquitto":
             raise TransportError("mosquitto is not installed (apt-get install mosquitto)")
         else:
@@ -69,7 +74,7 @@ class LocalBroker:
         log.info("local %s broker on %s:%d", self.kind, self.host, self.port)
         return self
 
-    async def _start_mosquitto(self, binary: str) -> None:
+    def _spawn_mosquitto(self, binary: str) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="sensegate-broker-")
         conf = Path(self._tmp.name) / "mosquitto.conf"
         conf.write_text(
@@ -83,7 +88,6 @@ class LocalBroker:
         log_file = open(Path(self._tmp.name) / "mosquitto.log", "wb")  # noqa: SIM115 - lives with the process
         self._proc = subprocess.Popen([binary, "-c", str(conf)], stdout=log_file, stderr=subprocess.STDOUT)
         self.kind = "mosquitto"
-        await _wait_for_port(self.port)
 
     async def _start_amqtt(self) -> None:
         from amqtt.broker import Broker

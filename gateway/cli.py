@@ -62,9 +62,7 @@ def summary(config: SiteConfig) -> str:
         detail = ", ".join(f"{fam} {n}" for fam, n in sorted(counts.items()))
         lines.append(f"  {names.get(b, b)}: {sum(counts.values())} devices ({detail})")
     alone = sum(1 for r in config.residents if r.lives_alone)
-    lines.append(
-        f"  {len(config.households)} households, {len(config.residents)} residents, {alone} living alone"
-    )
+    lines.append(f"  {len(config.households)} households, {len(config.residents)} residents, {alone} living alone")
     lines.append(f"  broker {config.mqtt.host}:{config.mqtt.port} as {config.client_id}")
     if config.outputs:
         for o in config.outputs:
@@ -103,10 +101,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from simulators.runner import default_demo_incidents, run_simulation
+
     from gateway.broker import LocalBroker
     from gateway.runtime import Gateway
     from simulators.block import demo_site
-    from simulators.runner import default_demo_incidents, run_simulation
 
     data_dir = Path(args.data_dir) if args.data_dir else Path(tempfile.mkdtemp(prefix="sensegate-demo-"))
 
@@ -148,8 +147,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     open_alerts = len(await asyncio.to_thread(gateway.store.alerts, True))
                     malformed = sum(v for k, v in c.items() if k.startswith("malformed."))
                     print(
-                        f"· events accepted {c.get('accepted', 0)}, malformed {malformed}, "
-                        f"open alerts {open_alerts}",
+                        f"· events accepted {c.get('accepted', 0)}, malformed {malformed}, open alerts {open_alerts}",
                         flush=True,
                     )
 
@@ -229,25 +227,37 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING … (default INFO; demo: WARNING)")
     sub = p.add_subparsers(dest="command", required=True)
 
-    r = sub.add_parser("run", help="run the gateway with a site config", description=(
-        "Connect to the broker in the config, ingest every configured device, keep each event on disk "
-        "before acknowledging it, raise alerts and forward time-series to the configured outputs."
-    ))
+    r = sub.add_parser(
+        "run",
+        help="run the gateway with a site config",
+        description=(
+            "Connect to the broker in the config, ingest every configured device, keep each event on disk "
+            "before acknowledging it, raise alerts and forward time-series to the configured outputs."
+        ),
+    )
     r.add_argument("-c", "--config", required=True, help="site config (TOML)")
     r.set_defaults(func=cmd_run)
 
-    c = sub.add_parser("check", help="validate a site config", description=(
-        "Validate a site config. Prints 'ok' and a summary (devices per building, outputs), or every "
-        "mistake with the file, the field path, what was expected and what was found (exit 2)."
-    ))
+    c = sub.add_parser(
+        "check",
+        help="validate a site config",
+        description=(
+            "Validate a site config. Prints 'ok' and a summary (devices per building, outputs), or every "
+            "mistake with the file, the field path, what was expected and what was found (exit 2)."
+        ),
+    )
     c.add_argument("-c", "--config", required=True)
     c.set_defaults(func=cmd_check)
 
-    d = sub.add_parser("demo", help="a simulated block with live alerts; needs nothing installed", description=(
-        "Start a local broker (Mosquitto if installed, else the embedded amqtt broker), the gateway and a "
-        "simulated residential block. Scripted incidents (an SOS press, a smoke alarm, a fall) raise alerts "
-        "in the terminal within a minute."
-    ))
+    d = sub.add_parser(
+        "demo",
+        help="a simulated block with live alerts; needs nothing installed",
+        description=(
+            "Start a local broker (Mosquitto if installed, else the embedded amqtt broker), the gateway and a "
+            "simulated residential block. Scripted incidents (an SOS press, a smoke alarm, a fall) raise alerts "
+            "in the terminal within a minute."
+        ),
+    )
     d.add_argument("--buildings", type=int, default=2)
     d.add_argument("--households", type=int, default=20, help="households per building")
     d.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: Ctrl-C)")
@@ -258,10 +268,14 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--report-every", type=float, default=10.0, help="seconds between status lines")
     d.set_defaults(func=cmd_demo)
 
-    s = sub.add_parser("simulate", help="publish simulated traffic for a site config", description=(
-        "Publish the activity of the devices in a site config (real zigbee2mqtt, rtl_433 and native payloads) "
-        "to a broker, for developing against a running gateway."
-    ))
+    s = sub.add_parser(
+        "simulate",
+        help="publish simulated traffic for a site config",
+        description=(
+            "Publish the activity of the devices in a site config (real zigbee2mqtt, rtl_433 and native payloads) "
+            "to a broker, for developing against a running gateway."
+        ),
+    )
     s.add_argument("-c", "--config", required=True)
     s.add_argument("--broker", default="", help="host:port (default: the config's broker)")
     s.add_argument("--duration", type=float, default=None)

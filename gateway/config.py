@@ -264,9 +264,7 @@ def _resolve_secrets(
     return data
 
 
-def _secret_value(
-    value: str, file: str, path: str, env: Mapping[str, str], problems: list[ConfigProblem]
-) -> str:
+def _secret_value(value: str, file: str, path: str, env: Mapping[str, str], problems: list[ConfigProblem]) -> str:
     if value.startswith("env:"):
         name = value[4:]
         if name not in env:
@@ -317,14 +315,26 @@ def _problems_from_validation(exc: ValidationError, file: str) -> list[ConfigPro
             allowed = _allowed_keys(loc[:-1])
             expected = "no such key" + (f" (allowed here: {', '.join(allowed)})" if allowed else "")
             found = f"unknown key {loc[-1]!r}"
-        elif kind == "union_tag_invalid" or kind == "union_tag_not_found":
-            expected = err["msg"].replace("Input tag", "a known type; tag")
+        elif kind in ("union_tag_invalid", "union_tag_not_found"):
+            ctx = err.get("ctx") or {}
+            field = str(ctx.get("discriminator", "type")).strip("'")
+            path = f"{path}.{field}" if path else field
+            expected = f"one of {ctx['expected_tags']}" if "expected_tags" in ctx else f"a {field} key"
+            found = repr(ctx["tag"]) if "tag" in ctx else "nothing"
+        elif kind == "string_pattern_mismatch" and (err.get("ctx") or {}).get("pattern") in _PATTERN_WORDS:
+            expected = _PATTERN_WORDS[err["ctx"]["pattern"]]
             found = _short(err.get("input"))
         else:
             expected = _expected_from_msg(err["msg"])
             found = _short(err.get("input"))
         problems.append(ConfigProblem(file, path, expected, found))
     return problems
+
+
+_PATTERN_WORDS = {
+    _ID: "an id of letters, digits, '-', '_' or '.' (no spaces)",
+    _URL: "an http:// or https:// URL, e.g. http://127.0.0.1:8086",
+}
 
 
 def _expected_from_msg(msg: str) -> str:
@@ -423,13 +433,14 @@ def cross_check(config: SiteConfig, file: str) -> list[ConfigProblem]:
         if isinstance(src, Zigbee2MqttSource):
             model = zigbee2mqtt.MODELS.get(d.model)
             if model is None:
-                problems.append(
-                    _unknown(file, f"{where}.model", "zigbee2mqtt model", d.model, set(zigbee2mqtt.MODELS))
-                )
+                problems.append(_unknown(file, f"{where}.model", "zigbee2mqtt model", d.model, set(zigbee2mqtt.MODELS)))
             elif model.family != d.family:
                 problems.append(
                     ConfigProblem(
-                        file, f"{where}.family", f"{model.family.value!r} for model {d.model}", repr(d.family.value)
+                        file,
+                        f"{where}.family",
+                        f"{model.family.value!r} for model {d.model}",
+                        repr(d.family.value),
                     )
                 )
             if src.friendly_name in z2m_names:
@@ -474,7 +485,7 @@ def _anchor_paths(config: SiteConfig, base_dir: Path) -> SiteConfig:
     """Relative paths in a config file are relative to that file, not to the cwd."""
 
     def anchor(p: Path | None) -> Path | None:
-        return None if p is None or p.is_absolute() else base_dir / p
+        return p if p is None or p.is_absolute() else base_dir / p
 
     gateway = config.gateway.model_copy(update={"data_dir": anchor(config.gateway.data_dir)})
     store = config.store.model_copy(update={"path": anchor(config.store.path)}) if config.store.path else config.store

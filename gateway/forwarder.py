@@ -15,7 +15,6 @@ trustworthy, the same for every output:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 from collections.abc import Sequence
@@ -115,4 +114,3 @@ class Forwarder:
             await self._deliver(batch[half:])
             return
         self.store.delivered(self.name, [e.seq for e in batch])
-

@@ -71,6 +71,7 @@ class MqttIngest:
         self._queue: asyncio.Queue[_Message] = asyncio.Queue()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: mqtt.Client | None = None
+        self._stopping = False
 
     # ------------------------------------------------------------------ paho side (its thread)
 
@@ -120,9 +121,9 @@ class MqttIngest:
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self.connected.set)
 
-    def _on_disconnect(
-        self, client: mqtt.Client, userdata: object, flags: object, rc: object, props: object
-    ) -> None:
+    def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: object, rc: object, props: object) -> None:
+        if self._stopping:
+            return
         self._log_once.warning(("disconnect",), "disconnected from broker (%s); reconnecting", rc)
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self.connected.clear)
@@ -148,6 +149,7 @@ class MqttIngest:
         try:
             await self._write_loop(client)
         finally:
+            self._stopping = True
             # Say "offline" ourselves on an orderly stop; the will covers a crash.
             with contextlib.suppress(Exception):
                 client.publish(self.status_topic, "offline", qos=1, retain=True).wait_for_publish(2)

@@ -38,9 +38,7 @@ class LogOnce:
     def reset(self, key_prefix: tuple[Hashable, ...]) -> None:
         n = len(key_prefix)
         with self._lock:
-            self._seen = {
-                k for k in self._seen if not (isinstance(k, tuple) and k[:n] == key_prefix)
-            }
+            self._seen = {k for k in self._seen if not (isinstance(k, tuple) and k[:n] == key_prefix)}
 
 
 def setup_logging(level: str = "INFO") -> None:

@@ -9,6 +9,7 @@ consumers deduplicate on the alert id and transition (documented in docs/interfa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 
@@ -75,10 +76,8 @@ class OutboxPublisher:
             batch = await asyncio.to_thread(self.store.outbox_batch, self.channel, 200)
             if not batch:
                 # Woken by the alert path; the timeout is a safety net, not the delivery path.
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), 5.0)
-                except TimeoutError:
-                    pass
                 continue
             for msg in batch:
                 await client.publish(msg.topic, msg.payload.encode(), qos=1, retain=msg.retain)

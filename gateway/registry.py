@@ -40,9 +40,7 @@ class Registry:
         residents: dict[str, list[Resident]] = {}
         for r in config.residents:
             residents.setdefault(r.household, []).append(r)
-        self.residents_by_household: Mapping[str, tuple[Resident, ...]] = {
-            k: tuple(v) for k, v in residents.items()
-        }
+        self.residents_by_household: Mapping[str, tuple[Resident, ...]] = {k: tuple(v) for k, v in residents.items()}
         self.households = households
         self.devices: dict[str, DeviceEntry] = {}
         self._z2m: dict[str, DeviceEntry] = {}
@@ -55,9 +53,7 @@ class Registry:
                 household=(house.number or house.id) if house else "",
                 room=d.room,
             )
-            entry = DeviceEntry(
-                d.id, d.family, d.model, location, d, self.residents_by_household.get(d.household, ())
-            )
+            entry = DeviceEntry(d.id, d.family, d.model, location, d, self.residents_by_household.get(d.household, ()))
             self.devices[d.id] = entry
             if isinstance(d.mqtt, Zigbee2MqttSource):
                 self._z2m[d.mqtt.friendly_name] = entry
@@ -113,7 +109,9 @@ class Registry:
         # A device configured without a channel matches any channel.
         entry = self._rtl.get((model, dev_id, channel)) or self._rtl.get((model, dev_id, ""))
         if entry is None:
-            raise UnknownDeviceError(f"rtl_433 device model={model!r} id={dev_id!r} channel={channel!r} is not in the registry")
+            raise UnknownDeviceError(
+                f"rtl_433 device model={model!r} id={dev_id!r} channel={channel!r} is not in the registry"
+            )
         src = entry.config.mqtt
         codes = src.codes if isinstance(src, Rtl433Source) else None
         return self._events(entry, rtl433.decode(msg, codes), payload, received_at, "rtl_433")
@@ -125,7 +123,8 @@ class Registry:
         msg = native.decode(payload)
         if msg.device is not None and msg.device != device_id:
             raise PayloadError(
-                "device_mismatch", f"payload names device {msg.device!r} but was published on {device_id!r}'s topic"
+                "device_mismatch",
+                f"payload names device {msg.device!r} but was published on {device_id!r}'s topic",
             )
         return self._events(entry, list(msg.observations), payload, received_at, "native")
 

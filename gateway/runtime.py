@@ -189,9 +189,7 @@ class Gateway:
         try:
             async with asyncio.TaskGroup() as tg:
                 ingest = tg.create_task(supervise("mqtt ingest", self.ingest.run, self.clock))
-                others = [
-                    tg.create_task(supervise(f"output {f.name}", f.run, self.clock)) for f in self.forwarders
-                ]
+                others = [tg.create_task(supervise(f"output {f.name}", f.run, self.clock)) for f in self.forwarders]
                 others.append(tg.create_task(supervise("alert publisher", self.publisher.run, self.clock)))
                 others.append(tg.create_task(supervise("housekeeping", self._housekeeping, self.clock)))
                 others.append(tg.create_task(self._watch_ready()))

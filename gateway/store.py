@@ -254,7 +254,8 @@ class Store:
                 )
             self._bump(db, {f"dead_lettered.{output}": len(events)})
             db.execute(
-                "DELETE FROM dead_letter WHERE id <= (SELECT MAX(id) FROM dead_letter) - ?", (_DEAD_LETTER_KEEP,)
+                "DELETE FROM dead_letter WHERE id <= (SELECT MAX(id) FROM dead_letter) - ?",
+                (_DEAD_LETTER_KEEP,),
             )
 
     def dead_letters(self, output: str | None = None, limit: int = 100) -> list[DeadLetter]:
@@ -300,8 +301,7 @@ class Store:
     def open_alert(self, dedup_key: str) -> Alert | None:
         with self._lock:
             row = self._db.execute(
-                "SELECT body FROM alerts WHERE dedup_key = ? AND state != 'resolved' "
-                "ORDER BY raised_at DESC LIMIT 1",
+                "SELECT body FROM alerts WHERE dedup_key = ? AND state != 'resolved' ORDER BY raised_at DESC LIMIT 1",
                 (dedup_key,),
             ).fetchone()
         return None if row is None else Alert.from_dict(json.loads(row[0]))

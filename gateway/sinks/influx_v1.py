@@ -134,11 +134,7 @@ class InfluxV1Sink:
             url = f"{self.url}/write?{urlencode(params)}"
 
             status, reply, reply_headers = self._request("POST", url, body, headers)
-            if (
-                status == 404
-                and self.create_database
-                and "database not found" in reply.decode(errors="replace")
-            ):
+            if status == 404 and self.create_database and "database not found" in reply.decode(errors="replace"):
                 self._create_database()
                 status, reply, reply_headers = self._request("POST", url, body, headers)
         except (RetryableSinkError, RejectedBatchError):
@@ -180,6 +176,4 @@ class InfluxV1Sink:
             errors = []
         if not 200 <= status < 300 or errors:
             reason = "; ".join(errors) or server_reason(status, reply, reply_headers)
-            raise RetryableSinkError(
-                f"{self.name}: CREATE DATABASE {self.database!r} failed: HTTP {status}: {reason}"
-            )
+            raise RetryableSinkError(f"{self.name}: CREATE DATABASE {self.database!r} failed: HTTP {status}: {reason}")

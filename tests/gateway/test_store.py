@@ -13,9 +13,7 @@ OUTPUTS: dict[str, frozenset[str] | None] = {"influx": None, "smoke_only": froze
 
 def test_append_assigns_increasing_seq_and_pending_rows_per_output(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.db")
-    stored = store.append(
-        [event(), event(Kind.SMOKE_ALARM, Family.SMOKE), event(Kind.DOOR_CLOSED)], OUTPUTS
-    )
+    stored = store.append([event(), event(Kind.SMOKE_ALARM, Family.SMOKE), event(Kind.DOOR_CLOSED)], OUTPUTS)
     assert [e.seq for e in stored] == [1, 2, 3]
     assert store.pending_count("influx") == 3
     assert store.pending_count("smoke_only") == 1
@@ -56,8 +54,13 @@ def test_dead_letter_keeps_event_and_reason(tmp_path: Path) -> None:
 
 def test_rejected_payloads_are_kept_for_inspection(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.db")
-    store.append([], OUTPUTS, counts={"malformed.bad_json": 1},
-                 rejected=[("zigbee2mqtt/x", "bad_json", "not JSON", b"{oops" + b"x" * 10_000)], now=7.0)
+    store.append(
+        [],
+        OUTPUTS,
+        counts={"malformed.bad_json": 1},
+        rejected=[("zigbee2mqtt/x", "bad_json", "not JSON", b"{oops" + b"x" * 10_000)],
+        now=7.0,
+    )
     (rec,) = store.rejected_payloads()
     assert rec["reason"] == "bad_json" and rec["topic"] == "zigbee2mqtt/x"
     assert rec["payload_bytes"] == 10_005 and len(str(rec["payload"])) == 4096
@@ -91,7 +94,7 @@ def test_bound_prunes_delivered_then_drops_telemetry_never_alarms(tmp_path: Path
     left = store.events_after(0, limit=10_000)
     assert {e.seq for e in alarms} <= {e.seq for e in left}  # every alarm event is kept
     kept_telemetry = [e.seq for e in left if e.kind is Kind.DOOR_OPENED]
-    assert kept_telemetry == [e.seq for e in telemetry][-len(kept_telemetry):]  # newest kept
+    assert kept_telemetry == [e.seq for e in telemetry][-len(kept_telemetry) :]  # newest kept
     c = store.counters()
     assert c["pruned"] == 400 and c["dropped"] == removed["dropped"]
     assert store.pending_count("influx") == 300 + len(kept_telemetry)
