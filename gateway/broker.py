@@ -97,9 +97,8 @@ class LocalBroker:
             "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
         }
         self._amqtt = Broker(config)
-        await self._amqtt.start()
+        await self._amqtt.start()  # listening once this returns (a probe would only log noise)
         self.kind = "amqtt (embedded)"
-        await _wait_for_port(self.port)
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None

@@ -1,0 +1,77 @@
+"""The registry routes each topic to its device and codec, and builds located events."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gateway.config import parse_config
+from gateway.errors import PayloadError, UnknownDeviceError
+from gateway.models import Family, Kind, Location
+from gateway.registry import MAX_CLOCK_SKEW, Registry
+from tests.gateway.factories import minimal_site
+
+NOW = 1_795_322_400.0  # 2026-11-22T08:00:00+08:00
+
+
+@pytest.fixture(scope="module")
+def registry() -> Registry:
+    return Registry(parse_config(minimal_site(), environ={}))
+
+
+def test_subscriptions_cover_every_configured_format(registry: Registry) -> None:
+    assert registry.subscriptions() == ["zigbee2mqtt/#", "rtl_433/+/events", "sensegate/in/+"]
+
+
+def test_zigbee2mqtt_state_becomes_located_events(registry: Registry) -> None:
+    events = registry.decode("zigbee2mqtt/1号楼/101/门磁", b'{"contact":false,"battery":100,"linkquality":120}', NOW)
+    assert [e.kind for e in events] == [Kind.DOOR_OPENED, Kind.BATTERY]  # contact false = OPEN
+    e = events[0]
+    assert (e.device_id, e.family, e.model, e.source) == ("101-door", Family.DOOR, "MCCGQ11LM", "zigbee2mqtt")
+    assert e.location == Location("1", "1", "101", "入户门")
+    assert (e.event_time, e.received_at, e.time_source) == (NOW, NOW, "gateway")
+    assert json.loads(e.raw)["contact"] is False
+
+
+def test_availability_bridge_and_command_topics(registry: Registry) -> None:
+    (e,) = registry.decode("zigbee2mqtt/1号楼/101/烟感/availability", b'{"state":"offline"}', NOW)
+    assert (e.device_id, e.kind) == ("101-smoke", Kind.OFFLINE)
+    (e,) = registry.decode("zigbee2mqtt/1号楼/101/烟感/availability", b"online", NOW)
+    assert e.kind is Kind.ONLINE
+    assert registry.decode("zigbee2mqtt/bridge/state", b'{"state":"online"}', NOW) == []
+    assert registry.decode("zigbee2mqtt/1号楼/101/烟感/set", b'{"x":1}', NOW) == []
+
+
+def test_unknown_devices_and_topics_are_payload_errors(registry: Registry) -> None:
+    with pytest.raises(UnknownDeviceError, match="9号楼"):
+        registry.decode("zigbee2mqtt/9号楼/1/烟感", b'{"smoke":false}', NOW)
+    with pytest.raises(UnknownDeviceError, match="999"):
+        registry.decode("rtl_433/pi/events", b'{"model":"Kerui-Security","id":999,"cmd":14}', NOW)
+    with pytest.raises(UnknownDeviceError):
+        registry.decode("sensegate/in/101-door", b'{"kind":"heartbeat"}', NOW)  # not a native device
+    with pytest.raises(PayloadError) as info:
+        registry.decode("somewhere/else", b"{}", NOW)
+    assert info.value.reason == "unexpected_topic"
+
+
+def test_rtl433_device_without_channel_matches_any_channel(registry: Registry) -> None:
+    payload = {"model": "Kerui-Security", "id": 123456, "channel": 3, "cmd": 14, "opened": 1, "state": "open"}
+    (e, *_) = registry.decode("rtl_433/pi/events", json.dumps(payload).encode(), NOW)
+    assert (e.device_id, e.kind, e.location.building, e.location.household) == ("main-door", Kind.DOOR_OPENED, "1", "")
+
+
+def test_device_time_is_used_when_plausible_and_kept_aside_when_not(registry: Registry) -> None:
+    ok = {"kind": "access_granted", "time": NOW - 30, "values": {"credential": "card:1"}}
+    (e,) = registry.decode("sensegate/in/gate-1", json.dumps(ok).encode(), NOW)
+    assert (e.event_time, e.time_source) == (NOW - 30, "device")
+    off = {"kind": "access_granted", "time": NOW - MAX_CLOCK_SKEW - 1, "values": {"credential": "card:1"}}
+    (e,) = registry.decode("sensegate/in/gate-1", json.dumps(off).encode(), NOW)
+    assert (e.event_time, e.time_source) == (NOW, "gateway")
+    assert e.values["device_time"] == NOW - MAX_CLOCK_SKEW - 1
+
+
+def test_native_payload_naming_another_device_is_refused(registry: Registry) -> None:
+    with pytest.raises(PayloadError) as info:
+        registry.decode("sensegate/in/gate-1", b'{"device":"gate-2","kind":"heartbeat"}', NOW)
+    assert info.value.reason == "device_mismatch"
