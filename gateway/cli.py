@@ -134,7 +134,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     clock=SystemClock(),
                     seed=args.seed,
                     speed=args.speed,
-                    incidents=default_demo_incidents(),
+                    incidents=default_demo_incidents(config),
                     duration=args.duration,
                     stop=stop,
                 )
@@ -182,7 +182,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             clock=SystemClock(),
             seed=args.seed,
             speed=args.speed,
-            incidents=default_demo_incidents() if args.incidents else (),
+            incidents=default_demo_incidents(config) if args.incidents else (),
             duration=args.duration,
             stop=stop,
         )

@@ -134,7 +134,9 @@ class Gateway:
             t.alert.device_id,
             t.alert.count,
         )
-        if self.console is not None:
+        # A repeat folded into an open alert is news for MQTT subscribers, not for a person
+        # watching the terminal: that is what dedup is for.
+        if self.console is not None and t.kind != "updated":
             print(console_line(t), file=self.console, flush=True)
         self.publisher.wake.set()
 
