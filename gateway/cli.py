@@ -101,11 +101,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from simulators.runner import default_demo_incidents, run_simulation
-
     from gateway.broker import LocalBroker
     from gateway.runtime import Gateway
     from simulators.block import demo_site
+    from simulators.runner import default_demo_incidents, run_simulation
 
     data_dir = Path(args.data_dir) if args.data_dir else Path(tempfile.mkdtemp(prefix="sensegate-demo-"))
 

@@ -11,7 +11,6 @@ the environment variable NAME) or ``"file:/path"`` (the file's first line) inste
 from __future__ import annotations
 
 import os
-import re
 import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -27,7 +26,7 @@ from pydantic import (
 )
 
 from drivers import rtl433, zigbee2mqtt
-from gateway.errors import ConfigError, ConfigProblem
+from gateway.errors import ConfigError, ConfigProblem, PayloadError
 from gateway.models import Family, Kind
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -156,7 +155,9 @@ class Rtl433Source(_Model):
     format: Literal["rtl_433"]
     id: str  # the decoder's device id, decimal as rtl_433 prints it
     channel: str = ""
-    codes: dict[str, Kind] | None = None  # EV1527-style code → kind table
+    # Code (decimal or 0x-hex) → kind for EV1527-style devices; field name → kind for flag
+    # models (Honeywell "alarm", Interlogix "switch2"); "" means "known, means nothing".
+    codes: dict[str, Kind | Literal[""]] | None = None
 
 
 class NativeSource(_Model):
@@ -467,10 +468,17 @@ def cross_check(config: SiteConfig, file: str) -> list[ConfigProblem]:
                     )
                 )
             rtl_keys[key] = i
-            for code in src.codes or {}:
-                if not re.fullmatch(r"(0[xX][0-9a-fA-F]+|[0-9]+)", code):
+            if d.model in rtl433.MODELS:
+                try:
+                    rtl433.normalise_codes(d.model, {k: str(v) for k, v in (src.codes or {}).items()})
+                except PayloadError as exc:
                     problems.append(
-                        ConfigProblem(file, f"{where}.mqtt.codes", "codes as decimal or 0x-hex numbers", repr(code))
+                        ConfigProblem(
+                            file,
+                            f"{where}.mqtt.codes",
+                            f"keys that are codes (decimal or 0x-hex) or fields of {d.model}",
+                            str(exc),
+                        )
                     )
     return problems
 

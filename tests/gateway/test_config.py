@@ -167,3 +167,16 @@ def test_check_command_prints_summary_or_every_problem(tmp_path: Path, capsys: p
     err = capsys.readouterr().err
     assert "config error: 1 problem(s)" in err
     assert f"{bad}: mqtt.port: expected greater than or equal to 1, found 0" in err
+
+
+def test_rtl433_code_tables_accept_codes_and_flag_names_and_name_the_bad_key() -> None:
+    site = minimal_site()
+    site["devices"][4]["mqtt"]["codes"] = {"0x0e": "door_opened", "7": ""}
+    parse_config(site, environ={})  # Kerui: codes in hex or decimal; "" = known, means nothing
+    site["devices"][4]["model"] = "Honeywell-Security"
+    site["devices"][4]["mqtt"]["codes"] = {"alarm": "smoke_alarm"}
+    parse_config(site, environ={})  # a flag model: flag name → kind
+    site["devices"][4]["mqtt"]["codes"] = {"switch9": "smoke_alarm"}
+    (p,) = problems(site)
+    assert p.startswith("site.toml: devices[4].mqtt.codes: expected keys that are codes (decimal or 0x-hex) or fields")
+    assert "switch9" in p
