@@ -67,6 +67,7 @@ class MqttIngest:
         self.on_stored = on_stored
         self.status_topic = f"{config.topic_prefix}/status"
         self.connected = asyncio.Event()
+        self.connects = 0  # successful connections so far (a reconnect makes it 2, 3 …)
         self._log_once = LogOnce(log)
         self._queue: asyncio.Queue[_Message] = asyncio.Queue()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -119,7 +120,11 @@ class MqttIngest:
         )
         self._log_once.reset(("disconnect",))
         if self._loop is not None:
-            self._loop.call_soon_threadsafe(self.connected.set)
+            self._loop.call_soon_threadsafe(self._on_connected)
+
+    def _on_connected(self) -> None:
+        self.connects += 1
+        self.connected.set()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: object, rc: object, props: object) -> None:
         if self._stopping:

@@ -41,9 +41,22 @@ class LogOnce:
             self._seen = {k for k in self._seen if not (isinstance(k, tuple) and k[:n] == key_prefix)}
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time (it is replaced under test runners
+    and daemon wrappers; a handler bound to the old one would write to a closed file)."""
+
+    @property
+    def stream(self) -> object:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        pass
+
+
 def setup_logging(level: str = "INFO") -> None:
     """``time level logger: message`` on stderr; alerts go to stdout separately."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]

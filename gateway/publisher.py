@@ -9,7 +9,6 @@ consumers deduplicate on the alert id and transition (documented in docs/interfa
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import ssl
 
@@ -18,6 +17,7 @@ import aiomqtt
 from gateway.clock import Clock
 from gateway.config import SiteConfig
 from gateway.log import LogOnce
+from gateway.mqtt_util import connection_lost, reason_lost
 from gateway.store import Store
 
 log = logging.getLogger("sensegate.publisher")
@@ -71,14 +71,29 @@ class OutboxPublisher:
                 backoff = min(backoff * 2, 30.0)
 
     async def _drain_forever(self, client: aiomqtt.Client) -> None:
+        lost = connection_lost(client)
         while True:
             self.wake.clear()  # before reading, so a wake-up during the read is not lost
             batch = await asyncio.to_thread(self.store.outbox_batch, self.channel, 200)
             if not batch:
-                # Woken by the alert path; the timeout is a safety net, not the delivery path.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), 5.0)
+                await self._idle(lost)
                 continue
             for msg in batch:
                 await client.publish(msg.topic, msg.payload.encode(), qos=1, retain=msg.retain)
             await asyncio.to_thread(self.store.outbox_done, [m.id for m in batch])
+
+    async def _idle(self, lost: asyncio.Future[None] | None) -> None:
+        """Wait to be woken by the alert path (5 s at most: a safety net, not the delivery
+        path), or for the connection to drop, so a reconnect starts at once, not at the next
+        alert."""
+        waiting: set[asyncio.Future[object]] = {asyncio.ensure_future(self.wake.wait())}
+        if lost is not None:
+            waiting.add(lost)  # type: ignore[arg-type]
+        try:
+            await asyncio.wait(waiting, timeout=5.0, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for fut in waiting:
+                if fut is not lost:
+                    fut.cancel()
+        if lost is not None and lost.done():
+            raise aiomqtt.MqttError(f"connection to the broker lost ({reason_lost(lost)})")

@@ -30,6 +30,7 @@ import aiomqtt
 
 from gateway.clock import Clock, SystemClock
 from gateway.config import SiteConfig, load_config
+from gateway.mqtt_util import connection_lost, reason_lost
 from simulators.activity import BlockActivity, Emission, Incident, play, sleep_or_stop
 
 log = logging.getLogger("sensegate.simulator")
@@ -153,8 +154,8 @@ class _Publisher:
         )
         # aiomqtt keeps waiting for the PUBACK of a message whose connection has dropped until
         # the timeout; its "disconnected" future (private, aiomqtt 2.x) says so at once.
-        lost = getattr(client, "_disconnected", None)
-        if not isinstance(lost, asyncio.Future):
+        lost = connection_lost(client)
+        if lost is None:
             await publish
             return
         await asyncio.wait({publish, lost}, return_when=asyncio.FIRST_COMPLETED)
@@ -164,7 +165,7 @@ class _Publisher:
         publish.cancel()
         with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
             await publish
-        raise aiomqtt.MqttError("connection lost before the broker acknowledged the message")
+        raise aiomqtt.MqttError(f"connection lost before the broker acknowledged the message ({reason_lost(lost)})")
 
     async def close(self) -> None:
         await self._drop()

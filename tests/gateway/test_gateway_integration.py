@@ -268,11 +268,12 @@ async def test_broker_restart_mid_stream_loses_nothing(mosquitto: Mosquitto, tmp
             for n in range(100):
                 pub.publish(GATE_TOPIC, json.dumps({"kind": "heartbeat", "values": {"n": n}}))
         mosquitto.restart()
-        await eventually(lambda: gateway.ingest.connected.is_set(), what="the gateway to reconnect")
+        # paho's reconnect back-off (1 s doubling to 30 s) decides how long this takes.
+        await eventually(lambda: gateway.ingest.connects >= 2, within=60, what="the gateway to reconnect")
         with Publisher(mosquitto.host, mosquitto.port, client_id=_unique("pub")) as pub:
             for n in range(100, 200):
                 pub.publish(GATE_TOPIC, json.dumps({"kind": "heartbeat", "values": {"n": n}}))
-        await eventually(lambda: gateway.store.event_count() >= 200, what="all 200 events")
+        await eventually(lambda: gateway.store.event_count() >= 200, within=30, what="all 200 events")
         ns = [e.values["n"] for e in gateway.store.events_after(0, limit=1000)]
     assert sorted(ns) == list(range(200))
 
