@@ -103,6 +103,14 @@ def _fail(reason: str, model: str, text: str) -> PayloadError:
     return PayloadError(reason, f"zigbee2mqtt {model}: {text}")
 
 
+def _enum(msg: Mapping[str, Any], name: str, states: Mapping[str, object], ctx: _Context) -> str | None:
+    """A text field whose value must be one of ``states``; ``None`` when absent."""
+    value: str | None = _get(msg, name, str, ctx)
+    if value is not None and value not in states:
+        raise _fail("unknown_state", ctx.model, f"{name}={snippet(value)}, expected one of {sorted(states)}")
+    return value
+
+
 def _get(msg: Mapping[str, Any], name: str, expected: type | tuple[type, ...], ctx: _Context) -> Any:
     """The field's value, ``None`` when absent or null; ``wrong_type`` when of another JSON type."""
     value = msg.get(name)
@@ -187,15 +195,9 @@ class Choice:
         return frozenset(kind for kind in self.states.values() if kind is not None)
 
     def decode(self, msg: Mapping[str, Any], ctx: _Context) -> list[Observation]:
-        value = _get(msg, self.name, str, ctx)
+        value = _enum(msg, self.name, self.states, ctx)
         if value is None:
             return []
-        if value not in self.states:
-            raise _fail(
-                "unknown_state",
-                ctx.model,
-                f"{self.name}={snippet(value)}, expected one of {sorted(self.states)}",
-            )
         kind = self.states[value]
         return [] if kind is None else [Observation(kind, {self.name: value})]
 
@@ -259,15 +261,9 @@ class PostureStatus:
         return frozenset({kind for kind, _ in self.states.values()} | {Kind.PRESENCE})
 
     def decode(self, msg: Mapping[str, Any], ctx: _Context) -> list[Observation]:
-        value = _get(msg, self.name, str, ctx)
+        value = _enum(msg, self.name, self.states, ctx)
         if value is None:
             return []
-        if value not in self.states:
-            raise _fail(
-                "unknown_state",
-                ctx.model,
-                f"{self.name}={snippet(value)}, expected one of {sorted(self.states)}",
-            )
         kind, present = self.states[value]
         return [Observation(kind, {self.name: value}), Observation(Kind.PRESENCE, {"present": present})]
 

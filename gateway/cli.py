@@ -184,6 +184,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             incidents=default_demo_incidents(config) if args.incidents else (),
             duration=args.duration,
             stop=stop,
+            start_hour=args.start_hour,
+            legacy_availability=args.legacy_availability,
         )
         print(stats)
         return 0
@@ -281,6 +283,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--speed", type=float, default=60.0)
     s.add_argument("--seed", type=int, default=1)
     s.add_argument("--incidents", action="store_true", help="include the demo's scripted incidents")
+    s.add_argument("--start-hour", type=float, default=None, help="local hour the daily routine starts at")
+    s.add_argument("--legacy-availability", action="store_true", help="zigbee2mqtt 1.x online/offline text")
     s.set_defaults(func=cmd_simulate)
 
     st = sub.add_parser("status", help="counters, queues and open alerts from the store")

@@ -11,25 +11,23 @@ message whose PUBACK was lost may arrive twice (at-least-once, like a real devic
 
 Command line (a config's devices, against its broker or ``--broker host:port``)::
 
-    .venv/bin/python -m simulators.runner -c config/demo.toml --speed 60 --incidents
+    sensegate simulate -c config/demo.toml --speed 60 --incidents
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
 import random
-import signal
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import aiomqtt
 
-from gateway.clock import Clock, SystemClock
-from gateway.config import SiteConfig, load_config
+from gateway.clock import Clock
+from gateway.config import SiteConfig
 from gateway.mqtt_util import connection_lost, reason_lost
 from simulators.activity import BlockActivity, Emission, Incident, play, sleep_or_stop
 
@@ -263,49 +261,3 @@ def default_demo_incidents(site: SiteConfig | None = None) -> list[Incident]:
         Incident(18.0, others[0], "smoke", duration=40.0),
         Incident(28.0, elders[1 % len(elders)] if len(elders) > 1 else elders[0], "fall_no_recovery"),
     ]
-
-
-# ---------------------------------------------------------------------- command line
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Publish a site's simulated devices to an MQTT broker.")
-    parser.add_argument("-c", "--config", required=True, help="site config (TOML)")
-    parser.add_argument("--broker", default="", help="host:port (default: the config's broker)")
-    parser.add_argument("--speed", type=float, default=60.0, help="simulated seconds per real second")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--duration", type=float, default=None, help="seconds to run (default: until Ctrl-C)")
-    parser.add_argument("--start-hour", type=float, default=None, help="local hour the routine starts at")
-    parser.add_argument("--incidents", action="store_true", help="add the demo's scripted incidents")
-    parser.add_argument("--legacy-availability", action="store_true", help="Z2M 1.x online/offline text")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    config = load_config(args.config)
-    host, _, port = (args.broker or f"{config.mqtt.host}:{config.mqtt.port}").rpartition(":")
-
-    async def run() -> SimStats:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, stop.set)
-        return await run_simulation(
-            config,
-            host or "127.0.0.1",
-            int(port),
-            clock=SystemClock(),
-            seed=args.seed,
-            speed=args.speed,
-            incidents=default_demo_incidents(config) if args.incidents else (),
-            duration=args.duration,
-            stop=stop,
-            start_hour=args.start_hour,
-            legacy_availability=args.legacy_availability,
-        )
-
-    print(asyncio.run(run()))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -29,6 +29,7 @@ import urllib3
 from gateway.errors import RejectedBatchError, RetryableSinkError
 from gateway.models import Event
 from gateway.sinks.schema import events_to_line_protocol
+from gateway.sinks.settings import checked_url
 
 # 413: the batch is too big for the server; the forwarder's halving of a rejected batch is
 # exactly the cure, and a single event that is still too big can never be written.
@@ -75,15 +76,8 @@ class InfluxV1Sink:
         gateway_id: str = "",
         site: str = "",
     ) -> None:
-        parsed = urllib3.util.parse_url(url)
-        if parsed.scheme not in ("http", "https") or not parsed.host:
-            raise ValueError(f"sink {name!r}: url must be http(s)://host[:port][/prefix], got {url!r}")
-        if not database:
-            raise ValueError(f"sink {name!r}: database must not be empty")
-        if timeout <= 0:
-            raise ValueError(f"sink {name!r}: timeout must be > 0, got {timeout}")
+        self.url = checked_url(name, url, timeout, database=database)
         self.name = name
-        self.url = url.rstrip("/")
         self.database = database
         self.retention_policy = retention_policy
         self.timeout = timeout
