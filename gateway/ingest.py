@@ -41,6 +41,7 @@ DEDUP_WINDOW = 3600.0
 
 @dataclass(frozen=True, slots=True)
 class _Message:
+    connection: int  # which connection delivered it: a packet id means nothing on another one
     mid: int
     qos: int
     dup: bool
@@ -70,6 +71,7 @@ class MqttIngest:
         self.connects = 0  # successful connections so far (a reconnect makes it 2, 3 …)
         self._log_once = LogOnce(log)
         self._queue: asyncio.Queue[_Message] = asyncio.Queue()
+        self._connection = 0  # bumped on every connect, from paho's thread
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: mqtt.Client | None = None
         self._stopping = False
@@ -108,6 +110,7 @@ class MqttIngest:
         if getattr(rc, "is_failure", False):
             self._log_once.warning(("connect", str(rc)), "broker refused connection: %s", rc)
             return
+        self._connection += 1
         subs = self.registry.subscriptions()
         client.subscribe([(s, 1) for s in subs])
         client.publish(self.status_topic, "online", qos=1, retain=True)
@@ -139,7 +142,7 @@ class MqttIngest:
             topic = msg.topic
         except UnicodeDecodeError:
             topic = msg._topic.decode("utf-8", errors="replace")
-        item = _Message(msg.mid, msg.qos, bool(msg.dup), bool(msg.retain), topic, bytes(msg.payload))
+        item = _Message(self._connection, msg.mid, msg.qos, bool(msg.dup), bool(msg.retain), topic, bytes(msg.payload))
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
 
@@ -147,6 +150,7 @@ class MqttIngest:
 
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._queue = asyncio.Queue()  # after a restart, nothing from the old client is acknowledged
         client = self._client = self._make_client()
         m = self.config.mqtt
         client.connect_async(m.host, m.port, keepalive=m.keepalive)
@@ -182,7 +186,10 @@ class MqttIngest:
                     break
             stored = await self._commit(batch)
             for msg in batch:
-                if msg.qos > 0:
+                # A message from an earlier connection is not acknowledged: its packet id may
+                # name another message now. The broker redelivers it (DUP) on a persistent
+                # session, and that copy is recognised as already stored and acknowledged.
+                if msg.qos > 0 and msg.connection == self._connection:
                     client.ack(msg.mid, msg.qos)
             if stored:
                 await self.on_stored(stored)
