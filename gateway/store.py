@@ -9,7 +9,9 @@ Tables (see docs/store.md for the full picture):
 - ``dead_letter``: events an output rejected as malformed, with the reason.
 - ``alerts`` and ``outbox``: alerts and the messages about them still to be published.
 - ``recent_ingest``: keys of recently accepted MQTT messages, to recognise a broker's
-  redelivery (DUP) of a message whose PUBACK was lost in a crash.
+  redelivery (DUP) of a message whose PUBACK was lost in a crash. Only messages inside the
+  broker's in-flight window can be redelivered, so the newest ``INGEST_KEYS_KEEP`` keys are
+  enough (Mosquitto's ``max_inflight_messages`` is 20 by default, 1000 in our advice).
 - ``meta`` and ``counters``: cursors and lifetime counters.
 
 Disk use is bounded by ``max_bytes``. When the live data grows past it, ``enforce_bound``
@@ -77,9 +79,10 @@ CREATE TABLE IF NOT EXISTS outbox (
     created_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS recent_ingest (
-    key TEXT PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL UNIQUE,
     at REAL NOT NULL
-) WITHOUT ROWID;
+);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
@@ -87,6 +90,8 @@ CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NU
 # One pruning step removes about as many rows as the excess needs (by average row size),
 # within these limits, then re-measures: dropping more telemetry than needed loses data.
 _PRUNE_MIN, _PRUNE_MAX = 20, 5000
+# Keys of accepted MQTT messages kept for recognising redeliveries (see recent_ingest).
+INGEST_KEYS_KEEP = 20_000
 # Dead letters kept for inspection; older ones go first when the table is longer.
 _DEAD_LETTER_KEEP = 10_000
 # Of a payload that could not be decoded, this much is kept for inspection.
@@ -215,9 +220,14 @@ class Store:
         with self._tx() as db:
             self._bump(db, names)
 
-    def forget_ingest_keys(self, older_than: float) -> int:
+    def forget_ingest_keys(self, older_than: float, keep: int = INGEST_KEYS_KEEP) -> int:
+        """Forget keys older than ``older_than`` and all but the newest ``keep``."""
         with self._tx() as db:
-            return db.execute("DELETE FROM recent_ingest WHERE at < ?", (older_than,)).rowcount
+            old = db.execute("DELETE FROM recent_ingest WHERE at < ?", (older_than,)).rowcount
+            extra = db.execute(
+                "DELETE FROM recent_ingest WHERE id <= (SELECT MAX(id) FROM recent_ingest) - ?", (keep,)
+            ).rowcount
+        return int(old + extra)
 
     # ------------------------------------------------------------------ forwarding
 

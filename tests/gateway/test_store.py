@@ -76,6 +76,15 @@ def test_recent_ingest_keys_expire(tmp_path: Path) -> None:
     assert not store.seen_recently("k1") and store.seen_recently("k2")
 
 
+def test_only_the_newest_ingest_keys_are_kept(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    store.append([], OUTPUTS, ingest_keys=[(f"k{i}", 100.0) for i in range(50)])
+    store.append([], OUTPUTS, ingest_keys=[("k3", 101.0)])  # seen again: now among the newest
+    assert store.forget_ingest_keys(older_than=0.0, keep=10) == 40
+    assert store.seen_recently("k3") and store.seen_recently("k49")
+    assert not store.seen_recently("k39") and not store.seen_recently("k0")
+
+
 def test_bound_prunes_delivered_then_drops_telemetry_never_alarms(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.db", max_bytes=600 * 1024)
     pad = "x" * 400
