@@ -22,5 +22,11 @@ if [ ! -x .venv/bin/python ]; then
         "$PY" -m venv .venv
     fi
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".$1"
+# pip's build warnings are noise on a working install; its output is shown only if it fails.
+pip_log=.venv/pip-install.log
+if ! { .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip \
+       && .venv/bin/python -m pip install -q --disable-pip-version-check -e ".$1"; } >"$pip_log" 2>&1; then
+    cat "$pip_log" >&2
+    echo "installing SenseGate failed (log above, also in $pip_log)" >&2
+    exit 1
+fi
