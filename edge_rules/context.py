@@ -1,0 +1,52 @@
+"""What the engine needs to know about the site: devices, where they are, who lives there.
+
+The runtime builds a ``Context`` from its registry (see edge_rules/README.md, "The seam");
+edge_rules never imports the registry or the site config, so it can be tested alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from gateway.models import Family, Location
+
+RiskTier = Literal["high", "medium", "low"]
+TIER_ORDER: Mapping[str, int] = {"low": 0, "medium": 1, "high": 2}
+
+
+@dataclass(frozen=True, slots=True)
+class ResidentInfo:
+    id: str
+    name: str = ""
+    lives_alone: bool = False
+    risk_tier: RiskTier = "low"
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInfo:
+    """One device. ``household`` is the household id ("3-2-502"), empty in public areas;
+    ``location`` is what people read (building, unit, door number, room).
+    ``report_interval`` is how often the device is expected to report (seconds), for supervision."""
+
+    id: str
+    family: Family | None = None
+    household: str = ""
+    building: str = ""
+    location: Location = field(default_factory=Location)
+    residents: tuple[ResidentInfo, ...] = ()
+    report_interval: float | None = None
+
+
+class Context:
+    """The devices of a site, by id. Immutable once built."""
+
+    def __init__(self, devices: Iterable[DeviceInfo] = ()) -> None:
+        self.devices: Mapping[str, DeviceInfo] = {d.id: d for d in devices}
+
+    def device(self, device_id: str) -> DeviceInfo | None:
+        return self.devices.get(device_id)
+
+    def sorted_devices(self) -> list[DeviceInfo]:
+        return [self.devices[k] for k in sorted(self.devices)]

@@ -1,0 +1,619 @@
+"""The rule engine: events and time in, alert decisions out. Pure and deterministic.
+
+``feed(event)`` first fires every deadline up to the event's time, then evaluates the event
+against every rule in rule order. ``advance(now)`` fires every deadline ≤ now in order of
+(deadline, rule order, state key). Time never goes backwards: an event older than the
+engine's time is evaluated at the engine's time. "Within T" is strict: an awaited event at
+exactly T is too late, a count window of 60 s holds events less than 60 s apart.
+
+All state — the engine's time, per-rule progress (timers, windows, pending sequences, held
+states) and which dedup keys are open — is a dict of JSON-able entries. ``dirty()`` hands out
+what changed since its last call, so the runtime can save it in the same transaction as the
+alerts and the event cursor; ``Engine(..., state=entries)`` picks up where it stopped, and
+the first ``advance(now)`` fires, once and in order, every deadline that passed while down.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from edge_rules.context import Context, DeviceInfo, ResidentInfo
+from edge_rules.rules import (
+    AbsenceRule,
+    AnyRule,
+    CorrelationRule,
+    CountRule,
+    HeldRule,
+    MatchRule,
+    RuleSet,
+    SequenceRule,
+    Settings,
+    any_match,
+    subject_tier,
+)
+from edge_rules.schedule import Window, format_duration_en, format_duration_zh, local_hhmm
+from gateway.clock import Clock
+from gateway.models import Event, Location, Severity
+
+State = dict[str, Any]
+Action = Literal["raise", "update", "resolve"]
+MAX_EVIDENCE = 20
+_CLOCK_KEY = "clock"
+_ALERT = "alert:"
+_RULE = "rule:"
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """Who or what an alert is about: ``kind`` is the rule's ``per``."""
+
+    kind: str
+    id: str
+    building: str = ""
+    household: str = ""
+    device: str = ""
+    location: Location = field(default_factory=Location)
+    residents: tuple[ResidentInfo, ...] = ()
+
+    @property
+    def resident_ids(self) -> tuple[str, ...]:
+        return tuple(r.id for r in self.residents)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One alert transition the engine decided on.
+
+    ``raise``: a new alert for ``dedup_key``. ``update``: the open alert saw a repeat, or another
+    rule sharing the key escalated or downgraded it (``previous_severity`` says from what).
+    ``resolve``: the open alert cleared by itself.
+    """
+
+    action: Action
+    rule: str
+    dedup_key: str
+    severity: Severity
+    at: float
+    message_zh: str
+    message_en: str
+    subject: Subject
+    evidence: tuple[int, ...] = ()
+    count: int = 1
+    previous_severity: Severity | None = None
+
+    def summary(self) -> tuple[str, str, str, int, float]:
+        """A compact form for comparing timelines in tests and logs."""
+        return (self.action, self.rule, self.dedup_key, int(self.severity), self.at)
+
+
+class Engine:
+    def __init__(
+        self,
+        rules: RuleSet | Sequence[AnyRule],
+        clock: Clock | None = None,
+        context: Context | None = None,
+        *,
+        state: Iterable[tuple[str, Mapping[str, Any]]] | None = None,
+        settings: Settings | None = None,
+    ) -> None:
+        if isinstance(rules, RuleSet):
+            settings = settings or rules.settings
+            rules = rules.rules
+        self.settings = settings or Settings()
+        self.tz = self.settings.timezone
+        self.clock = clock
+        self.context = context or Context()
+        self.rules: tuple[AnyRule, ...] = tuple(r for r in rules if r.enabled)
+        self._index = {r.id: i for i, r in enumerate(self.rules)}
+        self._windows: dict[str, Window | None] = {
+            r.id: r.schedule.window(self.tz) if isinstance(r, AbsenceRule | HeldRule) and r.schedule else None
+            for r in self.rules
+        }
+        self._state: dict[str, State] = {}
+        self._dirty: set[str] = set()
+        self._heap: list[tuple[float, int, str]] = []
+        self._now: float | None = None
+        self._primed = False
+        if state is not None:
+            self._load(state)
+
+    @classmethod
+    def restore(
+        cls,
+        rules: RuleSet | Sequence[AnyRule],
+        entries: Iterable[tuple[str, Mapping[str, Any]]],
+        clock: Clock | None = None,
+        context: Context | None = None,
+    ) -> Engine:
+        return cls(rules, clock, context, state=entries)
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def now(self) -> float | None:
+        return self._now
+
+    def feed(self, event: Event) -> list[Decision]:
+        t = event.received_at if self.settings.time_source == "received" else event.event_time
+        out = self._advance_to(t)
+        t = max(t, self._now) if self._now is not None else t
+        self._set_now(t)
+        info = self.context.device(event.device_id) or DeviceInfo(
+            id=event.device_id, family=event.family, building=event.location.building, location=event.location
+        )
+        for rule in self.rules:
+            out.extend(self._evaluate(rule, event, info, t))
+        return out
+
+    def feed_all(self, events: Iterable[Event]) -> list[Decision]:
+        out: list[Decision] = []
+        for ev in events:
+            out.extend(self.feed(ev))
+        return out
+
+    def advance(self, now: float | None = None) -> list[Decision]:
+        if now is None:
+            if self.clock is None:
+                raise ValueError("advance() needs a time when the engine has no clock")
+            now = self.clock.now()
+        return self._advance_to(now)
+
+    def next_deadline(self) -> float | None:
+        while self._heap:
+            deadline, _, key = self._heap[0]
+            st = self._state.get(key)
+            if st is not None and st.get("deadline") == deadline:
+                return deadline
+            heapq.heappop(self._heap)
+        return None
+
+    def dirty(self) -> list[tuple[str, State | None]]:
+        """Entries changed since the last call (None: deleted), sorted by key. Do not mutate them."""
+        out = [(k, self._state.get(k)) for k in sorted(self._dirty)]
+        self._dirty.clear()
+        return out
+
+    def export(self) -> list[tuple[str, State]]:
+        """Every state entry, sorted by key (a full snapshot)."""
+        return [(k, self._state[k]) for k in sorted(self._state)]
+
+    def close(self, dedup_key: str) -> None:
+        """A person resolved the alert: forget it, so the next trigger raises a new one."""
+        self._put(_ALERT + dedup_key, None)
+
+    def is_open(self, dedup_key: str) -> bool:
+        return _ALERT + dedup_key in self._state
+
+    def open_alerts(self) -> dict[str, State]:
+        return {k[len(_ALERT) :]: v for k, v in sorted(self._state.items()) if k.startswith(_ALERT)}
+
+    def timers(self) -> list[tuple[float, str, str]]:
+        """Pending (deadline, rule, subject), soonest first — for ``rules explain``."""
+        out = [
+            (st["deadline"], st["rule"], st["subject"])
+            for st in self._state.values()
+            if st.get("deadline") is not None and "rule" in st
+        ]
+        return sorted(out)
+
+    # ------------------------------------------------------------------ state
+
+    def _load(self, entries: Iterable[tuple[str, Mapping[str, Any]]]) -> None:
+        for key, value in entries:
+            value = dict(value)
+            if key == _CLOCK_KEY:
+                self._now = float(value["now"])
+            elif key.startswith(_RULE):
+                rule_id = str(value.get("rule"))
+                rule = self.rules[self._index[rule_id]] if rule_id in self._index else None
+                if rule is None or rule.type != value.get("type"):
+                    self._dirty.add(key)  # the rule was removed or changed type: drop its state
+                    continue
+                self._state[key] = value
+                if value.get("deadline") is not None:
+                    heapq.heappush(self._heap, (value["deadline"], self._index[rule_id], key))
+            elif key.startswith(_ALERT):
+                self._state[key] = value
+        if self._now is not None:
+            self._state[_CLOCK_KEY] = {"now": self._now}
+
+    def _put(self, key: str, value: State | None) -> None:
+        if value is None:
+            if key in self._state:
+                del self._state[key]
+                self._dirty.add(key)
+            return
+        old = self._state.get(key)
+        self._state[key] = value
+        self._dirty.add(key)
+        deadline = value.get("deadline")
+        if deadline is not None and (old is None or old.get("deadline") != deadline):
+            heapq.heappush(self._heap, (deadline, self._index[value["rule"]], key))
+            if len(self._heap) > 2 * len(self._state) + 256:
+                self._compact()
+
+    def _compact(self) -> None:
+        self._heap = [
+            (st["deadline"], self._index[st["rule"]], k)
+            for k, st in self._state.items()
+            if k.startswith(_RULE) and st.get("deadline") is not None
+        ]
+        heapq.heapify(self._heap)
+
+    def _set_now(self, t: float) -> None:
+        if self._now is None or t > self._now:
+            self._now = t
+            self._state[_CLOCK_KEY] = {"now": t}
+            self._dirty.add(_CLOCK_KEY)
+
+    # ------------------------------------------------------------------ time
+
+    def _advance_to(self, t: float) -> list[Decision]:
+        if not self._primed:
+            self._primed = True
+            self._prime(t if self._now is None else max(t, self._now))
+        out: list[Decision] = []
+        while self._heap and self._heap[0][0] <= t:
+            deadline, idx, key = heapq.heappop(self._heap)
+            st = self._state.get(key)
+            if st is None or st.get("deadline") != deadline:
+                continue  # superseded
+            self._set_now(deadline)
+            out.extend(self._on_deadline(self.rules[idx], key, st, deadline))
+        self._set_now(t)
+        return out
+
+    def _prime(self, t: float) -> None:
+        """Arm absence timers for every subject that has none yet (first start, new devices)."""
+        for rule in self.rules:
+            if not isinstance(rule, AbsenceRule):
+                continue
+            for info in self.context.sorted_devices():
+                if not any(c.static_match(info) for c in rule.when):
+                    continue
+                for subj in self._subjects(rule, info):
+                    key = self._key(rule, subj)
+                    if key in self._state:
+                        continue
+                    duration = self._duration(rule, subj, info)
+                    if duration is None:
+                        continue
+                    self._put(
+                        key,
+                        self._rule_state(
+                            rule,
+                            subj,
+                            info.id,
+                            last=t,
+                            seqs=[],
+                            fired=False,
+                            deadline=self._deadline(rule, t, duration),
+                        ),
+                    )
+
+    def _deadline(self, rule: AnyRule, t: float, duration: float) -> float | None:
+        window = self._windows.get(rule.id)
+        return t + duration if window is None else window.deadline(t, duration)
+
+    def _duration(self, rule: AnyRule, subj: Subject, info: DeviceInfo | None) -> float | None:
+        if (
+            isinstance(rule, AbsenceRule)
+            and rule.interval_multiple is not None
+            and info is not None
+            and info.report_interval is not None
+        ):
+            return rule.interval_multiple * info.report_interval
+        return rule.duration_for(subject_tier(subj.residents))
+
+    # ------------------------------------------------------------------ subjects
+
+    def _subjects(self, rule: AnyRule, info: DeviceInfo) -> list[Subject]:
+        residents = info.residents
+        at = rule.applies_to
+        if at.filters_residents:
+            residents = tuple(
+                r
+                for r in residents
+                if (at.lives_alone is None or r.lives_alone == at.lives_alone)
+                and (at.risk_tier is None or r.risk_tier in at.risk_tier)
+            )
+            if not residents:
+                return []
+        loc = info.location
+        base = {"building": info.building, "household": info.household, "device": info.id}
+        per = rule.per
+        if per == "device":
+            return [Subject("device", info.id, location=loc, residents=residents, **base)]
+        if per == "household":
+            if not info.household:
+                return []
+            place = Location(loc.building, loc.unit, loc.household)
+            return [Subject("household", info.household, location=place, residents=residents, **base)]
+        if per == "building":
+            if not info.building:
+                return []
+            return [Subject("building", info.building, location=Location(loc.building), residents=residents, **base)]
+        if per == "location":
+            ident = "/".join((loc.building, loc.unit, info.household or loc.household, loc.room))
+            return [Subject("location", ident, location=loc, residents=residents, **base)]
+        return [
+            Subject("resident", r.id, location=Location(loc.building, loc.unit, loc.household), residents=(r,), **base)
+            for r in residents
+        ]
+
+    def _subject_again(self, rule: AnyRule, st: State) -> Subject | None:
+        """Rebuild the subject of a state entry from the context (at a deadline)."""
+        device = st.get("device", "")
+        info = self.context.device(device) or DeviceInfo(id=device)
+        return next((s for s in self._subjects(rule, info) if s.id == st["subject"]), None)
+
+    @staticmethod
+    def _key(rule: AnyRule, subj: Subject) -> str:
+        return f"{_RULE}{rule.id}:{subj.id}"
+
+    @staticmethod
+    def _rule_state(rule: AnyRule, subj: Subject, device: str, **fields: Any) -> State:
+        return {"rule": rule.id, "type": rule.type, "subject": subj.id, "device": device, **fields}
+
+    # ------------------------------------------------------------------ evaluation
+
+    def _evaluate(self, rule: AnyRule, ev: Event, info: DeviceInfo, t: float) -> list[Decision]:
+        subjects = self._subjects(rule, info)
+        if not subjects:
+            return []
+        out: list[Decision] = []
+        seq = ev.seq
+        clears = rule.resolve_conditions()
+        if clears and any_match(clears, ev, info, t, self.tz):
+            for s in subjects:
+                out.extend(self._resolve(rule, s, t, [seq]))
+        tz = self.tz
+        if isinstance(rule, MatchRule):
+            if any_match(rule.when, ev, info, t, tz):
+                for s in subjects:
+                    out.extend(self._emit(rule, s, t, [seq], count=1))
+        elif isinstance(rule, AbsenceRule):
+            if any_match(rule.when, ev, info, t, tz):
+                for s in subjects:
+                    key = self._key(rule, s)
+                    st = self._state.get(key)
+                    if st is not None and st.get("fired") and rule.auto_resolve is True:
+                        out.extend(self._resolve(rule, s, t, [seq]))
+                    duration = self._duration(rule, s, info)
+                    if duration is None:
+                        continue
+                    self._put(
+                        key,
+                        self._rule_state(
+                            rule,
+                            s,
+                            info.id,
+                            last=t,
+                            seqs=[seq],
+                            fired=False,
+                            deadline=self._deadline(rule, t, duration),
+                        ),
+                    )
+        elif isinstance(rule, CountRule):
+            if any_match(rule.when, ev, info, t, tz):
+                for s in subjects:
+                    out.extend(self._count(rule, s, info, t, seq))
+        elif isinstance(rule, CorrelationRule):
+            if any_match(rule.when, ev, info, t, tz):
+                for s in subjects:
+                    out.extend(self._correlate(rule, s, info, t, seq))
+        elif isinstance(rule, SequenceRule):
+            is_a = any_match(rule.first, ev, info, t, tz)
+            is_b = any_match(rule.then, ev, info, t, tz)
+            if is_a or is_b:
+                for s in subjects:
+                    out.extend(self._sequence(rule, s, info, t, seq, is_a, is_b))
+        elif isinstance(rule, HeldRule):
+            is_start = any_match(rule.start, ev, info, t, tz)
+            is_end = any_match(rule.end, ev, info, t, tz)
+            if is_start or is_end:
+                for s in subjects:
+                    out.extend(self._held(rule, s, info, t, seq, is_start, is_end))
+        return out
+
+    def _count(self, rule: CountRule, s: Subject, info: DeviceInfo, t: float, seq: int) -> list[Decision]:
+        key = self._key(rule, s)
+        window = self._duration(rule, s, info) or rule.window
+        st = self._state.get(key)
+        items = [x for x in (st["items"] if st else []) if x[0] > t - window] + [[t, seq]]
+        items = items[-max(rule.count, MAX_EVIDENCE) :]
+        self._put(key, self._rule_state(rule, s, info.id, items=items, deadline=t + window))
+        if len(items) < rule.count:
+            return []
+        return self._emit(rule, s, t, [x[1] for x in items], count=len(items), duration=window)
+
+    def _correlate(self, rule: CorrelationRule, s: Subject, info: DeviceInfo, t: float, seq: int) -> list[Decision]:
+        key = self._key(rule, s)
+        window = self._duration(rule, s, info) or rule.window
+        st = self._state.get(key)
+        seen: dict[str, list[Any]] = {d: v for d, v in (st["devices"] if st else {}).items() if v[0] > t - window}
+        seen[info.id] = [t, seq]
+        seen = dict(sorted(seen.items()))
+        self._put(key, self._rule_state(rule, s, info.id, devices=seen, deadline=t + window))
+        if len(seen) < rule.devices:
+            return []
+        evidence = sorted(v[1] for v in seen.values())
+        return self._emit(rule, s, t, evidence, count=len(seen), duration=window)
+
+    def _sequence(
+        self, rule: SequenceRule, s: Subject, info: DeviceInfo, t: float, seq: int, is_a: bool, is_b: bool
+    ) -> list[Decision]:
+        key = self._key(rule, s)
+        st = self._state.get(key)
+        within = self._duration(rule, s, info) or rule.within
+        gap = rule.min_gap or 0.0
+        out: list[Decision] = []
+        if rule.mode == "not_preceded_by":
+            if is_a:
+                self._put(key, self._rule_state(rule, s, info.id, first=t, seqs=[seq], deadline=t + within))
+            elif is_b and (st is None or t - st["first"] >= within):
+                out.extend(self._emit(rule, s, t, [seq], count=1, duration=within))
+            return out
+        consumed = False
+        if st is not None and is_b and t - st["first"] >= gap:
+            consumed = True
+            self._put(key, None)
+            evidence = [*st["seqs"], seq]
+            if rule.mode == "followed_by":
+                if t - st["first"] < within:
+                    out.extend(self._emit(rule, s, t, evidence, count=1, duration=within))
+                else:
+                    consumed = False
+            elif st.get("fired") and rule.auto_resolve is True:
+                out.extend(self._resolve(rule, s, t, evidence))
+            st = None
+        if is_a and not consumed and st is None:
+            self._put(key, self._rule_state(rule, s, info.id, first=t, seqs=[seq], fired=False, deadline=t + within))
+        return out
+
+    def _held(
+        self, rule: HeldRule, s: Subject, info: DeviceInfo, t: float, seq: int, is_start: bool, is_end: bool
+    ) -> list[Decision]:
+        key = self._key(rule, s)
+        st = self._state.get(key)
+        if st is not None and is_end:
+            self._put(key, None)
+            if st.get("fired") and rule.auto_resolve is True:
+                return self._resolve(rule, s, t, [*st["seqs"], seq])
+            return []
+        if st is None and is_start and not is_end:
+            duration = self._duration(rule, s, info) or rule.duration
+            self._put(
+                key,
+                self._rule_state(
+                    rule, s, info.id, since=t, seqs=[seq], fired=False, deadline=self._deadline(rule, t, duration)
+                ),
+            )
+        return []
+
+    def _on_deadline(self, rule: AnyRule, key: str, st: State, at: float) -> list[Decision]:
+        if isinstance(rule, CountRule | CorrelationRule) or (
+            isinstance(rule, SequenceRule) and rule.mode in ("followed_by", "not_preceded_by")
+        ):
+            self._put(key, None)  # the window expired: nothing to decide
+            return []
+        subj = self._subject_again(rule, st)
+        if subj is None:
+            self._put(key, None)  # the subject no longer exists or no longer qualifies
+            return []
+        info = self.context.device(st.get("device", ""))
+        duration = self._duration(rule, subj, info)
+        out = self._emit(rule, subj, at, list(st.get("seqs", [])), count=1, duration=duration)
+        if isinstance(rule, SequenceRule) and rule.auto_resolve is not True:
+            self._put(key, None)
+        else:
+            self._put(key, {**st, "fired": True, "deadline": None})
+        return out
+
+    # ------------------------------------------------------------------ alerts
+
+    def _emit(
+        self,
+        rule: AnyRule,
+        s: Subject,
+        at: float,
+        evidence: Sequence[int],
+        *,
+        count: int,
+        duration: float | None = None,
+    ) -> list[Decision]:
+        dedup = self._dedup(rule, s)
+        akey = _ALERT + dedup
+        current = self._state.get(akey)
+        evidence = tuple(e for e in evidence if e)[-MAX_EVIDENCE:]
+        if current is None:
+            severity = Severity(rule.severity)
+            self._put(akey, {"rule": rule.id, "severity": int(severity), "raised_at": at, "count": 1, "subject": s.id})
+            return [self._decision("raise", rule, s, dedup, severity, at, evidence, count, duration, None)]
+        previous = Severity(current["severity"])
+        if rule.on_repeat == "ignore" and Severity(rule.severity) >= previous:
+            return []  # folded silently unless it makes the alert more severe
+        severity = Severity(rule.severity) if rule.downgrade else min(previous, Severity(rule.severity))
+        total = int(current["count"]) + 1
+        self._put(akey, {**current, "severity": int(severity), "count": total})
+        return [self._decision("update", rule, s, dedup, severity, at, evidence, max(count, total), duration, previous)]
+
+    def _resolve(self, rule: AnyRule, s: Subject, at: float, evidence: Sequence[int]) -> list[Decision]:
+        dedup = self._dedup(rule, s)
+        current = self._state.get(_ALERT + dedup)
+        if current is None:
+            return []
+        self._put(_ALERT + dedup, None)
+        ev = tuple(e for e in evidence if e)[-MAX_EVIDENCE:]
+        severity = Severity(current["severity"])
+        return [self._decision("resolve", rule, s, dedup, severity, at, ev, int(current["count"]), None, None)]
+
+    def _dedup(self, rule: AnyRule, s: Subject) -> str:
+        return rule.dedup.format(
+            rule=rule.id, subject=s.id, per=s.kind, device=s.device, building=s.building, household=s.household
+        )
+
+    def _decision(
+        self,
+        action: Action,
+        rule: AnyRule,
+        s: Subject,
+        dedup: str,
+        severity: Severity,
+        at: float,
+        evidence: tuple[int, ...],
+        count: int,
+        duration: float | None,
+        previous: Severity | None,
+    ) -> Decision:
+        template = rule.resolved_message if action == "resolve" and rule.resolved_message else rule.message
+        values = self._values(rule, s, at, count, duration, severity)
+        return Decision(
+            action,
+            rule.id,
+            dedup,
+            severity,
+            at,
+            template.zh.format_map(values),
+            template.en.format_map(values),
+            s,
+            evidence,
+            count,
+            previous,
+        )
+
+    def _values(
+        self, rule: AnyRule, s: Subject, at: float, count: int, duration: float | None, severity: Severity
+    ) -> dict[str, str]:
+        names = "、".join(r.name or r.id for r in s.residents)
+        alone = bool(s.residents) and all(r.lives_alone for r in s.residents)
+        if not names:
+            who, who_en = "", ""
+        elif alone:
+            who, who_en = f"独居老人{names}", f" ({names}, lives alone)"
+        else:
+            who, who_en = f"住户{names}", f" ({names})"
+        if duration is None:
+            duration = rule.duration_for(subject_tier(s.residents))
+        return {
+            "rule": rule.id,
+            "subject": s.id,
+            "place": s.location.label_zh() or s.id,
+            "place_en": s.location.label_en() or s.id,
+            "room": s.location.room,
+            "who": who,
+            "who_en": who_en,
+            "names": names,
+            "count": str(count),
+            "duration": format_duration_zh(duration) if duration else "",
+            "duration_en": format_duration_en(duration) if duration else "",
+            "time": local_hhmm(at, self.tz),
+            "device": s.device,
+            "building": s.building,
+            "household": s.household,
+            "severity_zh": severity.label_zh,
+            "severity_en": severity.label_en,
+        }

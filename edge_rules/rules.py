@@ -1,0 +1,558 @@
+"""Rule definitions as data: pydantic models, loaded from TOML, validated once.
+
+A rule file has an optional ``[pack]`` table, optional ``[settings]`` (timezone) and a list of
+``[[rules]]``, each one of six primitives chosen by ``type``: ``match``, ``absence``,
+``count``, ``sequence``, ``held``, ``correlation``. See edge_rules/README.md for the format.
+
+Every model forbids unknown keys. ``load_rules`` raises one ``ConfigError`` listing every
+problem, each with the file, the dotted path of the field, what was expected and what was found.
+"""
+
+from __future__ import annotations
+
+import string
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+
+from edge_rules.context import TIER_ORDER, DeviceInfo, RiskTier
+from edge_rules.schedule import WEEKDAYS, Window, parse_clock, parse_duration, zone
+from gateway.errors import ConfigError, ConfigProblem
+from gateway.models import Event, Family, Kind, Scalar
+
+PACKS_DIR = Path(__file__).parent / "packs"
+_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
+def _listify(value: Any) -> Any:
+    return [value] if isinstance(value, str | int | float | bool) else value
+
+
+def _conditions(value: Any) -> Any:
+    return [value] if isinstance(value, Mapping) else value
+
+
+def _comparison(value: Any) -> Any:
+    return {"eq": value} if isinstance(value, str | int | float | bool) else value
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+StrList = Annotated[list[str], BeforeValidator(_listify)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Comparison(_Model):
+    """Comparisons on one value of the event; all given must hold. A missing value fails
+    every comparison except ``ne`` and ``exists = false``."""
+
+    eq: Scalar | None = None
+    ne: Scalar | None = None
+    lt: float | None = None
+    le: float | None = None
+    gt: float | None = None
+    ge: float | None = None
+    in_: list[Scalar] | None = Field(default=None, alias="in")
+    exists: bool | None = None
+
+    def test(self, present: bool, value: Scalar | None) -> bool:
+        if self.exists is not None and self.exists != present:
+            return False
+        if not present or value is None:
+            return (
+                self.eq is None
+                and self.lt is None
+                and self.le is None
+                and self.gt is None
+                and self.ge is None
+                and self.in_ is None
+            )
+        if self.eq is not None and not _same(value, self.eq):
+            return False
+        if self.ne is not None and _same(value, self.ne):
+            return False
+        if self.in_ is not None and not any(_same(value, x) for x in self.in_):
+            return False
+        if self.lt is not None or self.le is not None or self.gt is not None or self.ge is not None:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                return False
+            if self.lt is not None and not value < self.lt:
+                return False
+            if self.le is not None and not value <= self.le:
+                return False
+            if self.gt is not None and not value > self.gt:
+                return False
+            if self.ge is not None and not value >= self.ge:
+                return False
+        return True
+
+
+def _same(a: Scalar, b: Scalar) -> bool:
+    # True must not equal 1: a flag and a number are different things in a payload.
+    return isinstance(a, bool) == isinstance(b, bool) and a == b
+
+
+class Schedule(_Model):
+    """A daily window in local time; ``end`` not after ``start`` crosses midnight."""
+
+    start: str
+    end: str
+    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] | None = None
+
+    @field_validator("start", "end")
+    @classmethod
+    def _clock(cls, value: str) -> str:
+        parse_clock(value)
+        return value
+
+    def window(self, tz: str) -> Window:
+        start, end = parse_clock(self.start), parse_clock(self.end)
+        days = frozenset(range(7)) if self.days is None else frozenset(WEEKDAYS.index(d) for d in self.days)
+        return Window(start, end, days, tz)
+
+
+class Condition(_Model):
+    """An event meeting all of: family, kind, value comparisons, place, time of day."""
+
+    family: Annotated[list[Family], BeforeValidator(_listify)] | None = None
+    kind: Annotated[list[Kind], BeforeValidator(_listify)] | None = None
+    kind_not: Annotated[list[Kind], BeforeValidator(_listify)] | None = None
+    where: dict[str, Annotated[Comparison, BeforeValidator(_comparison)]] = {}
+    device: StrList | None = None
+    room: StrList | None = None
+    household: StrList | None = None  # household ids
+    building: StrList | None = None
+    public: bool | None = None  # true: public areas only (no household); false: households only
+    schedule: Schedule | None = None
+
+    def static_match(self, info: DeviceInfo) -> bool:
+        """What can be known from the device alone (used to arm absence timers)."""
+        if self.family is not None and info.family is not None and info.family not in self.family:
+            return False
+        if self.device is not None and info.id not in self.device:
+            return False
+        if self.room is not None and info.location.room not in self.room:
+            return False
+        if self.household is not None and info.household not in self.household:
+            return False
+        if self.building is not None and info.building not in self.building:
+            return False
+        return self.public is None or self.public == (info.household == "")
+
+    def matches(self, ev: Event, info: DeviceInfo, t: float, tz: str) -> bool:
+        if self.kind is not None and ev.kind not in self.kind:
+            return False
+        if self.kind_not is not None and ev.kind in self.kind_not:
+            return False
+        if self.family is not None and ev.family not in self.family:
+            return False
+        if not self.static_match(info):
+            return False
+        for name, cmp in self.where.items():
+            present = name in ev.values
+            if not cmp.test(present, ev.values.get(name)):
+                return False
+        return self.schedule is None or self.schedule.window(tz).contains(t)
+
+
+Conditions = Annotated[list[Condition], BeforeValidator(_conditions)]
+
+
+def any_match(conds: Sequence[Condition], ev: Event, info: DeviceInfo, t: float, tz: str) -> bool:
+    return any(c.matches(ev, info, t, tz) for c in conds)
+
+
+class Messages(_Model):
+    zh: str
+    en: str
+
+
+class AppliesTo(_Model):
+    """Resident filters: the rule applies to a subject only through residents that pass."""
+
+    lives_alone: bool | None = None
+    risk_tier: Annotated[list[RiskTier], BeforeValidator(_listify)] | None = None
+
+    @property
+    def filters_residents(self) -> bool:
+        return self.lives_alone is not None or self.risk_tier is not None
+
+
+Per = Literal["household", "resident", "device", "building", "location"]
+
+
+class _Rule(_Model):
+    id: Annotated[str, Field(pattern=_ID, max_length=64)]
+    description: str = ""
+    severity: Annotated[int, Field(ge=1, le=4)]
+    per: Per = "device"
+    dedup: str = "{rule}:{subject}"
+    message: Messages
+    resolved_message: Messages | None = None
+    applies_to: AppliesTo = AppliesTo()
+    thresholds: dict[RiskTier, Duration] | None = None
+    # true: the rule's own clearing condition (absence: the activity; held: the end; sequence
+    # not_followed_by: the awaited event); a list: these events resolve the open alert.
+    auto_resolve: bool | Conditions = False
+    # "ignore": a trigger while the dedup key is open decides nothing (unless more severe)
+    on_repeat: Literal["update", "ignore"] = "update"
+    downgrade: bool = False  # an update from this rule may lower the open alert's severity
+    enabled: bool = True
+
+    def base_duration(self) -> float | None:
+        return None
+
+    def duration_for(self, tier: str | None) -> float | None:
+        if self.thresholds and tier is not None and tier in self.thresholds:
+            return self.thresholds[tier]
+        return self.base_duration()
+
+    def resolve_conditions(self) -> list[Condition]:
+        return list(self.auto_resolve) if isinstance(self.auto_resolve, list) else []
+
+
+class MatchRule(_Rule):
+    type: Literal["match"]
+    when: Conditions
+
+
+class AbsenceRule(_Rule):
+    type: Literal["absence"]
+    when: Conditions = [Condition()]
+    duration: Duration | None = None
+    interval_multiple: Annotated[float, Field(gt=0)] | None = None  # per device: k × report_interval
+    schedule: Schedule | None = None  # time counts only inside this window
+
+    def base_duration(self) -> float | None:
+        return self.duration
+
+
+class CountRule(_Rule):
+    type: Literal["count"]
+    when: Conditions
+    count: Annotated[int, Field(ge=2)]
+    window: Duration
+
+    def base_duration(self) -> float | None:
+        return self.window
+
+
+class SequenceRule(_Rule):
+    type: Literal["sequence"]
+    first: Conditions
+    then: Conditions
+    within: Duration
+    mode: Literal["followed_by", "not_followed_by", "not_preceded_by"] = "followed_by"
+    min_gap: Duration | None = None  # a "then" event sooner than this after "first" does not count
+
+    def base_duration(self) -> float | None:
+        return self.within
+
+
+class HeldRule(_Rule):
+    type: Literal["held"]
+    start: Conditions
+    end: Conditions
+    duration: Duration
+    schedule: Schedule | None = None  # time counts only inside this window
+
+    def base_duration(self) -> float | None:
+        return self.duration
+
+
+class CorrelationRule(_Rule):
+    type: Literal["correlation"]
+    when: Conditions
+    devices: Annotated[int, Field(ge=2)] = 2
+    window: Duration
+    per: Per = "building"
+
+    def base_duration(self) -> float | None:
+        return self.window
+
+
+Rule = Annotated[
+    MatchRule | AbsenceRule | CountRule | SequenceRule | HeldRule | CorrelationRule, Field(discriminator="type")
+]
+AnyRule = MatchRule | AbsenceRule | CountRule | SequenceRule | HeldRule | CorrelationRule
+RULE_TYPES = ("match", "absence", "count", "sequence", "held", "correlation")
+
+
+class Settings(_Model):
+    timezone: str = "Asia/Shanghai"
+    # Which time of an event drives windows and timers: the event time (device time when
+    # trusted, else receive time) or always the gateway's receive time.
+    time_source: Literal["event", "received"] = "event"
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        try:
+            zone(value)
+        except Exception as exc:
+            raise ValueError('an IANA timezone such as "Asia/Shanghai"') from exc
+        return value
+
+
+class PackInfo(_Model):
+    id: Annotated[str, Field(pattern=_ID)]
+    name: str = ""
+    description: str = ""
+
+
+class RuleFile(_Model):
+    pack: PackInfo | None = None
+    settings: Settings | None = None
+    rules: list[Rule] = []
+
+
+class RuleSet:
+    """Validated rules from one or more files, in file order, with their settings."""
+
+    def __init__(
+        self, rules: Sequence[AnyRule], settings: Settings | None = None, packs: Sequence[PackInfo] = ()
+    ) -> None:
+        self.rules: tuple[AnyRule, ...] = tuple(rules)
+        self.settings = settings or Settings()
+        self.packs = tuple(packs)
+
+    def __iter__(self) -> Any:
+        return iter(self.rules)
+
+    def __len__(self) -> int:
+        return len(self.rules)
+
+    def get(self, rule_id: str) -> AnyRule | None:
+        return next((r for r in self.rules if r.id == rule_id), None)
+
+
+# --------------------------------------------------------------------------- templates
+
+MESSAGE_FIELDS = frozenset(
+    {
+        "rule",
+        "subject",
+        "place",
+        "place_en",
+        "room",
+        "who",
+        "who_en",
+        "names",
+        "count",
+        "duration",
+        "duration_en",
+        "time",
+        "device",
+        "building",
+        "household",
+        "severity_zh",
+        "severity_en",
+    }
+)
+DEDUP_FIELDS = frozenset({"rule", "subject", "per", "device", "building", "household"})
+
+
+def template_fields(template: str) -> list[str]:
+    """The placeholder names in a ``str.format`` template; raises ValueError if malformed."""
+    names = []
+    for _, name, spec, conv in string.Formatter().parse(template):
+        if name is None:
+            continue
+        if not name.isidentifier() or spec or conv:
+            raise ValueError(f"a plain placeholder, found {{{name}}}")
+        names.append(name)
+    return names
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def pack_path(name: str) -> Path:
+    return PACKS_DIR / f"{name}.toml"
+
+
+def available_packs() -> list[str]:
+    return sorted(p.stem for p in PACKS_DIR.glob("*.toml"))
+
+
+def load_rules(*sources: str | Path) -> RuleSet:
+    """Load rule files (paths, or names of shipped packs such as ``"elderly_care"``)."""
+    problems: list[ConfigProblem] = []
+    files: list[tuple[str, RuleFile]] = []
+    for source in sources:
+        path = Path(source)
+        if not path.suffix and not path.exists() and pack_path(str(source)).exists():
+            path = pack_path(str(source))
+        file = str(path)
+        try:
+            text = path.read_bytes().decode("utf-8")
+            data = tomllib.loads(text)
+        except FileNotFoundError:
+            problems.append(
+                ConfigProblem(
+                    file, "", f"an existing rule file or pack name ({', '.join(available_packs())})", "no such file"
+                )
+            )
+            continue
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            problems.append(ConfigProblem(file, "", "a readable UTF-8 TOML file", str(exc)))
+            continue
+        try:
+            files.append((file, parse_rule_file(data, file)))
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise ConfigError(problems)
+    return combine(files)
+
+
+def parse_rule_file(data: Mapping[str, Any], file: str = "<rules>") -> RuleFile:
+    try:
+        parsed = RuleFile.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_problems_from_validation(exc, file)) from None
+    problems = check_rules(parsed.rules, file)
+    if problems:
+        raise ConfigError(problems)
+    return parsed
+
+
+def combine(files: Iterable[tuple[str, RuleFile]]) -> RuleSet:
+    problems: list[ConfigProblem] = []
+    rules: list[AnyRule] = []
+    seen: dict[str, str] = {}
+    settings: Settings | None = None
+    settings_file = ""
+    packs: list[PackInfo] = []
+    for file, rf in files:
+        if rf.pack is not None:
+            packs.append(rf.pack)
+        if rf.settings is not None:
+            if settings is not None and rf.settings != settings:
+                problems.append(
+                    ConfigProblem(
+                        file, "settings", f"the same settings as {settings_file}", repr(rf.settings.model_dump())
+                    )
+                )
+            settings, settings_file = rf.settings, file
+        for i, rule in enumerate(rf.rules):
+            if rule.id in seen:
+                problems.append(
+                    ConfigProblem(
+                        file, f"rules[{i}].id", f"a rule id not already used in {seen[rule.id]}", repr(rule.id)
+                    )
+                )
+            seen[rule.id] = file
+            rules.append(rule)
+    if problems:
+        raise ConfigError(problems)
+    return RuleSet(rules, settings, packs)
+
+
+def check_rules(rules: Sequence[AnyRule], file: str) -> list[ConfigProblem]:
+    """Checks pydantic cannot express: templates, which fields make sense for which primitive."""
+    problems: list[ConfigProblem] = []
+    seen: set[str] = set()
+
+    def bad(i: int, path: str, expected: str, found: Any) -> None:
+        problems.append(
+            ConfigProblem(file, f"rules[{i}].{path}", expected, found if isinstance(found, str) else repr(found))
+        )
+
+    for i, rule in enumerate(rules):
+        if rule.id in seen:
+            bad(i, "id", "a unique rule id", rule.id)
+        seen.add(rule.id)
+        templates = [
+            ("message.zh", rule.message.zh, MESSAGE_FIELDS),
+            ("message.en", rule.message.en, MESSAGE_FIELDS),
+            ("dedup", rule.dedup, DEDUP_FIELDS),
+        ]
+        if rule.resolved_message is not None:
+            templates += [
+                ("resolved_message.zh", rule.resolved_message.zh, MESSAGE_FIELDS),
+                ("resolved_message.en", rule.resolved_message.en, MESSAGE_FIELDS),
+            ]
+        for path, template, allowed in templates:
+            try:
+                names = template_fields(template)
+            except ValueError as exc:
+                bad(i, path, "a template with {placeholders}", str(exc))
+                continue
+            for name in names:
+                if name not in allowed:
+                    bad(i, path, f"placeholders among {', '.join(sorted(allowed))}", f"{{{name}}}")
+        if rule.thresholds is not None and isinstance(rule, MatchRule):
+            bad(i, "thresholds", "no thresholds on a match rule (it has no duration)", rule.thresholds)
+        if rule.auto_resolve is True and isinstance(rule, MatchRule | CountRule | CorrelationRule):
+            bad(
+                i,
+                "auto_resolve",
+                f"a list of clearing conditions ({rule.type} has no clearing event of its own)",
+                "true",
+            )
+        if rule.auto_resolve is True and isinstance(rule, SequenceRule) and rule.mode != "not_followed_by":
+            bad(i, "auto_resolve", "a list of clearing conditions (only not_followed_by clears by itself)", "true")
+        if isinstance(rule, AbsenceRule):
+            if rule.duration is None and rule.interval_multiple is None:
+                bad(i, "duration", "a duration, or interval_multiple for device supervision", "nothing")
+            if rule.interval_multiple is not None and rule.per != "device":
+                bad(i, "interval_multiple", 'per = "device" (it multiplies the device report interval)', rule.per)
+        if isinstance(rule, SequenceRule) and rule.min_gap is not None and rule.min_gap >= rule.within:
+            bad(i, "min_gap", f"less than within ({rule.within:g} s)", f"{rule.min_gap:g} s")
+    return problems
+
+
+def _loc_to_path(loc: Iterable[int | str]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _problems_from_validation(exc: ValidationError, file: str) -> list[ConfigProblem]:
+    problems = []
+    for err in exc.errors(include_url=False):
+        # pydantic puts the union tag ("absence") and validator names into the location.
+        loc = tuple(
+            p for p in err["loc"] if not (isinstance(p, str) and (p in RULE_TYPES or p.startswith("function-")))
+        )
+        path = _loc_to_path(loc)
+        kind = err["type"]
+        ctx = err.get("ctx") or {}
+        if kind == "missing":
+            expected, found = "this field to be set", "nothing"
+        elif kind == "extra_forbidden":
+            expected, found = "no such key", f"unknown key {loc[-1]!r}"
+        elif kind in ("union_tag_invalid", "union_tag_not_found"):
+            path = f"{path}.type" if path else "type"
+            expected = f"one of {', '.join(RULE_TYPES)}"
+            found = repr(ctx["tag"]) if "tag" in ctx else "nothing"
+        else:
+            msg = err["msg"]
+            for prefix in ("Input should be ", "Value error, ", "String should "):
+                if msg.startswith(prefix):
+                    rest = msg[len(prefix) :]
+                    msg = rest if prefix != "String should " else "a string that should " + rest
+                    break
+            expected, found = msg, _short(err.get("input"))
+        problems.append(ConfigProblem(file, path, expected, found))
+    return problems
+
+
+def subject_tier(residents: Iterable[Any]) -> str | None:
+    tiers = [r.risk_tier for r in residents]
+    return max(tiers, key=lambda t: TIER_ORDER[t]) if tiers else None
