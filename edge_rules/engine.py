@@ -115,6 +115,8 @@ class Engine:
         self._state: dict[str, State] = {}
         self._dirty: set[str] = set()
         self._heap: list[tuple[float, int, str]] = []
+        # Dedup keys decided on for the event being fed (not state: it lives for one feed).
+        self._event_keys: set[str] | None = None
         self._now: float | None = None
         self._primed = False
         if state is not None:
@@ -144,8 +146,12 @@ class Engine:
         info = self.context.device(event.device_id) or DeviceInfo(
             id=event.device_id, family=event.family, building=event.location.building, location=event.location
         )
-        for rule in self.rules:
-            out.extend(self._evaluate(rule, event, info, t))
+        self._event_keys = set()
+        try:
+            for rule in self.rules:
+                out.extend(self._evaluate(rule, event, info, t))
+        finally:
+            self._event_keys = None
         return out
 
     def feed_all(self, events: Iterable[Event]) -> list[Decision]:
@@ -528,6 +534,13 @@ class Engine:
         dedup = self._dedup(rule, s)
         akey = _ALERT + dedup
         current = self._state.get(akey)
+        if self._event_keys is not None:
+            # One event, one decision per alert: when several rules share a dedup key (a pack's
+            # generic rule and a more specific one), the first to match words the alert and a
+            # later one adds nothing — unless it makes the alert more severe.
+            if dedup in self._event_keys and current is not None and rule.severity >= current["severity"]:
+                return []
+            self._event_keys.add(dedup)
         evidence = tuple(e for e in evidence if e)[-MAX_EVIDENCE:]
         if current is None:
             severity = Severity(rule.severity)

@@ -61,7 +61,7 @@ DEVICES = [
     DeviceInfo("5-stair-smoke", Family.SMOKE, building="5", location=Location("5", "1", "", "楼梯间")),
 ]
 CONTEXT = Context(DEVICES)
-BOTH = load_rules("smart_community", "elderly_care")
+BOTH = load_rules("elderly_care", "smart_community")  # the gateway's default order
 
 
 class Feed:

@@ -51,8 +51,26 @@ def test_fall_cleared_quickly_is_kept_and_downgraded() -> None:
     assert "已记录并降级" in out[1].message_zh
 
 
-def test_fall_in_a_family_household_is_not_this_packs_business() -> None:
-    assert run([(at("03:12"), "3-2-501-bath", "fall_detected")], at("04:00")) == []
+def test_fall_in_a_family_household_alerts_without_the_elder_escalation() -> None:
+    out = run([(at("03:12"), "3-2-501-bath", "fall_detected")], at("04:00"))
+    assert timeline(out) == [("raise", "fall_household", "fall:3-2-501", 2, at("03:12"))]
+
+
+def test_sos_in_a_family_household_and_in_a_lone_elders_is_one_alert_each() -> None:
+    out = run(
+        [
+            (at("10:00"), "3-2-501-sos", "sos_pressed"),
+            (at("10:00"), "3-2-601-sos", "sos_pressed"),
+            (at("10:01"), "3-2-601-sos", "sos_pressed"),
+        ],
+        at("10:05"),
+    )
+    assert timeline(out) == [
+        ("raise", "sos_household", "sos:3-2-501", 1, at("10:00")),
+        ("raise", "sos", "sos:3-2-601", 1, at("10:00")),  # the elder's rule words it
+        ("update", "sos", "sos:3-2-601", 1, at("10:01")),  # a second press counts once
+    ]
+    assert out[2].count == 2
 
 
 def test_sos_at_once() -> None:
