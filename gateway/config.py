@@ -25,7 +25,7 @@ from pydantic import (
     ValidationError,
 )
 
-from drivers import rtl433, zigbee2mqtt
+from drivers import SERIAL_CODECS, rtl433, zigbee2mqtt
 from gateway.errors import ConfigError, ConfigProblem, PayloadError
 from gateway.models import Family, Kind
 
@@ -167,14 +167,51 @@ class NativeSource(_Model):
 Source = Annotated[Zigbee2MqttSource | Rtl433Source | NativeSource, Field(discriminator="format")]
 
 
+class RadarSettings(_Model):
+    """Written to an MR60FDA2 / LD6002C radar after every open of its port (ranges: LD6002C reference)."""
+
+    install_height: Annotated[float, Field(ge=0.5, le=5.0)] | None = None  # metres above the floor
+    fall_threshold: Annotated[float, Field(ge=0.1, le=2.0)] | None = None  # metres; firmware default 0.6
+    sensitivity: Annotated[int, Field(ge=3, le=30)] | None = None
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: float(v) for k, v in self.model_dump().items() if v is not None}
+
+
+_PORT = r"^/\S+$"
+
+
+class SerialSource(_Model):
+    """A device on its own UART: ``serial = { port = "/dev/serial/by-id/…", protocol = "mr60fda1" }``."""
+
+    port: Annotated[str, Field(pattern=_PORT)]  # absolute; prefer /dev/serial/by-id/… over /dev/ttyUSBn
+    protocol: Literal["mr60fda1", "mr60fda2"]  # a key of drivers.SERIAL_CODECS
+    baudrate: Annotated[int, Field(ge=1200, le=4_000_000)] = 115200
+    # No valid frame for this long → the device is offline; the port is closed and reopened.
+    idle_timeout: Annotated[float, Field(gt=0, le=86_400)] = 30.0
+    backoff_initial: Annotated[float, Field(gt=0, le=3600)] = 1.0
+    backoff_max: Annotated[float, Field(gt=0, le=86_400)] = 30.0
+    # Unchanged presence / motion / heartbeat is stored again at most this often (seconds).
+    refresh_interval: Annotated[float, Field(gt=0, le=86_400)] = 300.0
+    radar: RadarSettings | None = None  # mr60fda2 only
+
+
 class Device(_Model):
+    """A configured device, reached either over MQTT (``mqtt = {…}``) or on a serial port
+    (``serial = {…}``) — exactly one of the two (checked in ``cross_check``)."""
+
     id: Annotated[str, Field(pattern=_ID, max_length=128)]
     family: Family
     model: str
     household: str = ""  # empty for public areas: then building is required
     building: str = ""
     room: str = ""
-    mqtt: Source
+    mqtt: Source | None = None
+    serial: SerialSource | None = None
+
+    @property
+    def port_label(self) -> str:
+        return self.serial.port if self.serial is not None else ""
 
 
 class SiteConfig(_Model):
@@ -334,6 +371,7 @@ def _problems_from_validation(exc: ValidationError, file: str) -> list[ConfigPro
 
 _PATTERN_WORDS = {
     _ID: "an id of letters, digits, '-', '_' or '.' (no spaces)",
+    _PORT: "an absolute device path, e.g. /dev/serial/by-id/usb-1a86_USB_Serial-if00-port0 or /dev/ttyUSB0",
     _URL: "an http:// or https:// URL, e.g. http://127.0.0.1:8086",
 }
 
@@ -353,14 +391,15 @@ def _allowed_keys(loc: tuple[int | str, ...]) -> list[str]:
     for part in loc:
         if isinstance(part, int):
             continue
-        field = getattr(model, "model_fields", {}).get(part)
+        by_key = {f.alias or name: f for name, f in getattr(model, "model_fields", {}).items()}
+        field = by_key.get(part)
         if field is None:
             return []
         model = _model_of(field.annotation)
         if model is None:
             return []
     fields = getattr(model, "model_fields", None)
-    return sorted(fields) if fields else []
+    return sorted(f.alias or name for name, f in fields.items()) if fields else []
 
 
 def _model_of(annotation: Any) -> Any:
@@ -411,6 +450,7 @@ def cross_check(config: SiteConfig, file: str) -> list[ConfigProblem]:
 
     z2m_names: dict[str, int] = {}
     rtl_keys: dict[tuple[str, str, str], int] = {}
+    ports: dict[str, int] = {}
     for i, d in enumerate(config.devices):
         where = f"devices[{i}]"
         if d.household and d.household not in households:
@@ -430,6 +470,19 @@ def cross_check(config: SiteConfig, file: str) -> list[ConfigProblem]:
                     repr(d.building),
                 )
             )
+        if (d.mqtt is None) == (d.serial is None):
+            problems.append(
+                ConfigProblem(
+                    file,
+                    where,
+                    "exactly one of mqtt = {…} or serial = {…} (how the device is reached)",
+                    "both" if d.serial is not None else "neither",
+                )
+            )
+            continue
+        if d.serial is not None:
+            problems.extend(_check_serial(file, where, d, d.serial, ports, i))
+            continue
         src = d.mqtt
         if isinstance(src, Zigbee2MqttSource):
             model = zigbee2mqtt.MODELS.get(d.model)
@@ -480,6 +533,47 @@ def cross_check(config: SiteConfig, file: str) -> list[ConfigProblem]:
                             str(exc),
                         )
                     )
+    return problems
+
+
+def _check_serial(
+    file: str, where: str, d: Device, src: SerialSource, ports: dict[str, int], index: int
+) -> list[ConfigProblem]:
+    problems: list[ConfigProblem] = []
+    codec = SERIAL_CODECS[src.protocol]
+    if d.model not in codec.MODELS:
+        problems.append(_unknown(file, f"{where}.model", f"{src.protocol} model", d.model, set(codec.MODELS)))
+    elif d.family != codec.FAMILY:
+        problems.append(
+            ConfigProblem(file, f"{where}.family", f"{codec.FAMILY.value!r} for model {d.model}", repr(d.family.value))
+        )
+    if src.radar is not None and src.protocol != "mr60fda2":
+        problems.append(
+            ConfigProblem(
+                file, f"{where}.serial.radar", f"no radar settings for {src.protocol} (mr60fda2 only)", "a table"
+            )
+        )
+    if src.backoff_max < src.backoff_initial:
+        problems.append(
+            ConfigProblem(
+                file,
+                f"{where}.serial.backoff_max",
+                f"at least backoff_initial ({src.backoff_initial:g})",
+                f"{src.backoff_max:g}",
+            )
+        )
+    port = os.path.normpath(src.port)
+    if port in ports:
+        # A UART radar is point-to-point: two readers on one port would each get half the bytes.
+        problems.append(
+            ConfigProblem(
+                file,
+                f"{where}.serial.port",
+                f"a port not used by devices[{ports[port]}] (a radar needs its own port)",
+                repr(src.port),
+            )
+        )
+    ports[port] = index
     return problems
 
 

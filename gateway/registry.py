@@ -4,6 +4,9 @@ Built once from the validated config. ``decode`` turns one MQTT message into nor
 events, or raises ``PayloadError`` (``UnknownDeviceError`` for a well-formed message from a
 device the registry does not know). Topics the gateway has no business with (the
 zigbee2mqtt bridge's own topics, ``/set`` and ``/get``) decode to nothing.
+
+Devices on serial ports (``serial = {…}``) get their entry and location like MQTT ones;
+``serial_devices`` lists them and ``serial_events`` makes their events from decoded frames.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ class Registry:
         self.devices: dict[str, DeviceEntry] = {}
         self._z2m: dict[str, DeviceEntry] = {}
         self._rtl: dict[tuple[str, str, str], DeviceEntry] = {}
+        self.serial_devices: dict[str, DeviceEntry] = {}
         for d in config.devices:
             house = households.get(d.household)
             location = Location(
@@ -55,7 +59,9 @@ class Registry:
             )
             entry = DeviceEntry(d.id, d.family, d.model, location, d, self.residents_by_household.get(d.household, ()))
             self.devices[d.id] = entry
-            if isinstance(d.mqtt, Zigbee2MqttSource):
+            if d.serial is not None:
+                self.serial_devices[d.id] = entry
+            elif isinstance(d.mqtt, Zigbee2MqttSource):
                 self._z2m[d.mqtt.friendly_name] = entry
             elif isinstance(d.mqtt, Rtl433Source):
                 self._rtl[(d.model, d.mqtt.id, d.mqtt.channel)] = entry
@@ -67,11 +73,14 @@ class Registry:
     def subscriptions(self) -> list[str]:
         """Topic filters the ingest subscribes to (wildcards, so unknown devices are seen and counted)."""
         subs = []
-        if self._z2m or not self.devices:
+        # With no MQTT device configured (an empty site, or serial devices only), subscribe to
+        # every format: a device publishing anyway is seen and counted as unknown.
+        none = len(self.serial_devices) == len(self.devices)
+        if self._z2m or none:
             subs.append(self._z2m_prefix + "#")
-        if self._rtl or not self.devices:
+        if self._rtl or none:
             subs.append(self._rtl_topic)
-        if any(isinstance(d.config.mqtt, NativeSource) for d in self.devices.values()) or not self.devices:
+        if any(isinstance(d.config.mqtt, NativeSource) for d in self.devices.values()) or none:
             subs.append(self._native_prefix + "+")
         return subs
 
@@ -128,11 +137,24 @@ class Registry:
             )
         return self._events(entry, list(msg.observations), payload, received_at, "native")
 
+    def serial_events(
+        self, device_id: str, observations: list[Observation], frame: bytes, received_at: float, source: str
+    ) -> list[Event]:
+        """Events of a serial device from one frame's observations; ``raw`` is the frame in hex."""
+        entry = self.serial_devices[device_id]
+        return self._events(entry, observations, frame, received_at, source, raw=frame[: RAW_LIMIT // 3].hex(" "))
+
     @staticmethod
     def _events(
-        entry: DeviceEntry, observations: list[Observation], payload: bytes, received_at: float, source: str
+        entry: DeviceEntry,
+        observations: list[Observation],
+        payload: bytes,
+        received_at: float,
+        source: str,
+        raw: str | None = None,
     ) -> list[Event]:
-        raw = payload[:RAW_LIMIT].decode("utf-8", errors="replace")
+        if raw is None:
+            raw = payload[:RAW_LIMIT].decode("utf-8", errors="replace")
         events = []
         for obs in observations:
             values = dict(obs.values)

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import sys
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TextIO
 
+from drivers.serial_link import Opener, open_serial
 from gateway.alerts import AlertPath, Transition, console_line
 from gateway.clock import Clock, SystemClock
 from gateway.config import InfluxV1Output, InfluxV2Output, SiteConfig
@@ -23,6 +25,7 @@ from gateway.ingest import DEDUP_WINDOW, MqttIngest
 from gateway.models import Event
 from gateway.publisher import OutboxPublisher
 from gateway.registry import Registry
+from gateway.serial_ingest import SerialIngest
 from gateway.sinks import Sink
 from gateway.sinks.influx_v1 import InfluxV1Sink
 from gateway.sinks.influx_v2 import InfluxV2Sink
@@ -89,6 +92,7 @@ class Gateway:
         clock: Clock | None = None,
         sinks: Mapping[str, Sink] | None = None,
         console: TextIO | None = None,
+        serial_opener: Opener | None = None,
     ) -> None:
         self.config = config
         self.clock = clock or SystemClock()
@@ -122,6 +126,9 @@ class Gateway:
             notify=self._on_transition,
         )
         self.ingest = MqttIngest(config, self.registry, self.store, self.clock, self.outputs, self._on_stored)
+        self.serial = SerialIngest(
+            config, self.registry, self.store, self.clock, self.outputs, self._on_stored, serial_opener or open_serial
+        )
         self.ready = asyncio.Event()  # set once connected to the broker
 
     def _on_transition(self, t: Transition) -> None:
@@ -191,15 +198,24 @@ class Gateway:
         try:
             async with asyncio.TaskGroup() as tg:
                 ingest = tg.create_task(supervise("mqtt ingest", self.ingest.run, self.clock))
+                # One supervised task per serial device: a port that fails restarts alone.
+                radios = [
+                    tg.create_task(supervise(f"serial {d}", functools.partial(self.serial.run_device, d), self.clock))
+                    for d in self.serial.links
+                ]
                 others = [tg.create_task(supervise(f"output {f.name}", f.run, self.clock)) for f in self.forwarders]
                 others.append(tg.create_task(supervise("alert publisher", self.publisher.run, self.clock)))
                 others.append(tg.create_task(supervise("housekeeping", self._housekeeping, self.clock)))
+                if radios:
+                    others.append(tg.create_task(supervise("serial writer", self.serial.run_writer, self.clock)))
                 others.append(tg.create_task(self._watch_ready()))
                 await stop.wait()
                 log.info("stopping: no longer accepting; flushing outputs for up to %.0f s", SHUTDOWN_FLUSH)
-                ingest.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await ingest
+                for task in [ingest, *radios]:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+                await self.serial.drain()
                 await self._final_flush()
                 for task in others:
                     task.cancel()

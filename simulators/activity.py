@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 from gateway.clock import Clock
-from gateway.config import Household, Resident, SiteConfig, Zigbee2MqttSource
+from gateway.config import Household, NativeSource, Resident, SiteConfig, Zigbee2MqttSource
 from gateway.models import Family
 from simulators.devices import (
     RTL_433_HOST,
@@ -206,6 +206,8 @@ class BlockActivity:
 
         self.devices: dict[str, SimDevice] = {}
         for d in site.devices:
+            if d.mqtt is None:
+                continue  # serial devices have their own pty simulators (simulators/serial_radar.py)
             self.devices[d.id] = simulator_for(
                 d, site.mqtt, rng=random.Random(rng.getrandbits(64)), stamp=self._wall, rtl_433_host=rtl_433_host
             )
@@ -319,7 +321,7 @@ class BlockActivity:
     def _check_in_period(self, sim: SimDevice) -> float | None:
         if isinstance(sim.device.mqtt, Zigbee2MqttSource):
             return CHECK_IN[sim.family]
-        if isinstance(sim, AccessControllerSim) or sim.device.mqtt.format == "native":
+        if isinstance(sim, AccessControllerSim) or isinstance(sim.device.mqtt, NativeSource):
             return HEARTBEAT
         return SUPERVISION  # rtl_433: only flag models answer; the rest return nothing
 

@@ -568,7 +568,9 @@ def simulator_for(
     stamp: Stamp = _no_stamp,
     rtl_433_host: str = RTL_433_HOST,
 ) -> SimDevice:
-    """The simulator for a configured device; ``KeyError`` names what has none."""
+    """The simulator for a configured MQTT device; ``KeyError`` names what has none."""
+    if device.mqtt is None:
+        raise KeyError(f"{device.id} is a serial device: its simulator is simulators.serial_radar")
     if isinstance(device.mqtt, NativeSource):
         cls = NATIVE_SIMULATORS.get(device.family)
     else:
@@ -582,4 +584,8 @@ def simulators_for(
     devices: Sequence[Device], mqtt: MqttSettings, *, seed: int = 1, stamp: Stamp = _no_stamp
 ) -> Mapping[str, SimDevice]:
     """One simulator per device, each with its own random stream derived from ``seed``."""
-    return {d.id: simulator_for(d, mqtt, rng=random.Random(f"{seed}:{d.id}"), stamp=stamp) for d in devices}
+    return {
+        d.id: simulator_for(d, mqtt, rng=random.Random(f"{seed}:{d.id}"), stamp=stamp)
+        for d in devices
+        if d.mqtt is not None
+    }
