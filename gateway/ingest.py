@@ -21,6 +21,7 @@ import logging
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -67,8 +68,8 @@ class MqttIngest:
         self.outputs = outputs
         self.on_stored = on_stored
         self.status_topic = f"{config.topic_prefix}/status"
-        self.connected = asyncio.Event()
-        self.connects = 0  # successful connections so far (a reconnect makes it 2, 3 …)
+        self.connected = asyncio.Event()  # connected and subscribed
+        self.connects = 0  # subscribed connections so far (a reconnect makes it 2, 3 …)
         self._log_once = LogOnce(log)
         self._queue: asyncio.Queue[_Message] = asyncio.Queue()
         self._connection = 0  # bumped on every connect, from paho's thread
@@ -102,6 +103,7 @@ class MqttIngest:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         return client
 
     def _on_connect(
@@ -122,6 +124,15 @@ class MqttIngest:
             ",".join(subs),
         )
         self._log_once.reset(("disconnect",))
+
+    def _on_subscribe(
+        self, client: mqtt.Client, userdata: object, mid: int, reason_codes: list[Any], props: object
+    ) -> None:
+        # Ready once the broker has the subscriptions (SUBACK), not merely the connection: a
+        # message published in between would find no session to keep it on a first start.
+        failed = [str(rc) for rc in reason_codes if getattr(rc, "is_failure", False)]
+        if failed:
+            self._log_once.warning(("subscribe",), "broker refused subscriptions: %s", ", ".join(failed))
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._on_connected)
 
