@@ -611,12 +611,19 @@ class Engine:
             who, who_en = f"住户{names}", f" ({names})"
         if duration is None:
             duration = rule.duration_for(subject_tier(s.residents))
+        # "where": the place plus the room of the device that triggered it (卫生间, 入户门) —
+        # a household-level alert about a fall must still say which room to go to.
+        info = self.context.device(s.device) if s.device else None
+        room = s.location.room or (info.location.room if info is not None else "")
+        spot = Location(s.location.building, s.location.unit, s.location.household, room)
         return {
             "rule": rule.id,
             "subject": s.id,
             "place": s.location.label_zh() or s.id,
             "place_en": s.location.label_en() or s.id,
-            "room": s.location.room,
+            "room": room,
+            "where": spot.label_zh() or s.id,
+            "where_en": spot.label_en() or s.id,
             "who": who,
             "who_en": who_en,
             "names": names,

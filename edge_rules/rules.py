@@ -338,6 +338,8 @@ MESSAGE_FIELDS = frozenset(
         "rule",
         "subject",
         "place",
+        "where",
+        "where_en",
         "place_en",
         "room",
         "who",

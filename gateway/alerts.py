@@ -1,14 +1,17 @@
-"""The foundation's alert path: SOS, fall, smoke and gas events raise alerts.
+"""The alert path: stored events → rule engine (edge_rules) → alerts, durably.
 
-It is deliberately small — the rule engine (edge_rules/) replaces the decision part — but it
-already has the properties the later work relies on:
+The engine decides (raise / update / resolve, see edge_rules/README.md); this layer keeps the
+alert lifecycle and makes it durable:
 
-- It is driven from the store by a durable cursor: alerts and the cursor are saved in one
-  transaction, so an event accepted just before a crash still raises its alert after it.
-- One open alert per dedup key (rule + device). A repeat updates the open alert (count,
-  last seen, evidence); a repeat after ``repeat_window`` of quiet also re-notifies.
-- A clear event (smoke gone) auto-resolves where the rule says so. Falls and SOS are never
-  auto-resolved: a person has to look.
+- It is driven from the store by a cursor. Alert changes, their outbound messages, the rule
+  engine's changed state and the cursor are saved in one transaction, so an event accepted
+  just before a crash still raises its alert after it, and every timer resumes where it was.
+  Batches that change no alert only move cursor and engine state in memory; ``checkpoint``
+  saves them every few seconds (replaying them after a crash is harmless: the engine is
+  deterministic and they decide nothing again).
+- One open alert per dedup key (the engine's). An update folds into it (count, last seen,
+  evidence): ``escalated`` / ``downgraded`` when its severity changes, ``repeated`` after
+  ``repeat_window`` of quiet (notify again), else ``updated``.
 - Every transition is queued in the outbox for MQTT: ``<prefix>/alerts/events`` (a stream of
   transitions) and ``<prefix>/alerts/open/<id>`` (retained; emptied on resolve).
 """
@@ -21,8 +24,10 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
+from edge_rules import Context, Decision, DeviceInfo, Engine, ResidentInfo, RuleSet
 from gateway.clock import Clock
-from gateway.models import Alert, AlertState, Event, Kind, Severity
+from gateway.errors import StoreError
+from gateway.models import Alert, AlertState, Event
 from gateway.registry import Registry
 from gateway.store import Store
 
@@ -34,60 +39,25 @@ MAX_EVIDENCE = 20
 
 
 @dataclass(frozen=True, slots=True)
-class AlertRule:
-    name: str
-    severity: Severity
-    zh: str  # templates: {place}, {who}
-    en: str
-    clears: frozenset[Kind] = frozenset()  # kinds that auto-resolve the open alert
-
-
-RULES: dict[Kind, AlertRule] = {
-    Kind.SOS_PRESSED: AlertRule(
-        "sos",
-        Severity.CRITICAL,
-        "【紧急呼叫】{place}{who}按下紧急呼叫按钮，请立即处置",
-        "SOS pressed at {place}{who_en}",
-    ),
-    Kind.FALL_DETECTED: AlertRule(
-        "fall",
-        Severity.CRITICAL,
-        "【跌倒报警】{place}{who}检测到跌倒，请立即处置",
-        "Fall detected at {place}{who_en}",
-    ),
-    Kind.FALL_SUSPECTED: AlertRule(
-        "fall_suspected",
-        Severity.SERIOUS,
-        "【跌倒预警】{place}{who}疑似跌倒，请尽快确认",
-        "Possible fall at {place}{who_en}",
-        frozenset({Kind.FALL_CLEARED}),
-    ),
-    Kind.SMOKE_ALARM: AlertRule(
-        "smoke",
-        Severity.MAJOR,
-        "【火警】{place}烟感报警，请立即核实",
-        "Smoke alarm at {place}{who_en}",
-        frozenset({Kind.SMOKE_CLEAR}),
-    ),
-    Kind.GAS_ALARM: AlertRule(
-        "gas",
-        Severity.MAJOR,
-        "【燃气报警】{place}燃气报警，请立即核实",
-        "Gas alarm at {place}{who_en}",
-        frozenset({Kind.GAS_CLEAR}),
-    ),
-}
-
-_CLEARED_BY: dict[Kind, list[AlertRule]] = {}
-for _rule in RULES.values():
-    for _kind in _rule.clears:
-        _CLEARED_BY.setdefault(_kind, []).append(_rule)
-
-
-@dataclass(frozen=True, slots=True)
 class Transition:
-    kind: str  # "raised" | "repeated" | "updated" | "resolved"
+    kind: str  # "raised" | "updated" | "repeated" | "escalated" | "downgraded" | "resolved"
     alert: Alert
+
+
+def rule_context(registry: Registry) -> Context:
+    """What the engine needs to know about the site, from the registry."""
+    return Context(
+        DeviceInfo(
+            e.id,
+            e.family,
+            household=e.config.household,
+            building=e.location.building,
+            location=e.location,
+            residents=tuple(ResidentInfo(r.id, r.name, r.lives_alone, r.risk_tier) for r in e.residents),
+            report_interval=e.config.report_interval,
+        )
+        for e in registry.devices.values()
+    )
 
 
 class AlertPath:
@@ -97,6 +67,7 @@ class AlertPath:
         store: Store,
         clock: Clock,
         topic_prefix: str,
+        rules: RuleSet,
         repeat_window: float = 600.0,
         notify: Callable[[Transition], None] | None = None,
     ) -> None:
@@ -104,117 +75,174 @@ class AlertPath:
         self.store = store
         self.clock = clock
         self.prefix = topic_prefix
+        self.rules = rules
         self.repeat_window = repeat_window
         self.notify = notify
-        # The last event handled. Saved with every alert change; batches that change nothing
-        # only move it in memory, and ``checkpoint`` saves it now and then. Replaying such
-        # events after a crash is harmless: under the same alert state they change nothing again.
-        self.cursor = store.cursor(CURSOR)
+        self.context = rule_context(registry)
+        self._load()
+
+    def _load(self) -> None:
+        """(Re)build engine and cursor from what the store holds."""
+        self.engine = Engine(self.rules, self.clock, self.context, state=self.store.rule_state())
+        self.cursor = self.store.cursor(CURSOR)
         self._saved_cursor = self.cursor
+        self._stale = False
+
+    # ------------------------------------------------------------------ driving
 
     def catch_up(self) -> int:
-        """Handle every stored event the alert path has not seen (after a crash). Returns count."""
+        """Handle every stored event the alert path has not seen, then every deadline that
+        passed meanwhile (after a crash or a power cut). Returns the number of events."""
         handled = 0
         while True:
             events = self.store.events_after(self.cursor, limit=1000)
             if not events:
-                self.checkpoint()
-                return handled
-            self.process(events)
+                break
+            self._handle(events)
             handled += len(events)
-
-    def checkpoint(self) -> None:
-        if self.cursor != self._saved_cursor:
-            self.store.save_alerts([], [], cursor=(CURSOR, self.cursor), now=self.clock.now())
-            self._saved_cursor = self.cursor
+        self.tick()
+        self.checkpoint()
+        return handled
 
     def process(self, events: Sequence[Event]) -> list[Transition]:
-        """Derive alert transitions from stored events; save them with the cursor atomically."""
+        """Feed newly stored events to the engine; save what changed."""
+        if self._stale:
+            self.catch_up()  # the batch is in the store: catching up includes it
+            return []
+        return self._handle(events)
+
+    def tick(self) -> list[Transition]:
+        """Fire every rule deadline that has passed (absence, held, not-followed-by …)."""
+        if self._stale:
+            self.catch_up()
+            return []
+        decisions = self.engine.advance(self.clock.now())
+        return self._commit(decisions, self.cursor) if decisions else []
+
+    def checkpoint(self) -> None:
+        """Save engine state and cursor moved by batches that changed no alert."""
+        self._commit([], self.cursor)
+
+    def close(self, dedup_key: str) -> None:
+        """A person resolved the alert (later: acknowledgement and resolution by people)."""
+        self.engine.close(dedup_key)
+        self.checkpoint()
+
+    def _handle(self, events: Sequence[Event]) -> list[Transition]:
         events = [e for e in events if e.seq > self.cursor]
         if not events:
             return []
-        changed: dict[str, Alert] = {}
-        transitions: list[Transition] = []
-        for ev in events:
-            for t in self._transitions(ev, changed):
-                changed[t.alert.dedup_key] = t.alert
-                transitions.append(t)
-        last = events[-1].seq
-        if transitions:
-            messages = [m for t in transitions for m in self._messages(t)]
+        decisions = [d for ev in events for d in self.engine.feed(ev)]
+        return self._commit(decisions, events[-1].seq, quiet_ok=True)
+
+    def _commit(self, decisions: list[Decision], cursor: int, quiet_ok: bool = False) -> list[Transition]:
+        if not decisions and quiet_ok:
+            self.cursor = cursor  # saved at the next checkpoint
+            return []
+        transitions = self._transitions(decisions)
+        state = self.engine.dirty()
+        if not transitions and not state and cursor == self._saved_cursor:
+            return []
+        messages = [m for t in transitions for m in self._messages(t)]
+        try:
             self.store.save_alerts(
-                [t.alert for t in transitions], messages, cursor=(CURSOR, last), now=self.clock.now()
+                [t.alert for t in transitions],
+                messages,
+                cursor=(CURSOR, cursor),
+                now=self.clock.now(),
+                rule_state=state,
             )
-            self._saved_cursor = last
-        self.cursor = last
+        except StoreError:
+            # The engine has moved on but the disk has not: rebuild from the disk on next use.
+            self._stale = True
+            raise
+        self.cursor = self._saved_cursor = cursor
         if self.notify is not None:
             for t in transitions:
                 self.notify(t)
         return transitions
 
+    # ------------------------------------------------------------------ decisions → alerts
+
+    def _transitions(self, decisions: Sequence[Decision]) -> list[Transition]:
+        changed: dict[str, Alert] = {}
+        out: list[Transition] = []
+        for d in decisions:
+            t = self._apply(d, changed)
+            if t is not None:
+                changed[d.dedup_key] = t.alert
+                out.append(t)
+        return out
+
     def _open(self, key: str, changed: dict[str, Alert]) -> Alert | None:
         alert = changed.get(key) or self.store.open_alert(key)
         return None if alert is None or alert.state is AlertState.RESOLVED else alert
 
-    def _transitions(self, ev: Event, changed: dict[str, Alert]) -> list[Transition]:
-        out: list[Transition] = []
-        for rule in _CLEARED_BY.get(ev.kind, ()):
-            open_alert = self._open(f"{rule.name}:{ev.device_id}", changed)
-            if open_alert is not None:
-                resolved = replace(
-                    open_alert,
+    def _apply(self, d: Decision, changed: dict[str, Alert]) -> Transition | None:
+        current = self._open(d.dedup_key, changed)
+        if d.action == "resolve":
+            if current is None:
+                return None
+            return Transition(
+                "resolved",
+                replace(
+                    current,
                     state=AlertState.RESOLVED,
-                    resolved_at=ev.event_time,
-                    last_seen=ev.event_time,
-                    evidence=(*open_alert.evidence, ev.seq)[-MAX_EVIDENCE:],
-                )
-                out.append(Transition("resolved", resolved))
-        raising = RULES.get(ev.kind)
-        if raising is None:
-            return out
-        rule = raising
-        key = f"{rule.name}:{ev.device_id}"
-        open_alert = self._open(key, changed)
-        if open_alert is not None:
-            quiet = ev.event_time - open_alert.last_seen
-            updated = replace(
-                open_alert,
-                count=open_alert.count + 1,
-                last_seen=max(open_alert.last_seen, ev.event_time),
-                evidence=(*open_alert.evidence, ev.seq)[-MAX_EVIDENCE:],
+                    resolved_at=d.at,
+                    last_seen=max(current.last_seen, d.at),
+                    evidence=_merge(current.evidence, d.evidence),
+                    # The rule's resolution text (【火警解除】…); what was raised stays in the
+                    # transition stream.
+                    message_zh=d.message_zh,
+                    message_en=d.message_en,
+                ),
             )
-            out.append(Transition("repeated" if quiet >= self.repeat_window else "updated", updated))
-            return out
-        place, who_zh, who_en, resident = self._describe(ev)
-        alert = Alert(
-            id=_alert_id(key, ev.seq),
-            dedup_key=key,
-            rule=rule.name,
-            severity=rule.severity,
-            state=AlertState.RAISED,
-            raised_at=ev.event_time,
-            last_seen=ev.event_time,
-            message_zh=rule.zh.format(place=place, who=who_zh),
-            message_en=rule.en.format(place=ev.location.label_en() or ev.device_id, who_en=who_en),
-            location=ev.location,
-            resident=resident,
-            device_id=ev.device_id,
-            evidence=(ev.seq,),
+        if d.action == "raise" or current is None:
+            first = d.evidence[0] if d.evidence else round(d.at * 1000)
+            # An event-triggered alert is located at its device (room included: 卫生间);
+            # a deadline-triggered one (no activity …) at its subject.
+            device = self.registry.devices.get(d.subject.device) if d.evidence else None
+            location = device.location if device is not None else d.subject.location
+            return Transition(
+                "raised",
+                Alert(
+                    id=_alert_id(d.dedup_key, first),
+                    dedup_key=d.dedup_key,
+                    rule=d.rule,
+                    severity=d.severity,
+                    state=AlertState.RAISED,
+                    raised_at=d.at,
+                    last_seen=d.at,
+                    message_zh=d.message_zh,
+                    message_en=d.message_en,
+                    location=location,
+                    resident=",".join(d.subject.resident_ids),
+                    device_id=d.subject.device,
+                    count=d.count,
+                    evidence=tuple(d.evidence)[-MAX_EVIDENCE:],
+                ),
+            )
+        if d.severity < current.severity:
+            kind, state = "escalated", AlertState.ESCALATED
+        elif d.severity > current.severity:
+            kind, state = "downgraded", current.state
+        else:
+            kind = "repeated" if d.at - current.last_seen >= self.repeat_window else "updated"
+            state = current.state
+        return Transition(
+            kind,
+            replace(
+                current,
+                rule=d.rule,
+                severity=d.severity,
+                state=state,
+                count=max(d.count, current.count + 1),
+                last_seen=max(current.last_seen, d.at),
+                evidence=_merge(current.evidence, d.evidence),
+                message_zh=d.message_zh,
+                message_en=d.message_en,
+            ),
         )
-        out.append(Transition("raised", alert))
-        return out
-
-    def _describe(self, ev: Event) -> tuple[str, str, str, str]:
-        entry = self.registry.devices.get(ev.device_id)
-        residents = entry.residents if entry else ()
-        place = ev.location.label_zh() or ev.device_id
-        if not residents:
-            return place, "", "", ""
-        names = "、".join(r.name for r in residents)
-        alone = len(residents) == 1 and residents[0].lives_alone
-        who_zh = f" {'独居老人' if alone else '住户'}{names} "
-        who_en = f" ({names}{', lives alone' if alone else ''})"
-        return place, who_zh, who_en, ",".join(r.id for r in residents)
 
     def _messages(self, t: Transition) -> list[tuple[str, str, str, bool]]:
         body = json.dumps({"transition": t.kind, "alert": t.alert.to_dict()}, ensure_ascii=False)
@@ -225,13 +253,24 @@ class AlertPath:
         ]
 
 
-def _alert_id(key: str, seq: int) -> str:
-    # Derived from the first event, so replaying the same events after a crash gives the same id.
-    return hashlib.sha1(f"{key}#{seq}".encode()).hexdigest()[:12]
+def _merge(old: tuple[int, ...], new: Sequence[int]) -> tuple[int, ...]:
+    return tuple(dict.fromkeys((*old, *new)))[-MAX_EVIDENCE:]
+
+
+def _alert_id(key: str, first: int) -> str:
+    # Derived from the first event (or the deadline), so replaying after a crash gives the same id.
+    return hashlib.sha1(f"{key}#{first}".encode()).hexdigest()[:12]
 
 
 def console_line(t: Transition) -> str:
     a = t.alert
-    label = {"raised": "报警", "repeated": "重复报警", "updated": "更新", "resolved": "已恢复"}[t.kind]
+    label = {
+        "raised": "报警",
+        "repeated": "重复报警",
+        "updated": "更新",
+        "escalated": "升级",
+        "downgraded": "降级",
+        "resolved": "已恢复",
+    }[t.kind]
     count = f" ×{a.count}" if a.count > 1 else ""
     return f"[{a.severity.label_zh}] {label}{count} {a.message_zh} | {a.message_en} (alert {a.id})"

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.clock import SystemClock
-from gateway.config import SiteConfig, load_config, parse_config
+from gateway.config import SiteConfig, load_config, parse_config, site_rules
 from gateway.errors import ConfigError, SenseGateError
 from gateway.log import setup_logging
 
@@ -70,6 +70,9 @@ def summary(config: SiteConfig) -> str:
             lines.append(f"  output {o.name}: {o.type} {o.url} → {target}")
     else:
         lines.append("  outputs: none (events stay in the local store)")
+    rules = site_rules(config)
+    sources = [*config.rules.packs, *(str(f) for f in config.rules.files)]
+    lines.append(f"  rules: {len(rules.rules)} from {', '.join(sources) or 'nothing'}")
     lines.append(f"  store {config.store_path} (max {config.store.max_bytes.human_readable()})")
     return "\n".join(lines)
 

@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from drivers import SERIAL_CODECS, rtl433, zigbee2mqtt
+from edge_rules import RuleSet, available_packs, load_rules
 from gateway.errors import ConfigError, ConfigProblem, PayloadError
 from gateway.models import Family, Kind
 
@@ -115,6 +116,17 @@ class AlertSettings(_Model):
     # A repeat of the same problem within this window updates the open alert instead of
     # raising a new one.
     repeat_window: Annotated[float, Field(gt=0)] = 600.0
+
+
+class RulesSettings(_Model):
+    """Which rules run: shipped packs by name and the site's own rule files (edge_rules/README.md).
+
+    Order matters where rules share a dedup key: the first rule to match an event words the
+    alert, so the more specific pack goes first.
+    """
+
+    packs: list[str] = ["elderly_care", "smart_community"]
+    files: list[Path] = []  # relative to this config file
 
 
 class Building(_Model):
@@ -208,6 +220,9 @@ class Device(_Model):
     room: str = ""
     mqtt: Source | None = None
     serial: SerialSource | None = None
+    # How often the device reports when all is well (seconds): device supervision raises a
+    # maintenance ticket after a multiple of it in silence. Unset: the rule's own default.
+    report_interval: Annotated[float, Field(gt=0)] | None = None
 
     @property
     def port_label(self) -> str:
@@ -219,6 +234,7 @@ class SiteConfig(_Model):
     mqtt: MqttSettings = MqttSettings()
     store: StoreSettings = StoreSettings()
     alerts: AlertSettings = AlertSettings()
+    rules: RulesSettings = RulesSettings()
     outputs: list[Output] = []
     buildings: list[Building] = []
     households: list[Household] = []
@@ -278,7 +294,21 @@ def parse_config(
         raise ConfigError(problems)
     if base_dir is not None:
         config = _anchor_paths(config, base_dir)
+    site_rules(config, file)  # rule files are part of the config: their mistakes fail start-up too
     return config
+
+
+def site_rules(config: SiteConfig, file: str = "<config>") -> RuleSet:
+    """Load the rule packs and files the config names; ``ConfigError`` locates every mistake."""
+    known = set(available_packs())
+    unknown = [
+        ConfigProblem(file, f"rules.packs[{i}]", f"a shipped pack ({', '.join(sorted(known))})", repr(p))
+        for i, p in enumerate(config.rules.packs)
+        if p not in known
+    ]
+    if unknown:
+        raise ConfigError(unknown)
+    return load_rules(*config.rules.packs, *config.rules.files)
 
 
 _SECRET_KEYS = {"password", "token"}
@@ -591,4 +621,5 @@ def _anchor_paths(config: SiteConfig, base_dir: Path) -> SiteConfig:
 
     gateway = config.gateway.model_copy(update={"data_dir": anchor(config.gateway.data_dir)})
     store = config.store.model_copy(update={"path": anchor(config.store.path)}) if config.store.path else config.store
-    return config.model_copy(update={"gateway": gateway, "store": store})
+    rules = config.rules.model_copy(update={"files": [anchor(f) for f in config.rules.files]})
+    return config.model_copy(update={"gateway": gateway, "store": store, "rules": rules})

@@ -19,7 +19,7 @@ from typing import Any, TextIO
 from drivers.serial_link import Opener, open_serial
 from gateway.alerts import AlertPath, Transition, console_line
 from gateway.clock import Clock, SystemClock
-from gateway.config import InfluxV1Output, InfluxV2Output, SiteConfig
+from gateway.config import InfluxV1Output, InfluxV2Output, SiteConfig, site_rules
 from gateway.forwarder import Forwarder
 from gateway.ingest import DEDUP_WINDOW, MqttIngest
 from gateway.models import Event
@@ -122,9 +122,11 @@ class Gateway:
             self.store,
             self.clock,
             config.topic_prefix,
+            site_rules(config),
             config.alerts.repeat_window,
             notify=self._on_transition,
         )
+        self._rules_wake = asyncio.Event()
         self.ingest = MqttIngest(config, self.registry, self.store, self.clock, self.outputs, self._on_stored)
         self.serial = SerialIngest(
             config, self.registry, self.store, self.clock, self.outputs, self._on_stored, serial_opener or open_serial
@@ -149,6 +151,23 @@ class Gateway:
 
     async def _on_stored(self, events: list[Event]) -> None:
         self.alerts.process(events)
+        self._rules_wake.set()  # the events may have set an earlier deadline
+
+    async def _rule_timer(self) -> None:
+        """Fire rule deadlines (no activity, held open, no recovery …) as they come due."""
+        while True:
+            self._rules_wake.clear()
+            self.alerts.tick()
+            deadline = self.alerts.engine.next_deadline()
+            # Without a deadline, look again now and then: nothing is lost by waking early.
+            delay = 3600.0 if deadline is None else max(0.0, deadline - self.clock.now())
+            sleeper = asyncio.ensure_future(self.clock.sleep(delay))
+            woken = asyncio.ensure_future(self._rules_wake.wait())
+            try:
+                await asyncio.wait({sleeper, woken}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                sleeper.cancel()
+                woken.cancel()
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -206,6 +225,7 @@ class Gateway:
                 others = [tg.create_task(supervise(f"output {f.name}", f.run, self.clock)) for f in self.forwarders]
                 others.append(tg.create_task(supervise("alert publisher", self.publisher.run, self.clock)))
                 others.append(tg.create_task(supervise("housekeeping", self._housekeeping, self.clock)))
+                others.append(tg.create_task(supervise("rule timers", self._rule_timer, self.clock)))
                 if radios:
                     others.append(tg.create_task(supervise("serial writer", self.serial.run_writer, self.clock)))
                 others.append(tg.create_task(self._watch_ready()))

@@ -8,6 +8,8 @@ Tables (see docs/store.md for the full picture):
   forwarder deletes the row once the database confirmed the write.
 - ``dead_letter``: events an output rejected as malformed, with the reason.
 - ``alerts`` and ``outbox``: alerts and the messages about them still to be published.
+- ``rule_state``: the rule engine's timers, windows and open-alert bookkeeping, saved in the
+  same transaction as the alerts and the event cursor, so a restart resumes every timer.
 - ``recent_ingest``: keys of recently accepted MQTT messages, to recognise a broker's
   redelivery (DUP) of a message whose PUBACK was lost in a crash. Only messages inside the
   broker's in-flight window can be redelivered, so the newest ``INGEST_KEYS_KEEP`` keys are
@@ -29,9 +31,10 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from gateway.errors import StoreError
 from gateway.models import Alert, Event, Lane
@@ -83,6 +86,7 @@ CREATE TABLE IF NOT EXISTS recent_ingest (
     key TEXT NOT NULL UNIQUE,
     at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS rule_state (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
@@ -330,13 +334,28 @@ class Store:
         messages: Sequence[tuple[str, str, str, bool]],
         cursor: tuple[str, int] | None = None,
         now: float = 0.0,
+        rule_state: Sequence[tuple[str, Mapping[str, Any] | None]] = (),
+        replace_rule_state: bool = False,
     ) -> None:
-        """Store alert states, queue their outbound messages and move a cursor, atomically.
+        """Store alert states, queue their outbound messages, save rule-engine state and move
+        a cursor, atomically.
 
         ``messages`` are ``(channel, topic, payload, retain)``; ``cursor`` is ``(name, seq)``:
-        the last event the alert path has fully handled.
+        the last event the alert path has fully handled; ``rule_state`` are changed entries
+        (``None``: deleted), or with ``replace_rule_state`` the whole state.
         """
         with self._tx() as db:
+            if replace_rule_state:
+                db.execute("DELETE FROM rule_state")
+            for key, value in rule_state:
+                if value is None:
+                    db.execute("DELETE FROM rule_state WHERE key = ?", (key,))
+                else:
+                    db.execute(
+                        "INSERT INTO rule_state(key, value) VALUES (?, ?) "
+                        "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                        (key, json.dumps(value, ensure_ascii=False, separators=(",", ":"))),
+                    )
             for alert in alerts:
                 db.execute(
                     "INSERT INTO alerts(id, dedup_key, state, raised_at, body) VALUES (?, ?, ?, ?, ?) "
@@ -358,6 +377,11 @@ class Store:
                     "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                     (f"cursor.{cursor[0]}", str(cursor[1])),
                 )
+
+    def rule_state(self) -> list[tuple[str, dict[str, Any]]]:
+        with self._lock:
+            rows = self._db.execute("SELECT key, value FROM rule_state ORDER BY key").fetchall()
+        return [(k, json.loads(v)) for k, v in rows]
 
     def cursor(self, name: str) -> int:
         with self._lock:

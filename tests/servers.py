@@ -172,8 +172,7 @@ class Server:
             time.sleep(0.05)
         self.kill()
         raise ServerError(
-            f"{type(self).__name__} not ready on {self.host}:{self.port} after {self.start_timeout}s\n"
-            f"{self.log_tail()}"
+            f"{type(self).__name__} not ready on {self.host}:{self.port} after {self.start_timeout}s\n{self.log_tail()}"
         )
 
     def stop(self) -> None:
@@ -498,9 +497,7 @@ class CannedHTTP:
             def _answer(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 data = self.rfile.read(length) if length else b""
-                canned.requests.append(
-                    (self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, data)
-                )
+                canned.requests.append((self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, data))
                 self.send_response(canned.status)
                 for key, value in canned.headers.items():
                     self.send_header(key, value)

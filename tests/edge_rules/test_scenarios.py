@@ -11,6 +11,7 @@ from tests.edge_rules.helpers import BOTH, CONTEXT, Feed, at, engine, timeline
 
 Step = tuple[float, str, str] | tuple[float, str, str, dict[str, Any]]
 SUPERVISION = {"device_silent"}
+MOVING = {"state": "moving"}  # a radar that sees someone move
 
 
 def run(script: list[Step], until: float, e: Engine | None = None, keep: set[str] | None = None) -> list[Decision]:
@@ -36,7 +37,33 @@ def test_fall_at_0312_no_recovery() -> None:
         ("raise", "fall", "fall:3-2-502", 2, at("03:12")),
         ("update", "fall_no_recovery", "fall:3-2-502", 1, at("03:13")),
     ]
-    assert out[1].message_zh == "【跌倒报警升级】3号楼2单元502室 独居老人王秀英跌倒后1分钟内无活动，请立即上门处置"
+    assert out[1].message_zh == (
+        "【跌倒报警升级】3号楼2单元502室 卫生间 独居老人王秀英跌倒后1分钟内无活动，请立即上门处置"
+    )
+
+
+def test_a_radar_reporting_stillness_after_a_fall_is_no_recovery() -> None:
+    # After a fall a radar keeps reporting: motion "stationary" / "none", a low body-movement
+    # level. None of that is recovery; the alert must still escalate.
+    out = run(
+        [
+            (at("03:12"), "3-2-502-bath", "fall_detected"),
+            (at("03:12", seconds=5), "3-2-502-bath", "motion", {"state": "stationary"}),
+            (at("03:12", seconds=10), "3-2-502-bath", "motion", {"level": 3}),
+            (at("03:12", seconds=30), "3-2-502-bath", "motion", {"state": "none"}),
+        ],
+        at("03:30"),
+    )
+    expected = [("raise", "fall", 2), ("update", "fall_no_recovery", 1)]
+    assert [(d.action, d.rule, int(d.severity)) for d in out] == expected
+
+
+def test_moving_again_after_a_fall_is_recovery() -> None:
+    out = run(
+        [(at("15:00"), "3-2-502-bath", "fall_detected"), (at("15:00", seconds=25), "3-2-502-bath", "motion", MOVING)],
+        at("16:00"),
+    )
+    assert [(d.action, d.rule, int(d.severity)) for d in out] == [("raise", "fall", 2), ("update", "fall_recovered", 4)]
 
 
 def test_fall_cleared_quickly_is_kept_and_downgraded() -> None:
@@ -76,7 +103,7 @@ def test_sos_in_a_family_household_and_in_a_lone_elders_is_one_alert_each() -> N
 def test_sos_at_once() -> None:
     out = run([(at("10:00"), "3-2-601-sos", "sos_pressed")], at("10:00"))
     assert timeline(out) == [("raise", "sos", "sos:3-2-601", 1, at("10:00"))]
-    assert out[0].message_zh == "【紧急呼叫】3号楼2单元601室 独居老人李建国按下紧急呼叫按钮，请立即处置"
+    assert out[0].message_zh == "【紧急呼叫】3号楼2单元601室 卧室 独居老人李建国按下紧急呼叫按钮，请立即处置"
     assert out[0].subject.resident_ids == ("r-601",)
 
 
@@ -86,7 +113,7 @@ def test_door_not_opened_for_26_hours() -> None:
     script += [(at("18:00"), "3-2-502-door", "door_opened")]
     # keep the bedrooms busy so that "no activity" stays quiet
     script += [
-        (at(f"{h:02d}:30", day=d), f"{hh}-bed", "motion")
+        (at(f"{h:02d}:30", day=d), f"{hh}-bed", "motion", MOVING)
         for d in (0, 1)
         for h in range(7, 21)
         for hh in ("3-2-502", "3-2-601")
@@ -176,7 +203,7 @@ def test_night_door_with_movement_inside_is_not_wandering() -> None:
     out = run(
         [
             (at("23:40"), "3-2-601-door", "door_opened"),
-            (at("23:45"), "3-2-601-bed", "motion"),
+            (at("23:45"), "3-2-601-bed", "motion", MOVING),
             (at("21:30"), "3-2-502-door", "door_opened"),
         ],
         at("02:00", day=1),
@@ -206,10 +233,10 @@ def test_no_activity_in_daytime_and_sleeping_late_is_fine() -> None:
     # 601 (high, 3 h): last seen 20:30, nothing the next day: due at 07:00 + 2.5 h.
     out = run(
         [
-            (at("20:30"), "3-2-502-bed", "motion"),
-            (at("20:30"), "3-2-601-bed", "motion"),
-            (at("09:30", day=1), "3-2-502-bed", "motion"),
-            (at("12:00", day=1), "3-2-502-bed", "motion"),
+            (at("20:30"), "3-2-502-bed", "motion", MOVING),
+            (at("20:30"), "3-2-601-bed", "motion", MOVING),
+            (at("09:30", day=1), "3-2-502-bed", "motion", MOVING),
+            (at("12:00", day=1), "3-2-502-bed", "motion", MOVING),
         ],
         at("12:30", day=1),
         keep={"no_activity"},
@@ -225,12 +252,14 @@ def test_access_denied_and_forced_door() -> None:
         (t + 100, "3-u2-reader", "access_granted", {"credential": "card:2"}),
         (t + 105, "3-u2-door", "door_opened"),
         (t + 110, "3-u2-door", "door_closed"),
-        (t + 400, "3-u2-door", "door_opened"),
+        (t + 400, "3-u2-door", "door_opened"),  # someone walking out: no grant, not forced
+        (t + 450, "3-u2-door", "door_closed"),
+        (t + 600, "3-u2-reader", "door_opened", {"secured": True}),  # the controller: opened while locked
     ]
-    out = run(script, t + 500)
+    out = run(script, t + 700)
     assert timeline(out) == [
         ("raise", "access_denied_repeated", "access_denied_repeated:3-u2-reader", 3, t + 40),
-        ("raise", "door_forced", "door_forced:3/2//单元门", 2, t + 400),
+        ("raise", "door_forced", "door_forced:3-u2-reader", 2, t + 600),
     ]
 
 

@@ -1,9 +1,12 @@
-"""The minimal alert path: raise, fold repeats, auto-resolve, and catch up after a crash."""
+"""The alert path over the rule engine: decisions become alerts, durably, across restarts."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
+from edge_rules import load_rules
 from gateway.alerts import AlertPath, Transition
 from gateway.clock import VirtualClock
 from gateway.config import parse_config
@@ -12,108 +15,137 @@ from gateway.registry import Registry
 from gateway.store import Store
 from tests.gateway.factories import minimal_site
 
-T0 = 1_767_225_600.0
+RULES = load_rules("elderly_care", "smart_community")
+REGISTRY = Registry(parse_config(minimal_site(), environ={}))
+# Monday 2026-03-02 09:00 in Shanghai: inside the daytime schedule of the welfare rules.
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=ZoneInfo("Asia/Shanghai")).timestamp()
+HOUSE = Location("1", "1", "101")
 
 
-def ev(kind: Kind, family: Family, device: str, t: float) -> Event:
-    return Event(device, family, kind, t, t, location=Location("1", "1", "101", "厨房"))
+def ev(kind: Kind, family: Family, device: str, t: float, **values: object) -> Event:
+    room = REGISTRY.devices[device].location.room
+    return Event(device, family, kind, t, t, location=Location("1", "1", "101", room), values=values)  # type: ignore[arg-type]
 
 
-def setup(tmp_path: Path) -> tuple[Store, AlertPath, list[Transition]]:
-    store = Store(tmp_path / "s.db")
-    registry = Registry(parse_config(minimal_site(), environ={}))
-    seen: list[Transition] = []
-    path = AlertPath(registry, store, VirtualClock(T0), "sensegate/gw", repeat_window=600, notify=seen.append)
-    return store, path, seen
+class Rig:
+    """A store, an alert path and a virtual clock; ``restart()`` is a crash and a reboot."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.path = tmp_path / "s.db"
+        self.clock = VirtualClock(T0)
+        self.seen: list[Transition] = []
+        self.store = Store(self.path)
+        self.alerts = self._path()
+
+    def _path(self) -> AlertPath:
+        return AlertPath(REGISTRY, self.store, self.clock, "sensegate/gw", RULES, 600, self.seen.append)
+
+    def feed(self, *events: Event) -> list[Transition]:
+        return self.alerts.process(self.store.append(list(events), {}))
+
+    def restart(self) -> int:
+        self.store.close()
+        self.store = Store(self.path)
+        self.alerts = self._path()
+        return self.alerts.catch_up()
+
+    def timeline(self) -> list[tuple[str, str, int]]:
+        return [(t.kind, t.alert.rule, int(t.alert.severity)) for t in self.seen]
 
 
-def test_sos_raises_one_critical_alert_with_resident_and_place(tmp_path: Path) -> None:
-    store, path, seen = setup(tmp_path)
-    stored = store.append([ev(Kind.SOS_PRESSED, Family.SOS, "101-sos", T0)], {})
-    path.process(stored)
-    (t,) = seen
-    assert t.kind == "raised"
+def test_sos_of_an_elder_living_alone_raises_one_critical_alert(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    (t,) = rig.feed(ev(Kind.SOS_PRESSED, Family.SOS, "101-sos", T0))
     a = t.alert
-    assert (a.rule, int(a.severity), a.resident, a.evidence) == ("sos", 1, "r1", (stored[0].seq,))
-    assert a.message_zh == "【紧急呼叫】1号楼1单元101室 厨房 独居老人王秀英 按下紧急呼叫按钮，请立即处置"
-    assert a.message_en == "SOS pressed at building 1, unit 1, flat 101, 厨房 (王秀英, lives alone)"
-    topics = [m.topic for m in store.outbox_batch("mqtt")]
+    assert (t.kind, a.rule, int(a.severity), a.resident, a.dedup_key) == ("raised", "sos", 1, "r1", "sos:1-1-101")
+    assert a.message_zh == "【紧急呼叫】1号楼1单元101室 卧室 独居老人王秀英按下紧急呼叫按钮，请立即处置"
+    assert a.location == Location("1", "1", "101", "卧室")
+    assert "SOS pressed" in a.message_en and "lives alone" in a.message_en
+    topics = [m.topic for m in rig.store.outbox_batch("mqtt")]
     assert topics == ["sensegate/gw/alerts/events", f"sensegate/gw/alerts/open/{a.id}"]
+    # A second press folds into the open alert.
+    (t2,) = rig.feed(ev(Kind.SOS_PRESSED, Family.SOS, "101-sos", T0 + 30))
+    assert (t2.kind, t2.alert.id, t2.alert.count) == ("updated", a.id, 2)
 
 
-def test_repeats_fold_into_the_open_alert_and_renotify_after_quiet(tmp_path: Path) -> None:
-    store, path, seen = setup(tmp_path)
-    times = [T0, T0 + 5, T0 + 10, T0 + 10 + 601]
-    for t in times:
-        path.process(store.append([ev(Kind.SMOKE_ALARM, Family.SMOKE, "101-smoke", t)], {}))
-    assert [t.kind for t in seen] == ["raised", "updated", "updated", "repeated"]
-    assert seen[-1].alert.count == 4 and len({t.alert.id for t in seen}) == 1
-    assert len(store.alerts(open_only=True)) == 1
-
-
-def test_clear_resolves_smoke_but_nothing_resolves_a_fall(tmp_path: Path) -> None:
-    store, path, seen = setup(tmp_path)
-    path.process(
-        store.append(
-            [
-                ev(Kind.SMOKE_ALARM, Family.SMOKE, "101-smoke", T0),
-                ev(Kind.FALL_DETECTED, Family.FALL, "101-fall", T0 + 1),
-                ev(Kind.SMOKE_CLEAR, Family.SMOKE, "101-smoke", T0 + 30),
-                ev(Kind.FALL_CLEARED, Family.FALL, "101-fall", T0 + 31),
-            ],
-            {},
-        )
-    )
-    assert [(t.kind, t.alert.rule) for t in seen] == [
-        ("raised", "smoke"),
-        ("raised", "fall"),
-        ("resolved", "smoke"),
-    ]
-    states = {a.rule: a.state for a in store.alerts()}
-    assert states == {"smoke": AlertState.RESOLVED, "fall": AlertState.RAISED}
-    resolved = [m for m in store.outbox_batch("mqtt") if m.retain][-1]
+def test_smoke_repeats_fold_and_a_clear_resolves(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.feed(ev(Kind.SMOKE_ALARM, Family.SMOKE, "101-smoke", T0))
+    rig.feed(ev(Kind.SMOKE_ALARM, Family.SMOKE, "101-smoke", T0 + 5))
+    rig.feed(ev(Kind.SMOKE_ALARM, Family.SMOKE, "101-smoke", T0 + 5 + 601))
+    rig.feed(ev(Kind.SMOKE_CLEAR, Family.SMOKE, "101-smoke", T0 + 700))
+    assert [k for k, _, _ in rig.timeline()] == ["raised", "updated", "repeated", "resolved"]
+    assert rig.seen[-1].alert.message_zh.startswith("【火警解除】")
+    assert len({t.alert.id for t in rig.seen}) == 1
+    assert rig.store.alerts(open_only=True) == []
+    resolved = [m for m in rig.store.outbox_batch("mqtt") if m.retain][-1]
     assert resolved.payload == ""  # clears the retained open-alert state
-    # After resolution a new alarm is a new alert.
-    path.process(store.append([ev(Kind.SMOKE_ALARM, Family.SMOKE, "101-smoke", T0 + 99)], {}))
-    assert seen[-1].kind == "raised" and seen[-1].alert.id != seen[0].alert.id
+
+
+def test_fall_without_recovery_escalates_after_60_s(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.feed(ev(Kind.FALL_DETECTED, Family.FALL, "101-fall", T0))
+    rig.clock.set(T0 + 59)
+    assert rig.alerts.tick() == []
+    rig.clock.set(T0 + 61)
+    (t,) = rig.alerts.tick()
+    assert rig.timeline() == [("raised", "fall", 2), ("escalated", "fall_no_recovery", 1)]
+    assert t.alert.state is AlertState.ESCALATED and "无活动" in t.alert.message_zh
+
+
+def test_fall_that_recovers_is_kept_and_downgraded(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.feed(ev(Kind.FALL_DETECTED, Family.FALL, "101-fall", T0))
+    rig.feed(ev(Kind.FALL_CLEARED, Family.FALL, "101-fall", T0 + 20))
+    rig.clock.set(T0 + 300)
+    rig.alerts.tick()
+    assert rig.timeline() == [("raised", "fall", 2), ("downgraded", "fall_recovered", 4)]
+    assert [a.state for a in rig.store.alerts()] == [AlertState.RAISED]  # on record, still open
 
 
 def test_events_stored_before_a_crash_raise_their_alerts_on_restart(tmp_path: Path) -> None:
-    store, path, _ = setup(tmp_path)
-    path.process(store.append([ev(Kind.DOOR_OPENED, Family.DOOR, "101-door", T0)], {}))
+    rig = Rig(tmp_path)
+    rig.feed(ev(Kind.DOOR_OPENED, Family.DOOR, "101-door", T0))
     # The crash: events committed (and acknowledged) but the alert path never ran on them.
-    store.append([ev(Kind.SOS_PRESSED, Family.SOS, "101-sos", T0 + 1)], {})
-    store.close()
+    rig.store.append([ev(Kind.SOS_PRESSED, Family.SOS, "101-sos", T0 + 1)], {})
+    assert rig.restart() == 2  # the quiet door event was not checkpointed: replayed, harmlessly
+    assert rig.timeline() == [("raised", "sos", 1)]
+    assert rig.restart() == 0  # idempotent
+    assert len(rig.store.alerts()) == 1
 
-    store2 = Store(tmp_path / "s.db")
-    registry = Registry(parse_config(minimal_site(), environ={}))
-    seen2: list[Transition] = []
-    path2 = AlertPath(registry, store2, VirtualClock(T0), "sensegate/gw", notify=seen2.append)
-    # The door event changed no alert, so its cursor was only in memory: it is replayed too,
-    # harmlessly (under the same alert state it changes nothing again).
-    assert path2.catch_up() == 2
-    assert [(t.kind, t.alert.rule) for t in seen2] == [("raised", "sos")]
-    # Idempotent: a second catch-up (another restart) raises nothing new.
-    assert path2.catch_up() == 0
-    assert len(store2.alerts()) == 1
+
+def test_a_fall_timer_survives_a_crash_and_fires_on_boot(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.feed(ev(Kind.FALL_DETECTED, Family.FALL, "101-fall", T0))
+    # Down from T0+10 to T0+600: the 60 s no-recovery deadline passes while down.
+    rig.clock.set(T0 + 600)
+    rig.restart()
+    assert rig.timeline() == [("raised", "fall", 2), ("escalated", "fall_no_recovery", 1)]
+    assert rig.restart() == 0 and len(rig.seen) == 2  # fired exactly once
+
+
+def test_no_activity_window_is_not_restarted_by_a_reboot(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.feed(ev(Kind.DOOR_CLOSED, Family.DOOR, "101-door", T0))  # last sign of life at 09:00
+    rig.clock.set(T0 + 2 * 3600)
+    rig.alerts.tick()
+    rig.alerts.checkpoint()
+    rig.clock.set(T0 + 2.5 * 3600)
+    rig.restart()  # reboot at 11:30: the high-risk 3 h window must still end at 12:00
+    assert rig.timeline() == []
+    rig.clock.set(T0 + 3 * 3600 + 1)
+    rig.alerts.tick()
+    assert rig.timeline() == [("raised", "no_activity", 2)]
+    assert "无活动" in rig.seen[0].alert.message_zh and "王秀英" in rig.seen[0].alert.message_zh
+    # Activity resolves the welfare alert.
+    rig.feed(ev(Kind.DOOR_OPENED, Family.DOOR, "101-door", T0 + 3 * 3600 + 60))
+    assert rig.timeline()[-1] == ("resolved", "no_activity", 2)
 
 
 def test_replay_after_crash_gives_the_same_alert_ids(tmp_path: Path) -> None:
-    store, path, seen = setup(tmp_path)
-    stored = store.append([ev(Kind.FALL_DETECTED, Family.FALL, "101-fall", T0)], {})
-    path.process(stored)
-    first = seen[0].alert.id
-    other = Store(tmp_path / "other.db")
-    other.append([ev(Kind.FALL_DETECTED, Family.FALL, "101-fall", T0)], {})
-    seen2: list[Transition] = []
-    AlertPath(path.registry, other, VirtualClock(T0), "p", notify=seen2.append).catch_up()
-    assert seen2[0].alert.id == first
-
-
-def test_checkpoint_saves_the_cursor_of_quiet_batches(tmp_path: Path) -> None:
-    store, path, _ = setup(tmp_path)
-    path.process(store.append([ev(Kind.DOOR_OPENED, Family.DOOR, "101-door", T0 + i) for i in range(50)], {}))
-    path.checkpoint()
-    store.append([ev(Kind.SOS_PRESSED, Family.SOS, "101-sos", T0 + 60)], {})
-    path2 = AlertPath(path.registry, store, VirtualClock(T0), "p")
-    assert path2.catch_up() == 1
+    a, b = Rig(tmp_path / "a"), Rig(tmp_path / "b")
+    (tmp_path / "a").mkdir(exist_ok=True)
+    a.feed(ev(Kind.SOS_PRESSED, Family.SOS, "101-sos", T0))
+    b.store.append([ev(Kind.SOS_PRESSED, Family.SOS, "101-sos", T0)], {})
+    b.restart()
+    assert a.seen[0].alert.id == b.seen[0].alert.id

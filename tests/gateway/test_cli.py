@@ -10,7 +10,7 @@ import tomli_w
 from gateway.alerts import AlertPath
 from gateway.cli import main as cli
 from gateway.clock import VirtualClock
-from gateway.config import load_config
+from gateway.config import load_config, site_rules
 from gateway.models import Family, Kind
 from gateway.registry import Registry
 from gateway.store import Store
@@ -34,7 +34,7 @@ def test_status_shows_counters_queues_and_open_alerts(tmp_path: Path, capsys: py
         {"influx": None},
         counts={"malformed.bad_json": 2},
     )
-    AlertPath(Registry(config), store, VirtualClock(), config.topic_prefix).process(stored)
+    AlertPath(Registry(config), store, VirtualClock(), config.topic_prefix, site_rules(config)).process(stored)
     store.close()
 
     assert cli(["status", "-c", str(path)]) == 0

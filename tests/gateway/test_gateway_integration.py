@@ -176,16 +176,16 @@ async def test_alerts_are_raised_published_and_auto_resolved(mosquitto: Mosquitt
 
     assert [(m["transition"], m["alert"]["rule"]) for m in got] == [
         ("raised", "sos"),
-        ("raised", "smoke"),
-        ("updated", "smoke"),
-        ("resolved", "smoke"),
+        ("raised", "smoke_alarm"),
+        ("updated", "smoke_alarm"),
+        ("resolved", "smoke_alarm"),
     ]
     sos = got[0]["alert"]
     assert sos["severity"] == 1 and sos["severity_zh"] == "一级(特别重大)"
     assert "紧急呼叫" in sos["message_zh"] and "王秀英" in sos["message_zh"] and "独居老人" in sos["message_zh"]
     assert "SOS" in sos["message_en"]
     assert got[2]["alert"]["count"] == 2
-    assert {a.rule: a.state for a in alerts} == {"sos": AlertState.RAISED, "smoke": AlertState.RESOLVED}
+    assert {a.rule: a.state for a in alerts} == {"sos": AlertState.RAISED, "smoke_alarm": AlertState.RESOLVED}
 
     # The retained state shows exactly the open alerts to a late subscriber.
     late = Subscriber(mosquitto.host, mosquitto.port, f"{prefix}/alerts/open/+")

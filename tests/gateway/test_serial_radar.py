@@ -71,7 +71,8 @@ async def test_scripted_fall_reaches_the_store_and_raises_the_fall_alert(mosquit
             )
             alert = found[0]["alert"]
             assert found[0]["transition"] == "raised" and alert["device_id"] == "101-radar"
-            assert alert["severity"] == 1 and alert["resident"] == "r1"
+            # 二级 at once; the rules escalate to 一级 after 60 s without recovery.
+            assert alert["severity"] == 2 and alert["resident"] == "r1"
             assert "1号楼1单元101室 卫生间" in alert["message_zh"]
             await eventually(lambda: Kind.RESIDENCE in kinds(gateway), what="residence")
             events = [e for e in gateway.store.events_after(0, 10_000) if e.device_id == "101-radar"]
@@ -80,6 +81,8 @@ async def test_scripted_fall_reaches_the_store_and_raises_the_fall_alert(mosquit
             assert fall.location.household == "101" and fall.location.room == "卫生间"
             residence = next(e for e in events if e.kind == Kind.RESIDENCE)
             assert residence.values == {"present": True, "fall_active": True}  # the escalation signal
+            # The radar's stillness after the fall is no recovery: nothing downgraded the alert.
+            assert [a["transition"] for a in alerts.json()] == ["raised"]
             counters = gateway.store.counters()
             assert counters["serial.101-radar.frames"] >= 5
             assert counters.get("serial.101-radar.bad_checksums", 0) == 0

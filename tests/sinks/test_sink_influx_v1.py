@@ -42,9 +42,7 @@ def count_points(influx: InfluxDB1, db: str) -> int:
 async def test_every_family_is_stored_with_the_documented_tags_and_fields(
     influxdb_v1: InfluxDB1, database: str, gzip: bool
 ) -> None:
-    sink = InfluxV1Sink(
-        "influx", influxdb_v1.url, database, gzip=gzip, gateway_id="gw-01", site="幸福里 小区"
-    )
+    sink = InfluxV1Sink("influx", influxdb_v1.url, database, gzip=gzip, gateway_id="gw-01", site="幸福里 小区")
     await sink.open()
     events = one_per_family(start_seq=10)
     await sink.write(events)
@@ -77,9 +75,7 @@ async def test_every_family_is_stored_with_the_documented_tags_and_fields(
         "event",
         "source",
     }
-    types = {
-        r["fieldKey"]: r["fieldType"] for r in influxdb_v1.query(database, 'SHOW FIELD KEYS FROM "smoke"')
-    }
+    types = {r["fieldKey"]: r["fieldType"] for r in influxdb_v1.query(database, 'SHOW FIELD KEYS FROM "smoke"')}
     assert types == {
         "battery": "float",
         "smoke": "boolean",
@@ -166,9 +162,7 @@ async def test_missing_retention_policy_is_retryable(influxdb_v1: InfluxDB1, dat
     sink = InfluxV1Sink("influx", influxdb_v1.url, database, retention_policy="one_year")
     with pytest.raises(RetryableSinkError, match="retention policy not found: one_year"):
         await sink.write([event()])
-    influxdb_v1.query(
-        database, f'CREATE RETENTION POLICY "one_year" ON "{database}" DURATION INF REPLICATION 1'
-    )
+    influxdb_v1.query(database, f'CREATE RETENTION POLICY "one_year" ON "{database}" DURATION INF REPLICATION 1')
     await sink.write([event()])
     assert influxdb_v1.query(database, 'SELECT seq FROM "one_year"."door"')[0]["seq"] == 1
     await sink.close()

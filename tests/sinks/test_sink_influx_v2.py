@@ -30,9 +30,7 @@ def gateway_id() -> str:
 
 @pytest.fixture
 async def sink(victoriametrics: VictoriaMetrics, gateway_id: str) -> AsyncIterator[InfluxV2Sink]:
-    s = InfluxV2Sink(
-        "vm", victoriametrics.url, "org", "bucket", token="ignored", timeout=2.0, gateway_id=gateway_id
-    )
+    s = InfluxV2Sink("vm", victoriametrics.url, "org", "bucket", token="ignored", timeout=2.0, gateway_id=gateway_id)
     await s.open()
     yield s
     await s.close()
