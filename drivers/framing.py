@@ -18,8 +18,8 @@ partial frame at the end of the buffer.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import NamedTuple, Protocol
+from collections.abc import Callable, Mapping, Sequence
+from typing import Literal, NamedTuple, Protocol
 
 from gateway.models import Family, Observation
 
@@ -48,3 +48,58 @@ class FrameCodec(Protocol):
     def keepalive(self) -> bytes | None: ...
 
     def startup_commands(self, settings: Mapping[str, float]) -> Sequence[bytes]: ...
+
+
+Status = Literal["frame", "partial", "bad", "resync"]
+# What starts at a header position: ("frame", length) for a whole verified frame, ("partial", 0)
+# when more bytes are needed, ("bad", 0) for a wrong checksum or tail, ("resync", 0) for an
+# impossible length.
+FrameAt = Callable[[bytes | bytearray, int], tuple[Status, int]]
+
+
+def split_stream(buffer: bytes | bytearray, header: bytes, at: FrameAt) -> Split:
+    """The resynchronising ``split`` of a header-delimited frame format.
+
+    A rejected candidate loses only its first byte (a real frame may start inside it), and a
+    partial candidate is given up when a whole valid frame follows it: noise that looks like a
+    header with a huge length must not hold a fall report back.
+    """
+    frames: list[bytes] = []
+    pos = skipped = bad = 0
+    end = len(buffer)
+    while pos < end:
+        start = buffer.find(header, pos)
+        if start < 0:
+            keep = _header_prefix_at_end(buffer, header, pos)  # maybe the first half of a header
+            skipped += end - keep - pos
+            pos = end - keep
+            break
+        skipped += start - pos
+        pos = start
+        status, total = at(buffer, pos)
+        if status == "frame":
+            frames.append(bytes(buffer[pos : pos + total]))
+            pos += total
+            continue
+        if status == "partial" and not _later_frame(buffer, pos, header, at):
+            break  # read more
+        bad += status == "bad"
+        pos += 1
+        skipped += 1
+    return Split(pos, frames, skipped, bad)
+
+
+def _later_frame(buffer: bytes | bytearray, pos: int, header: bytes, at: FrameAt) -> bool:
+    nxt = buffer.find(header, pos + 1)
+    while nxt >= 0:
+        if at(buffer, nxt)[0] == "frame":
+            return True
+        nxt = buffer.find(header, nxt + 1)
+    return False
+
+
+def _header_prefix_at_end(buffer: bytes | bytearray, header: bytes, pos: int) -> int:
+    for k in range(min(len(header) - 1, len(buffer) - pos), 0, -1):
+        if buffer[len(buffer) - k :] == header[:k]:
+            return k
+    return 0

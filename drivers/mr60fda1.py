@@ -40,7 +40,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from drivers.framing import Split
+from drivers.framing import Split, Status, split_stream
 from gateway.errors import PayloadError
 from gateway.models import Family, Kind, Observation
 
@@ -87,7 +87,7 @@ def frame(ctrl: int, cmd: int, data: bytes = b"") -> bytes:
     return body + bytes((checksum(body),)) + TAIL
 
 
-def _at(buffer: bytes | bytearray, pos: int) -> tuple[str, int]:
+def _at(buffer: bytes | bytearray, pos: int) -> tuple[Status, int]:
     """What starts at ``pos`` (a header): ``("frame", n)``, ``("partial", 0)``,
     ``("bad", 0)`` (sum or tail wrong) or ``("resync", 0)`` (absurd length)."""
     end = len(buffer)
@@ -105,43 +105,9 @@ def _at(buffer: bytes | bytearray, pos: int) -> tuple[str, int]:
     return "frame", total
 
 
-def _later_frame(buffer: bytes | bytearray, pos: int) -> bool:
-    """Is there a whole valid frame after ``pos``? Then the partial candidate at ``pos`` was
-    noise that only looked like a header: waiting for its length would hold real frames back."""
-    nxt = buffer.find(HEADER, pos + 1)
-    while nxt >= 0:
-        if _at(buffer, nxt)[0] == "frame":
-            return True
-        nxt = buffer.find(HEADER, nxt + 1)
-    return False
-
-
 def split(buffer: bytes | bytearray) -> Split:
     """Whole frames at the front of ``buffer``; see ``drivers.framing`` for the contract."""
-    frames: list[bytes] = []
-    pos = skipped = bad = 0
-    end = len(buffer)
-    while pos < end:
-        start = buffer.find(HEADER, pos)
-        if start < 0:
-            # Keep a trailing 0x53: it may be the first half of a header.
-            keep = 1 if buffer[end - 1] == HEADER[0] else 0
-            skipped += end - keep - pos
-            pos = end - keep
-            break
-        skipped += start - pos
-        pos = start
-        status, total = _at(buffer, pos)
-        if status == "frame":
-            frames.append(bytes(buffer[pos : pos + total]))
-            pos += total
-            continue
-        if status == "partial" and not _later_frame(buffer, pos):
-            break  # read more
-        bad += status == "bad"
-        pos += 1  # drop the false header's first byte only: a real frame may start inside it
-        skipped += 1
-    return Split(pos, frames, skipped, bad)
+    return split_stream(buffer, HEADER, _at)
 
 
 def parse(frame_bytes: bytes) -> tuple[int, int, bytes]:

@@ -44,7 +44,7 @@ import math
 import struct
 from collections.abc import Mapping, Sequence
 
-from drivers.framing import Split
+from drivers.framing import Split, Status, split_stream
 from gateway.errors import PayloadError
 from gateway.models import Family, Kind, Observation
 
@@ -99,7 +99,7 @@ def frame(msg_type: int, data: bytes = b"", frame_id: int = 0) -> bytes:
     return out + data + bytes((_inv_xor(data),)) if data else out
 
 
-def _at(buffer: bytes | bytearray, pos: int) -> tuple[str, int]:
+def _at(buffer: bytes | bytearray, pos: int) -> tuple[Status, int]:
     """What starts at ``pos`` (an SOF): ``("frame", n)``, ``("partial", 0)``, ``("bad", 0)``
     (data checksum wrong) or ``("resync", 0)`` (header checksum wrong, or an absurd LEN)."""
     end = len(buffer)
@@ -116,42 +116,9 @@ def _at(buffer: bytes | bytearray, pos: int) -> tuple[str, int]:
     return "frame", total
 
 
-def _later_frame(buffer: bytes | bytearray, pos: int) -> bool:
-    """Is there a whole valid frame after ``pos``? Then the partial candidate at ``pos`` was
-    noise that passed the header checksum by chance: waiting for its LEN would hold real
-    frames back (a fall report could sit behind a noise-made 1 KiB length)."""
-    nxt = buffer.find(SOF, pos + 1)
-    while nxt >= 0:
-        if _at(buffer, nxt)[0] == "frame":
-            return True
-        nxt = buffer.find(SOF, nxt + 1)
-    return False
-
-
 def split(buffer: bytes | bytearray) -> Split:
     """Whole frames at the front of ``buffer``; see ``drivers.framing`` for the contract."""
-    frames: list[bytes] = []
-    pos = skipped = bad = 0
-    end = len(buffer)
-    while pos < end:
-        start = buffer.find(SOF, pos)
-        if start < 0:
-            skipped += end - pos
-            pos = end
-            break
-        skipped += start - pos
-        pos = start
-        status, total = _at(buffer, pos)
-        if status == "frame":
-            frames.append(bytes(buffer[pos : pos + total]))
-            pos += total
-            continue
-        if status == "partial" and not _later_frame(buffer, pos):
-            break  # read more
-        bad += status == "bad"
-        pos += 1  # drop the SOF only: a real frame may start inside the rejected candidate
-        skipped += 1
-    return Split(pos, frames, skipped, bad)
+    return split_stream(buffer, bytes((SOF,)), _at)
 
 
 def parse(frame_bytes: bytes) -> tuple[int, int, bytes]:
