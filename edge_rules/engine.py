@@ -196,6 +196,11 @@ class Engine:
     def open_alerts(self) -> dict[str, State]:
         return {k[len(_ALERT) :]: v for k, v in sorted(self._state.items()) if k.startswith(_ALERT)}
 
+    def subjects(self, rule: AnyRule, device_id: str) -> list[Subject]:
+        """The subjects ``rule`` keeps state for through this device (``rules explain``)."""
+        info = self.context.device(device_id)
+        return [] if info is None else self._subjects(rule, info)
+
     def timers(self) -> list[tuple[float, str, str]]:
         """Pending (deadline, rule, subject), soonest first — for ``rules explain``."""
         out = [

@@ -29,7 +29,7 @@ from gateway.clock import Clock
 from gateway.errors import StoreError
 from gateway.models import Alert, AlertState, Event
 from gateway.registry import Registry
-from gateway.store import Store
+from gateway.store import Store, VisitRow
 
 log = logging.getLogger("sensegate.alerts")
 
@@ -127,6 +127,43 @@ class AlertPath:
         """A person resolved the alert (later: acknowledgement and resolution by people)."""
         self.engine.close(dedup_key)
         self.checkpoint()
+
+    def external(
+        self,
+        decisions: Sequence[Decision],
+        *,
+        close: Sequence[str] = (),
+        visits: Sequence[VisitRow] = (),
+        cursor: tuple[str, int] | None = None,
+    ) -> list[Transition]:
+        """Decisions made outside the engine (visit tracking, docs/visits.md), saved like the
+        engine's: alerts, messages, the engine's state and the alert cursor in one transaction,
+        with ``visits`` and another ``cursor``. ``close`` are engine dedup keys to forget in
+        that same transaction (a welfare alert a visit resolved)."""
+        if self._stale:
+            self.catch_up()
+        for key in close:
+            self.engine.close(key)
+        transitions = self._transitions(decisions)
+        messages = [m for t in transitions for m in self._messages(t)]
+        try:
+            self.store.save_alerts(
+                [t.alert for t in transitions],
+                messages,
+                cursor=(CURSOR, self.cursor),
+                now=self.clock.now(),
+                rule_state=self.engine.dirty(),
+                visits=visits,
+                more_cursors=[cursor] if cursor is not None else (),
+            )
+        except StoreError:
+            self._stale = True
+            raise
+        self._saved_cursor = self.cursor
+        if self.notify is not None:
+            for t in transitions:
+                self.notify(t)
+        return transitions
 
     def _handle(self, events: Sequence[Event]) -> list[Transition]:
         events = [e for e in events if e.seq > self.cursor]

@@ -5,6 +5,8 @@
     sensegate demo                     a simulated block, a local broker and the gateway, live alerts
     sensegate simulate -c site.toml    publish simulated traffic for a site to a broker
     sensegate status -c site.toml      counters and queues from the gateway's store
+    sensegate rules check|explain      the rules in force; which apply to a household, timers
+    sensegate visits checkin|report    record a visit (探访); the monthly report (探访月报)
 
 Exit codes: 0 ok, 2 bad config or arguments, 1 anything else.
 """
@@ -73,6 +75,11 @@ def summary(config: SiteConfig) -> str:
     rules = site_rules(config)
     sources = [*config.rules.packs, *(str(f) for f in config.rules.files)]
     lines.append(f"  rules: {len(rules.rules)} from {', '.join(sources) or 'nothing'}")
+    if config.visitors:
+        from gateway.checkin import covered_residents
+
+        covered = len(covered_residents(config))
+        lines.append(f"  visits (探访): {len(config.visitors)} visitors, {covered} residents on a visit plan")
     lines.append(f"  store {config.store_path} (max {config.store.max_bytes.human_readable()})")
     return "\n".join(lines)
 
@@ -220,6 +227,99 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------- rules
+
+
+def _open_store(config: SiteConfig) -> Any:
+    from gateway.store import Store
+
+    if not config.store_path.exists():
+        raise SenseGateError(f"no store yet at {config.store_path} (has the gateway run?)")
+    return Store(config.store_path, int(config.store.max_bytes), config.store.synchronous)
+
+
+def cmd_rules_check(args: argparse.Namespace) -> int:
+    from gateway.explain import check_rules
+
+    config = load_config(args.config)
+    print(check_rules(config, site_rules(config)))
+    return 0
+
+
+def cmd_rules_explain(args: argparse.Namespace) -> int:
+    from gateway.explain import explain_household
+
+    config = load_config(args.config)
+    rules = site_rules(config)
+    store = _open_store(config)
+    try:
+        print(explain_household(config, store, rules, args.household, SystemClock().now()))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+    return 0
+
+
+# ---------------------------------------------------------------------- visits
+
+
+def cmd_visits_checkin(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from edge_rules.schedule import zone
+    from gateway.checkin import checkin_event
+    from gateway.store import Store
+
+    config = load_config(args.config)
+    tz = zone(site_rules(config).settings.timezone)
+    now = SystemClock().now()
+    at = now
+    if args.time:
+        try:
+            parsed = datetime.fromisoformat(args.time)
+        except ValueError:
+            print(f"error: --time {args.time!r}: expected ISO 8601, e.g. 2026-11-03T10:00+08:00", file=sys.stderr)
+            return 2
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=tz)
+        at = parsed.timestamp()
+    try:
+        event, row = checkin_event(config, args.household, args.visitor, at, now, args.note, "cli")
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    store = Store(config.store_path, int(config.store.max_bytes), config.store.synchronous)
+    try:
+        row = store.append_visit(event, row)
+    finally:
+        store.close()
+    who = ", ".join(row.residents) or "no covered resident"
+    print(f"recorded visit to {row.household} ({who}) by {row.visitor} at {datetime.fromtimestamp(at, tz).isoformat()}")
+    return 0
+
+
+def cmd_visits_report(args: argparse.Namespace) -> int:
+    from gateway.visit_report import build_report, write_report
+
+    config = load_config(args.config)
+    tz = site_rules(config).settings.timezone
+    store = _open_store(config)
+    try:
+        report = build_report(config, store, args.month, SystemClock().now(), tz)
+    except ValueError as exc:
+        print(f"error: --month: expected {exc}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+    for path in write_report(report, Path(args.out), args.lang):
+        print(path)
+    rate = "—" if report.rate is None else f"{report.rate * 100:.1f} %"
+    print(f"{report.month}: 月探访率 {rate} ({report.visited}/{len(report.elders)}), target 100 %")
+    return 0
+
+
 # ---------------------------------------------------------------------- main
 
 
@@ -293,6 +393,54 @@ def parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="counters, queues and open alerts from the store")
     st.add_argument("-c", "--config", required=True)
     st.set_defaults(func=cmd_status)
+
+    ru = sub.add_parser("rules", help="check the rules; explain which apply to a household").add_subparsers(
+        dest="rules_command", required=True
+    )
+    rc = ru.add_parser(
+        "check",
+        help="validate the [rules] packs and files; list every rule",
+        description="Validate the rule packs and files the config names; print each rule's id, type, "
+        "severity, per and thresholds.",
+    )
+    rc.add_argument("-c", "--config", required=True)
+    rc.set_defaults(func=cmd_rules_check)
+    rx = ru.add_parser(
+        "explain",
+        help="which rules apply to a household, their timers and open alerts",
+        description="Which rules apply to a household's devices and residents, their current timers and "
+        "open alerts from the store (read-only: safe while the gateway runs), and the visit plan.",
+    )
+    rx.add_argument("-c", "--config", required=True)
+    rx.add_argument("--household", required=True, help="household id, e.g. 3-2-502")
+    rx.set_defaults(func=cmd_rules_explain)
+
+    vi = sub.add_parser("visits", help="visit tracking (探访): check-in, monthly report").add_subparsers(
+        dest="visits_command", required=True
+    )
+    vc = vi.add_parser(
+        "checkin",
+        help="record a visit by a registered visitor",
+        description="Record a visit (探访记录) in the store; a running gateway resolves the visit-overdue "
+        "and welfare alerts of the household with it (docs/visits.md).",
+    )
+    vc.add_argument("-c", "--config", required=True)
+    vc.add_argument("--household", required=True, help="household id, e.g. 3-2-502")
+    vc.add_argument("--visitor", required=True, help="a [[visitors]] id")
+    vc.add_argument("--note", default="")
+    vc.add_argument("--time", default="", help="when (ISO 8601; default now; local time without an offset)")
+    vc.set_defaults(func=cmd_visits_checkin)
+    vr = vi.add_parser(
+        "report",
+        help="the monthly visit report (Markdown and CSV)",
+        description="Per covered elder the visits of the month, by whom and how, gaps longer than the plan, "
+        "and the 月探访率 against the 100 % target.",
+    )
+    vr.add_argument("-c", "--config", required=True)
+    vr.add_argument("--month", required=True, help="e.g. 2026-11")
+    vr.add_argument("--out", default=".", help="directory to write to (default: the current one)")
+    vr.add_argument("--lang", choices=["zh", "en"], default="zh", help="headings (default zh)")
+    vr.set_defaults(func=cmd_visits_report)
     return p
 
 

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ByteSize,
     ConfigDict,
     Field,
@@ -27,6 +28,7 @@ from pydantic import (
 
 from drivers import SERIAL_CODECS, rtl433, zigbee2mqtt
 from edge_rules import RuleSet, available_packs, load_rules
+from edge_rules.schedule import parse_duration
 from gateway.errors import ConfigError, ConfigProblem, PayloadError
 from gateway.models import Family, Kind
 
@@ -142,6 +144,10 @@ class Household(_Model):
     number: str = ""  # the door number shown to people, e.g. "502"
 
 
+# A duration such as "7d", "14d", "30d" (or seconds), kept as seconds.
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
 class Contact(_Model):
     name: str
     phone: str = ""
@@ -155,6 +161,44 @@ class Resident(_Model):
     lives_alone: bool = False
     risk_tier: Literal["high", "medium", "low"] = "low"
     contacts: list[Contact] = []
+    visit_every: Duration | None = None  # overrides the [visits] plan of the risk tier
+
+
+VisitorRole = Literal["community_worker", "volunteer", "grid_worker", "family", "doctor"]
+_CREDENTIAL = r"^[a-z][a-z0-9_]*:\S+$"
+
+
+class Visitor(_Model):
+    """A registered visitor (探访人): who may be recorded as visiting elders."""
+
+    id: Annotated[str, Field(pattern=_ID)]
+    name: str
+    role: VisitorRole
+    phone: str = ""
+    # As access controllers report them in values.credential, e.g. "card:123-4567".
+    credentials: list[Annotated[str, Field(pattern=_CREDENTIAL)]] = []
+    households: list[str] = []  # households this visitor looks after (building doors count for them)
+
+
+class VisitPlans(_Model):
+    """探访周期 per risk tier."""
+
+    high: Duration = 7 * 86_400.0
+    medium: Duration = 14 * 86_400.0
+    low: Duration = 30 * 86_400.0
+
+
+class VisitSettings(_Model):
+    """Visit tracking (探访): plans, who is covered, the overdue alert. See docs/visits.md."""
+
+    plans: VisitPlans = VisitPlans()
+    lives_alone: bool = True  # cover residents living alone (特殊困难老年人); false: every resident
+    include: list[str] = []  # residents covered in addition
+    exclude: list[str] = []  # residents not covered
+    # A card swipe at the building's door counts as a visit to the households the visitor
+    # looks after in that building (false: only a household's own door counts).
+    building_door_counts: bool = True
+    overdue_severity: Literal[3, 4] = 3
 
 
 class Zigbee2MqttSource(_Model):
@@ -240,6 +284,8 @@ class SiteConfig(_Model):
     households: list[Household] = []
     residents: list[Resident] = []
     devices: list[Device] = []
+    visitors: list[Visitor] = []
+    visits: VisitSettings = VisitSettings()
 
     # Derived settings, resolved against the gateway id.
     @property
@@ -478,6 +524,8 @@ def cross_check(config: SiteConfig, file: str) -> list[ConfigProblem]:
         if r.household not in households:
             problems.append(_unknown(file, f"residents[{i}].household", "household", r.household, set(households)))
 
+    problems.extend(_check_visits(config, file, set(households)))
+
     z2m_names: dict[str, int] = {}
     rtl_keys: dict[tuple[str, str, str], int] = {}
     ports: dict[str, int] = {}
@@ -563,6 +611,36 @@ def cross_check(config: SiteConfig, file: str) -> list[ConfigProblem]:
                             str(exc),
                         )
                     )
+    return problems
+
+
+def _check_visits(config: SiteConfig, file: str, households: set[str]) -> list[ConfigProblem]:
+    problems: list[ConfigProblem] = []
+    seen: set[str] = set()
+    owners: dict[str, int] = {}
+    for i, v in enumerate(config.visitors):
+        if v.id in seen:
+            problems.append(ConfigProblem(file, f"visitors[{i}].id", "a unique id", repr(v.id)))
+        seen.add(v.id)
+        for j, h in enumerate(v.households):
+            if h not in households:
+                problems.append(_unknown(file, f"visitors[{i}].households[{j}]", "household", h, households))
+        for j, c in enumerate(v.credentials):
+            if c in owners:
+                problems.append(
+                    ConfigProblem(
+                        file,
+                        f"visitors[{i}].credentials[{j}]",
+                        f"a credential not used by visitors[{owners[c]}]",
+                        repr(c),
+                    )
+                )
+            owners[c] = i
+    residents = {r.id for r in config.residents}
+    for key in ("include", "exclude"):
+        for j, rid in enumerate(getattr(config.visits, key)):
+            if rid not in residents:
+                problems.append(_unknown(file, f"visits.{key}[{j}]", "resident", rid, residents))
     return problems
 
 

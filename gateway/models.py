@@ -66,6 +66,8 @@ class Kind(enum.StrEnum):
     ONLINE = "online"
     OFFLINE = "offline"
     HEARTBEAT = "heartbeat"
+    # visit tracking (探访): an explicit check-in by a registered visitor (docs/visits.md)
+    VISIT = "visit"
 
 
 # Kinds that must never be thinned to save disk and that raise alerts in the minimal path.

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from paho.mqtt.client import topic_matches_sub
 
 from drivers import native, rtl433, zigbee2mqtt
+from gateway.checkin import checkin_topic, decode_checkin
 from gateway.config import Device, NativeSource, Resident, Rtl433Source, SiteConfig, Zigbee2MqttSource
 from gateway.errors import PayloadError, UnknownDeviceError
 from gateway.models import Event, Family, Location, Observation
@@ -69,6 +70,7 @@ class Registry:
         self._z2m_prefix = m.zigbee2mqtt_base.rstrip("/") + "/"
         self._native_prefix = m.native_base.rstrip("/") + "/"
         self._rtl_topic = m.rtl_433_topic
+        self._checkin_topic = checkin_topic(config)
 
     def subscriptions(self) -> list[str]:
         """Topic filters the ingest subscribes to (wildcards, so unknown devices are seen and counted)."""
@@ -82,9 +84,13 @@ class Registry:
             subs.append(self._rtl_topic)
         if any(isinstance(d.config.mqtt, NativeSource) for d in self.devices.values()) or none:
             subs.append(self._native_prefix + "+")
+        if self.config.visitors:
+            subs.append(self._checkin_topic)  # visit check-ins (docs/visits.md)
         return subs
 
     def decode(self, topic: str, payload: bytes, received_at: float) -> list[Event]:
+        if topic == self._checkin_topic and self.config.visitors:
+            return [decode_checkin(self.config, payload, received_at)]
         if topic.startswith(self._z2m_prefix):
             return self._decode_z2m(topic[len(self._z2m_prefix) :], payload, received_at)
         if topic_matches_sub(self._rtl_topic, topic):

@@ -30,6 +30,7 @@ from gateway.sinks import Sink
 from gateway.sinks.influx_v1 import InfluxV1Sink
 from gateway.sinks.influx_v2 import InfluxV2Sink
 from gateway.store import Store
+from gateway.visits import VisitTracker
 
 log = logging.getLogger("sensegate.runtime")
 
@@ -117,15 +118,17 @@ class Gateway:
             for o in config.outputs
         ]
         self.publisher = OutboxPublisher(config, self.store, self.clock)
+        rules = site_rules(config)
         self.alerts = AlertPath(
             self.registry,
             self.store,
             self.clock,
             config.topic_prefix,
-            site_rules(config),
+            rules,
             config.alerts.repeat_window,
             notify=self._on_transition,
         )
+        self.visits = VisitTracker(config, self.store, self.clock, self.alerts, rules)
         self._rules_wake = asyncio.Event()
         self.ingest = MqttIngest(config, self.registry, self.store, self.clock, self.outputs, self._on_stored)
         self.serial = SerialIngest(
@@ -151,14 +154,18 @@ class Gateway:
 
     async def _on_stored(self, events: list[Event]) -> None:
         self.alerts.process(events)
+        self.visits.process(events)  # visits recorded from these events (and check-ins from the CLI)
         self._rules_wake.set()  # the events may have set an earlier deadline
 
     async def _rule_timer(self) -> None:
-        """Fire rule deadlines (no activity, held open, no recovery …) as they come due."""
+        """Fire rule deadlines (no activity, held open, no recovery …) and visit plans
+        (逾期未探访) as they come due."""
         while True:
             self._rules_wake.clear()
             self.alerts.tick()
-            deadline = self.alerts.engine.next_deadline()
+            self.visits.tick()
+            deadlines = [d for d in (self.alerts.engine.next_deadline(), self.visits.next_deadline()) if d is not None]
+            deadline = min(deadlines, default=None)
             # Without a deadline, look again now and then: nothing is lost by waking early.
             delay = 3600.0 if deadline is None else max(0.0, deadline - self.clock.now())
             sleeper = asyncio.ensure_future(self.clock.sleep(delay))
@@ -183,6 +190,7 @@ class Gateway:
             await self.clock.sleep(HOUSEKEEPING_INTERVAL)
             now = self.clock.now()
             self.alerts.checkpoint()
+            self.visits.checkpoint()
             await asyncio.to_thread(self.store.forget_ingest_keys, now - DEDUP_WINDOW)
             removed = await asyncio.to_thread(self.store.enforce_bound, self.alerts.cursor)
             if removed["dropped"]:
@@ -207,6 +215,7 @@ class Gateway:
         caught_up = await asyncio.to_thread(self.alerts.catch_up)
         if caught_up:
             log.info("alert path caught up on %d events stored before the last stop", caught_up)
+        await asyncio.to_thread(self.visits.catch_up)
         log.info(
             "gateway %s starting: %d devices, outputs=%s, store=%s",
             self.config.gateway.id,
@@ -241,6 +250,7 @@ class Gateway:
                     task.cancel()
         finally:
             self.alerts.checkpoint()
+            self.visits.checkpoint()
             self.store.close()
 
     async def _final_flush(self) -> None:

@@ -14,7 +14,9 @@ Tables (see docs/store.md for the full picture):
   redelivery (DUP) of a message whose PUBACK was lost in a crash. Only messages inside the
   broker's in-flight window can be redelivered, so the newest ``INGEST_KEYS_KEEP`` keys are
   enough (Mosquitto's ``max_inflight_messages`` is 20 by default, 1000 in our advice).
-- ``meta`` and ``counters``: cursors and lifetime counters.
+- ``visits``: 探访记录 (who, household, residents, when, how: access | mqtt | cli, note),
+  one per causing event (``event_seq``), see docs/visits.md. Never pruned.
+- ``meta`` and ``counters``: cursors, visit-plan start times and lifetime counters.
 
 Disk use is bounded by ``max_bytes``. When the live data grows past it, ``enforce_bound``
 gives way in this order, counting each step: (1) events already delivered everywhere and
@@ -87,6 +89,19 @@ CREATE TABLE IF NOT EXISTS recent_ingest (
     at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS rule_state (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS visits (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_seq INTEGER,
+    household TEXT NOT NULL,
+    residents TEXT NOT NULL,
+    visitor TEXT NOT NULL,
+    at REAL NOT NULL,
+    method TEXT NOT NULL,
+    note TEXT NOT NULL,
+    body TEXT NOT NULL,
+    UNIQUE (event_seq, household)
+);
+CREATE INDEX IF NOT EXISTS visits_at ON visits(at);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
@@ -109,6 +124,23 @@ class OutboxMessage:
     topic: str
     payload: str
     retain: bool
+
+
+@dataclass(frozen=True, slots=True)
+class VisitRow:
+    """One 探访记录. ``residents`` are the covered residents of the household at the time."""
+
+    household: str
+    residents: tuple[str, ...]
+    visitor: str
+    at: float
+    method: str  # "access" | "mqtt" | "cli"
+    note: str = ""
+    event_seq: int | None = None
+    visitor_name: str = ""
+    role: str = ""
+    device_id: str = ""
+    id: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,15 +368,22 @@ class Store:
         now: float = 0.0,
         rule_state: Sequence[tuple[str, Mapping[str, Any] | None]] = (),
         replace_rule_state: bool = False,
+        visits: Sequence[VisitRow] = (),
+        more_cursors: Sequence[tuple[str, int]] = (),
     ) -> None:
         """Store alert states, queue their outbound messages, save rule-engine state and move
         a cursor, atomically.
 
         ``messages`` are ``(channel, topic, payload, retain)``; ``cursor`` is ``(name, seq)``:
         the last event the alert path has fully handled; ``rule_state`` are changed entries
-        (``None``: deleted), or with ``replace_rule_state`` the whole state.
+        (``None``: deleted), or with ``replace_rule_state`` the whole state. ``visits`` are
+        visit records (one per causing event: a repeat is ignored) and ``more_cursors`` other
+        cursors moved with them (the visit tracker's).
         """
         with self._tx() as db:
+            _insert_visits(db, visits)
+            for name, position in more_cursors:
+                _set_meta(db, f"cursor.{name}", str(position))
             if replace_rule_state:
                 db.execute("DELETE FROM rule_state")
             for key, value in rule_state:
@@ -377,6 +416,63 @@ class Store:
                     "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                     (f"cursor.{cursor[0]}", str(cursor[1])),
                 )
+
+    # ------------------------------------------------------------------ visits (探访)
+
+    def append_visit(self, event: Event, visit: VisitRow) -> VisitRow:
+        """Store a check-in event and its visit record in one transaction (the CLI's path)."""
+        with self._tx() as db:
+            body = event.to_dict()
+            del body["seq"]
+            cur = db.execute(
+                "INSERT INTO events(lane, device_id, family, kind, event_time, received_at, body) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    event.lane.value,
+                    event.device_id,
+                    event.family.value,
+                    event.kind.value,
+                    event.event_time,
+                    event.received_at,
+                    json.dumps(body, ensure_ascii=False, separators=(",", ":")),
+                ),
+            )
+            visit = replace(visit, event_seq=int(cur.lastrowid or 0))
+            _insert_visits(db, [visit])
+            self._bump(db, {"accepted": 1, "visits": 1})
+        return visit
+
+    def visits(self, since: float | None = None, until: float | None = None) -> list[VisitRow]:
+        """Visit records with ``since <= at < until``, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, body FROM visits WHERE at >= ? AND at < ? ORDER BY at, id",
+                (float("-inf") if since is None else since, float("inf") if until is None else until),
+            ).fetchall()
+        return [_visit(i, b) for i, b in rows]
+
+    def last_visits(self) -> dict[str, float]:
+        """Per resident, the time of the latest recorded visit."""
+        out: dict[str, float] = {}
+        for v in self.visits():
+            for r in v.residents:
+                out[r] = max(out.get(r, v.at), v.at)
+        return out
+
+    def meta(self, key: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta_default(self, items: Mapping[str, str]) -> None:
+        """Set meta keys that have no value yet (visit-plan start times)."""
+        with self._tx() as db:
+            db.executemany("INSERT OR IGNORE INTO meta(key, value) VALUES (?, ?)", list(items.items()))
+
+    def alert(self, alert_id: str) -> Alert | None:
+        with self._lock:
+            row = self._db.execute("SELECT body FROM alerts WHERE id = ?", (alert_id,)).fetchone()
+        return None if row is None else Alert.from_dict(json.loads(row[0]))
 
     def rule_state(self) -> list[tuple[str, dict[str, Any]]]:
         with self._lock:
@@ -486,6 +582,59 @@ class _Tx:
             self._store._lock.release()
         if isinstance(exc, sqlite3.Error):
             raise StoreError(f"store {self._store.path}: {exc}") from exc
+
+
+def _set_meta(db: sqlite3.Connection, key: str, value: str) -> None:
+    db.execute(
+        "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value)
+    )
+
+
+def _insert_visits(db: sqlite3.Connection, visits: Iterable[VisitRow]) -> None:
+    for v in visits:
+        body = {
+            "household": v.household,
+            "residents": list(v.residents),
+            "visitor": v.visitor,
+            "visitor_name": v.visitor_name,
+            "role": v.role,
+            "at": v.at,
+            "method": v.method,
+            "note": v.note,
+            "event_seq": v.event_seq,
+            "device_id": v.device_id,
+        }
+        db.execute(
+            "INSERT OR IGNORE INTO visits(event_seq, household, residents, visitor, at, method, note, body) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                v.event_seq,
+                v.household,
+                ",".join(v.residents),
+                v.visitor,
+                v.at,
+                v.method,
+                v.note,
+                json.dumps(body, ensure_ascii=False),
+            ),
+        )
+
+
+def _visit(row_id: int, body: str) -> VisitRow:
+    d = json.loads(body)
+    return VisitRow(
+        household=d["household"],
+        residents=tuple(d["residents"]),
+        visitor=d["visitor"],
+        at=float(d["at"]),
+        method=d["method"],
+        note=d.get("note", ""),
+        event_seq=d.get("event_seq"),
+        visitor_name=d.get("visitor_name", ""),
+        role=d.get("role", ""),
+        device_id=d.get("device_id", ""),
+        id=row_id,
+    )
 
 
 def _event(seq: int, body: str) -> Event:
