@@ -63,6 +63,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from gateway.errors import ConfigError, ConfigProblem, PayloadError
 from gateway.models import Family, Kind, Observation
+from gateway.validation import problems_from_validation
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 MAX_DECIMALS = 4
@@ -183,29 +184,12 @@ class Profile(_Strict):
 # ------------------------------------------------------------------ loading
 
 
-def _loc(loc: Sequence[int | str]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif not part.startswith(("function-after", "model-after")):
-            out += f".{part}" if out else part
-    return out
-
-
 def load_profile(data: Mapping[str, Any], source: str = "<profile>", prefix: str = "") -> Profile:
     """Validate one profile table; ``ConfigError`` naming every wrong field by its path."""
     try:
         return Profile.model_validate(dict(data))
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            path = _loc(err["loc"])
-            if prefix:
-                path = f"{prefix}.{path}" if path else prefix
-            found = err.get("input")
-            problems.append(ConfigProblem(source, path, err["msg"], repr(found)[:80]))
-        raise ConfigError(problems) from None
+        raise ConfigError(problems_from_validation(exc, source, root=Profile, prefix=prefix)) from None
 
 
 def load_profile_file(path: str | Path) -> Profile:

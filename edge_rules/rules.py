@@ -22,6 +22,7 @@ from edge_rules.context import TIER_ORDER, DeviceInfo, RiskTier
 from edge_rules.schedule import WEEKDAYS, Window, parse_clock, parse_duration, zone
 from gateway.errors import ConfigError, ConfigProblem
 from gateway.models import Event, Family, Kind, Scalar
+from gateway.validation import problems_from_validation
 
 PACKS_DIR = Path(__file__).parent / "packs"
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -417,7 +418,7 @@ def parse_rule_file(data: Mapping[str, Any], file: str = "<rules>") -> RuleFile:
     try:
         parsed = RuleFile.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_problems_from_validation(exc, file)) from None
+        raise ConfigError(problems_from_validation(exc, file, drop=RULE_TYPES)) from None
     problems = check_rules(parsed.rules, file)
     if problems:
         raise ConfigError(problems)
@@ -507,51 +508,6 @@ def check_rules(rules: Sequence[AnyRule], file: str) -> list[ConfigProblem]:
                 bad(i, "interval_multiple", 'per = "device" (it multiplies the device report interval)', rule.per)
         if isinstance(rule, SequenceRule) and rule.min_gap is not None and rule.min_gap >= rule.within:
             bad(i, "min_gap", f"less than within ({rule.within:g} s)", f"{rule.min_gap:g} s")
-    return problems
-
-
-def _loc_to_path(loc: Iterable[int | str]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out
-
-
-def _short(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _problems_from_validation(exc: ValidationError, file: str) -> list[ConfigProblem]:
-    problems = []
-    for err in exc.errors(include_url=False):
-        # pydantic puts the union tag ("absence") and validator names into the location.
-        loc = tuple(
-            p for p in err["loc"] if not (isinstance(p, str) and (p in RULE_TYPES or p.startswith("function-")))
-        )
-        path = _loc_to_path(loc)
-        kind = err["type"]
-        ctx = err.get("ctx") or {}
-        if kind == "missing":
-            expected, found = "this field to be set", "nothing"
-        elif kind == "extra_forbidden":
-            expected, found = "no such key", f"unknown key {loc[-1]!r}"
-        elif kind in ("union_tag_invalid", "union_tag_not_found"):
-            path = f"{path}.type" if path else "type"
-            expected = f"one of {', '.join(RULE_TYPES)}"
-            found = repr(ctx["tag"]) if "tag" in ctx else "nothing"
-        else:
-            msg = err["msg"]
-            for prefix in ("Input should be ", "Value error, ", "String should "):
-                if msg.startswith(prefix):
-                    rest = msg[len(prefix) :]
-                    msg = rest if prefix != "String should " else "a string that should " + rest
-                    break
-            expected, found = msg, _short(err.get("input"))
-        problems.append(ConfigProblem(file, path, expected, found))
     return problems
 
 

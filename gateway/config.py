@@ -31,6 +31,7 @@ from edge_rules import RuleSet, available_packs, load_rules
 from edge_rules.schedule import parse_duration
 from gateway.errors import ConfigError, ConfigProblem, PayloadError
 from gateway.models import Family, Kind
+from gateway.validation import problems_from_validation
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
@@ -333,7 +334,9 @@ def parse_config(
     try:
         config = SiteConfig.model_validate(resolved)
     except ValidationError as exc:
-        problems.extend(_problems_from_validation(exc, file))
+        problems.extend(
+            problems_from_validation(exc, file, root=SiteConfig, drop=_UNION_TAGS, pattern_words=_PATTERN_WORDS)
+        )
         raise ConfigError(problems) from None
     problems.extend(cross_check(config, file))
     if problems:
@@ -395,98 +398,15 @@ def _secret_value(value: str, file: str, path: str, env: Mapping[str, str], prob
     return value
 
 
-def _loc_to_path(loc: Iterable[int | str]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out
-
-
-def _strip_union_tags(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
-    # pydantic puts the discriminator value ("influxdb_v1", "zigbee2mqtt") into the location
-    # of errors inside a tagged union member; people do not write that key.
-    tags = {"influxdb_v1", "influxdb_v2", "zigbee2mqtt", "rtl_433", "native"}
-    return tuple(p for p in loc if not (isinstance(p, str) and p in tags))
-
-
-def _short(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _problems_from_validation(exc: ValidationError, file: str) -> list[ConfigProblem]:
-    problems = []
-    for err in exc.errors(include_url=False):
-        loc = _strip_union_tags(tuple(err["loc"]))
-        path = _loc_to_path(loc)
-        kind = err["type"]
-        if kind == "missing":
-            expected, found = "this field to be set", "nothing"
-        elif kind == "extra_forbidden":
-            allowed = _allowed_keys(loc[:-1])
-            expected = "no such key" + (f" (allowed here: {', '.join(allowed)})" if allowed else "")
-            found = f"unknown key {loc[-1]!r}"
-        elif kind in ("union_tag_invalid", "union_tag_not_found"):
-            ctx = err.get("ctx") or {}
-            field = str(ctx.get("discriminator", "type")).strip("'")
-            path = f"{path}.{field}" if path else field
-            expected = f"one of {ctx['expected_tags']}" if "expected_tags" in ctx else f"a {field} key"
-            found = repr(ctx["tag"]) if "tag" in ctx else "nothing"
-        elif kind == "string_pattern_mismatch" and (err.get("ctx") or {}).get("pattern") in _PATTERN_WORDS:
-            expected = _PATTERN_WORDS[err["ctx"]["pattern"]]
-            found = _short(err.get("input"))
-        else:
-            expected = _expected_from_msg(err["msg"])
-            found = _short(err.get("input"))
-        problems.append(ConfigProblem(file, path, expected, found))
-    return problems
-
+# pydantic puts the discriminator value ("influxdb_v1", "zigbee2mqtt") into the location of
+# errors inside a tagged union member; people do not write that key.
+_UNION_TAGS = frozenset({"influxdb_v1", "influxdb_v2", "zigbee2mqtt", "rtl_433", "native"})
 
 _PATTERN_WORDS = {
     _ID: "an id of letters, digits, '-', '_' or '.' (no spaces)",
     _PORT: "an absolute device path, e.g. /dev/serial/by-id/usb-1a86_USB_Serial-if00-port0 or /dev/ttyUSB0",
     _URL: "an http:// or https:// URL, e.g. http://127.0.0.1:8086",
 }
-
-
-def _expected_from_msg(msg: str) -> str:
-    # pydantic says "Input should be a valid integer"; turn it into "a valid integer".
-    for prefix in ("Input should be ", "Value error, ", "String should "):
-        if msg.startswith(prefix):
-            rest = msg[len(prefix) :]
-            return rest if prefix != "String should " else "a string that should " + rest
-    return msg[0].lower() + msg[1:] if msg else msg
-
-
-def _allowed_keys(loc: tuple[int | str, ...]) -> list[str]:
-    """The keys a model accepts at ``loc`` (best effort, for error messages)."""
-    model: Any = SiteConfig
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        by_key = {f.alias or name: f for name, f in getattr(model, "model_fields", {}).items()}
-        field = by_key.get(part)
-        if field is None:
-            return []
-        model = _model_of(field.annotation)
-        if model is None:
-            return []
-    fields = getattr(model, "model_fields", None)
-    return sorted(f.alias or name for name, f in fields.items()) if fields else []
-
-
-def _model_of(annotation: Any) -> Any:
-    """Find the BaseModel class inside ``list[X]``, ``X | None`` and similar."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()):
-        found = _model_of(arg)
-        if found is not None:
-            return found
-    return None
 
 
 def cross_check(config: SiteConfig, file: str) -> list[ConfigProblem]:

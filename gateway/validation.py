@@ -1,0 +1,111 @@
+"""pydantic's validation errors as ``ConfigProblem``s: file, field path, expected, found.
+
+One translation for every file a person writes — the site config, rule files, Modbus
+profiles — so a mistake reads the same wherever it is. A leaf module (pydantic and the error
+tree only), so drivers and edge_rules can use it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from gateway.errors import ConfigProblem
+
+
+def problems_from_validation(
+    exc: ValidationError,
+    file: str,
+    *,
+    root: type[BaseModel] | None = None,
+    prefix: str = "",
+    drop: Collection[str] = (),
+    pattern_words: Mapping[str, str] | None = None,
+) -> list[ConfigProblem]:
+    """``root``: the validated model, to list the keys allowed where an unknown key was found;
+    ``prefix``: the path of the validated table inside its file; ``drop``: tagged-union tags
+    pydantic puts into locations (people do not write them); ``pattern_words``: how to say what
+    a regex pattern wants."""
+    problems = []
+    words = pattern_words or {}
+    for err in exc.errors(include_url=False):
+        loc = tuple(
+            p for p in err["loc"] if not (isinstance(p, str) and (p in drop or p.startswith(("function-", "model-"))))
+        )
+        path = loc_to_path(loc)
+        kind = err["type"]
+        ctx = err.get("ctx") or {}
+        if kind == "missing":
+            expected, found = "this field to be set", "nothing"
+        elif kind == "extra_forbidden":
+            allowed = allowed_keys(root, loc[:-1]) if root is not None else []
+            expected = "no such key" + (f" (allowed here: {', '.join(allowed)})" if allowed else "")
+            found = f"unknown key {loc[-1]!r}"
+        elif kind in ("union_tag_invalid", "union_tag_not_found"):
+            field = str(ctx.get("discriminator", "type")).strip("'")
+            path = f"{path}.{field}" if path else field
+            expected = f"one of {ctx['expected_tags']}" if "expected_tags" in ctx else f"a {field} key"
+            found = repr(ctx["tag"]) if "tag" in ctx else "nothing"
+        elif kind == "string_pattern_mismatch" and ctx.get("pattern") in words:
+            expected, found = words[ctx["pattern"]], short(err.get("input"))
+        else:
+            expected, found = expected_from_msg(err["msg"]), short(err.get("input"))
+        if prefix:
+            path = f"{prefix}.{path}" if path else prefix
+        problems.append(ConfigProblem(file, path, expected, found))
+    return problems
+
+
+def loc_to_path(loc: Iterable[int | str]) -> str:
+    """``("devices", 3, "household")`` → ``devices[3].household``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def expected_from_msg(msg: str) -> str:
+    # pydantic says "Input should be a valid integer"; turn it into "a valid integer".
+    for prefix in ("Input should be ", "Value error, ", "String should "):
+        if msg.startswith(prefix):
+            rest = msg[len(prefix) :]
+            return rest if prefix != "String should " else "a string that should " + rest
+    return msg[0].lower() + msg[1:] if msg else msg
+
+
+def allowed_keys(root: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
+    """The keys the model at ``loc`` under ``root`` accepts (best effort, for error messages)."""
+    model: Any = root
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        by_key = {f.alias or name: f for name, f in getattr(model, "model_fields", {}).items()}
+        field = by_key.get(part)
+        if field is None:
+            return []
+        model = _model_of(field.annotation)
+        if model is None:
+            return []
+    fields = getattr(model, "model_fields", None)
+    return sorted(f.alias or name for name, f in fields.items()) if fields else []
+
+
+def _model_of(annotation: Any) -> Any:
+    """The BaseModel class inside ``list[X]``, ``X | None`` and similar."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None
