@@ -115,14 +115,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from gateway.runtime import Gateway
     from simulators.block import demo_site
     from simulators.runner import default_demo_incidents, run_simulation
+    from simulators.serial_radar import PtyRadar
 
-    data_dir = Path(args.data_dir) if args.data_dir else Path(tempfile.mkdtemp(prefix="sensegate-demo-"))
+    data_dir = Path(args.data_dir).resolve() if args.data_dir else Path(tempfile.mkdtemp(prefix="sensegate-demo-"))
+    data_dir.mkdir(parents=True, exist_ok=True)
+    # The block's wired fall radar (MR60FDA1 on a UART) is simulated on a pseudo-terminal.
+    radar = PtyRadar(data_dir / "ttyMR60FDA1", "mr60fda1", seed=args.seed)
 
     async def main() -> int:
         stop = asyncio.Event()
         _stop_on_signals(stop)
+        radar.open()  # inside the loop: it reads configuration commands from the gateway
         async with LocalBroker(args.broker) as broker:
-            site = demo_site(args.buildings, args.households, data_dir=str(data_dir))
+            site = demo_site(args.buildings, args.households, data_dir=str(data_dir), radar_port=str(radar.link))
             site["mqtt"] = {"host": broker.host, "port": broker.port}
             config = parse_config(site, file="<demo>")
             gateway = Gateway(config, console=sys.stdout)
@@ -149,6 +154,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 )
                 stop.set()
 
+            async def wired_radar() -> None:
+                beating = asyncio.create_task(radar.run(stop))
+                await gateway.ready.wait()
+                radar.presence(True)
+                # The demo's script: a fall on the wired radar at ~40 s that the elder recovers
+                # from (raised, then downgraded and kept on record).
+                await SystemClock().sleep(38.0)
+                await radar.fall(recover=True, recover_after=12.0)
+                await beating
+
             async def report() -> None:
                 while not stop.is_set():
                     await asyncio.sleep(args.report_every)
@@ -164,9 +179,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 tg.create_task(gateway.run(stop))
                 sim = tg.create_task(simulate())
                 rep = tg.create_task(report())
+                wired = tg.create_task(wired_radar()) if args.buildings >= 2 else None
                 await stop.wait()
                 sim.cancel()
                 rep.cancel()
+                if wired is not None:
+                    wired.cancel()
+        radar.close()
         return 0
 
     return _run_async(main())

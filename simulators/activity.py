@@ -216,7 +216,9 @@ class BlockActivity:
             self.homes[h.id] = _Home(h, [self._person(r) for r in site.residents if r.household == h.id])
         self.lobby: dict[str, list[SimDevice]] = {}  # building → its public door devices
         for d in site.devices:
-            sim = self.devices[d.id]
+            sim = self.devices.get(d.id)
+            if sim is None:
+                continue  # a serial device: not part of the MQTT activity
             home = self.homes.get(d.household)
             if home is None:
                 if isinstance(sim, DoorSim):

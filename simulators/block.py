@@ -112,13 +112,24 @@ def _z2m(friendly_name: str, actions: dict[str, str] | None = None) -> dict[str,
     return src
 
 
+# Where the demo's wired fall radar is plugged in (a stable by-id path, as installers should
+# write it); the demo itself points it at a pseudo-terminal.
+SERIAL_RADAR_PORT = "/dev/serial/by-id/usb-Seeed_MR60FDA1-if00-port0"
+
+
 def demo_site(
     buildings: int = 2,
     households_per_building: int = 20,
     gateway_id: str = "demo",
     data_dir: str = "sensegate-demo-data",
+    radar_port: str = SERIAL_RADAR_PORT,
 ) -> dict[str, Any]:
-    """The demo block as a dict that ``gateway.config.parse_config`` accepts."""
+    """The demo block as a dict that ``gateway.config.parse_config`` accepts.
+
+    Building 2's first flat (a lone elder's) has a wired MR60FDA1 fall radar on the bathroom
+    ceiling instead of a Zigbee one, on ``radar_port``; ``sensegate demo`` puts a simulated
+    radar on a pseudo-terminal there.
+    """
     if buildings < 1 or households_per_building < 1:
         raise ValueError("a block needs at least one building with one household")
     rng = random.Random(_SEED)
@@ -177,6 +188,15 @@ def demo_site(
                         "mqtt": _z2m(f"{where}/烟感"),
                     },
                     {
+                        "id": f"{hid}-fall",
+                        "family": "fall",
+                        "model": "MR60FDA1",
+                        "household": hid,
+                        "room": "卫生间",
+                        "serial": {"port": radar_port, "protocol": "mr60fda1"},
+                    }
+                    if (b, i) == (2, 0)
+                    else {
                         "id": f"{hid}-fall",
                         "family": "fall",
                         "model": FALL_MODELS[i % len(FALL_MODELS)],

@@ -256,8 +256,12 @@ def default_demo_incidents(site: SiteConfig | None = None) -> list[Incident]:
     alone = [r.household for r in site.residents if r.lives_alone and r.household in with_devices]
     elders = list(dict.fromkeys(alone)) or households
     others = [h for h in households if h not in elders] or households
+    # The scripted fall goes through an MQTT radar; a flat with a wired (serial) one has its
+    # own pty simulator (``sensegate demo`` scripts that radar separately).
+    mqtt_radar = {d.household for d in site.devices if d.family == "fall" and d.mqtt is not None}
+    fallers = [h for h in elders if h in mqtt_radar] or elders
     return [
         Incident(8.0, elders[0], "sos"),
         Incident(18.0, others[0], "smoke", duration=40.0),
-        Incident(28.0, elders[1 % len(elders)] if len(elders) > 1 else elders[0], "fall_no_recovery"),
+        Incident(28.0, fallers[1 % len(fallers)] if len(fallers) > 1 else fallers[0], "fall_no_recovery"),
     ]

@@ -31,10 +31,15 @@ def test_demo_site_validates_with_the_expected_shape() -> None:
             zigbee_by_home[d.household][d.family] += 1
             assert d.mqtt.friendly_name.startswith(f"{d.household[0]}号楼/"), d.mqtt.friendly_name
             assert d.family == zigbee2mqtt.MODELS[d.model].family
-    # four zigbee devices in every flat: a door contact, a smoke detector, a fall radar, an SOS button
+    # Four zigbee devices in every flat (a door contact, a smoke detector, a fall radar, an SOS
+    # button) — but building 2's first flat, whose fall radar is wired (MR60FDA1 on a UART).
+    (wired,) = [d for d in config.devices if d.serial is not None]
+    assert (wired.id, wired.model, wired.room) == ("2-1-101-fall", "MR60FDA1", "卫生间")
+    assert wired.serial is not None and wired.serial.protocol == "mr60fda1"
+    assert zigbee_by_home.pop("2-1-101") == Counter(dict.fromkeys(FAMILIES - {Family.FALL}, 1))
     assert all(c == Counter(dict.fromkeys(FAMILIES, 1)) for c in zigbee_by_home.values())
     names = [d.mqtt.friendly_name for d in config.devices if isinstance(d.mqtt, Zigbee2MqttSource)]
-    assert len(set(names)) == len(names) == 160
+    assert len(set(names)) == len(names) == 159
     assert "1号楼/1单元/101/门磁" in names
 
     models = Counter(d.model for d in config.devices)
