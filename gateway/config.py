@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from drivers import SERIAL_CODECS, rtl433, zigbee2mqtt
+from drivers.modbus_profiles import Profile, builtin_profiles, load_profile
 from edge_rules import RuleSet, available_packs, load_rules
 from edge_rules.schedule import parse_duration
 from gateway.errors import ConfigError, ConfigProblem, PayloadError
@@ -253,9 +254,35 @@ class SerialSource(_Model):
     radar: RadarSettings | None = None  # mr60fda2 only
 
 
+class ModbusBusSettings(_Model):
+    """One RS-485 bus of Modbus RTU detectors (``[[modbus_buses]]``); defaults as ``ModbusBus``'s."""
+
+    id: Annotated[str, Field(pattern=_ID, max_length=64)]
+    port: Annotated[str, Field(pattern=_PORT)]  # absolute; prefer /dev/serial/by-id/…
+    baudrate: Annotated[int, Field(ge=1200, le=921_600)] = 9600
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
+    timeout: Annotated[float, Field(gt=0, le=10)] = 1.0  # seconds to wait for one answer
+    poll_interval: Annotated[float, Field(gt=0, le=3600)] = 2.0  # one round of every detector
+    offline_after: Annotated[int, Field(ge=1, le=1000)] = 3  # consecutive failed polls
+    telemetry_interval: Annotated[float, Field(gt=0, le=86_400)] = 60.0
+    deadband: Annotated[float, Field(ge=0)] = 1.0  # concentration change stored at once
+    backoff_initial: Annotated[float, Field(gt=0, le=3600)] = 1.0
+    backoff_max: Annotated[float, Field(gt=0, le=86_400)] = 30.0
+
+
+class ModbusSource(_Model):
+    """A detector on a Modbus bus: ``modbus = { bus = "b1", unit_id = 3, profile = "GENERIC-GAS" }``."""
+
+    bus: str  # the id of a [[modbus_buses]] entry
+    unit_id: Annotated[int, Field(ge=1, le=247)]  # the detector's slave address
+    profile: Annotated[str, Field(min_length=1)]  # a shipped profile or a [modbus_profiles.<MODEL>] table
+
+
 class Device(_Model):
-    """A configured device, reached either over MQTT (``mqtt = {…}``) or on a serial port
-    (``serial = {…}``) — exactly one of the two (checked in ``cross_check``)."""
+    """A configured device, reached over MQTT (``mqtt = {…}``), on its own serial port
+    (``serial = {…}``) or on a Modbus bus (``modbus = {…}``) — exactly one of them (checked in
+    ``cross_check``)."""
 
     id: Annotated[str, Field(pattern=_ID, max_length=128)]
     family: Family
@@ -265,6 +292,7 @@ class Device(_Model):
     room: str = ""
     mqtt: Source | None = None
     serial: SerialSource | None = None
+    modbus: ModbusSource | None = None
     # How often the device reports when all is well (seconds): device supervision raises a
     # maintenance ticket after a multiple of it in silence. Unset: the rule's own default.
     report_interval: Annotated[float, Field(gt=0)] | None = None
@@ -287,6 +315,10 @@ class SiteConfig(_Model):
     devices: list[Device] = []
     visitors: list[Visitor] = []
     visits: VisitSettings = VisitSettings()
+    modbus_buses: list[ModbusBusSettings] = []
+    # Register maps by model, as in drivers/profiles/*.toml; validated in cross_check with
+    # drivers.modbus_profiles.load_profile so a mistake is named by its path in this file.
+    modbus_profiles: dict[str, dict[str, Any]] = {}
 
     # Derived settings, resolved against the gateway id.
     @property
@@ -468,19 +500,22 @@ def cross_check(config: SiteConfig, file: str) -> list[ConfigProblem]:
                     repr(d.building),
                 )
             )
-        if (d.mqtt is None) == (d.serial is None):
+        reached = [name for name in ("mqtt", "serial", "modbus") if getattr(d, name) is not None]
+        if len(reached) != 1:
             problems.append(
                 ConfigProblem(
                     file,
                     where,
-                    "exactly one of mqtt = {…} or serial = {…} (how the device is reached)",
-                    "both" if d.serial is not None else "neither",
+                    "exactly one of mqtt = {…}, serial = {…} or modbus = {…} (how the device is reached)",
+                    " and ".join(reached) if reached else "none",
                 )
             )
             continue
         if d.serial is not None:
             problems.extend(_check_serial(file, where, d, d.serial, ports, i))
             continue
+        if d.modbus is not None:
+            continue  # checked with the buses, below
         src = d.mqtt
         if isinstance(src, Zigbee2MqttSource):
             model = zigbee2mqtt.MODELS.get(d.model)
@@ -531,6 +566,125 @@ def cross_check(config: SiteConfig, file: str) -> list[ConfigProblem]:
                             str(exc),
                         )
                     )
+    problems.extend(_check_modbus(config, file, ports))
+    return problems
+
+
+def site_profiles(config: SiteConfig, file: str = "<config>") -> dict[str, Profile]:
+    """The Modbus profiles a site can use, by model: the shipped examples, then the config's
+    ``[modbus_profiles.<MODEL>]`` tables (a table named like a shipped profile replaces it).
+    ``ConfigError`` names every wrong field by its path in the file."""
+    problems: list[ConfigProblem] = []
+    profiles = _profiles(config, file, problems)
+    if problems:
+        raise ConfigError(problems)
+    return profiles
+
+
+def _profiles(config: SiteConfig, file: str, problems: list[ConfigProblem]) -> dict[str, Profile]:
+    """The profiles that validate; the mistakes of the others go to ``problems``."""
+    profiles = builtin_profiles()
+    for model, table in config.modbus_profiles.items():
+        where = f"modbus_profiles.{model}"
+        named = table.get("model", model)
+        if named != model:
+            problems.append(
+                ConfigProblem(file, f"{where}.model", f"{model!r} (the table's name) or nothing", repr(named))
+            )
+            continue
+        try:
+            profiles[model] = load_profile({**table, "model": model}, file, prefix=where)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            profiles.pop(model, None)  # a broken table does not fall back to a shipped one
+    return profiles
+
+
+def _check_modbus(config: SiteConfig, file: str, serial_ports: dict[str, int]) -> list[ConfigProblem]:
+    """Buses, the detectors on them and their profiles."""
+    problems: list[ConfigProblem] = []
+    if not (config.modbus_buses or config.modbus_profiles or any(d.modbus for d in config.devices)):
+        return problems
+    profiles = _profiles(config, file, problems)
+    buses: dict[str, int] = {}
+    bus_ports: dict[str, int] = {}
+    for k, b in enumerate(config.modbus_buses):
+        where = f"modbus_buses[{k}]"
+        if b.id in buses:
+            problems.append(ConfigProblem(file, f"{where}.id", "a unique id", repr(b.id)))
+        buses.setdefault(b.id, k)
+        port = os.path.normpath(b.port)
+        if port in bus_ports:
+            problems.append(
+                ConfigProblem(
+                    file, f"{where}.port", f"a port not used by modbus_buses[{bus_ports[port]}]", repr(b.port)
+                )
+            )
+        elif port in serial_ports:
+            # One process, one owner of a port: a radar and a Modbus master cannot share a line.
+            problems.append(
+                ConfigProblem(
+                    file,
+                    f"{where}.port",
+                    f"a port not used by devices[{serial_ports[port]}] (a serial device has its port to itself)",
+                    repr(b.port),
+                )
+            )
+        bus_ports.setdefault(port, k)
+        if b.backoff_max < b.backoff_initial:
+            problems.append(
+                ConfigProblem(
+                    file,
+                    f"{where}.backoff_max",
+                    f"at least backoff_initial ({b.backoff_initial:g})",
+                    f"{b.backoff_max:g}",
+                )
+            )
+    units: dict[tuple[str, int], int] = {}
+    used: set[str] = set()
+    for i, d in enumerate(config.devices):
+        src = d.modbus
+        if src is None or d.mqtt is not None or d.serial is not None:
+            continue
+        where = f"devices[{i}]"
+        if src.bus not in buses:
+            problems.append(_unknown(file, f"{where}.modbus.bus", "Modbus bus", src.bus, buses))
+        else:
+            used.add(src.bus)
+            key = (src.bus, src.unit_id)
+            if key in units:
+                problems.append(
+                    ConfigProblem(
+                        file,
+                        f"{where}.modbus.unit_id",
+                        f"a unit id not used on bus {src.bus} by devices[{units[key]}]",
+                        str(src.unit_id),
+                    )
+                )
+            units.setdefault(key, i)
+        profile = profiles.get(src.profile)
+        if profile is None:
+            if src.profile not in config.modbus_profiles:  # a broken table is reported above
+                problems.append(_unknown(file, f"{where}.modbus.profile", "Modbus profile", src.profile, profiles))
+        elif profile.kind_family != d.family:
+            problems.append(
+                ConfigProblem(
+                    file,
+                    f"{where}.family",
+                    f"{profile.family!r} for profile {profile.model}",
+                    repr(d.family.value),
+                )
+            )
+    for k, b in enumerate(config.modbus_buses):
+        if b.id not in used and buses.get(b.id) == k:
+            problems.append(
+                ConfigProblem(
+                    file,
+                    f"modbus_buses[{k}]",
+                    f"a device with modbus = {{ bus = {b.id!r}, … }}",
+                    "no device on this bus",
+                )
+            )
     return problems
 
 

@@ -5,8 +5,10 @@ events, or raises ``PayloadError`` (``UnknownDeviceError`` for a well-formed mes
 device the registry does not know). Topics the gateway has no business with (the
 zigbee2mqtt bridge's own topics, ``/set`` and ``/get``) decode to nothing.
 
-Devices on serial ports (``serial = {…}``) get their entry and location like MQTT ones;
-``serial_devices`` lists them and ``serial_events`` makes their events from decoded frames.
+Wired devices — on their own serial port (``serial = {…}``) or on a Modbus bus
+(``modbus = {…}``) — get their entry and location like MQTT ones; ``serial_devices`` and
+``modbus_devices`` list them and ``device_events`` makes their events from what their driver
+decoded.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class Registry:
         self._z2m: dict[str, DeviceEntry] = {}
         self._rtl: dict[tuple[str, str, str], DeviceEntry] = {}
         self.serial_devices: dict[str, DeviceEntry] = {}
+        self.modbus_devices: dict[str, DeviceEntry] = {}
         for d in config.devices:
             house = households.get(d.household)
             location = Location(
@@ -62,6 +65,8 @@ class Registry:
             self.devices[d.id] = entry
             if d.serial is not None:
                 self.serial_devices[d.id] = entry
+            elif d.modbus is not None:
+                self.modbus_devices[d.id] = entry
             elif isinstance(d.mqtt, Zigbee2MqttSource):
                 self._z2m[d.mqtt.friendly_name] = entry
             elif isinstance(d.mqtt, Rtl433Source):
@@ -75,9 +80,9 @@ class Registry:
     def subscriptions(self) -> list[str]:
         """Topic filters the ingest subscribes to (wildcards, so unknown devices are seen and counted)."""
         subs = []
-        # With no MQTT device configured (an empty site, or serial devices only), subscribe to
+        # With no MQTT device configured (an empty site, or wired devices only), subscribe to
         # every format: a device publishing anyway is seen and counted as unknown.
-        none = len(self.serial_devices) == len(self.devices)
+        none = all(d.config.mqtt is None for d in self.devices.values())
         if self._z2m or none:
             subs.append(self._z2m_prefix + "#")
         if self._rtl or none:
@@ -143,12 +148,18 @@ class Registry:
             )
         return self._events(entry, list(msg.observations), payload, received_at, "native")
 
-    def serial_events(
-        self, device_id: str, observations: list[Observation], frame: bytes, received_at: float, source: str
+    def device_events(
+        self, device_id: str, observations: list[Observation], raw: bytes | str, received_at: float, source: str
     ) -> list[Event]:
-        """Events of a serial device from one frame's observations; ``raw`` is the frame in hex."""
-        entry = self.serial_devices[device_id]
-        return self._events(entry, observations, frame, received_at, source, raw=frame[: RAW_LIMIT // 3].hex(" "))
+        """Events of a wired (serial or Modbus) device from what its driver decoded.
+
+        ``raw`` is kept as the event's ``raw``: a frame (bytes) in hex, or the text the driver
+        gives (a Modbus poll's registers in hex)."""
+        entry = self.devices[device_id]
+        if entry.config.mqtt is not None:
+            raise ValueError(f"{device_id} is an MQTT device: its events come from decode()")
+        text = raw[: RAW_LIMIT // 3].hex(" ") if isinstance(raw, bytes) else raw[:RAW_LIMIT]
+        return self._events(entry, observations, b"", received_at, source, raw=text)
 
     @staticmethod
     def _events(

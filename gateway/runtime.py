@@ -16,6 +16,7 @@ import sys
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TextIO
 
+from drivers.modbus_bus import ClientFactory, pymodbus_client
 from drivers.serial_link import Opener, open_serial
 from gateway.alerts import AlertPath, Transition, console_line
 from gateway.clock import Clock, SystemClock
@@ -94,6 +95,7 @@ class Gateway:
         sinks: Mapping[str, Sink] | None = None,
         console: TextIO | None = None,
         serial_opener: Opener | None = None,
+        modbus_client_factory: ClientFactory | None = None,
     ) -> None:
         self.config = config
         self.clock = clock or SystemClock()
@@ -132,7 +134,14 @@ class Gateway:
         self._rules_wake = asyncio.Event()
         self.ingest = MqttIngest(config, self.registry, self.store, self.clock, self.outputs, self._on_stored)
         self.serial = SerialIngest(
-            config, self.registry, self.store, self.clock, self.outputs, self._on_stored, serial_opener or open_serial
+            config,
+            self.registry,
+            self.store,
+            self.clock,
+            self.outputs,
+            self._on_stored,
+            serial_opener or open_serial,
+            modbus_client_factory or pymodbus_client,
         )
         self.ready = asyncio.Event()  # set once connected to the broker
 
@@ -227,20 +236,25 @@ class Gateway:
             async with asyncio.TaskGroup() as tg:
                 ingest = tg.create_task(supervise("mqtt ingest", self.ingest.run, self.clock))
                 # One supervised task per serial device: a port that fails restarts alone.
-                radios = [
+                wired = [
                     tg.create_task(supervise(f"serial {d}", functools.partial(self.serial.run_device, d), self.clock))
                     for d in self.serial.links
+                ]
+                # One per Modbus bus: the detectors on it share the port and are polled in turn.
+                wired += [
+                    tg.create_task(supervise(f"modbus {b}", functools.partial(self.serial.run_bus, b), self.clock))
+                    for b in self.serial.buses
                 ]
                 others = [tg.create_task(supervise(f"output {f.name}", f.run, self.clock)) for f in self.forwarders]
                 others.append(tg.create_task(supervise("alert publisher", self.publisher.run, self.clock)))
                 others.append(tg.create_task(supervise("housekeeping", self._housekeeping, self.clock)))
                 others.append(tg.create_task(supervise("rule timers", self._rule_timer, self.clock)))
-                if radios:
+                if wired:
                     others.append(tg.create_task(supervise("serial writer", self.serial.run_writer, self.clock)))
                 others.append(tg.create_task(self._watch_ready()))
                 await stop.wait()
                 log.info("stopping: no longer accepting; flushing outputs for up to %.0f s", SHUTDOWN_FLUSH)
-                for task in [ingest, *radios]:
+                for task in [ingest, *wired]:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task

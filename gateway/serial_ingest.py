@@ -1,4 +1,5 @@
-"""Serial ingest: one supervised link per serial device, events committed in small group commits.
+"""Serial ingest: one supervised link per serial device and one poller per Modbus bus, events
+committed in small group commits.
 
 For every device configured with ``serial = {…}`` the runtime runs ``run_device(id)`` under
 ``supervise``: a ``drivers.serial_link.SerialLink`` on the device's port with the codec named by
@@ -15,9 +16,19 @@ transaction, then hands the stored events to ``on_stored`` (the alert path), as 
 ingest does. A serial device cannot be asked to resend, so a frame is safe once it is read:
 the link never pauses reading while the store commits.
 
+For every ``[[modbus_buses]]`` entry the runtime runs ``run_bus(id)``: a
+``drivers.modbus_bus.ModbusBus`` polling the detectors configured on it with their profiles
+(``gateway.config.site_profiles``). What it emits (alarm / clear edges, faults, telemetry,
+``online`` / ``offline``) goes through the same queue and writer, as events with
+``source = "modbus:<profile model>"`` and the registers read, in hex, as ``raw``.
+
 Counters (in the store, shown by ``sensegate status``): ``serial.<device>.bytes``,
-``.frames``, ``.bad_checksums``, ``.resync_bytes``, ``.reopens``, ``.thinned``, and
-``malformed.<reason>`` for frames that pass the checksum but cannot be decoded.
+``.frames``, ``.bad_checksums``, ``.resync_bytes``, ``.reopens``, ``.thinned``;
+``modbus.<bus>.polls``, ``.failures``, ``.timeouts``, ``.exceptions``, ``.malformed``,
+``.reconnects`` and the same per detector as ``modbus.<bus>.<device>.<name>``; and
+``malformed.<reason>`` for frames that pass the checksum, or registers that were read, but
+cannot be decoded (kept in the store's rejected payloads, topic ``serial/<device>`` or
+``modbus/<bus>/<device>``).
 """
 
 from __future__ import annotations
@@ -30,10 +41,12 @@ from dataclasses import dataclass, field
 
 from drivers import SERIAL_CODECS
 from drivers.framing import FrameCodec
+from drivers.modbus_bus import ClientFactory, ModbusBus, pymodbus_client
+from drivers.modbus_profiles import Profile
 from drivers.radar_latch import RadarLatch
 from drivers.serial_link import Frames, LinkDown, LinkItem, LinkUp, Opener, SerialLink, open_serial
 from gateway.clock import Clock
-from gateway.config import SiteConfig
+from gateway.config import SiteConfig, site_profiles
 from gateway.errors import PayloadError
 from gateway.log import LogOnce
 from gateway.models import Event, Kind, Observation
@@ -41,6 +54,9 @@ from gateway.registry import Registry
 from gateway.store import Store
 
 log = logging.getLogger("sensegate.serial_ingest")
+
+# A bus that polls without anything to report still has counters to store this often (seconds).
+COUNTER_FLUSH = 10.0
 
 
 @dataclass(slots=True)
@@ -66,6 +82,7 @@ class SerialIngest:
         outputs: dict[str, frozenset[str] | None],
         on_stored: Callable[[list[Event]], Awaitable[None]],
         opener: Opener = open_serial,
+        modbus_client_factory: ClientFactory = pymodbus_client,
     ) -> None:
         self.config = config
         self.registry = registry
@@ -96,6 +113,35 @@ class SerialIngest:
                 opener=opener,
                 name=f"radar {device_id}",
             )
+        self.buses: dict[str, ModbusBus] = {}
+        self.modbus_sources: dict[str, str] = {}  # device id → "modbus:<profile model>"
+        if config.modbus_buses:
+            profiles = site_profiles(config)
+            on_bus: dict[str, list[tuple[str, int, Profile]]] = {b.id: [] for b in config.modbus_buses}
+            for device_id, entry in registry.modbus_devices.items():
+                m = entry.config.modbus
+                assert m is not None  # modbus_devices holds only those
+                profile = profiles[m.profile]
+                on_bus[m.bus].append((device_id, m.unit_id, profile))
+                self.modbus_sources[device_id] = f"modbus:{profile.model}"
+            for b in config.modbus_buses:
+                self.buses[b.id] = ModbusBus(
+                    b.port,
+                    on_bus[b.id],
+                    clock,
+                    baudrate=b.baudrate,
+                    parity=b.parity,
+                    stopbits=b.stopbits,
+                    timeout=b.timeout,
+                    poll_interval=b.poll_interval,
+                    offline_after=b.offline_after,
+                    telemetry_interval=b.telemetry_interval,
+                    deadband=b.deadband,
+                    backoff_initial=b.backoff_initial,
+                    backoff_max=b.backoff_max,
+                    client_factory=modbus_client_factory,
+                    name=f"modbus {b.id}",
+                )
 
     # ------------------------------------------------------------------ per device
 
@@ -119,7 +165,7 @@ class SerialIngest:
             else:
                 values["opens"] = link.opens
             obs = [Observation(kind, values)]
-            batch.events.extend(self.registry.serial_events(device_id, obs, b"", item.at, source))
+            batch.events.extend(self.registry.device_events(device_id, obs, b"", item.at, source))
         elif isinstance(item, Frames):
             latch = self.latches[device_id]
             now = self.clock.monotonic()
@@ -136,7 +182,7 @@ class SerialIngest:
                     continue
                 admitted = [o for o in (latch.admit(obs, now) for obs in decoded) if o is not None]
                 if admitted:
-                    batch.events.extend(self.registry.serial_events(device_id, admitted, frame, item.at, source))
+                    batch.events.extend(self.registry.device_events(device_id, admitted, frame, item.at, source))
         for name, delta in link.counters.take().items():
             batch.counts[f"serial.{device_id}.{name}"] = delta
         thinned = self.latches[device_id].thinned
@@ -144,6 +190,46 @@ class SerialIngest:
             batch.counts[f"serial.{device_id}.thinned"] = thinned
             self.latches[device_id].thinned = 0
         return batch
+
+    # ------------------------------------------------------------------ per Modbus bus
+
+    async def run_bus(self, bus_id: str) -> None:
+        """Poll one bus until cancelled; what it emits goes to the writer with its counters."""
+        bus = self.buses[bus_id]
+
+        async def emit(device_id: str, observations: list[Observation], raw: str) -> None:
+            batch = _Batch()
+            batch.events.extend(
+                self.registry.device_events(
+                    device_id, observations, raw, self.clock.now(), self.modbus_sources[device_id]
+                )
+            )
+            self._put(bus_id, bus, batch)
+
+        async def malformed(device_id: str, exc: PayloadError, raw: str) -> None:
+            batch = _Batch()
+            batch.counts[f"malformed.{exc.reason}"] = 1
+            batch.rejected.append((f"modbus/{bus_id}/{device_id}", exc.reason, str(exc), raw.encode()))
+            self._put(bus_id, bus, batch)
+
+        async def flush_counters() -> None:
+            while True:
+                await self.clock.sleep(COUNTER_FLUSH)
+                self._put(bus_id, bus, _Batch())
+
+        bus.on_malformed = malformed
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(flush_counters())
+                await bus.run(emit)
+        finally:
+            self._put(bus_id, bus, _Batch())  # the counts since the last batch; drain() commits them
+
+    def _put(self, bus_id: str, bus: ModbusBus, batch: _Batch) -> None:
+        for name, delta in bus.counters.take().items():
+            batch.counts[f"modbus.{bus_id}.{name}"] = delta
+        if batch.events or batch.counts or batch.rejected:
+            self._queue.put_nowait(batch)
 
     # ------------------------------------------------------------------ the writer
 

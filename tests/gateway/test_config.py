@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -180,3 +181,132 @@ def test_rtl433_code_tables_accept_codes_and_flag_names_and_name_the_bad_key() -
     (p,) = problems(site)
     assert p.startswith("site.toml: devices[4].mqtt.codes: expected keys that are codes (decimal or 0x-hex) or fields")
     assert "switch9" in p
+
+
+# ------------------------------------------------------------------ Modbus buses and detectors
+
+
+def _modbus_site(*devices: dict[str, Any], buses: list[dict[str, Any]] | None = None, **extra: Any) -> dict:
+    site = minimal_site(**extra)
+    site["modbus_buses"] = buses if buses is not None else [{"id": "b1", "port": "/dev/ttyUSB0"}]
+    site["devices"].extend({"household": "1-1-101", **d} for d in devices)
+    return site
+
+
+def _gas(id: str = "gas", unit_id: int = 1, **changes: Any) -> dict[str, Any]:
+    return {
+        "id": id,
+        "family": "gas",
+        "model": "GENERIC-GAS",
+        "modbus": {"bus": "b1", "unit_id": unit_id, "profile": "GENERIC-GAS"},
+        **changes,
+    }
+
+
+def test_modbus_bus_defaults_and_site_profiles() -> None:
+    from gateway.config import site_profiles
+
+    table = {
+        "family": "smoke",
+        "reads": [{"function": 4, "address": 2, "count": 1}],
+        "alarm": {"function": 4, "address": 2, "levels": {"alarm": 0}},
+    }
+    site = _modbus_site(
+        _gas(),
+        {"id": "smoke", "family": "smoke", "model": "X", "modbus": {"bus": "b1", "unit_id": 2, "profile": "ACME-S1"}},
+        modbus_profiles={"ACME-S1": table},
+    )
+    config = parse_config(site, environ={})
+    bus = config.modbus_buses[0]
+    assert (bus.baudrate, bus.parity, bus.stopbits, bus.timeout, bus.poll_interval, bus.offline_after) == (
+        9600,
+        "N",
+        1,
+        1.0,
+        2.0,
+        3,
+    )
+    profiles = site_profiles(config)
+    assert set(profiles) == {"GENERIC-GAS", "GENERIC-SMOKE", "ACME-S1"}
+    assert profiles["ACME-S1"].model == "ACME-S1" and profiles["ACME-S1"].reads[0].function == 4
+
+
+def test_modbus_cross_checks_name_each_mistake() -> None:
+    site = _modbus_site(
+        _gas("g1"),
+        _gas("g2"),  # unit id 1 again on b1
+        _gas("g3", 3, modbus={"bus": "b9", "unit_id": 3, "profile": "GENERIC-GAS"}),  # no such bus
+        _gas("g4", 4, modbus={"bus": "b1", "unit_id": 4, "profile": "NOPE"}),  # no such profile
+        _gas("g5", 5, family="smoke"),  # a gas profile on a smoke device
+        _gas("g6", 6, mqtt={"format": "native"}),  # two ways to reach it
+        {"id": "r1", "family": "fall", "model": "MR60FDA1", "serial": {"port": "/dev/ttyUSB1", "protocol": "mr60fda1"}},
+        buses=[
+            {"id": "b1", "port": "/dev/ttyUSB0"},
+            {"id": "b2", "port": "/dev/ttyUSB1"},  # a radar's port; and nothing on it
+            {"id": "b1", "port": "/dev/ttyUSB2", "backoff_initial": 5, "backoff_max": 1},
+        ],
+    )
+    found = problems(site)
+    assert found == [
+        "site.toml: devices[11]: expected exactly one of mqtt = {…}, serial = {…} or modbus = {…} "
+        "(how the device is reached), found mqtt and modbus",
+        "site.toml: modbus_buses[1].port: expected a port not used by devices[12] (a serial device has its port "
+        "to itself), found '/dev/ttyUSB1'",
+        "site.toml: modbus_buses[2].id: expected a unique id, found 'b1'",
+        "site.toml: modbus_buses[2].backoff_max: expected at least backoff_initial (5), found 1",
+        "site.toml: devices[7].modbus.unit_id: expected a unit id not used on bus b1 by devices[6], found 1",
+        "site.toml: devices[8].modbus.bus: expected a known Modbus bus (b1, b2), found 'b9'",
+        "site.toml: devices[9].modbus.profile: expected a known Modbus profile (GENERIC-GAS, GENERIC-SMOKE), "
+        "found 'NOPE'",
+        "site.toml: devices[10].family: expected 'gas' for profile GENERIC-GAS, found 'smoke'",
+        "site.toml: modbus_buses[1]: expected a device with modbus = { bus = 'b2', … }, found no device on this bus",
+    ]
+
+
+def test_modbus_field_errors_and_profile_tables_are_located() -> None:
+    bad_profile = {
+        "model": "OTHER",  # not the table's name
+    }
+    broken = {"family": "gas", "reads": [{"address": 0, "count": 200}], "alarm": {"address": 0, "levelz": {}}}
+    site = _modbus_site(
+        _gas(modbus={"bus": "b1", "unit_id": 0, "profile": "BROKEN", "baud": 1}),
+        buses=[{"id": "b1", "port": "ttyUSB0", "parity": "X", "stopbits": 3}],
+        modbus_profiles={"ACME": bad_profile},
+    )
+    found = problems(site)
+    assert any(p.startswith("site.toml: modbus_buses[0].port: expected an absolute device path") for p in found)
+    assert any(p.startswith("site.toml: modbus_buses[0].parity: expected 'N', 'E' or 'O'") for p in found)
+    assert any(p.startswith("site.toml: modbus_buses[0].stopbits: expected 1 or 2") for p in found)
+    assert any(p.startswith("site.toml: devices[6].modbus.unit_id: expected greater than or equal to 1") for p in found)
+    assert any(
+        p.startswith("site.toml: devices[6].modbus.baud: expected no such key (allowed here: bus,") for p in found
+    )
+
+    site = _modbus_site(_gas(modbus={"bus": "b1", "unit_id": 1, "profile": "BROKEN"}))
+    site["modbus_profiles"] = {"ACME": bad_profile, "BROKEN": broken}
+    found = problems(site)
+    assert (
+        "site.toml: modbus_profiles.ACME.model: expected 'ACME' (the table's name) or nothing, found 'OTHER'" in found
+    )
+    assert any(
+        p.startswith("site.toml: modbus_profiles.BROKEN.reads[0].count: expected less than or equal to 125")
+        for p in found
+    )
+    assert any(p.startswith("site.toml: modbus_profiles.BROKEN.alarm.levelz: expected no such key") for p in found)
+    assert any(
+        p.startswith("site.toml: modbus_profiles.BROKEN.alarm.levels: expected this field to be set") for p in found
+    )
+    # the device naming the broken table is not reported again as naming an unknown profile
+    assert not any(p.startswith("site.toml: devices[6].modbus.profile") for p in found)
+
+
+def test_the_example_profile_in_the_modbus_sample_config_validates() -> None:
+    import tomllib
+
+    text = (CONFIG_DIR / "example-modbus.toml").read_text(encoding="utf-8")
+    commented = text[text.index("# [modbus_profiles.ACME-GD100]") :]
+    table = "\n".join(line.removeprefix("# ") for line in commented.splitlines())
+    site = _modbus_site(_gas(modbus={"bus": "b1", "unit_id": 1, "profile": "ACME-GD100"}))
+    site.update(tomllib.loads(table))
+    config = parse_config(site, environ={})
+    assert set(config.modbus_profiles) == {"ACME-GD100"}

@@ -8,7 +8,7 @@ import pytest
 
 from gateway.config import parse_config
 from gateway.errors import PayloadError, UnknownDeviceError
-from gateway.models import Family, Kind, Location
+from gateway.models import Family, Kind, Location, Observation
 from gateway.registry import MAX_CLOCK_SKEW, Registry
 from tests.gateway.factories import minimal_site
 
@@ -75,3 +75,36 @@ def test_native_payload_naming_another_device_is_refused(registry: Registry) -> 
     with pytest.raises(PayloadError) as info:
         registry.decode("sensegate/in/gate-1", b'{"device":"gate-2","kind":"heartbeat"}', NOW)
     assert info.value.reason == "device_mismatch"
+
+
+def test_wired_devices_get_located_events_from_their_driver() -> None:
+    site = minimal_site()
+    site["modbus_buses"] = [{"id": "b1", "port": "/dev/ttyUSB0"}]
+    site["devices"] = [
+        {
+            "id": "stair-smoke",
+            "family": "smoke",
+            "model": "RS485-SMOKE",
+            "building": "1",
+            "room": "1单元楼梯间",
+            "modbus": {"bus": "b1", "unit_id": 2, "profile": "GENERIC-SMOKE"},
+        },
+        {
+            "id": "101-radar",
+            "family": "fall",
+            "model": "MR60FDA1",
+            "household": "1-1-101",
+            "serial": {"port": "/dev/ttyUSB1", "protocol": "mr60fda1"},
+        },
+        site["devices"][0],
+    ]
+    registry = Registry(parse_config(site, environ={}))
+    assert list(registry.modbus_devices) == ["stair-smoke"] and list(registry.serial_devices) == ["101-radar"]
+    (e,) = registry.device_events("stair-smoke", [Observation(Kind.SMOKE_ALARM, {"level": "alarm"})], "0001", NOW, "m")
+    assert (e.kind, e.family, e.model, e.raw, e.source) == (Kind.SMOKE_ALARM, Family.SMOKE, "RS485-SMOKE", "0001", "m")
+    assert e.location == Location("1", "", "", "1单元楼梯间")
+    (e,) = registry.device_events("101-radar", [Observation(Kind.FALL_DETECTED)], b"\x53\x59", NOW, "serial:x")
+    assert e.raw == "53 59" and e.location.household == "101"
+    with pytest.raises(ValueError, match="MQTT device"):
+        registry.device_events("101-door", [Observation(Kind.DOOR_OPENED)], "", NOW, "x")
+    assert registry.subscriptions() == ["zigbee2mqtt/#"]  # only the MQTT device's format
