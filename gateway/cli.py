@@ -7,6 +7,7 @@
     sensegate status -c site.toml      counters and queues from the gateway's store
     sensegate rules check|explain      the rules in force; which apply to a household, timers
     sensegate visits checkin|report    record a visit (探访); the monthly report (探访月报)
+    sensegate scenario run FILE…       run scenario files on a virtual clock (0 pass, 1 mismatch, 2 bad file)
 
 Exit codes: 0 ok, 2 bad config or arguments, 1 anything else.
 """
@@ -460,7 +461,25 @@ def parser() -> argparse.ArgumentParser:
     vr.add_argument("--out", default=".", help="directory to write to (default: the current one)")
     vr.add_argument("--lang", choices=["zh", "en"], default="zh", help="headings (default zh)")
     vr.set_defaults(func=cmd_visits_report)
+
+    sc = sub.add_parser("scenario", help="run scenario files (scenarios/README.md)").add_subparsers(
+        dest="scenario_command", required=True
+    )
+    sr = sc.add_parser(
+        "run",
+        help="run scenarios on a virtual clock; print each alert timeline and verdict",
+        description="Run each scenario (site, scripted events, expected alerts) through the store and the alert "
+        "path on a virtual clock. Exit 0 if all pass, 1 on any mismatch, 2 on a bad file.",
+    )
+    sr.add_argument("files", nargs="+", metavar="FILE")
+    sr.set_defaults(func=cmd_scenario_run)
     return p
+
+
+def cmd_scenario_run(args: argparse.Namespace) -> int:
+    from gateway.scenario import run_files
+
+    return run_files(list(args.files))
 
 
 def main(argv: list[str] | None = None) -> int:
