@@ -24,11 +24,9 @@ gets exception 02 (illegal data address), a function other than FC03/FC04 except
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import os
-import tty
 from pathlib import Path
 
 from pymodbus.framer import FramerRTU
@@ -36,6 +34,7 @@ from pymodbus.pdu import DecodePDU, ExceptionResponse, ModbusPDU
 from pymodbus.pdu.register_message import ReadHoldingRegistersResponse, ReadInputRegistersResponse
 
 from drivers.modbus_profiles import DetectorState, Profile, encode
+from simulators.pty import PtyPort
 
 ILLEGAL_FUNCTION = 1
 ILLEGAL_ADDRESS = 2
@@ -93,17 +92,14 @@ class SimDetector:
         return cls(dev_id=self.unit_id, registers=values)
 
 
-class PtyModbusBus:
+class PtyModbusBus(PtyPort):
     """Several ``SimDetector``s on one pty; needs a running event loop once opened."""
 
     def __init__(self, link: str | Path) -> None:
-        self.link = Path(link)
+        super().__init__(link)
         self.units: dict[int, SimDetector] = {}
         self.framer = FramerRTU(DecodePDU(True))
-        self.opens = 0
         self.answered = 0
-        self._master = -1
-        self._slave = -1
         self._inbox = b""
 
     def add(self, unit_id: int, profile: Profile) -> SimDetector:
@@ -112,61 +108,11 @@ class PtyModbusBus:
         self.units[unit_id] = det = SimDetector(unit_id, profile)
         return det
 
-    @property
-    def is_open(self) -> bool:
-        return self._master >= 0
-
-    @property
-    def device(self) -> str:
-        return os.ttyname(self._slave) if self._slave >= 0 else ""
-
-    def open(self) -> str:
-        """Make the pty pair, point the symlink at it, start answering. Returns /dev/pts/N."""
-        if self.is_open:
-            return self.device
-        master, slave = os.openpty()
-        tty.setraw(slave)
-        os.set_blocking(master, False)
-        self._master, self._slave = master, slave
-        tmp = self.link.with_name(self.link.name + ".new")
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        os.symlink(self.device, tmp)
-        os.replace(tmp, self.link)
-        self.opens += 1
+    def opened(self) -> None:
         self._inbox = b""
-        asyncio.get_running_loop().add_reader(master, self._on_readable)
-        return self.device
 
-    def vanish(self) -> None:
-        """Unplugged: the symlink disappears and the open side gets a read error."""
-        with contextlib.suppress(FileNotFoundError):
-            self.link.unlink()
-        self._close_fds()
-
-    def reappear(self) -> str:
-        self._close_fds()
-        return self.open()
-
-    def close(self) -> None:
-        self.vanish()
-
-    def _close_fds(self) -> None:
-        if self._master >= 0:
-            with contextlib.suppress(RuntimeError):
-                asyncio.get_running_loop().remove_reader(self._master)
-            os.close(self._master)
-        if self._slave >= 0:
-            os.close(self._slave)
-        self._master = self._slave = -1
-
-    def _on_readable(self) -> None:
-        try:
-            data = os.read(self._master, 4096)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            return  # EIO while nobody has the slave side open
+    def received(self, data: bytes) -> None:
+        """Requests from the gateway's poller: each unit on the bus answers its own."""
         self._inbox += data
         while self._inbox:
             try:

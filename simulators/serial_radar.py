@@ -23,11 +23,9 @@ port closed and the pty buffer is full) are dropped and counted, as bytes on a r
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import random
 import struct
-import tty
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -36,6 +34,7 @@ from drivers.framing import FrameCodec
 from gateway.clock import Clock, SystemClock
 from gateway.errors import PayloadError
 from gateway.models import Kind, Observation
+from simulators.pty import PtyPort
 
 
 class RadarSim:
@@ -117,7 +116,7 @@ def noise_bytes(rng: random.Random, n: int, protocol: str) -> bytes:
             return data
 
 
-class PtyRadar:
+class PtyRadar(PtyPort):
     def __init__(
         self,
         link: str | Path,
@@ -128,7 +127,7 @@ class PtyRadar:
         level_interval: float = 1.0,
         seed: int = 1,
     ) -> None:
-        self.link = Path(link)
+        super().__init__(link)
         self.sim = RadarSim(protocol)
         self.clock = clock or SystemClock()
         self.heartbeat_interval = heartbeat_interval
@@ -137,69 +136,12 @@ class PtyRadar:
         self.silent = False  # powered but mute (a hung radar): nothing is written
         self.sent_frames = 0
         self.dropped_bytes = 0
-        self.opens = 0
-        self._master = -1
-        self._slave = -1
         self._inbox = bytearray()
 
     # ------------------------------------------------------------------ the pty
 
-    @property
-    def is_open(self) -> bool:
-        return self._master >= 0
-
-    @property
-    def device(self) -> str:
-        return os.ttyname(self._slave) if self._slave >= 0 else ""
-
-    def open(self) -> str:
-        """Make a pty pair and point the symlink at it. Returns the /dev/pts path."""
-        if self.is_open:
-            return self.device
-        master, slave = os.openpty()
-        tty.setraw(slave)  # no echo, no line editing: a UART is 8-bit clean
-        os.set_blocking(master, False)
-        self._master, self._slave = master, slave
-        tmp = self.link.with_name(self.link.name + ".new")
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        os.symlink(self.device, tmp)
-        os.replace(tmp, self.link)
-        self.opens += 1
-        with contextlib.suppress(RuntimeError):  # no running loop: commands are not read
-            asyncio.get_running_loop().add_reader(master, self._on_readable)
-        return self.device
-
-    def vanish(self) -> None:
-        """Unplugged: the port's node disappears and the open side sees a read error."""
-        with contextlib.suppress(FileNotFoundError):
-            self.link.unlink()
-        self._close_fds()
-
-    def reappear(self) -> str:
-        """Plugged back in: a new pty (another /dev/pts number), the same stable symlink."""
-        self._close_fds()
-        return self.open()
-
-    def close(self) -> None:
-        self.vanish()
-
-    def _close_fds(self) -> None:
-        if self._master >= 0:
-            with contextlib.suppress(RuntimeError):
-                asyncio.get_running_loop().remove_reader(self._master)
-            os.close(self._master)
-        if self._slave >= 0:
-            os.close(self._slave)
-        self._master = self._slave = -1
-
-    def _on_readable(self) -> None:
-        try:
-            data = os.read(self._master, 4096)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            return  # EIO while nobody has the slave open
+    def received(self, data: bytes) -> None:
+        """Configuration commands from the gateway (MR60FDA2 settings, queries): answered."""
         self._inbox += data
         result = self.sim.codec.split(self._inbox)
         del self._inbox[: result.used]
