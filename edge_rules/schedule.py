@@ -48,27 +48,24 @@ def parse_duration(value: object) -> float:
 
 
 def format_duration_zh(seconds: float) -> str:
-    if seconds >= 3 * 86_400 and seconds % 86_400 == 0:  # "48小时" reads better than "2天"
-        return f"{int(seconds // 86_400)}天"
-    if seconds >= 3_600 and seconds % 3_600 == 0:
-        return f"{int(seconds // 3_600)}小时"
-    if seconds >= 3_600:
-        return f"{int(seconds // 3_600)}小时{int(seconds % 3_600 // 60)}分钟"
-    if seconds >= 60 and seconds % 60 == 0:
-        return f"{int(seconds // 60)}分钟"
-    return f"{round(seconds)}秒"
+    return _format_duration(seconds, ("天", "小时", "分钟", "秒"), "")
 
 
 def format_duration_en(seconds: float) -> str:
-    if seconds >= 3 * 86_400 and seconds % 86_400 == 0:
-        return f"{int(seconds // 86_400)} d"
+    return _format_duration(seconds, ("d", "h", "min", "s"), " ")
+
+
+def _format_duration(seconds: float, units: tuple[str, str, str, str], gap: str) -> str:
+    day, hour, minute, second = units
+    if seconds >= 3 * 86_400 and seconds % 86_400 == 0:  # "48小时" reads better than "2天"
+        return f"{int(seconds // 86_400)}{gap}{day}"
     if seconds >= 3_600 and seconds % 3_600 == 0:
-        return f"{int(seconds // 3_600)} h"
+        return f"{int(seconds // 3_600)}{gap}{hour}"
     if seconds >= 3_600:
-        return f"{int(seconds // 3_600)} h {int(seconds % 3_600 // 60)} min"
+        return f"{int(seconds // 3_600)}{gap}{hour}{gap}{int(seconds % 3_600 // 60)}{gap}{minute}"
     if seconds >= 60 and seconds % 60 == 0:
-        return f"{int(seconds // 60)} min"
-    return f"{round(seconds)} s"
+        return f"{int(seconds // 60)}{gap}{minute}"
+    return f"{round(seconds)}{gap}{second}"
 
 
 def parse_clock(value: str) -> int:

@@ -297,10 +297,6 @@ class Device(_Model):
     # maintenance ticket after a multiple of it in silence. Unset: the rule's own default.
     report_interval: Annotated[float, Field(gt=0)] | None = None
 
-    @property
-    def port_label(self) -> str:
-        return self.serial.port if self.serial is not None else ""
-
 
 class SiteConfig(_Model):
     gateway: GatewaySettings
