@@ -150,6 +150,10 @@ class Household(_Model):
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 
+# As access controllers report them in values.credential, e.g. "card:123-4567".
+_CREDENTIAL = r"^[a-z][a-z0-9_]*:\S+$"
+
+
 class Contact(_Model):
     name: str
     phone: str = ""
@@ -164,10 +168,10 @@ class Resident(_Model):
     risk_tier: Literal["high", "medium", "low"] = "low"
     contacts: list[Contact] = []
     visit_every: Duration | None = None  # overrides the [visits] plan of the risk tier
+    credentials: list[Annotated[str, Field(pattern=_CREDENTIAL)]] = []  # their own door cards
 
 
 VisitorRole = Literal["community_worker", "volunteer", "grid_worker", "family", "doctor"]
-_CREDENTIAL = r"^[a-z][a-z0-9_]*:\S+$"
 
 
 class Visitor(_Model):
@@ -180,6 +184,21 @@ class Visitor(_Model):
     # As access controllers report them in values.credential, e.g. "card:123-4567".
     credentials: list[Annotated[str, Field(pattern=_CREDENTIAL)]] = []
     households: list[str] = []  # households this visitor looks after (building doors count for them)
+
+
+StaffRole = Literal["property", "security", "maintenance", "fire_station", "community_worker", "manager"]
+
+
+class Staff(_Model):
+    """Property staff, security, maintenance, the mini fire station (微型消防站), community workers:
+    the people alerts are routed to and who may open doors."""
+
+    id: Annotated[str, Field(pattern=_ID)]
+    name: str
+    role: StaffRole
+    phone: str = ""
+    buildings: list[str] = []  # the buildings they cover; empty: the whole block
+    credentials: list[Annotated[str, Field(pattern=_CREDENTIAL)]] = []
 
 
 class VisitPlans(_Model):
@@ -309,6 +328,7 @@ class SiteConfig(_Model):
     households: list[Household] = []
     residents: list[Resident] = []
     devices: list[Device] = []
+    staff: list[Staff] = []
     visitors: list[Visitor] = []
     visits: VisitSettings = VisitSettings()
     modbus_buses: list[ModbusBusSettings] = []
@@ -473,6 +493,7 @@ def cross_check(config: SiteConfig, file: str) -> list[ConfigProblem]:
             problems.append(_unknown(file, f"residents[{i}].household", "household", r.household, set(households)))
 
     problems.extend(_check_visits(config, file, set(households)))
+    problems.extend(_check_people(config, file))
 
     z2m_names: dict[str, int] = {}
     rtl_keys: dict[tuple[str, str, str], int] = {}
@@ -684,10 +705,36 @@ def _check_modbus(config: SiteConfig, file: str, serial_ports: dict[str, int]) -
     return problems
 
 
+def _check_people(config: SiteConfig, file: str) -> list[ConfigProblem]:
+    """Staff ids are unique and their buildings exist; a credential (door card) belongs to one
+    person only, whether resident, staff or visitor: the door reader must name one person."""
+    problems: list[ConfigProblem] = []
+    buildings = {b.id for b in config.buildings} | {h.building for h in config.households}
+    seen: set[str] = set()
+    for i, s in enumerate(config.staff):
+        if s.id in seen:
+            problems.append(ConfigProblem(file, f"staff[{i}].id", "a unique id", repr(s.id)))
+        seen.add(s.id)
+        for j, b in enumerate(s.buildings):
+            if b not in buildings:
+                problems.append(_unknown(file, f"staff[{i}].buildings[{j}]", "building", b, buildings))
+    owners: dict[str, str] = {}
+    holders: list[tuple[str, list[str]]] = [(f"residents[{i}]", r.credentials) for i, r in enumerate(config.residents)]
+    holders += [(f"staff[{i}]", s.credentials) for i, s in enumerate(config.staff)]
+    holders += [(f"visitors[{i}]", v.credentials) for i, v in enumerate(config.visitors)]
+    for where, credentials in holders:
+        for j, c in enumerate(credentials):
+            if c in owners:
+                problems.append(
+                    ConfigProblem(file, f"{where}.credentials[{j}]", f"a credential not used by {owners[c]}", repr(c))
+                )
+            owners.setdefault(c, where)
+    return problems
+
+
 def _check_visits(config: SiteConfig, file: str, households: set[str]) -> list[ConfigProblem]:
     problems: list[ConfigProblem] = []
     seen: set[str] = set()
-    owners: dict[str, int] = {}
     for i, v in enumerate(config.visitors):
         if v.id in seen:
             problems.append(ConfigProblem(file, f"visitors[{i}].id", "a unique id", repr(v.id)))
@@ -695,17 +742,6 @@ def _check_visits(config: SiteConfig, file: str, households: set[str]) -> list[C
         for j, h in enumerate(v.households):
             if h not in households:
                 problems.append(_unknown(file, f"visitors[{i}].households[{j}]", "household", h, households))
-        for j, c in enumerate(v.credentials):
-            if c in owners:
-                problems.append(
-                    ConfigProblem(
-                        file,
-                        f"visitors[{i}].credentials[{j}]",
-                        f"a credential not used by visitors[{owners[c]}]",
-                        repr(c),
-                    )
-                )
-            owners[c] = i
     residents = {r.id for r in config.residents}
     for key in ("include", "exclude"):
         for j, rid in enumerate(getattr(config.visits, key)):

@@ -310,3 +310,19 @@ def test_the_example_profile_in_the_modbus_sample_config_validates() -> None:
     site.update(tomllib.loads(table))
     config = parse_config(site, environ={})
     assert set(config.modbus_profiles) == {"ACME-GD100"}
+
+
+def test_a_door_card_belongs_to_one_person_among_residents_staff_and_visitors() -> None:
+    site = minimal_site()
+    site["residents"][0]["credentials"] = ["card:12-345"]
+    site["staff"] = [
+        {"id": "s1", "name": "李保安", "role": "security", "buildings": ["1"], "credentials": ["card:12-345"]},
+        {"id": "s1", "name": "赵师傅", "role": "maintenance", "buildings": ["9"]},
+    ]
+    site["visitors"] = [{"id": "v1", "name": "张社工", "role": "community_worker", "credentials": ["card:12-345"]}]
+    found = problems(site)
+    taken = "expected a credential not used by residents[0], found 'card:12-345'"
+    assert f"site.toml: staff[0].credentials[0]: {taken}" in found
+    assert f"site.toml: visitors[0].credentials[0]: {taken}" in found
+    assert "site.toml: staff[1].id: expected a unique id, found 's1'" in found
+    assert any(p.startswith("site.toml: staff[1].buildings[0]: expected a known building") for p in found), found
