@@ -4,7 +4,7 @@ Every model forbids unknown keys. ``load_config`` raises one ``ConfigError`` lis
 problem it found, each with the file, the dotted field path, what was expected and what was
 found, so an installer can fix a whole file in one pass. See docs/configuration.md.
 
-Secrets (MQTT password, InfluxDB password/token) may be written as ``"env:NAME"`` (read from
+Secrets (any `password`, `token`, `secret` or `scbk` key) may be written as ``"env:NAME"`` (read from
 the environment variable NAME) or ``"file:/path"`` (the file's first line) instead of inline.
 """
 
@@ -408,7 +408,7 @@ def site_rules(config: SiteConfig, file: str = "<config>") -> RuleSet:
     return load_rules(*config.rules.packs, *config.rules.files)
 
 
-_SECRET_KEYS = {"password", "token"}
+_SECRET_KEYS = {"password", "token", "secret", "scbk"}
 
 
 def _resolve_secrets(
