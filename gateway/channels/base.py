@@ -52,7 +52,7 @@ class Notification:
     key: str  # idempotency key: the same on every retry of this notification
     alert_id: str
     kind: str  # raised / escalated / reminder / repeated / acknowledged / resolved / summary
-    severity: int  # 1 (lowest) … 4 (特别紧急)
+    severity: int  # 1 (一级, the most severe) … 4 (四级)
     title: str
     text: str
     text_en: str = ""
