@@ -36,6 +36,13 @@ every device still online is reported offline, the client is closed and the port
 capped exponential back-off (``backoff_initial`` … ``backoff_max``), forever. pymodbus's own
 reconnect is switched off: this loop owns it.
 
+Cancellation: ``run`` stops when cancelled, wherever it is — also inside a pymodbus call.
+pymodbus awaits the answer (and the port's opening) with ``asyncio.wait_for``, which on Python
+3.11 drops a cancel that arrives once the answer is in but before the task resumed: it returns
+the answer instead of raising (CPython gh-86296, was bpo-42130; 3.12 rewrote ``wait_for``).
+Every pymodbus await therefore goes through ``_cancel_safe``, which raises ``CancelledError``
+when the task was cancelled during the call, whatever the call returned or raised.
+
 Time: every wait is the injected ``Clock``'s (poll spacing, back-off); only the request
 timeout inside pymodbus is real time. Counters: ``counters.take()`` gives what changed since
 the last call, as ``polls``, ``failures``, ``timeouts``, ``exceptions``, ``malformed``,
@@ -44,10 +51,11 @@ the last call, as ``polls``, ``failures``, ``timeouts``, ``exceptions``, ``malfo
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from drivers.modbus_profiles import Profile, decode
 from gateway.clock import Clock
@@ -58,6 +66,7 @@ log = logging.getLogger("sensegate.modbus")
 
 Emit = Callable[[str, list[Observation], str], Awaitable[None]]
 OnMalformed = Callable[[str, PayloadError, str], Awaitable[None]]
+T = TypeVar("T")
 
 
 # ------------------------------------------------------------------ the client seam
@@ -114,6 +123,22 @@ def pymodbus_client(settings: PortSettings) -> Client:
         reconnect_delay=0,  # no reconnect of its own: ModbusBus reopens with its back-off
     )
     return client
+
+
+async def _cancel_safe(call: Awaitable[T]) -> T:
+    """Await a pymodbus call; if this task was cancelled meanwhile, raise ``CancelledError``
+    even when the call returned (or failed) instead — see the module docstring (3.11 wait_for)."""
+    task = asyncio.current_task()
+    before = task.cancelling() if task is not None else 0
+    try:
+        result = await call
+    except Exception as exc:
+        if task is not None and task.cancelling() > before:
+            raise asyncio.CancelledError from exc
+        raise
+    if task is not None and task.cancelling() > before:
+        raise asyncio.CancelledError
+    return result
 
 
 # ------------------------------------------------------------------ edges (pure)
@@ -272,7 +297,7 @@ class ModbusBus:
             client = self.client_factory(self.settings)
             try:
                 try:
-                    ok = await client.connect()
+                    ok = await _cancel_safe(client.connect())
                 except Exception as exc:  # pyserial / pymodbus errors on open
                     log.debug("%s: connect raised %r", self.name, exc)
                     ok = False
@@ -317,7 +342,7 @@ class ModbusBus:
                 raise _PortLost("client disconnected")
             read = client.read_holding_registers if r.function == 3 else client.read_input_registers
             try:
-                rr = await read(r.address, count=r.count, device_id=det.unit_id)
+                rr = await _cancel_safe(read(r.address, count=r.count, device_id=det.unit_id))
             except Exception as exc:
                 failure = self._classify(exc)
                 if failure == "port_lost":

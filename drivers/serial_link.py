@@ -31,7 +31,6 @@ Counters (``PortCounters``): ``bytes``, ``frames``, ``bad_checksums``, ``resync_
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -289,5 +288,8 @@ class SerialLink:
                 await handle(Frames(now, tuple(result.frames)))
         finally:
             dog.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await dog
+            # Not `suppress(CancelledError): await dog`: a cancel of this task arriving now would
+            # be taken for the dog's and dropped, and the link would go on reopening forever.
+            await asyncio.wait({dog})
+            if not dog.cancelled():
+                dog.result()  # a watchdog that failed says so

@@ -7,7 +7,10 @@ every flat a door contact (门磁), a smoke detector (烟感), a fall radar (跌
 button (紧急按钮) on zigbee2mqtt. Public areas get a few 433 MHz devices seen through rtl_433 (a
 Kerui contact on the building's lobby door, a Chuango smoke detector in the power room) and one
 access controller (门禁) on that door per building, on the native format. The most at-risk elder of each building
-also wears an EV1527 SOS pendant (Generic-Remote) with a code table.
+also wears an EV1527 SOS pendant (Generic-Remote) with a code table. Two devices are wired: an
+MR60FDA1 fall radar on a UART in building 2's first flat, and one RS-485 bus in building 1 with
+a Modbus RTU gas detector (a kitchen) and a smoke transmitter (a stairwell), on the shipped
+EXAMPLE profiles GENERIC-GAS and GENERIC-SMOKE.
 
 Everything is derived from a fixed seed, so the same arguments always give the same dict:
 ``config/demo.toml`` is ``render_toml(demo_site())`` and a test keeps the two in sync.
@@ -115,6 +118,12 @@ def _z2m(friendly_name: str, actions: dict[str, str] | None = None) -> dict[str,
 # Where the demo's wired fall radar is plugged in (a stable by-id path, as installers should
 # write it); the demo itself points it at a pseudo-terminal.
 SERIAL_RADAR_PORT = "/dev/serial/by-id/usb-Seeed_MR60FDA1-if00-port0"
+# Building 1's RS-485 bus (a CH340 USB adapter); the demo puts a simulated bus on a pty there.
+MODBUS_BUS_PORT = "/dev/serial/by-id/usb-1a86_USB_Serial-if00-port0"
+MODBUS_BUS_ID = "b1"
+# (unit id, profile) of the detectors on it: the shipped EXAMPLE profiles.
+MODBUS_GAS = (1, "GENERIC-GAS")
+MODBUS_SMOKE = (2, "GENERIC-SMOKE")
 
 
 def demo_site(
@@ -123,12 +132,15 @@ def demo_site(
     gateway_id: str = "demo",
     data_dir: str = "sensegate-demo-data",
     radar_port: str = SERIAL_RADAR_PORT,
+    modbus_port: str = MODBUS_BUS_PORT,
 ) -> dict[str, Any]:
     """The demo block as a dict that ``gateway.config.parse_config`` accepts.
 
     Building 2's first flat (a lone elder's) has a wired MR60FDA1 fall radar on the bathroom
-    ceiling instead of a Zigbee one, on ``radar_port``; ``sensegate demo`` puts a simulated
-    radar on a pseudo-terminal there.
+    ceiling instead of a Zigbee one, on ``radar_port``. Building 1 has an RS-485 bus on
+    ``modbus_port``: a gas detector in the kitchen of its fourth flat (its last with fewer) and
+    a smoke transmitter in the stairwell of unit 1. ``sensegate demo`` puts
+    a simulated radar and a simulated bus on pseudo-terminals there.
     """
     if buildings < 1 or households_per_building < 1:
         raise ValueError("a block needs at least one building with one household")
@@ -146,6 +158,7 @@ def demo_site(
         "buildings": [],
         "households": [],
         "residents": [],
+        "modbus_buses": [{"id": MODBUS_BUS_ID, "port": modbus_port, "baudrate": 9600, "poll_interval": 2.0}],
         "devices": [],
     }
     for b in range(1, buildings + 1):
@@ -250,6 +263,28 @@ def demo_site(
                 }
             )
         if b == 1:
+            # a flat the MQTT incidents leave alone, so the demo's alerts are about different homes
+            gas_home = site["households"][-len(flats) + min(3, len(flats) - 1)]["id"]
+            site["devices"].append(
+                {
+                    "id": f"{gas_home}-gas",
+                    "family": "gas",
+                    "model": MODBUS_GAS[1],
+                    "household": gas_home,
+                    "room": "厨房",
+                    "modbus": {"bus": MODBUS_BUS_ID, "unit_id": MODBUS_GAS[0], "profile": MODBUS_GAS[1]},
+                }
+            )
+            site["devices"].append(
+                {
+                    "id": f"{bid}-1-stair-smoke",
+                    "family": "smoke",
+                    "model": MODBUS_SMOKE[1],
+                    "building": bid,
+                    "room": "1单元楼梯间",
+                    "modbus": {"bus": MODBUS_BUS_ID, "unit_id": MODBUS_SMOKE[0], "profile": MODBUS_SMOKE[1]},
+                }
+            )
             site["devices"].append(
                 {
                     "id": f"{bid}-power-room-smoke",
@@ -282,7 +317,9 @@ _SECTION_NOTES = {
     "buildings": "楼栋 and their units (单元)",
     "households": "households (户): id is building-unit-flat, number is the door number people use",
     "residents": "residents (居民); lives_alone marks 独居老人",
-    "devices": "devices: four per household on zigbee2mqtt, public-area ones on rtl_433 and native",
+    "modbus_buses": "RS-485 buses of Modbus RTU detectors (the devices on them have modbus = {…})",
+    "devices": "devices: four per household (zigbee2mqtt; one fall radar on a UART), public-area ones on rtl_433 "
+    "and native, two detectors on the Modbus bus",
 }
 
 

@@ -1,4 +1,5 @@
-"""Publish a simulated block to an MQTT broker: ``run_simulation`` and the demo's incidents.
+"""Publish a simulated block to an MQTT broker (``run_simulation``), play its wired devices on
+pseudo-terminals (``SerialSimulators``), and the demo's incidents.
 
 The activity model (``simulators.activity``) decides what happens when; this module paces it
 on the injected clock and publishes each message with aiomqtt at QoS 1, waiting for the
@@ -8,6 +9,13 @@ message whose PUBACK was lost may arrive twice (at-least-once, like a real devic
 
     stats = await run_simulation(config, "127.0.0.1", 1883, clock=SystemClock(), speed=60,
                                  incidents=default_demo_incidents(config), duration=120)
+
+The config's serial radars and Modbus buses are simulated on ptys at their configured port
+paths (``SerialSimulators``): a symlink at ``serial.port`` / ``modbus_buses[].port`` to a new
+/dev/pts/N, as the gateway's config expects. That is possible only where the simulator may
+create files — a path in a data or temporary directory, not ``/dev/ttyUSB0`` or
+``/dev/serial/by-id/…`` (udev owns those, and a real device may be there): such a device is
+skipped with a message saying so, and the rest run.
 
 Command line (a config's devices, against its broker or ``--broker host:port``)::
 
@@ -19,17 +27,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiomqtt
 
 from gateway.clock import Clock
-from gateway.config import SiteConfig
+from gateway.config import SiteConfig, site_profiles
+from gateway.models import Family
 from gateway.mqtt_util import connection_lost, reason_lost
 from simulators.activity import BlockActivity, Emission, Incident, play, sleep_or_stop
+from simulators.modbus_detector import PtyModbusBus, SimDetector
+from simulators.serial_radar import PtyRadar
 
 log = logging.getLogger("sensegate.simulator")
 
@@ -242,7 +255,9 @@ def default_demo_incidents(site: SiteConfig | None = None) -> list[Incident]:
     - 28 s: another lone elder falls and does not get up.
 
     Households come from ``site`` (lone elders first; the demo block always has one in the
-    first flat of each building); without a site, from ``simulators.block.demo_site()``.
+    first flat of each building); without a site, from ``simulators.block.demo_site()``. The
+    wired devices have a script of their own (``SerialSimulators.run``): a gas leak on the
+    Modbus bus at 10 s, a fall on the wired radar at 38 s.
     """
     if site is None:
         from gateway.config import parse_config
@@ -265,3 +280,129 @@ def default_demo_incidents(site: SiteConfig | None = None) -> list[Incident]:
         Incident(18.0, others[0], "smoke", duration=40.0),
         Incident(28.0, fallers[1 % len(fallers)] if len(fallers) > 1 else fallers[0], "fall_no_recovery"),
     ]
+
+
+# ---------------------------------------------------------------------- serial devices
+
+# The demo's script for the wired devices, in seconds after the start (next to the MQTT
+# incidents of default_demo_incidents): a gas leak on the Modbus bus, alarming and clearing;
+# a fall on the wired radar that the elder gets up from (raised, then downgraded, kept).
+GAS_LEAK_AT, GAS_LEAK_FOR, GAS_LEAK_LEVEL = 10.0, 30.0, 55.0  # concentration read with the alarm
+WIRED_FALL_AT, WIRED_FALL_RECOVER = 38.0, 12.0
+
+
+def pty_place_problem(port: str) -> str:
+    """Why a simulator cannot put its pty at ``port`` ("" when it can): the path must be in a
+    directory the simulator may write, and hold nothing, or a link left by a simulator that
+    has stopped (its /dev/pts/N is gone)."""
+    path = Path(port)
+    if path.is_symlink():
+        target = os.readlink(path)
+        if not target.startswith("/dev/pts/"):
+            return f"{port} is a link to {target}, not to a simulator's pty: a real device may be there"
+        if path.exists():
+            return f"{port} is in use: a running simulator's {target}"
+    elif path.exists():
+        return f"{port} exists and is not a simulator's pty link: a real device may be there"
+    if not path.parent.is_dir():
+        return f"its directory {path.parent} does not exist"
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        return f"{path.parent} is not writable"
+    return ""
+
+
+class SerialSimulators:
+    """The site's wired devices on pseudo-terminals: one ``PtyRadar`` per serial radar, one
+    ``PtyModbusBus`` per Modbus bus with a ``SimDetector`` per device on it (its profile from
+    the config, so the simulated registers are the map the gateway reads).
+
+        sims = SerialSimulators(config, clock=SystemClock())
+        for line in sims.skipped: print(line)   # devices whose port a simulator cannot create
+        sims.open()                             # inside the event loop, before the gateway opens them
+        await sims.run(stop, incidents=True)    # idle radars; the scripted gas leak and fall
+        sims.close()
+    """
+
+    def __init__(self, site: SiteConfig, *, clock: Clock, seed: int = 1) -> None:
+        self.clock = clock
+        self.radars: dict[str, PtyRadar] = {}  # device id → its radar
+        self.buses: dict[str, PtyModbusBus] = {}  # bus id → its bus
+        self.detectors: dict[str, SimDetector] = {}  # device id → its detector
+        self.skipped: list[str] = []  # one line per device not simulated, saying why
+        self.families: dict[str, Family] = {}
+        hint = "put the port in a writable directory (e.g. the data dir) to simulate it"
+        for d in site.devices:
+            if d.serial is None:
+                continue
+            problem = pty_place_problem(d.serial.port)
+            if problem:
+                self.skipped.append(f"serial radar {d.id}: not simulated on {d.serial.port}: {problem}; {hint}")
+                continue
+            self.radars[d.id] = PtyRadar(d.serial.port, d.serial.protocol, clock=clock, seed=seed)
+        on_bus = [d for d in site.devices if d.modbus is not None]
+        profiles = site_profiles(site) if on_bus else {}
+        for b in site.modbus_buses:
+            devices = [d for d in on_bus if d.modbus is not None and d.modbus.bus == b.id]
+            problem = pty_place_problem(b.port)
+            if problem:
+                names = ", ".join(d.id for d in devices)
+                self.skipped.append(f"Modbus bus {b.id} ({names}): not simulated on {b.port}: {problem}; {hint}")
+                continue
+            bus = self.buses[b.id] = PtyModbusBus(b.port)
+            for d in devices:
+                assert d.modbus is not None
+                self.detectors[d.id] = bus.add(d.modbus.unit_id, profiles[d.modbus.profile])
+                self.families[d.id] = d.family
+
+    def __bool__(self) -> bool:
+        return bool(self.radars or self.buses)
+
+    def describe(self) -> list[str]:
+        """One line per simulated port: what is on it."""
+        lines = [f"serial radar {d} ({r.sim.protocol}) on {r.link} → {r.device}" for d, r in self.radars.items()]
+        for bus_id, bus in self.buses.items():
+            units = ", ".join(
+                f"{d} (unit {det.unit_id}, {det.profile.model})"
+                for d, det in self.detectors.items()
+                if bus.units.get(det.unit_id) is det
+            )
+            lines.append(f"Modbus bus {bus_id} on {bus.link} → {bus.device}: {units}")
+        return lines
+
+    def open(self) -> None:
+        """Create the ptys and their links. Needs the running loop (they answer the gateway)."""
+        for port in [*self.radars.values(), *self.buses.values()]:
+            port.open()
+
+    def close(self) -> None:
+        for port in [*self.radars.values(), *self.buses.values()]:
+            port.close()
+
+    async def run(self, stop: asyncio.Event, *, incidents: bool = False) -> None:
+        """Until ``stop``: the radars idle with someone present (heartbeats, body movement); the
+        buses answer polls by themselves. With ``incidents``, the demo's script on the first gas
+        detector (a smoke transmitter when there is none) and the first radar."""
+        async with asyncio.TaskGroup() as tg:
+            for radar in self.radars.values():
+                radar.presence(True)
+                tg.create_task(radar.run(stop))
+            if incidents:
+                tg.create_task(self._leak(stop))
+                tg.create_task(self._fall(stop))
+
+    async def _leak(self, stop: asyncio.Event) -> None:
+        order = sorted(self.detectors, key=lambda d: self.families[d] != Family.GAS)
+        if not order or await sleep_or_stop(self.clock, GAS_LEAK_AT, stop):
+            return
+        detector = self.detectors[order[0]]
+        levels = ("high",) if "high" in detector.profile.alarm.levels else ()
+        detector.alarm(*levels, concentration=GAS_LEAK_LEVEL if detector.profile.concentration else None)
+        if await sleep_or_stop(self.clock, GAS_LEAK_FOR, stop):
+            return
+        detector.clear()
+
+    async def _fall(self, stop: asyncio.Event) -> None:
+        if not self.radars or await sleep_or_stop(self.clock, WIRED_FALL_AT, stop):
+            return
+        radar = next(iter(self.radars.values()))
+        await radar.fall(recover=True, recover_after=WIRED_FALL_RECOVER)

@@ -1,4 +1,5 @@
-"""`sensegate demo`: a machine with no broker and no database still shows alerts within a minute."""
+"""`sensegate demo`: a machine with no broker and no database still shows alerts within a minute,
+and stops by itself — also with its Modbus bus polling (a swallowed cancel once hung the stop)."""
 
 from __future__ import annotations
 
@@ -39,6 +40,8 @@ def test_demo_on_the_embedded_broker_shows_alerts_within_a_minute(tmp_path: Path
     assert "broker: amqtt (embedded)" in out
     alerts = [line for line in out.splitlines() if line.startswith("[")]
     assert any("【紧急呼叫】" in line and "独居老人" in line and "SOS pressed" in line for line in alerts), out
+    # the scripted gas leak on the simulated RS-485 bus, read over Modbus RTU through a pty
+    assert any("【燃气报警】" in line and "1号楼1单元202室" in line and "Gas alarm" in line for line in alerts), out
     status = [line for line in out.splitlines() if line.startswith("· events accepted")]
     assert status and int(status[-1].split()[3].rstrip(",")) > 50  # the block is streaming
     assert "Traceback" not in proc.stderr

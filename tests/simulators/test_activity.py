@@ -65,7 +65,9 @@ def test_a_day_decodes_and_looks_like_a_day(demo: SiteConfig) -> None:
     # every battery device checks in about hourly
     check_ins = Counter(e.message.device_id for e in emissions if Kind.BATTERY in e.message.kinds)
     battery_devices = [
-        d.id for d in demo.devices if d.household and d.family != Family.FALL and d.mqtt.format == "zigbee2mqtt"
+        d.id
+        for d in demo.devices
+        if d.household and d.family != Family.FALL and d.mqtt is not None and d.mqtt.format == "zigbee2mqtt"
     ]
     assert all(check_ins[d] >= 18 for d in battery_devices)
 

@@ -11,7 +11,7 @@ import pytest
 from drivers import rtl433, zigbee2mqtt
 from gateway.config import NativeSource, Rtl433Source, Zigbee2MqttSource, load_config, parse_config
 from gateway.models import Family
-from simulators.block import FALL_MODELS, SMOKE_MODELS, SOS_MODELS, demo_site, render_toml
+from simulators.block import FALL_MODELS, MODBUS_BUS_PORT, SMOKE_MODELS, SOS_MODELS, demo_site, render_toml
 
 DEMO_TOML = Path(__file__).resolve().parents[2] / "config" / "demo.toml"
 FAMILIES = {Family.DOOR, Family.SMOKE, Family.FALL, Family.SOS}
@@ -45,6 +45,25 @@ def test_demo_site_validates_with_the_expected_shape() -> None:
     models = Counter(d.model for d in config.devices)
     assert set(FALL_MODELS) | set(SMOKE_MODELS) | set(SOS_MODELS) | {"MCCGQ11LM"} <= set(models)
     assert all(d.room in ("卫生间", "卧室") for d in config.devices if d.family == Family.FALL and d.household)
+
+
+def test_one_modbus_bus_with_a_gas_detector_and_a_smoke_transmitter() -> None:
+    config = parse_config(demo_site())
+    (bus,) = config.modbus_buses
+    assert bus.port == MODBUS_BUS_PORT
+    on_bus = {d.id: d for d in config.devices if d.modbus is not None}
+    assert set(on_bus) == {"1-1-202-gas", "1-1-stair-smoke"}
+    gas, smoke = on_bus["1-1-202-gas"], on_bus["1-1-stair-smoke"]
+    assert (gas.family, gas.model, gas.household, gas.room) == (Family.GAS, "GENERIC-GAS", "1-1-202", "厨房")
+    assert (smoke.family, smoke.model, smoke.building, smoke.household) == (Family.SMOKE, "GENERIC-SMOKE", "1", "")
+    assert all(d.modbus is not None and d.modbus.bus == bus.id for d in on_bus.values())
+    # the shipped EXAMPLE profiles, on unit ids of their own
+    assert {d.modbus.profile for d in on_bus.values() if d.modbus} == {"GENERIC-GAS", "GENERIC-SMOKE"}
+    assert len({d.modbus.unit_id for d in on_bus.values() if d.modbus}) == 2
+    # wherever the ports go (sensegate demo: the data dir), and with one flat only
+    site = parse_config(demo_site(1, 1, radar_port="/tmp/x/ttyA", modbus_port="/tmp/x/ttyB"))
+    assert site.modbus_buses[0].port == "/tmp/x/ttyB"
+    assert [d.household for d in site.devices if d.family == Family.GAS] == ["1-1-101"]
 
 
 def test_public_area_devices() -> None:
