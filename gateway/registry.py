@@ -5,10 +5,10 @@ events, or raises ``PayloadError`` (``UnknownDeviceError`` for a well-formed mes
 device the registry does not know). Topics the gateway has no business with (the
 zigbee2mqtt bridge's own topics, ``/set`` and ``/get``) decode to nothing.
 
-Wired devices — on their own serial port (``serial = {…}``) or on a Modbus bus
-(``modbus = {…}``) — get their entry and location like MQTT ones; ``serial_devices`` and
-``modbus_devices`` list them and ``device_events`` makes their events from what their driver
-decoded.
+Wired devices — on their own serial port (``serial = {…}``), on a Modbus bus
+(``modbus = {…}``) or on an OSDP bus (``osdp = {…}``) — get their entry and location like MQTT
+ones; ``serial_devices``, ``modbus_devices`` and ``osdp_devices`` list them and
+``device_events`` makes their events from what their driver decoded.
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ class Registry:
         self._rtl: dict[tuple[str, str, str], DeviceEntry] = {}
         self.serial_devices: dict[str, DeviceEntry] = {}
         self.modbus_devices: dict[str, DeviceEntry] = {}
+        self.osdp_devices: dict[str, DeviceEntry] = {}
         for d in config.devices:
             house = households.get(d.household)
             location = Location(
@@ -67,6 +68,8 @@ class Registry:
                 self.serial_devices[d.id] = entry
             elif d.modbus is not None:
                 self.modbus_devices[d.id] = entry
+            elif d.osdp is not None:
+                self.osdp_devices[d.id] = entry
             elif isinstance(d.mqtt, Zigbee2MqttSource):
                 self._z2m[d.mqtt.friendly_name] = entry
             elif isinstance(d.mqtt, Rtl433Source):
@@ -151,7 +154,7 @@ class Registry:
     def device_events(
         self, device_id: str, observations: list[Observation], raw: bytes | str, received_at: float, source: str
     ) -> list[Event]:
-        """Events of a wired (serial or Modbus) device from what its driver decoded.
+        """Events of a wired (serial, Modbus or OSDP) device from what its driver decoded.
 
         ``raw`` is kept as the event's ``raw``: a frame (bytes) in hex, or the text the driver
         gives (a Modbus poll's registers in hex)."""

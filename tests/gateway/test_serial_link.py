@@ -207,9 +207,9 @@ def test_serial_config_is_checked() -> None:
     assert found == [
         "site.toml: devices[7].serial.port: expected a port not used by devices[6] (a radar needs its own port), "
         "found '/dev/ttyUSB0'",
-        "site.toml: devices[8]: expected exactly one of mqtt = {…}, serial = {…} or modbus = {…} "
+        "site.toml: devices[8]: expected exactly one of mqtt = {…}, serial = {…}, modbus = {…} or osdp = {…} "
         "(how the device is reached), found mqtt and serial",
-        "site.toml: devices[9]: expected exactly one of mqtt = {…}, serial = {…} or modbus = {…} "
+        "site.toml: devices[9]: expected exactly one of mqtt = {…}, serial = {…}, modbus = {…} or osdp = {…} "
         "(how the device is reached), found none",
         "site.toml: devices[10].model: expected a known mr60fda1 model (MR60FDA1), found 'MR60FDA2'",
         "site.toml: devices[11].serial.radar: expected no radar settings for mr60fda1 (mr60fda2 only), found a table",
