@@ -18,10 +18,18 @@ TIER_ORDER: Mapping[str, int] = {"low": 0, "medium": 1, "high": 2}
 
 @dataclass(frozen=True, slots=True)
 class ResidentInfo:
+    """A resident as the rules see them. ``thresholds`` are the resident's own durations by the
+    name a rule declares as ``resident_threshold`` (seconds), e.g. ``(("no_activity", 21600.0),)``;
+    they win over the risk tier's (edge_rules/README.md, "Per-resident thresholds")."""
+
     id: str
     name: str = ""
     lives_alone: bool = False
     risk_tier: RiskTier = "low"
+    thresholds: tuple[tuple[str, float], ...] = ()
+
+    def threshold(self, name: str) -> float | None:
+        return next((v for k, v in self.thresholds if k == name), None)
 
 
 @dataclass(frozen=True, slots=True)

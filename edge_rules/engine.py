@@ -32,7 +32,7 @@ from edge_rules.rules import (
     SequenceRule,
     Settings,
     any_match,
-    subject_tier,
+    effective_duration,
 )
 from edge_rules.schedule import Window, format_duration_en, format_duration_zh, local_hhmm
 from gateway.clock import Clock
@@ -317,7 +317,7 @@ class Engine:
             and info.report_interval is not None
         ):
             return rule.interval_multiple * info.report_interval
-        return rule.duration_for(subject_tier(subj.residents))
+        return effective_duration(rule, subj.residents)[0]
 
     # ------------------------------------------------------------------ subjects
 
@@ -615,7 +615,7 @@ class Engine:
         else:
             who, who_en = f"住户{names}", f" ({names})"
         if duration is None:
-            duration = rule.duration_for(subject_tier(s.residents))
+            duration = effective_duration(rule, s.residents)[0]
         # "where": the place plus the room of the device that triggered it (卫生间, 入户门) —
         # a household-level alert about a fall must still say which room to go to.
         info = self.context.device(s.device) if s.device else None

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
-from edge_rules.context import TIER_ORDER, DeviceInfo, RiskTier
+from edge_rules.context import TIER_ORDER, DeviceInfo, ResidentInfo, RiskTier
 from edge_rules.schedule import WEEKDAYS, Window, parse_clock, parse_duration, zone
 from gateway.errors import ConfigError, ConfigProblem
 from gateway.models import Event, Family, Kind, Scalar
@@ -197,6 +197,9 @@ class _Rule(_Model):
     resolved_message: Messages | None = None
     applies_to: AppliesTo = AppliesTo()
     thresholds: dict[RiskTier, Duration] | None = None
+    # The name under which a resident's own ``thresholds`` set this rule's duration (rules that
+    # must move together share one name: fall_no_recovery and fall_recovered, "fall_recovery").
+    resident_threshold: Annotated[str, Field(pattern=_ID, max_length=64)] | None = None
     # true: the rule's own clearing condition (absence: the activity; held: the end; sequence
     # not_followed_by: the awaited event); a list: these events resolve the open alert.
     auto_resolve: bool | Conditions = False
@@ -492,6 +495,13 @@ def check_rules(rules: Sequence[AnyRule], file: str) -> list[ConfigProblem]:
                     bad(i, path, f"placeholders among {', '.join(sorted(allowed))}", f"{{{name}}}")
         if rule.thresholds is not None and isinstance(rule, MatchRule):
             bad(i, "thresholds", "no thresholds on a match rule (it has no duration)", rule.thresholds)
+        if rule.resident_threshold is not None and (
+            isinstance(rule, MatchRule | CountRule | CorrelationRule)
+            or (isinstance(rule, AbsenceRule) and rule.interval_multiple is not None)
+        ):
+            # Residents may only shorten or lengthen a wait (absence, held, sequence); a count
+            # or correlation window, or a device's report interval, is not theirs to set.
+            bad(i, "resident_threshold", "only on absence, held or sequence rules with a duration", rule.type)
         if rule.auto_resolve is True and isinstance(rule, MatchRule | CountRule | CorrelationRule):
             bad(
                 i,
@@ -514,3 +524,36 @@ def check_rules(rules: Sequence[AnyRule], file: str) -> list[ConfigProblem]:
 def subject_tier(residents: Iterable[Any]) -> str | None:
     tiers = [r.risk_tier for r in residents]
     return max(tiers, key=lambda t: TIER_ORDER[t]) if tiers else None
+
+
+def effective_duration(rule: AnyRule, residents: Sequence[ResidentInfo]) -> tuple[float | None, str]:
+    """The duration (window, within) a rule uses for a subject with these residents, and where
+    it comes from: ``"resident r1"``, ``"risk tier high"`` or ``"rule"``.
+
+    A resident's own value (``thresholds`` under the rule's ``resident_threshold``) wins over
+    their tier's. With several residents the shortest value counts (each resident's own, else
+    their tier's) — as the highest tier counts when nobody has a value of their own."""
+    name = rule.resident_threshold
+    own = [r.threshold(name) for r in residents] if name else []
+    if all(v is None for v in own):
+        return _tier_duration(rule, subject_tier(residents))
+    each = [
+        (v, f"resident {r.id}") if v is not None else _tier_duration(rule, r.risk_tier)
+        for v, r in zip(own, residents, strict=True)
+    ]
+    return min(((v, src) for v, src in each if v is not None), key=lambda x: x[0])
+
+
+def _tier_duration(rule: AnyRule, tier: str | None) -> tuple[float | None, str]:
+    if rule.thresholds and tier is not None and tier in rule.thresholds:
+        return rule.thresholds[tier], f"risk tier {tier}"
+    return rule.base_duration(), "rule"
+
+
+def resident_thresholds(rules: Iterable[AnyRule]) -> dict[str, list[AnyRule]]:
+    """Threshold name → the rules that declare it (what a resident's ``thresholds`` may set)."""
+    out: dict[str, list[AnyRule]] = {}
+    for rule in rules:
+        if rule.resident_threshold is not None:
+            out.setdefault(rule.resident_threshold, []).append(rule)
+    return out

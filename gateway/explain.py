@@ -8,14 +8,15 @@ and never writes, so it is safe against a running gateway (SQLite WAL lets a rea
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime
 
-from edge_rules import AnyRule, Engine, RuleSet
-from edge_rules.rules import Condition
+from edge_rules import AnyRule, Engine, ResidentInfo, RuleSet
+from edge_rules.rules import Condition, effective_duration
 from edge_rules.schedule import format_duration_en, zone
 from gateway.alerts import rule_context
 from gateway.checkin import covered_residents, plan_interval
-from gateway.config import Resident, SiteConfig
+from gateway.config import Device, Resident, SiteConfig
 from gateway.registry import Registry
 from gateway.store import Store
 from gateway.visits import OVERDUE_RULE, SINCE_KEY
@@ -40,6 +41,8 @@ def rule_line(rule: AnyRule) -> str:
         parts.append(f"mode={rule.mode}")
     if rule.thresholds:
         parts.append("thresholds={" + ", ".join(f"{k}={_dur(v)}" for k, v in rule.thresholds.items()) + "}")
+    if rule.resident_threshold:
+        parts.append(f"resident_threshold={rule.resident_threshold}")
     at = rule.applies_to
     if at.filters_residents:
         bits = [f"lives_alone={str(at.lives_alone).lower()}"] if at.lives_alone is not None else []
@@ -78,6 +81,7 @@ def explain_household(config: SiteConfig, store: Store, rules: RuleSet, househol
     devices = [d for d in config.devices if d.household == household]
     public = [d for d in config.devices if not d.household and d.building == h.building]
     residents = [r for r in config.residents if r.household == household]
+    people = {r.id: r for r in config.residents}
 
     def when(t: float) -> str:
         left = t - now
@@ -107,6 +111,7 @@ def explain_household(config: SiteConfig, store: Store, rules: RuleSet, househol
         if hits:
             lines.append(f"  {rule_line(rule)}")
             lines.append("      for " + "; ".join(f"{kind} {', '.join(ids)}" for kind, ids in hits.items()))
+            lines += _duration_lines(rule, [*devices, *public], engine, people)
     mine = subjects | {household, *(d.id for d in devices), *(r.id for r in residents)}
     timers = [(t, rule, subj) for t, rule, subj in engine.timers() if subj in mine]
     lines.append("timers:" if timers else "timers: none pending")
@@ -116,6 +121,32 @@ def explain_household(config: SiteConfig, store: Store, rules: RuleSet, househol
     lines += [f"  {k} rule={v['rule']} severity={v['severity']} count={v['count']}" for k, v in alerts.items()]
     lines += _visit_lines(config, store, residents, when)
     return "\n".join(lines)
+
+
+def _duration_lines(rule: AnyRule, devices: Sequence[Device], engine: Engine, people: dict[str, Resident]) -> list[str]:
+    """The rule's effective duration for each subject whose residents can change it (risk tier,
+    their own ``thresholds``), and where it comes from."""
+    if not (rule.thresholds or rule.resident_threshold) or rule.base_duration() is None:
+        return []
+    out: list[str] = []
+    for d in devices:
+        for s in engine.subjects(rule, d.id):
+            # from the config, so the resident's own values show whatever the engine was given
+            infos = [
+                ResidentInfo(r.id, r.name, r.lives_alone, r.risk_tier, tuple(r.thresholds.items()))
+                for r in (people[x.id] for x in s.residents if x.id in people)
+            ]
+            value, source = effective_duration(rule, infos)
+            if source.startswith("resident "):
+                who = people[source.split(" ", 1)[1]]
+                tier, tier_source = effective_duration(rule, [replace(i, thresholds=()) for i in infos])
+                source = f"{who.id} {who.name}'s own thresholds.{rule.resident_threshold} ({tier_source}: {_dur(tier)})"
+            elif source == "rule":
+                source = "rule default"
+            line = f"      {s.kind} {s.id}: {_dur(value)} — {source}"
+            if line not in out:
+                out.append(line)
+    return out
 
 
 def _visit_lines(

@@ -61,6 +61,7 @@ class Expect:
     subject: str = ""
     device: str = ""
     building: str = ""
+    message: str = ""  # a part of the alert's message_zh (after the transition)
     start: float | None = None
     end: float | None = None
 
@@ -71,6 +72,8 @@ class Expect:
                 parts.append(f"{name}={getattr(self, name)}")
         if self.severity is not None:
             parts.append(f"severity={self.severity}")
+        if self.message:
+            parts.append(f"message~{self.message!r}")
         if self.transitions not in (TRANSITIONS, TRANSITIONS - {"resolved"}):
             parts.append("/".join(sorted(self.transitions)))
         if self.start is not None and self.end is not None:
@@ -253,7 +256,11 @@ def _at(value: str, start: float, previous: float) -> float:
 
 
 def _expect(raw: dict[str, Any], where: str, start: float, positive: bool) -> Expect:
-    _only(raw, {"rule", "severity", "transition", "household", "subject", "device", "building", "at", "within"}, where)
+    _only(
+        raw,
+        {"rule", "severity", "transition", "household", "subject", "device", "building", "message", "at", "within"},
+        where,
+    )
     transition = raw.get("transition")
     if transition is None:
         # expected: any transition but a resolution; must not fire: any transition at all
@@ -279,6 +286,7 @@ def _expect(raw: dict[str, Any], where: str, start: float, positive: bool) -> Ex
         subject=str(raw.get("subject", "")),
         device=str(raw.get("device", "")),
         building=str(raw.get("building", "")),
+        message=str(raw.get("message", "")),
         start=lo,
         end=hi,
     )
@@ -326,9 +334,21 @@ def run_scenario(scenario: Scenario, data_dir: Path | None = None) -> Result:
     clock = VirtualClock(scenario.start)
     seen: list[Transition] = []
     db = data_dir / "scenario.sqlite3"
+    for stale in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
+        stale.unlink(missing_ok=True)  # a fresh store: a run never sees another run's alerts
 
     def boot(store: Store) -> AlertPath:
-        return AlertPath(registry, store, clock, config.topic_prefix, rules, config.alerts.repeat_window, seen.append)
+        return AlertPath(
+            registry,
+            store,
+            clock,
+            config.topic_prefix,
+            rules,
+            config.alerts.repeat_window,
+            seen.append,
+            flap_threshold=config.alerts.flap_threshold,
+            flap_window=config.alerts.flap_window,
+        )
 
     store = Store(db, synchronous="normal")
     alerts = boot(store)
@@ -397,6 +417,8 @@ def _matches(e: Expect, s: Seen, registry: Registry, window: bool = True) -> boo
     if e.device and s.device != e.device:
         return False
     if e.building and s.building != e.building:
+        return False
+    if e.message and e.message not in s.message_zh:
         return False
     return not window or e.start is None or e.end is None or e.start <= s.at <= e.end
 

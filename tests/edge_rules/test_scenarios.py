@@ -311,6 +311,25 @@ def test_silent_device_becomes_one_offline_ticket() -> None:
     assert [d.dedup_key for d in back] == ["maintenance:offline:3-2-502-sos"]
 
 
+def test_the_offline_ticket_says_what_resolved_it() -> None:
+    # device_offline and device_silent share the ticket; device_silent also counts "online" as
+    # a report. The bridge's online must still say 已在线 (device_offline comes first in the
+    # pack), any other report after a silence 已恢复上报.
+    e = Engine(BOTH, None, CONTEXT)
+    f = Feed()
+    e.advance(at("00:00"))
+    e.advance(at("23:00"))  # 3-2-502-sos silent since midnight: device_silent raised at 03:00
+    e.feed(f("3-2-502-sos", "offline", at("23:10")))
+    (online,) = [d for d in e.feed(f("3-2-502-sos", "online", at("23:30"))) if d.action == "resolve"]
+    assert (online.rule, online.dedup_key) == ("device_offline", "maintenance:offline:3-2-502-sos")
+    assert online.message_zh.endswith("设备3-2-502-sos已在线")
+    # the door's ticket (silent since midnight, then offline too) ends with a plain report
+    assert e.feed(f("3-2-502-door", "offline", at("23:40"))) == []
+    (report,) = [d for d in e.feed(f("3-2-502-door", "heartbeat", at("23:50"))) if d.action == "resolve"]
+    assert (report.rule, report.dedup_key) == ("device_silent", "maintenance:offline:3-2-502-door")
+    assert report.message_zh.endswith("设备3-2-502-door已恢复上报")
+
+
 def test_restart_in_the_middle_of_a_24h_window() -> None:
     """Killed 10 h into a 24 h window, down for 20 h: the alert comes on boot, at the original deadline, once."""
     e, f = engine(), Feed()
