@@ -29,7 +29,7 @@ from gateway.clock import Clock
 from gateway.errors import StoreError
 from gateway.models import Alert, AlertState, Event
 from gateway.registry import Registry
-from gateway.store import Store, VisitRow
+from gateway.store import LogRow, Store, VisitRow
 
 log = logging.getLogger("sensegate.alerts")
 
@@ -40,8 +40,20 @@ MAX_EVIDENCE = 20
 
 @dataclass(frozen=True, slots=True)
 class Transition:
-    kind: str  # "raised" | "updated" | "repeated" | "escalated" | "downgraded" | "resolved"
+    # From rules: raised / updated / repeated / escalated / downgraded / resolved.
+    # From people and the notifier: notified / escalated (a ladder tier) / acknowledged / resolved.
+    kind: str
     alert: Alert
+    actor: str = ""  # "rule:<id>", a person id, or "system"
+    via: str = ""  # how a person's action arrived: cli / mqtt / http / a channel id
+    detail: tuple[tuple[str, object], ...] = ()
+
+    def log_row(self, at: float) -> LogRow:
+        return LogRow(self.alert.id, at, self.kind, self.actor or "system", self.via, dict(self.detail))
+
+
+class LifecycleError(ValueError):
+    """A person's action that cannot apply (unknown alert, already resolved …); the message says why."""
 
 
 def rule_context(registry: Registry) -> Context:
@@ -53,7 +65,9 @@ def rule_context(registry: Registry) -> Context:
             household=e.config.household,
             building=e.location.building,
             location=e.location,
-            residents=tuple(ResidentInfo(r.id, r.name, r.lives_alone, r.risk_tier) for r in e.residents),
+            residents=tuple(
+                ResidentInfo(r.id, r.name, r.lives_alone, r.risk_tier, tuple(r.thresholds.items())) for r in e.residents
+            ),
             report_interval=e.config.report_interval,
         )
         for e in registry.devices.values()
@@ -70,6 +84,9 @@ class AlertPath:
         rules: RuleSet,
         repeat_window: float = 600.0,
         notify: Callable[[Transition], None] | None = None,
+        *,
+        flap_threshold: int = 3,
+        flap_window: float = 600.0,
     ) -> None:
         self.registry = registry
         self.store = store
@@ -78,6 +95,8 @@ class AlertPath:
         self.rules = rules
         self.repeat_window = repeat_window
         self.notify = notify
+        self.flap_threshold = flap_threshold
+        self.flap_window = flap_window
         self.context = rule_context(registry)
         self._load()
 
@@ -87,6 +106,11 @@ class AlertPath:
         self.cursor = self.store.cursor(CURSOR)
         self._saved_cursor = self.cursor
         self._stale = False
+        self._batch_raises: dict[str, int] = {}
+        # Flapping alerts waiting to settle: alert id → when they resolve if nothing recurs.
+        self._settling = {
+            a.id: a.settle_at for a in self.store.alerts(open_only=True, limit=100_000) if a.settle_at is not None
+        }
 
     # ------------------------------------------------------------------ driving
 
@@ -105,28 +129,148 @@ class AlertPath:
         return handled
 
     def process(self, events: Sequence[Event]) -> list[Transition]:
-        """Feed newly stored events to the engine; save what changed."""
-        if self._stale:
+        """Feed newly stored events to the engine; save what changed.
+
+        Events that do not follow the cursor (another writer committed in between: the serial
+        writer, a check-in from the CLI) are read from the store instead, in order, so none
+        is skipped whichever writer's callback comes first."""
+        fresh = [e for e in events if e.seq > self.cursor]
+        if self._stale or (fresh and fresh[0].seq != self.cursor + 1):
             self.catch_up()  # the batch is in the store: catching up includes it
             return []
-        return self._handle(events)
+        return self._handle(fresh)
 
     def tick(self) -> list[Transition]:
         """Fire every rule deadline that has passed (absence, held, not-followed-by …)."""
         if self._stale:
             self.catch_up()
             return []
-        decisions = self.engine.advance(self.clock.now())
-        return self._commit(decisions, self.cursor) if decisions else []
+        now = self.clock.now()
+        decisions = self.engine.advance(now)
+        transitions = self._commit(decisions, self.cursor) if decisions else []
+        settled = [a for a, at in self._settling.items() if at <= now]
+        if settled:
+            transitions += self._settle(settled)
+        return transitions
+
+    def next_deadline(self) -> float | None:
+        """The next rule deadline or flapping alert to settle."""
+        due = [d for d in (self.engine.next_deadline(), min(self._settling.values(), default=None)) if d is not None]
+        return min(due, default=None)
+
+    def _settle(self, alert_ids: Sequence[str]) -> list[Transition]:
+        """Resolve flapping alerts that stayed clear for the flap window."""
+        out = []
+        for alert_id in alert_ids:
+            alert = self.store.alert(alert_id)
+            self._settling.pop(alert_id, None)
+            if alert is None or not alert.is_open or alert.settle_at is None:
+                continue
+            done = replace(
+                alert,
+                state=AlertState.RESOLVED,
+                resolved_at=alert.settle_at,
+                resolved_by=f"rule:{alert.rule}",
+                message_zh=f"{alert.settle_zh}（反复报警{alert.count}次后已稳定）",
+                message_en=f"{alert.settle_en} (stable again after {alert.count} alarms)",
+                settle_at=None,
+            )
+            out.append(Transition("resolved", done, f"rule:{alert.rule}", "", (("flapping", True),)))
+        return self._save_person(out) if out else []
 
     def checkpoint(self) -> None:
         """Save engine state and cursor moved by batches that changed no alert."""
         self._commit([], self.cursor)
 
+    # ------------------------------------------------------------------ people and the notifier
+
+    def find(self, alert_id: str) -> Alert:
+        """An alert by id or by a unique prefix of it (people type the short id from a message)."""
+        alert = self.store.alert(alert_id)
+        if alert is None and len(alert_id) >= 4:
+            matches = self.store.alerts_by_prefix(alert_id)
+            if len(matches) > 1:
+                raise LifecycleError(f"alert id {alert_id!r} is ambiguous: {', '.join(a.id for a in matches[:5])}")
+            alert = matches[0] if matches else None
+        if alert is None:
+            raise LifecycleError(f"no alert {alert_id!r}")
+        return alert
+
+    def acknowledge(self, alert_id: str, actor: str, via: str, note: str = "") -> Transition:
+        """A person takes responsibility: the ladder stops. Acknowledging twice is harmless (the
+        first one stands)."""
+        alert = self.find(alert_id)
+        if not alert.is_open:
+            raise LifecycleError(f"alert {alert.id} is already resolved")
+        if alert.state is AlertState.ACKNOWLEDGED:
+            return Transition("acknowledged", alert, actor, via, (("already", True),))
+        at = self.clock.now()
+        acked = replace(alert, state=AlertState.ACKNOWLEDGED, acked_by=actor, acked_at=at, acked_via=via)
+        detail = (("note", note),) if note else ()
+        return self._save_person([Transition("acknowledged", acked, actor, via, detail)])[0]
+
+    def resolve(self, alert_id: str, actor: str, via: str, note: str = "") -> Transition:
+        """A person closes the alert with a note (处置记录); the rule forgets it in the same
+        transaction, so the next event raises a new alert."""
+        alert = self.find(alert_id)
+        if not alert.is_open:
+            raise LifecycleError(f"alert {alert.id} is already resolved")
+        at = self.clock.now()
+        done = replace(
+            alert,
+            state=AlertState.RESOLVED,
+            resolved_at=at,
+            resolved_by=actor,
+            resolve_note=note,
+            acked_by=alert.acked_by or actor,
+            acked_at=alert.acked_at if alert.acked_at is not None else at,
+            acked_via=alert.acked_via or via,
+        )
+        if self._stale:
+            self.catch_up()
+        self.engine.close(alert.dedup_key)
+        return self._save_person([Transition("resolved", done, actor, via, (("note", note),))])[0]
+
+    def mark(self, alert_id: str, kind: str, detail: tuple[tuple[str, object], ...] = ()) -> Transition | None:
+        """The notifier's news: ``notified`` (a channel delivered the first message) or
+        ``escalated`` (nobody acknowledged: the next tier was paged). None if it changes nothing."""
+        alert = self.store.alert(alert_id)
+        if alert is None or not alert.is_open or alert.state is AlertState.ACKNOWLEDGED:
+            return None
+        at = self.clock.now()
+        if kind == "notified":
+            if alert.notified_at is not None:
+                return None
+            state = AlertState.NOTIFIED if alert.state is AlertState.RAISED else alert.state
+            changed = replace(alert, state=state, notified_at=at)
+        else:
+            changed = replace(alert, state=AlertState.ESCALATED)
+        return self._save_person([Transition(kind, changed, "system", "", detail)])[0]
+
     def close(self, dedup_key: str) -> None:
-        """A person resolved the alert (later: acknowledgement and resolution by people)."""
+        """Forget an alert in the engine only (the rule may raise it again)."""
         self.engine.close(dedup_key)
         self.checkpoint()
+
+    def _save_person(self, transitions: list[Transition]) -> list[Transition]:
+        at = self.clock.now()
+        try:
+            self.store.save_alerts(
+                [t.alert for t in transitions],
+                [m for t in transitions for m in self._messages(t)],
+                cursor=(CURSOR, self.cursor),
+                now=at,
+                rule_state=self.engine.dirty(),
+                log=[t.log_row(at) for t in transitions],
+            )
+        except StoreError:
+            self._stale = True
+            raise
+        self._saved_cursor = self.cursor
+        if self.notify is not None:
+            for t in transitions:
+                self.notify(t)
+        return transitions
 
     def external(
         self,
@@ -155,6 +299,7 @@ class AlertPath:
                 rule_state=self.engine.dirty(),
                 visits=visits,
                 more_cursors=[cursor] if cursor is not None else (),
+                log=[t.log_row(self.clock.now()) for t in transitions],
             )
         except StoreError:
             self._stale = True
@@ -188,6 +333,7 @@ class AlertPath:
                 cursor=(CURSOR, cursor),
                 now=self.clock.now(),
                 rule_state=state,
+                log=[t.log_row(self.clock.now()) for t in transitions],
             )
         except StoreError:
             # The engine has moved on but the disk has not: rebuild from the disk on next use.
@@ -201,14 +347,27 @@ class AlertPath:
 
     # ------------------------------------------------------------------ decisions → alerts
 
+    def _raised_recently(self, d: Decision, changed: dict[str, Alert]) -> int:
+        """Alerts raised under this key within the flap window, this batch's included."""
+        stored = self.store.raised_since(d.dedup_key, d.at - self.flap_window)
+        return stored + self._batch_raises.get(d.dedup_key, 0)
+
     def _transitions(self, decisions: Sequence[Decision]) -> list[Transition]:
         changed: dict[str, Alert] = {}
         out: list[Transition] = []
+        self._batch_raises = {}
         for d in decisions:
             t = self._apply(d, changed)
             if t is not None:
+                t = replace(t, actor=f"rule:{d.rule}", detail=(("events", list(d.evidence)),))
                 changed[d.dedup_key] = t.alert
                 out.append(t)
+                if t.kind == "raised" and self.store.alert(t.alert.id) is None:
+                    self._batch_raises[d.dedup_key] = self._batch_raises.get(d.dedup_key, 0) + 1
+                if t.alert.settle_at is not None and t.alert.is_open:
+                    self._settling[t.alert.id] = t.alert.settle_at
+                else:
+                    self._settling.pop(t.alert.id, None)
         return out
 
     def _open(self, key: str, changed: dict[str, Alert]) -> Alert | None:
@@ -220,18 +379,45 @@ class AlertPath:
         if d.action == "resolve":
             if current is None:
                 return None
+            if current.flapping or self._raised_recently(d, changed) >= self.flap_threshold:
+                # 抖动: keep it open, visibly, until the condition stays clear for the window.
+                return Transition(
+                    "updated" if current.flapping else "flapping",
+                    replace(
+                        current,
+                        flapping=True,
+                        settle_at=d.at + self.flap_window,
+                        settle_zh=d.message_zh,
+                        settle_en=d.message_en,
+                        last_seen=max(current.last_seen, d.at),
+                        evidence=_merge(current.evidence, d.evidence),
+                    ),
+                )
             return Transition(
                 "resolved",
                 replace(
                     current,
                     state=AlertState.RESOLVED,
                     resolved_at=d.at,
+                    resolved_by=f"rule:{d.rule}",
                     last_seen=max(current.last_seen, d.at),
                     evidence=_merge(current.evidence, d.evidence),
                     # The rule's resolution text (【火警解除】…); what was raised stays in the
                     # transition stream.
                     message_zh=d.message_zh,
                     message_en=d.message_en,
+                ),
+            )
+        if current is not None and current.flapping and d.action == "raise":
+            # It happened again while flapping: fold it in; it is in alarm, not settling.
+            return Transition(
+                "updated",
+                replace(
+                    current,
+                    count=current.count + 1,
+                    last_seen=max(current.last_seen, d.at),
+                    settle_at=None,
+                    evidence=_merge(current.evidence, d.evidence),
                 ),
             )
         if d.action == "raise" or current is None:
@@ -278,11 +464,17 @@ class AlertPath:
                 evidence=_merge(current.evidence, d.evidence),
                 message_zh=d.message_zh,
                 message_en=d.message_en,
+                settle_at=None,  # in alarm again (a flapping alert settles only when clear)
             ),
         )
 
     def _messages(self, t: Transition) -> list[tuple[str, str, str, bool]]:
-        body = json.dumps({"transition": t.kind, "alert": t.alert.to_dict()}, ensure_ascii=False)
+        message: dict[str, object] = {"transition": t.kind, "alert": t.alert.to_dict()}
+        if t.actor:
+            message["actor"] = t.actor
+        if t.via:
+            message["via"] = t.via
+        body = json.dumps(message, ensure_ascii=False)
         retained = "" if t.alert.state is AlertState.RESOLVED else json.dumps(t.alert.to_dict(), ensure_ascii=False)
         return [
             (MQTT_CHANNEL, f"{self.prefix}/alerts/events", body, False),
@@ -299,15 +491,21 @@ def _alert_id(key: str, first: int) -> str:
     return hashlib.sha1(f"{key}#{first}".encode()).hexdigest()[:12]
 
 
+TRANSITION_ZH = {
+    "raised": "报警",
+    "repeated": "重复报警",
+    "updated": "更新",
+    "escalated": "升级",
+    "downgraded": "降级",
+    "notified": "已通知",
+    "flapping": "反复报警(抖动)",
+    "acknowledged": "已确认",
+    "resolved": "已恢复",
+}
+
+
 def console_line(t: Transition) -> str:
     a = t.alert
-    label = {
-        "raised": "报警",
-        "repeated": "重复报警",
-        "updated": "更新",
-        "escalated": "升级",
-        "downgraded": "降级",
-        "resolved": "已恢复",
-    }[t.kind]
+    label = TRANSITION_ZH.get(t.kind, t.kind)
     count = f" ×{a.count}" if a.count > 1 else ""
     return f"[{a.severity.label_zh}] {label}{count} {a.message_zh} | {a.message_en} (alert {a.id})"

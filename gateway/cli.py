@@ -26,6 +26,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
+from gateway import alerts_cli
 from gateway.clock import SystemClock
 from gateway.config import SiteConfig, load_config, parse_config, site_rules
 from gateway.errors import ConfigError, SenseGateError
@@ -81,6 +82,14 @@ def summary(config: SiteConfig) -> str:
 
         covered = len(covered_residents(config))
         lines.append(f"  visits (探访): {len(config.visitors)} visitors, {covered} residents on a visit plan")
+    if config.channels:
+        channels = ", ".join(f"{c.id} ({c.type})" for c in config.channels)
+        lines.append(
+            f"  alerts to people: channels {channels}; {len(config.staff)} staff, {len(config.roster)} shifts, "
+            f"ladders {', '.join(lad.id for lad in config.ladders) or 'none'}, {len(config.routes)} routes"
+        )
+    else:
+        lines.append("  alerts to people: no channels (alerts on MQTT and the terminal only)")
     lines.append(f"  store {config.store_path} (max {config.store.max_bytes.human_readable()})")
     return "\n".join(lines)
 
@@ -115,78 +124,79 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from gateway.broker import LocalBroker
     from gateway.runtime import Gateway
     from simulators.block import demo_site
-    from simulators.runner import default_demo_incidents, run_simulation
-    from simulators.serial_radar import PtyRadar
+    from simulators.runner import SerialSimulators, default_demo_incidents, run_simulation
 
     data_dir = Path(args.data_dir).resolve() if args.data_dir else Path(tempfile.mkdtemp(prefix="sensegate-demo-"))
     data_dir.mkdir(parents=True, exist_ok=True)
-    # The block's wired fall radar (MR60FDA1 on a UART) is simulated on a pseudo-terminal.
-    radar = PtyRadar(data_dir / "ttyMR60FDA1", "mr60fda1", seed=args.seed)
+    # The block's wired devices — an MR60FDA1 fall radar on a UART and an RS-485 bus of Modbus
+    # detectors — are simulated on pseudo-terminals in the data dir.
+    site = demo_site(
+        args.buildings,
+        args.households,
+        data_dir=str(data_dir),
+        radar_port=str(data_dir / "ttyMR60FDA1"),
+        modbus_port=str(data_dir / "ttyRS485"),
+    )
 
     async def main() -> int:
         stop = asyncio.Event()
         _stop_on_signals(stop)
-        radar.open()  # inside the loop: it reads configuration commands from the gateway
         async with LocalBroker(args.broker) as broker:
-            site = demo_site(args.buildings, args.households, data_dir=str(data_dir), radar_port=str(radar.link))
             site["mqtt"] = {"host": broker.host, "port": broker.port}
             config = parse_config(site, file="<demo>")
-            gateway = Gateway(config, console=sys.stdout)
-            print(
-                f"SenseGate demo: {len(config.devices)} simulated devices in {args.buildings} buildings × "
-                f"{args.households} households; broker: {broker.kind} on {broker.host}:{broker.port}; "
-                f"store: {config.store_path}",
-                flush=True,
-            )
-            print("Alerts appear below as they are raised (Ctrl-C to stop).", flush=True)
-
-            async def simulate() -> None:
-                await gateway.ready.wait()
-                await run_simulation(
-                    config,
-                    broker.host,
-                    broker.port,
-                    clock=SystemClock(),
-                    seed=args.seed,
-                    speed=args.speed,
-                    incidents=default_demo_incidents(config),
-                    duration=args.duration,
-                    stop=stop,
+            wired = SerialSimulators(config, clock=SystemClock(), seed=args.seed)
+            wired.open()  # before the gateway opens the ports; inside the loop: they answer it
+            try:
+                gateway = Gateway(config, console=sys.stdout)
+                print(
+                    f"SenseGate demo: {len(config.devices)} simulated devices in {args.buildings} buildings × "
+                    f"{args.households} households; broker: {broker.kind} on {broker.host}:{broker.port}; "
+                    f"store: {config.store_path}",
+                    flush=True,
                 )
-                stop.set()
+                print("Alerts appear below as they are raised (Ctrl-C to stop).", flush=True)
 
-            async def wired_radar() -> None:
-                beating = asyncio.create_task(radar.run(stop))
-                await gateway.ready.wait()
-                radar.presence(True)
-                # The demo's script: a fall on the wired radar at ~40 s that the elder recovers
-                # from (raised, then downgraded and kept on record).
-                await SystemClock().sleep(38.0)
-                await radar.fall(recover=True, recover_after=12.0)
-                await beating
-
-            async def report() -> None:
-                while not stop.is_set():
-                    await asyncio.sleep(args.report_every)
-                    c = await asyncio.to_thread(gateway.store.counters)
-                    open_alerts = len(await asyncio.to_thread(gateway.store.alerts, True))
-                    malformed = sum(v for k, v in c.items() if k.startswith("malformed."))
-                    print(
-                        f"· events accepted {c.get('accepted', 0)}, malformed {malformed}, open alerts {open_alerts}",
-                        flush=True,
+                async def simulate() -> None:
+                    await gateway.ready.wait()
+                    await run_simulation(
+                        config,
+                        broker.host,
+                        broker.port,
+                        clock=SystemClock(),
+                        seed=args.seed,
+                        speed=args.speed,
+                        incidents=default_demo_incidents(config),
+                        duration=args.duration,
+                        stop=stop,
                     )
+                    stop.set()
 
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(gateway.run(stop))
-                sim = tg.create_task(simulate())
-                rep = tg.create_task(report())
-                wired = tg.create_task(wired_radar()) if args.buildings >= 2 else None
-                await stop.wait()
-                sim.cancel()
-                rep.cancel()
-                if wired is not None:
-                    wired.cancel()
-        radar.close()
+                async def simulate_wired() -> None:
+                    await gateway.ready.wait()
+                    # The script: a gas leak on the Modbus bus at ~10 s, cleared 30 s later; a fall
+                    # on the wired radar at ~38 s that the elder gets up from.
+                    await wired.run(stop, incidents=True)
+
+                async def report() -> None:
+                    while not stop.is_set():
+                        await asyncio.sleep(args.report_every)
+                        c = await asyncio.to_thread(gateway.store.counters)
+                        open_alerts = len(await asyncio.to_thread(gateway.store.alerts, True))
+                        malformed = sum(v for k, v in c.items() if k.startswith("malformed."))
+                        print(
+                            f"· events accepted {c.get('accepted', 0)}, malformed {malformed}, "
+                            f"open alerts {open_alerts}",
+                            flush=True,
+                        )
+
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(gateway.run(stop))
+                    sims = [tg.create_task(simulate()), tg.create_task(simulate_wired()), tg.create_task(report())]
+                    await stop.wait()
+                    for task in sims:
+                        task.cancel()
+            finally:
+                wired.close()
         return 0
 
     return _run_async(main())
@@ -196,7 +206,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from simulators.runner import default_demo_incidents, run_simulation
+    from simulators.runner import SerialSimulators, default_demo_incidents, run_simulation
 
     config = load_config(args.config)
     host, _, port = (args.broker or f"{config.mqtt.host}:{config.mqtt.port}").rpartition(":")
@@ -204,19 +214,33 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     async def main() -> int:
         stop = asyncio.Event()
         _stop_on_signals(stop)
-        stats = await run_simulation(
-            config,
-            host or "127.0.0.1",
-            int(port),
-            clock=SystemClock(),
-            seed=args.seed,
-            speed=args.speed,
-            incidents=default_demo_incidents(config) if args.incidents else (),
-            duration=args.duration,
-            stop=stop,
-            start_hour=args.start_hour,
-            legacy_availability=args.legacy_availability,
-        )
+        # The wired devices (serial radars, Modbus buses) on pseudo-terminals at their ports —
+        # where a simulator may create them; the others are named and left out.
+        wired = SerialSimulators(config, clock=SystemClock(), seed=args.seed)
+        for line in wired.skipped:
+            print(f"not simulated: {line}", file=sys.stderr, flush=True)
+        wired.open()
+        try:
+            for line in wired.describe():
+                print(f"simulating {line}", flush=True)
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(wired.run(stop, incidents=args.incidents))
+                stats = await run_simulation(
+                    config,
+                    host or "127.0.0.1",
+                    int(port),
+                    clock=SystemClock(),
+                    seed=args.seed,
+                    speed=args.speed,
+                    incidents=default_demo_incidents(config) if args.incidents else (),
+                    duration=args.duration,
+                    stop=stop,
+                    start_hour=args.start_hour,
+                    legacy_availability=args.legacy_availability,
+                )
+                stop.set()  # the duration is over: the wired devices stop too
+        finally:
+            wired.close()
         print(stats)
         return 0
 
@@ -240,8 +264,11 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"  {name} = {value}")
         for o in config.outputs:
             print(f"  pending.{o.name} = {store.pending_count(o.name)}")
+        for (channel, state), n in sorted(store.notification_counts().items()):
+            print(f"  notifications.{channel}.{state} = {n}")
         for alert in store.alerts(open_only=True):
-            print(f"  open alert {alert.id} [{alert.severity.label_zh}] ×{alert.count} {alert.message_zh}")
+            grade = f"[{alert.severity.label_zh}] {alert.state.value}"
+            print(f"  open alert {alert.id} {grade} ×{alert.count} {alert.message_zh}")
     finally:
         store.close()
     return 0
@@ -378,8 +405,8 @@ def parser() -> argparse.ArgumentParser:
         help="a simulated block with live alerts; needs nothing installed",
         description=(
             "Start a local broker (Mosquitto if installed, else the embedded amqtt broker), the gateway and a "
-            "simulated residential block. Scripted incidents (an SOS press, a smoke alarm, a fall) raise alerts "
-            "in the terminal within a minute."
+            "simulated residential block, its wired radar and Modbus bus on pseudo-terminals. Scripted incidents "
+            "(an SOS press, a gas leak, a smoke alarm, falls) raise alerts in the terminal within a minute."
         ),
     )
     d.add_argument("--buildings", type=int, default=2)
@@ -397,7 +424,8 @@ def parser() -> argparse.ArgumentParser:
         help="publish simulated traffic for a site config",
         description=(
             "Publish the activity of the devices in a site config (real zigbee2mqtt, rtl_433 and native payloads) "
-            "to a broker, for developing against a running gateway."
+            "to a broker, for developing against a running gateway; its serial radars and Modbus buses are "
+            "simulated on pseudo-terminals at their configured ports when those are in a writable directory."
         ),
     )
     s.add_argument("-c", "--config", required=True)
@@ -461,6 +489,8 @@ def parser() -> argparse.ArgumentParser:
     vr.add_argument("--out", default=".", help="directory to write to (default: the current one)")
     vr.add_argument("--lang", choices=["zh", "en"], default="zh", help="headings (default zh)")
     vr.set_defaults(func=cmd_visits_report)
+
+    alerts_cli.add_parser(sub)
 
     sc = sub.add_parser("scenario", help="run scenario files (scenarios/README.md)").add_subparsers(
         dest="scenario_command", required=True

@@ -29,10 +29,13 @@ from pydantic import (
 from drivers import SERIAL_CODECS, rtl433, zigbee2mqtt
 from drivers.modbus_profiles import Profile, builtin_profiles, load_profile
 from edge_rules import RuleSet, available_packs, load_rules
-from edge_rules.schedule import parse_duration
+from edge_rules.rules import resident_thresholds
+from edge_rules.schedule import format_duration_en, parse_duration
 from gateway.errors import ConfigError, ConfigProblem, PayloadError
+from gateway.ha_discovery import HaSettings
 from gateway.models import Family, Kind
-from gateway.validation import problems_from_validation
+from gateway.notify_config import CHANNEL_TAGS, ChannelSettings, Ladder, NotifySettings, Route, Shift
+from gateway.validation import SECRET_KEYS, problems_from_validation
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
@@ -120,6 +123,10 @@ class AlertSettings(_Model):
     # A repeat of the same problem within this window updates the open alert instead of
     # raising a new one.
     repeat_window: Annotated[float, Field(gt=0)] = 600.0
+    # Flapping (抖动): a problem raised this many times within flap_window is held open (one
+    # alert with a count and a visible note) until it has stayed clear for flap_window.
+    flap_threshold: Annotated[int, Field(ge=2, le=1000)] = 3
+    flap_window: Annotated[float, Field(gt=0, le=86_400)] = 600.0
 
 
 class RulesSettings(_Model):
@@ -169,6 +176,10 @@ class Resident(_Model):
     contacts: list[Contact] = []
     visit_every: Duration | None = None  # overrides the [visits] plan of the risk tier
     credentials: list[Annotated[str, Field(pattern=_CREDENTIAL)]] = []  # their own door cards
+    # Their own rule windows, by the names the rules declare (resident_threshold), e.g.
+    # { no_activity = "5h", fall_recovery = "45s" }: wins over the risk tier's. Checked against
+    # the loaded rules in _check_resident_thresholds.
+    thresholds: dict[str, Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]] = {}
 
 
 VisitorRole = Literal["community_worker", "volunteer", "grid_worker", "family", "doctor"]
@@ -298,9 +309,43 @@ class ModbusSource(_Model):
     profile: Annotated[str, Field(min_length=1)]  # a shipped profile or a [modbus_profiles.<MODEL>] table
 
 
+class OsdpBusSettings(_Model):
+    """One RS-485 bus of OSDP door readers (``[[osdp_buses]]``), the gateway its control panel.
+    See drivers/README-osdp.md."""
+
+    id: Annotated[str, Field(pattern=_ID, max_length=64)]
+    port: Annotated[str, Field(pattern=_PORT)]  # absolute; prefer /dev/serial/by-id/…
+    baudrate: Literal[9600, 19200, 38400, 57600, 115200, 230400] = 9600
+    # No reader answering for this long: the port is closed and reopened.
+    online_timeout: Annotated[float, Field(gt=0, le=3600)] = 15.0
+    backoff_initial: Annotated[float, Field(gt=0, le=3600)] = 1.0
+    backoff_max: Annotated[float, Field(gt=0, le=86_400)] = 30.0
+    # The lock stays released this long after a grant or an exit request; a door that opens
+    # outside it while locked is reported forced (door_opened with secured = true).
+    unlock_window: Annotated[float, Field(gt=0, le=25)] = 5.0
+    # A door open longer than this warns at the reader and is stored as held_open on closing.
+    held_open_after: Annotated[Duration, Field(gt=0, le=86_400)] = 30.0
+    # The readers' output that drives the door strike, pulsed on a grant; -1: none (the
+    # strike is wired elsewhere).
+    strike_output: Annotated[int, Field(ge=-1, le=255)] = 0
+    # Secure channel base key: 32 hex digits, or "env:NAME" / "file:/path". Without one the
+    # readers talk in plain text (install mode).
+    scbk: SecretStr | None = None
+
+
+class OsdpSource(_Model):
+    """A door reader on an OSDP bus: ``osdp = { bus = "door-bus", address = 0 }``."""
+
+    bus: str  # the id of an [[osdp_buses]] entry
+    address: Annotated[int, Field(ge=0, le=126)]  # the reader's OSDP address (127 is broadcast)
+    door_input: Annotated[int, Field(ge=0, le=63)] = 0  # the input wired to the door contact
+    rex_input: Annotated[int, Field(ge=-1, le=63)] = 1  # the exit-button input; -1: none
+
+
 class Device(_Model):
     """A configured device, reached over MQTT (``mqtt = {…}``), on its own serial port
-    (``serial = {…}``) or on a Modbus bus (``modbus = {…}``) — exactly one of them (checked in
+    (``serial = {…}``), on a Modbus bus (``modbus = {…}``) or on an OSDP bus (``osdp = {…}``)
+    — exactly one of them (checked in
     ``cross_check``)."""
 
     id: Annotated[str, Field(pattern=_ID, max_length=128)]
@@ -312,6 +357,7 @@ class Device(_Model):
     mqtt: Source | None = None
     serial: SerialSource | None = None
     modbus: ModbusSource | None = None
+    osdp: OsdpSource | None = None
     # How often the device reports when all is well (seconds): device supervision raises a
     # maintenance ticket after a multiple of it in silence. Unset: the rule's own default.
     report_interval: Annotated[float, Field(gt=0)] | None = None
@@ -332,6 +378,14 @@ class SiteConfig(_Model):
     visitors: list[Visitor] = []
     visits: VisitSettings = VisitSettings()
     modbus_buses: list[ModbusBusSettings] = []
+    osdp_buses: list[OsdpBusSettings] = []
+    # Getting alerts to people (docs/alerts.md).
+    notify: NotifySettings = NotifySettings()
+    channels: list[ChannelSettings] = []
+    roster: list[Shift] = []
+    ladders: list[Ladder] = []
+    routes: list[Route] = []
+    home_assistant: HaSettings = HaSettings()  # MQTT discovery (docs/home-assistant.md)
     # Register maps by model, as in drivers/profiles/*.toml; validated in cross_check with
     # drivers.modbus_profiles.load_profile so a mistake is named by its path in this file.
     modbus_profiles: dict[str, dict[str, Any]] = {}
@@ -391,7 +445,10 @@ def parse_config(
         raise ConfigError(problems)
     if base_dir is not None:
         config = _anchor_paths(config, base_dir)
-    site_rules(config, file)  # rule files are part of the config: their mistakes fail start-up too
+    rules = site_rules(config, file)  # rule files are part of the config: their mistakes fail start-up too
+    problems.extend(_check_resident_thresholds(config, rules, file))
+    if problems:
+        raise ConfigError(problems)
     return config
 
 
@@ -408,7 +465,27 @@ def site_rules(config: SiteConfig, file: str = "<config>") -> RuleSet:
     return load_rules(*config.rules.packs, *config.rules.files)
 
 
-_SECRET_KEYS = {"password", "token", "secret", "scbk"}
+_SECRET_KEYS = SECRET_KEYS
+
+
+def _check_resident_thresholds(config: SiteConfig, rules: RuleSet, file: str) -> list[ConfigProblem]:
+    """A resident's ``thresholds`` may only name what the site's rules declare as
+    ``resident_threshold``, and a sequence's window must stay longer than its ``min_gap``."""
+    declared = resident_thresholds(rules.rules)
+    known = f"a threshold the rules declare ({', '.join(sorted(declared)) or 'none'})"
+    problems: list[ConfigProblem] = []
+    for i, r in enumerate(config.residents):
+        for name, value in r.thresholds.items():
+            path = f"residents[{i}].thresholds.{name}"
+            if name not in declared:
+                problems.append(ConfigProblem(file, path, known, repr(name)))
+                continue
+            for rule in declared[name]:
+                gap = getattr(rule, "min_gap", None)
+                if gap is not None and value <= gap:
+                    expected = f"more than {rule.id}'s min_gap ({format_duration_en(gap)})"
+                    problems.append(ConfigProblem(file, path, expected, format_duration_en(value)))
+    return problems
 
 
 def _resolve_secrets(
@@ -448,7 +525,7 @@ def _secret_value(value: str, file: str, path: str, env: Mapping[str, str], prob
 
 # pydantic puts the discriminator value ("influxdb_v1", "zigbee2mqtt") into the location of
 # errors inside a tagged union member; people do not write that key.
-_UNION_TAGS = frozenset({"influxdb_v1", "influxdb_v2", "zigbee2mqtt", "rtl_433", "native"})
+_UNION_TAGS = frozenset({"influxdb_v1", "influxdb_v2", "zigbee2mqtt", "rtl_433", "native"}) | CHANNEL_TAGS
 
 _PATTERN_WORDS = {
     _ID: "an id of letters, digits, '-', '_' or '.' (no spaces)",
@@ -494,6 +571,7 @@ def cross_check(config: SiteConfig, file: str) -> list[ConfigProblem]:
 
     problems.extend(_check_visits(config, file, set(households)))
     problems.extend(_check_people(config, file))
+    problems.extend(_check_notify(config, file))
 
     z2m_names: dict[str, int] = {}
     rtl_keys: dict[tuple[str, str, str], int] = {}
@@ -517,13 +595,13 @@ def cross_check(config: SiteConfig, file: str) -> list[ConfigProblem]:
                     repr(d.building),
                 )
             )
-        reached = [name for name in ("mqtt", "serial", "modbus") if getattr(d, name) is not None]
+        reached = [name for name in ("mqtt", "serial", "modbus", "osdp") if getattr(d, name) is not None]
         if len(reached) != 1:
             problems.append(
                 ConfigProblem(
                     file,
                     where,
-                    "exactly one of mqtt = {…}, serial = {…} or modbus = {…} (how the device is reached)",
+                    "exactly one of mqtt = {…}, serial = {…}, modbus = {…} or osdp = {…} (how the device is reached)",
                     " and ".join(reached) if reached else "none",
                 )
             )
@@ -531,7 +609,7 @@ def cross_check(config: SiteConfig, file: str) -> list[ConfigProblem]:
         if d.serial is not None:
             problems.extend(_check_serial(file, where, d, d.serial, ports, i))
             continue
-        if d.modbus is not None:
+        if d.modbus is not None or d.osdp is not None:
             continue  # checked with the buses, below
         src = d.mqtt
         if isinstance(src, Zigbee2MqttSource):
@@ -584,6 +662,7 @@ def cross_check(config: SiteConfig, file: str) -> list[ConfigProblem]:
                         )
                     )
     problems.extend(_check_modbus(config, file, ports))
+    problems.extend(_check_osdp(config, file, ports))
     return problems
 
 
@@ -700,6 +779,104 @@ def _check_modbus(config: SiteConfig, file: str, serial_ports: dict[str, int]) -
                     f"modbus_buses[{k}]",
                     f"a device with modbus = {{ bus = {b.id!r}, … }}",
                     "no device on this bus",
+                )
+            )
+    return problems
+
+
+def _check_notify(config: SiteConfig, file: str) -> list[ConfigProblem]:
+    from gateway.notify import check_targets  # the notifier's own vocabulary of targets
+
+    problems = [ConfigProblem(file, path, expected, found) for path, expected, found in check_targets(config)]
+    for key, ids in (("channels", [c.id for c in config.channels]), ("ladders", [lad.id for lad in config.ladders])):
+        seen: set[str] = set()
+        for i, item in enumerate(ids):
+            if item in seen:
+                problems.append(ConfigProblem(file, f"{key}[{i}].id", "a unique id", repr(item)))
+            seen.add(item)
+    return problems
+
+
+def _check_osdp(config: SiteConfig, file: str, serial_ports: dict[str, int]) -> list[ConfigProblem]:
+    """OSDP buses and the readers on them: unique ids, ports and addresses, a 16-byte key."""
+    problems: list[ConfigProblem] = []
+    buses: dict[str, int] = {}
+    bus_ports: dict[str, int] = {}
+    modbus_ports = {os.path.normpath(b.port): k for k, b in enumerate(config.modbus_buses)}
+    for k, b in enumerate(config.osdp_buses):
+        where = f"osdp_buses[{k}]"
+        if b.id in buses:
+            problems.append(ConfigProblem(file, f"{where}.id", "a unique id", repr(b.id)))
+        buses.setdefault(b.id, k)
+        port = os.path.normpath(b.port)
+        others = (
+            (bus_ports, "osdp_buses", ""),
+            (modbus_ports, "modbus_buses", ""),
+            (serial_ports, "devices", " (a serial device has its port to itself)"),
+        )
+        for taken, section, why in others:
+            if port in taken:
+                problems.append(
+                    ConfigProblem(
+                        file, f"{where}.port", f"a port not used by {section}[{taken[port]}]{why}", repr(b.port)
+                    )
+                )
+                break
+        bus_ports.setdefault(port, k)
+        if b.backoff_max < b.backoff_initial:
+            problems.append(
+                ConfigProblem(
+                    file,
+                    f"{where}.backoff_max",
+                    f"at least backoff_initial ({b.backoff_initial:g})",
+                    f"{b.backoff_max:g}",
+                )
+            )
+        if b.scbk is not None:
+            key = b.scbk.get_secret_value()
+            try:
+                ok = len(bytes.fromhex(key)) == 16
+            except ValueError:
+                ok = False
+            if not ok:  # never echo the key itself
+                problems.append(
+                    ConfigProblem(file, f"{where}.scbk", "32 hex digits (a 16-byte key)", f"{len(key)} characters")
+                )
+    addresses: dict[tuple[str, int], int] = {}
+    used: set[str] = set()
+    for i, d in enumerate(config.devices):
+        src = d.osdp
+        if src is None or d.mqtt is not None or d.serial is not None or d.modbus is not None:
+            continue
+        where = f"devices[{i}]"
+        if d.family != Family.DOOR:
+            problems.append(ConfigProblem(file, f"{where}.family", "'door' for an OSDP reader", repr(d.family.value)))
+        if src.bus not in buses:
+            problems.append(_unknown(file, f"{where}.osdp.bus", "OSDP bus", src.bus, buses))
+            continue
+        used.add(src.bus)
+        slot = (src.bus, src.address)
+        if slot in addresses:
+            problems.append(
+                ConfigProblem(
+                    file,
+                    f"{where}.osdp.address",
+                    f"an address not used on bus {src.bus} by devices[{addresses[slot]}]",
+                    str(src.address),
+                )
+            )
+        addresses.setdefault(slot, i)
+        if src.rex_input == src.door_input:
+            problems.append(
+                ConfigProblem(
+                    file, f"{where}.osdp.rex_input", "an input other than door_input, or -1", str(src.rex_input)
+                )
+            )
+    for k, b in enumerate(config.osdp_buses):
+        if b.id not in used and buses.get(b.id) == k:
+            problems.append(
+                ConfigProblem(
+                    file, f"osdp_buses[{k}]", f"a device with osdp = {{ bus = {b.id!r}, … }}", "no device on this bus"
                 )
             )
     return problems

@@ -27,6 +27,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.clock import Clock
+from gateway.commands import parse_command
 from gateway.config import SiteConfig
 from gateway.errors import PayloadError
 from gateway.log import LogOnce
@@ -60,8 +61,10 @@ class MqttIngest:
         clock: Clock,
         outputs: dict[str, frozenset[str] | None],
         on_stored: Callable[[list[Event]], Awaitable[None]],
+        on_command: Callable[[], None] | None = None,
     ) -> None:
         self.config = config
+        self.on_command = on_command
         self.registry = registry
         self.store = store
         self.clock = clock
@@ -69,6 +72,8 @@ class MqttIngest:
         self.on_stored = on_stored
         self.status_topic = f"{config.topic_prefix}/status"
         self.connected = asyncio.Event()  # connected and subscribed
+        # Acknowledge / resolve alerts over MQTT (gateway.commands).
+        self.command_topic = f"{config.topic_prefix}/alerts/commands"
         self.connects = 0  # subscribed connections so far (a reconnect makes it 2, 3 …)
         self._log_once = LogOnce(log)
         self._queue: asyncio.Queue[_Message] = asyncio.Queue()
@@ -113,7 +118,7 @@ class MqttIngest:
             self._log_once.warning(("connect", str(rc)), "broker refused connection: %s", rc)
             return
         self._connection += 1
-        subs = self.registry.subscriptions()
+        subs = [*self.registry.subscriptions(), self.command_topic]
         client.subscribe([(s, 1) for s in subs])
         client.publish(self.status_topic, "online", qos=1, retain=True)
         log.info(
@@ -172,7 +177,9 @@ class MqttIngest:
             self._stopping = True
             # Say "offline" ourselves on an orderly stop; the will covers a crash.
             with contextlib.suppress(Exception):
-                client.publish(self.status_topic, "offline", qos=1, retain=True).wait_for_publish(2)
+                sent = client.publish(self.status_topic, "offline", qos=1, retain=True)
+                # Off the event loop: a broker on this loop (the demo's amqtt) must answer it.
+                await asyncio.to_thread(sent.wait_for_publish, 2)
             client.disconnect()
             client.loop_stop()
 
@@ -211,6 +218,7 @@ class MqttIngest:
         keys: list[tuple[str, float]] = []
         counts: dict[str, int] = {}
         rejected: list[tuple[str, str, str, bytes]] = []
+        commands: list[dict[str, Any]] = []
         for msg in batch:
             key = hashlib.blake2b(
                 b"%d\0%s\0%s" % (msg.mid, msg.topic.encode(), msg.payload), digest_size=12
@@ -224,6 +232,10 @@ class MqttIngest:
                 counts["retained_skipped"] = counts.get("retained_skipped", 0) + 1
                 continue
             try:
+                if msg.topic == self.command_topic:
+                    commands.append(parse_command(msg.payload, "mqtt"))
+                    keys.append((key, now))
+                    continue
                 decoded = self.registry.decode(msg.topic, msg.payload, now)
             except PayloadError as exc:
                 counts[f"malformed.{exc.reason}"] = counts.get(f"malformed.{exc.reason}", 0) + 1
@@ -239,4 +251,7 @@ class MqttIngest:
                 continue
             events.extend(decoded)
             keys.append((key, now))
-        return await asyncio.to_thread(self.store.append, events, self.outputs, keys, counts, rejected, now)
+        stored = await asyncio.to_thread(self.store.append, events, self.outputs, keys, counts, rejected, now, commands)
+        if commands and self.on_command is not None:
+            self.on_command()
+        return stored

@@ -242,7 +242,10 @@ _SEVERITY_ZH = {
 
 
 class AlertState(enum.StrEnum):
-    """Alert lifecycle. The foundation uses raised / resolved; later issues add the rest."""
+    """Alert lifecycle (docs/alerts.md): raised → notified (a person's channel took it) →
+    acknowledged (someone took responsibility: the ladder stops) → resolved (by its rule, or by
+    a person with a note). ``escalated``: the rule raised its severity, or nobody acknowledged
+    and the ladder went up a tier."""
 
     RAISED = "raised"
     NOTIFIED = "notified"
@@ -275,6 +278,22 @@ class Alert:
     count: int = 1
     evidence: tuple[int, ...] = ()
     resolved_at: float | None = None
+    notified_at: float | None = None
+    acked_by: str = ""  # a person id
+    acked_at: float | None = None
+    acked_via: str = ""  # cli / mqtt / http / a channel id
+    resolved_by: str = ""  # "rule:<id>" when its rule resolved it, else a person id
+    resolve_note: str = ""  # 处置记录: what was done
+    # Flapping (抖动): raised and cleared again and again. The alert stays open, folding the
+    # repeats, and resolves once the condition has stayed clear until ``settle_at``.
+    flapping: bool = False
+    settle_at: float | None = None
+    settle_zh: str = ""  # the rule's resolution text, used when it settles
+    settle_en: str = ""
+
+    @property
+    def is_open(self) -> bool:
+        return self.state is not AlertState.RESOLVED
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -300,6 +319,16 @@ class Alert:
             "device_id": self.device_id,
             "count": self.count,
             "evidence": list(self.evidence),
+            "notified_at": self.notified_at,
+            "acked_by": self.acked_by,
+            "acked_at": self.acked_at,
+            "acked_via": self.acked_via,
+            "resolved_by": self.resolved_by,
+            "resolve_note": self.resolve_note,
+            "flapping": self.flapping,
+            "settle_at": self.settle_at,
+            "settle_zh": self.settle_zh,
+            "settle_en": self.settle_en,
         }
 
     @classmethod
@@ -326,4 +355,18 @@ class Alert:
             device_id=data.get("device_id", ""),
             count=int(data.get("count", 1)),
             evidence=tuple(int(x) for x in data.get("evidence", ())),
+            notified_at=_opt_float(data.get("notified_at")),
+            acked_by=data.get("acked_by", ""),
+            acked_at=_opt_float(data.get("acked_at")),
+            acked_via=data.get("acked_via", ""),
+            resolved_by=data.get("resolved_by", ""),
+            resolve_note=data.get("resolve_note", ""),
+            flapping=bool(data.get("flapping", False)),
+            settle_at=_opt_float(data.get("settle_at")),
+            settle_zh=data.get("settle_zh", ""),
+            settle_en=data.get("settle_en", ""),
         )
+
+
+def _opt_float(value: Any) -> float | None:
+    return None if value is None else float(value)

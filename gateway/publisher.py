@@ -34,6 +34,10 @@ class OutboxPublisher:
         self._log_once = LogOnce(log)
 
     def _client(self) -> aiomqtt.Client:
+        return self.client(f"{self.config.client_id}-pub")
+
+    def client(self, identifier: str) -> aiomqtt.Client:
+        """An aiomqtt client for the site's broker (TLS and login from config)."""
         m = self.config.mqtt
         tls = None
         if m.tls is not None:
@@ -46,7 +50,7 @@ class OutboxPublisher:
         return aiomqtt.Client(
             m.host,
             m.port,
-            identifier=f"{self.config.client_id}-pub",
+            identifier=identifier,
             username=m.username or None,
             password=m.password.get_secret_value() or None,
             tls_params=tls,

@@ -9,21 +9,35 @@ Shutdown is orderly: stop accepting, give outputs a few seconds to flush, then c
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
+import json
 import logging
 import sys
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TextIO
 
+import aiomqtt
+
 from drivers.modbus_bus import ClientFactory, pymodbus_client
 from drivers.serial_link import Opener, open_serial
 from gateway.alerts import AlertPath, Transition, console_line
+from gateway.api import AlertApi, loop_bridge
+from gateway.channels.base import Channel
+from gateway.channels.dingtalk import DingTalkChannel, DingTalkChannelSettings
+from gateway.channels.mqtt import MqttChannel
+from gateway.channels.sms import SmsChannel, SmsSettings
+from gateway.channels.webhook import WebhookChannel, WebhookChannelSettings
+from gateway.channels.wecom import WeComChannel, WeComChannelSettings
 from gateway.clock import Clock, SystemClock
+from gateway.commands import apply_command
 from gateway.config import InfluxV1Output, InfluxV2Output, SiteConfig, site_rules
 from gateway.forwarder import Forwarder
+from gateway.ha_discovery import HaBridge
 from gateway.ingest import DEDUP_WINDOW, MqttIngest
+from gateway.log import LogOnce
 from gateway.models import Event
+from gateway.notify import Notifier
+from gateway.notify_config import ChannelSettings, MqttChannelSettings
 from gateway.publisher import OutboxPublisher
 from gateway.registry import Registry
 from gateway.serial_ingest import SerialIngest
@@ -34,10 +48,29 @@ from gateway.store import Store
 from gateway.visits import VisitTracker
 
 log = logging.getLogger("sensegate.runtime")
+_ha_log = LogOnce(logging.getLogger("sensegate.home_assistant"))
 
 HOUSEKEEPING_INTERVAL = 10.0
 STATS_INTERVAL = 60.0
 SHUTDOWN_FLUSH = 5.0
+# How often the gateway looks for what the CLI queued in the store (acknowledgements,
+# check-ins): the time a person waits for "done".
+COMMAND_POLL = 1.0
+
+
+def build_channel(settings: ChannelSettings, config: SiteConfig, store: Store, clock: Clock) -> Channel:
+    """The channel for one ``[[channels]]`` entry (gateway/channels)."""
+    if isinstance(settings, MqttChannelSettings):
+        return MqttChannel(settings, store, config.topic_prefix)
+    if isinstance(settings, WebhookChannelSettings):
+        return WebhookChannel(settings, clock)
+    if isinstance(settings, WeComChannelSettings):
+        return WeComChannel(settings, clock)
+    if isinstance(settings, DingTalkChannelSettings):
+        return DingTalkChannel(settings, clock)
+    if isinstance(settings, SmsSettings):
+        return SmsChannel(settings.id, settings, clock)
+    raise AssertionError(f"no channel for {settings!r}")  # the config union admits no other type
 
 
 def build_sink(output: InfluxV1Output | InfluxV2Output, config: SiteConfig) -> Sink:
@@ -96,6 +129,7 @@ class Gateway:
         console: TextIO | None = None,
         serial_opener: Opener | None = None,
         modbus_client_factory: ClientFactory | None = None,
+        channels: Mapping[str, Channel] | None = None,
     ) -> None:
         self.config = config
         self.clock = clock or SystemClock()
@@ -129,10 +163,26 @@ class Gateway:
             rules,
             config.alerts.repeat_window,
             notify=self._on_transition,
+            flap_threshold=config.alerts.flap_threshold,
+            flap_window=config.alerts.flap_window,
         )
         self.visits = VisitTracker(config, self.store, self.clock, self.alerts, rules)
+        built_channels = (
+            dict(channels)
+            if channels is not None
+            else {c.id: build_channel(c, config, self.store, self.clock) for c in config.channels}
+        )
+        for channel in built_channels.values():
+            if isinstance(channel, MqttChannel):
+                channel.wake = self.publisher.wake.set
+        self.notifier = Notifier(
+            config, self.store, self.clock, self.alerts, built_channels, timezone=rules.settings.timezone
+        )
         self._rules_wake = asyncio.Event()
-        self.ingest = MqttIngest(config, self.registry, self.store, self.clock, self.outputs, self._on_stored)
+        self._commands_wake = asyncio.Event()
+        self.ingest = MqttIngest(
+            config, self.registry, self.store, self.clock, self.outputs, self._on_stored, self._commands_wake.set
+        )
         self.serial = SerialIngest(
             config,
             self.registry,
@@ -144,6 +194,10 @@ class Gateway:
             modbus_client_factory or pymodbus_client,
         )
         self.ready = asyncio.Event()  # set once connected to the broker
+        self.api: AlertApi | None = None  # the HTTP API, once serving
+        ha = config.home_assistant
+        self.ha = HaBridge(config, self._ha_publish, ha) if ha.enabled else None
+        self._ha_client: aiomqtt.Client | None = None
 
     def _on_transition(self, t: Transition) -> None:
         log.info(
@@ -157,11 +211,16 @@ class Gateway:
         )
         # A repeat folded into an open alert is news for MQTT subscribers, not for a person
         # watching the terminal: that is what dedup is for.
-        if self.console is not None and t.kind != "updated":
+        if self.console is not None and t.kind not in ("updated", "notified"):
             print(console_line(t), file=self.console, flush=True)
+        self.notifier.on_transition(t)
+        if self.ha is not None:
+            self.ha.note_alert(t.alert)
         self.publisher.wake.set()
 
     async def _on_stored(self, events: list[Event]) -> None:
+        if self.ha is not None:
+            self.ha.update(events)
         self.alerts.process(events)
         self.visits.process(events)  # visits recorded from these events (and check-ins from the CLI)
         self._rules_wake.set()  # the events may have set an earlier deadline
@@ -173,7 +232,7 @@ class Gateway:
             self._rules_wake.clear()
             self.alerts.tick()
             self.visits.tick()
-            deadlines = [d for d in (self.alerts.engine.next_deadline(), self.visits.next_deadline()) if d is not None]
+            deadlines = [d for d in (self.alerts.next_deadline(), self.visits.next_deadline()) if d is not None]
             deadline = min(deadlines, default=None)
             # Without a deadline, look again now and then: nothing is lost by waking early.
             delay = 3600.0 if deadline is None else max(0.0, deadline - self.clock.now())
@@ -184,6 +243,79 @@ class Gateway:
             finally:
                 sleeper.cancel()
                 woken.cancel()
+
+    async def _commands(self) -> None:
+        """Apply what people queued (ack / resolve from the CLI and MQTT), and pick up events
+        the CLI stored itself (visit check-ins) without waiting for the next batch."""
+        while True:
+            for command in await asyncio.to_thread(self.store.commands):
+                result = apply_command(self.alerts, command.body)
+                await asyncio.to_thread(self.store.command_done, command.id, self.clock.now(), result)
+                log.info(
+                    "command %s %s by %s via %s: %s",
+                    command.body.get("action"),
+                    command.body.get("alert"),
+                    command.body.get("by"),
+                    command.body.get("via"),
+                    "ok" if result["ok"] else result["error"],
+                )
+                if command.body.get("via") == "mqtt":
+                    self.store.save_notify(
+                        messages=[
+                            (
+                                "mqtt",
+                                f"{self.config.topic_prefix}/alerts/commands/result",
+                                json.dumps(result, ensure_ascii=False),
+                                False,
+                            )
+                        ],
+                        now=self.clock.now(),
+                    )
+                    self.publisher.wake.set()
+            if await asyncio.to_thread(self.store.last_seq) > self.alerts.cursor:
+                await self._on_stored(await asyncio.to_thread(self.store.events_after, self.alerts.cursor))
+            self._commands_wake.clear()
+            sleeper = asyncio.ensure_future(self.clock.sleep(COMMAND_POLL))
+            woken = asyncio.ensure_future(self._commands_wake.wait())
+            try:
+                await asyncio.wait({sleeper, woken}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                sleeper.cancel()
+                woken.cancel()
+
+    async def _ha_publish(self, topic: str, payload: str, retain: bool) -> None:
+        if self._ha_client is None:
+            raise aiomqtt.MqttError("not connected")
+        await self._ha_client.publish(topic, payload.encode(), qos=1, retain=retain)
+
+    async def _home_assistant(self) -> None:
+        """Home Assistant discovery: announce on every connection and on HA's birth message."""
+        assert self.ha is not None
+        backoff = 1.0
+        while True:
+            self.ha.update_alerts(await asyncio.to_thread(self.store.alerts, True, 100_000))
+            try:
+                async with self.publisher.client(f"{self.config.client_id}-ha") as client:
+                    self._ha_client = client
+                    backoff = 1.0
+                    for topic in self.ha.subscriptions():
+                        await client.subscribe(topic, qos=1)
+                    await self.ha.run(
+                        (m.topic.value, m.payload) async for m in client.messages if isinstance(m.payload, bytes)
+                    )
+            except aiomqtt.MqttError as exc:
+                _ha_log.warning(("down",), "Home Assistant discovery: broker unreachable (%s); retrying", exc)
+                await self.clock.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+            finally:
+                self._ha_client = None
+
+    async def _api(self) -> None:
+        settings = self.config.notify.api
+        assert settings is not None
+        bridge = loop_bridge(asyncio.get_running_loop(), functools.partial(apply_command, self.alerts))
+        self.api = AlertApi(self.store, settings.token, bridge, settings.host, settings.port)
+        await self.api.run()
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -245,10 +377,27 @@ class Gateway:
                     tg.create_task(supervise(f"modbus {b}", functools.partial(self.serial.run_bus, b), self.clock))
                     for b in self.serial.buses
                 ]
+                # One per OSDP bus: the gateway is the control panel of the readers on it.
+                wired += [
+                    tg.create_task(supervise(f"osdp {b}", functools.partial(self.serial.run_osdp_bus, b), self.clock))
+                    for b in self.serial.osdp_links
+                ]
                 others = [tg.create_task(supervise(f"output {f.name}", f.run, self.clock)) for f in self.forwarders]
                 others.append(tg.create_task(supervise("alert publisher", self.publisher.run, self.clock)))
                 others.append(tg.create_task(supervise("housekeeping", self._housekeeping, self.clock)))
                 others.append(tg.create_task(supervise("rule timers", self._rule_timer, self.clock)))
+                others.append(tg.create_task(supervise("commands", self._commands, self.clock)))
+                if self.ha is not None:
+                    others.append(tg.create_task(supervise("home assistant", self._home_assistant, self.clock)))
+                if self.config.notify.api is not None:
+                    others.append(tg.create_task(supervise("alert API", self._api, self.clock)))
+                others.append(tg.create_task(supervise("escalation ladders", self.notifier.run_ladders, self.clock)))
+                others += [
+                    tg.create_task(
+                        supervise(f"channel {n}", functools.partial(self.notifier.run_channel, n), self.clock)
+                    )
+                    for n in self.notifier.channels
+                ]
                 if wired:
                     others.append(tg.create_task(supervise("serial writer", self.serial.run_writer, self.clock)))
                 others.append(tg.create_task(self._watch_ready()))
@@ -256,8 +405,8 @@ class Gateway:
                 log.info("stopping: no longer accepting; flushing outputs for up to %.0f s", SHUTDOWN_FLUSH)
                 for task in [ingest, *wired]:
                     task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
+                    # wait, not await: the task's cancellation is not ours to swallow.
+                    await asyncio.wait({task})
                 await self.serial.drain()
                 await self._final_flush()
                 for task in others:

@@ -102,6 +102,45 @@ CREATE TABLE IF NOT EXISTS visits (
     UNIQUE (event_seq, household)
 );
 CREATE INDEX IF NOT EXISTS visits_at ON visits(at);
+CREATE TABLE IF NOT EXISTS alert_log (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    alert_id TEXT NOT NULL,
+    at REAL NOT NULL,
+    action TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alert_log_alert ON alert_log(alert_id, id);
+CREATE TABLE IF NOT EXISTS escalations (
+    alert_id TEXT PRIMARY KEY,
+    ladder TEXT NOT NULL,
+    severity INTEGER NOT NULL,
+    step INTEGER NOT NULL,
+    next_at REAL,
+    paged_at REAL NOT NULL,
+    channels TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS notifications (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL UNIQUE,
+    channel TEXT NOT NULL,
+    alert_id TEXT NOT NULL,
+    due_at REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    state TEXT NOT NULL,
+    last_error TEXT NOT NULL DEFAULT '',
+    done_at REAL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS notifications_due ON notifications(channel, state, due_at);
+CREATE TABLE IF NOT EXISTS commands (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    body TEXT NOT NULL,
+    done_at REAL,
+    result TEXT
+);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
@@ -141,6 +180,54 @@ class VisitRow:
     role: str = ""
     device_id: str = ""
     id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LogRow:
+    """One line of an alert's audit trail: who knew, and when (docs/alerts.md)."""
+
+    alert_id: str
+    at: float
+    action: str  # raised / escalated / paged / delivered / failed / acknowledged / resolved …
+    actor: str = "system"  # a person id, "rule:<id>" or "system"
+    channel: str = ""
+    detail: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Escalation:
+    """Where an open alert is on its ladder. ``step`` counts tiers notified (then repeats of
+    the top tier); ``next_at`` is when the next step is due (None: stopped)."""
+
+    alert_id: str
+    ladder: str
+    severity: int
+    step: int
+    next_at: float | None
+    paged_at: float = 0.0  # when people were last paged about it
+    channels: tuple[str, ...] = ()  # every channel used so far (they hear of ack / resolve)
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedNotification:
+    id: int
+    key: str
+    channel: str
+    alert_id: str
+    due_at: float
+    attempts: int
+    state: str  # pending / sent / rejected
+    last_error: str
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    id: int
+    at: float
+    body: dict[str, Any]
+    done_at: float | None
+    result: dict[str, Any] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +290,7 @@ class Store:
         counts: dict[str, int] | None = None,
         rejected: Sequence[tuple[str, str, str, bytes]] = (),
         now: float = 0.0,
+        commands: Sequence[Mapping[str, Any]] = (),
     ) -> list[Event]:
         """Insert events in one transaction; return them with ``seq`` set.
 
@@ -211,7 +299,8 @@ class Store:
         increments committed in the same transaction (malformed, duplicates …).
         ``rejected`` are payloads that could not be decoded, ``(topic, reason, message,
         payload)``: kept in the dead-letter table (output ``ingest``) so nothing received is
-        lost without a trace.
+        lost without a trace. ``commands`` are acknowledgements / resolutions that arrived
+        over MQTT, queued for the alert path in the same transaction.
         """
         stored: list[Event] = []
         with self._tx() as db:
@@ -248,6 +337,10 @@ class Store:
                     "INSERT INTO dead_letter(output, seq, reason, at, body) VALUES ('ingest', 0, ?, ?, ?)",
                     (reason, now, json.dumps(body, ensure_ascii=False)),
                 )
+            db.executemany(
+                "INSERT INTO commands(at, body) VALUES (?, ?)",
+                [(now, json.dumps(c, ensure_ascii=False)) for c in commands],
+            )
             self._bump(db, {"accepted": len(stored), **(counts or {})})
         return stored
 
@@ -352,6 +445,22 @@ class Store:
             ).fetchone()
         return None if row is None else Alert.from_dict(json.loads(row[0]))
 
+    def raised_since(self, dedup_key: str, since: float) -> int:
+        """How many alerts were raised under ``dedup_key`` since ``since`` (flap detection)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT COUNT(*) FROM alerts WHERE dedup_key = ? AND raised_at >= ?", (dedup_key, since)
+            ).fetchone()
+        return int(row[0])
+
+    def alerts_by_prefix(self, prefix: str, limit: int = 10) -> list[Alert]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT body FROM alerts WHERE id >= ? AND id < ? ORDER BY id LIMIT ?",
+                (prefix, prefix + "\uffff", limit),
+            ).fetchall()
+        return [Alert.from_dict(json.loads(r[0])) for r in rows]
+
     def alerts(self, open_only: bool = False, limit: int = 1000) -> list[Alert]:
         sql = "SELECT body FROM alerts"
         if open_only:
@@ -370,6 +479,7 @@ class Store:
         replace_rule_state: bool = False,
         visits: Sequence[VisitRow] = (),
         more_cursors: Sequence[tuple[str, int]] = (),
+        log: Sequence[LogRow] = (),
     ) -> None:
         """Store alert states, queue their outbound messages, save rule-engine state and move
         a cursor, atomically.
@@ -396,17 +506,8 @@ class Store:
                         (key, json.dumps(value, ensure_ascii=False, separators=(",", ":"))),
                     )
             for alert in alerts:
-                db.execute(
-                    "INSERT INTO alerts(id, dedup_key, state, raised_at, body) VALUES (?, ?, ?, ?, ?) "
-                    "ON CONFLICT(id) DO UPDATE SET state = excluded.state, body = excluded.body",
-                    (
-                        alert.id,
-                        alert.dedup_key,
-                        alert.state.value,
-                        alert.raised_at,
-                        json.dumps(alert.to_dict(), ensure_ascii=False),
-                    ),
-                )
+                _upsert_alert(db, alert)
+            _insert_log(db, log)
             db.executemany(
                 "INSERT INTO outbox(channel, topic, payload, retain, created_at) VALUES (?, ?, ?, ?, ?)",
                 [(c, t, p, int(r), now) for c, t, p, r in messages],
@@ -496,6 +597,162 @@ class Store:
         with self._tx() as db:
             db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
 
+    # ------------------------------------------------------------------ notifications (docs/alerts.md)
+
+    def save_notify(
+        self,
+        *,
+        alerts: Sequence[Alert] = (),
+        escalations: Sequence[Escalation] = (),
+        drop_escalations: Sequence[str] = (),
+        notifications: Sequence[tuple[str, str, str, float, Mapping[str, Any]]] = (),
+        log: Sequence[LogRow] = (),
+        messages: Sequence[tuple[str, str, str, bool]] = (),
+        now: float = 0.0,
+    ) -> int:
+        """Alert states, ladder positions, queued notifications ``(key, channel, alert_id,
+        due_at, body)``, audit lines and MQTT messages in one transaction. A notification whose
+        key is already queued is not queued again (a step replayed after a crash). Returns the
+        number of notifications queued."""
+        with self._tx() as db:
+            for alert in alerts:
+                _upsert_alert(db, alert)
+            for e in escalations:
+                db.execute(
+                    "INSERT INTO escalations(alert_id, ladder, severity, step, next_at, paged_at, channels) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(alert_id) DO UPDATE SET ladder = excluded.ladder, "
+                    "severity = excluded.severity, step = excluded.step, next_at = excluded.next_at, "
+                    "paged_at = excluded.paged_at, channels = excluded.channels",
+                    (e.alert_id, e.ladder, e.severity, e.step, e.next_at, e.paged_at, json.dumps(list(e.channels))),
+                )
+            db.executemany("DELETE FROM escalations WHERE alert_id = ?", [(a,) for a in drop_escalations])
+            queued = 0
+            for key, channel, alert_id, due_at, body in notifications:
+                cur = db.execute(
+                    "INSERT OR IGNORE INTO notifications(key, channel, alert_id, due_at, state, body) "
+                    "VALUES (?, ?, ?, ?, 'pending', ?)",
+                    (key, channel, alert_id, due_at, json.dumps(body, ensure_ascii=False)),
+                )
+                queued += cur.rowcount
+            _insert_log(db, log)
+            db.executemany(
+                "INSERT INTO outbox(channel, topic, payload, retain, created_at) VALUES (?, ?, ?, ?, ?)",
+                [(c, t, p, int(r), now) for c, t, p, r in messages],
+            )
+        return queued
+
+    def alert_log(self, alert_id: str) -> list[LogRow]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT alert_id, at, action, actor, channel, detail FROM alert_log WHERE alert_id = ? ORDER BY id",
+                (alert_id,),
+            ).fetchall()
+        return [LogRow(a, at, act, who, ch, json.loads(d)) for a, at, act, who, ch, d in rows]
+
+    def escalations(self) -> list[Escalation]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT alert_id, ladder, severity, step, next_at, paged_at, channels FROM escalations "
+                "ORDER BY alert_id"
+            ).fetchall()
+        return [Escalation(a, lad, sev, st, nx, pg, tuple(json.loads(ch))) for a, lad, sev, st, nx, pg, ch in rows]
+
+    def notifications_due(self, channel: str, now: float, limit: int = 50) -> list[QueuedNotification]:
+        return self._notifications(
+            "WHERE channel = ? AND state = 'pending' AND due_at <= ? ORDER BY id LIMIT ?", (channel, now, limit)
+        )
+
+    def notifications(self, alert_id: str | None = None, limit: int = 1000) -> list[QueuedNotification]:
+        if alert_id is None:
+            return self._notifications("ORDER BY id LIMIT ?", (limit,))
+        return self._notifications("WHERE alert_id = ? ORDER BY id LIMIT ?", (alert_id, limit))
+
+    def notification_counts(self) -> dict[tuple[str, str], int]:
+        """(channel, state) → how many notifications (for ``sensegate status``)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT channel, state, COUNT(*) FROM notifications GROUP BY channel, state"
+            ).fetchall()
+        return {(c, st): int(n) for c, st, n in rows}
+
+    def next_notification_due(self, channel: str) -> float | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT MIN(due_at) FROM notifications WHERE channel = ? AND state = 'pending'", (channel,)
+            ).fetchone()
+        return None if row[0] is None else float(row[0])
+
+    def _notifications(self, where: str, args: tuple[Any, ...]) -> list[QueuedNotification]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, key, channel, alert_id, due_at, attempts, state, last_error, body FROM notifications "
+                + where,
+                args,
+            ).fetchall()
+        return [
+            QueuedNotification(i, k, ch, a, due, n, st, err, json.loads(b)) for i, k, ch, a, due, n, st, err, b in rows
+        ]
+
+    def notification_result(
+        self,
+        note_id: int,
+        state: str,
+        at: float,
+        error: str = "",
+        due_at: float | None = None,
+        log: LogRow | None = None,
+    ) -> None:
+        """``sent`` / ``rejected`` (done), or ``pending`` again with a later ``due_at`` (retry)."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE notifications SET state = ?, attempts = attempts + 1, last_error = ?, "
+                "done_at = CASE WHEN ? = 'pending' THEN NULL ELSE ? END, due_at = COALESCE(?, due_at) WHERE id = ?",
+                (state, error[:500], state, at, due_at, note_id),
+            )
+            if log is not None:
+                _insert_log(db, [log])
+
+    def merge_summary(self, key: str, channel: str, alert_id: str, due_at: float, body: Mapping[str, Any]) -> None:
+        """Queue a summary notification, or replace the body of the one still pending under
+        ``key`` (messages over a person's hourly cap are gathered into it, never dropped)."""
+        with self._tx() as db:
+            data = json.dumps(body, ensure_ascii=False)
+            cur = db.execute("UPDATE notifications SET body = ? WHERE key = ? AND state = 'pending'", (data, key))
+            if cur.rowcount == 0:
+                db.execute(
+                    "INSERT OR IGNORE INTO notifications(key, channel, alert_id, due_at, state, body) "
+                    "VALUES (?, ?, ?, ?, 'pending', ?)",
+                    (key, channel, alert_id, due_at, data),
+                )
+
+    def notification(self, key: str) -> QueuedNotification | None:
+        found = self._notifications("WHERE key = ?", (key,))
+        return found[0] if found else None
+
+    def add_command(self, body: Mapping[str, Any], at: float) -> int:
+        """Queue a command (ack / resolve) for the running gateway, the one writer of alert state."""
+        with self._tx() as db:
+            cur = db.execute("INSERT INTO commands(at, body) VALUES (?, ?)", (at, json.dumps(body, ensure_ascii=False)))
+            return int(cur.lastrowid or 0)
+
+    def commands(self, pending_only: bool = True, command_id: int | None = None) -> list[Command]:
+        sql = "SELECT id, at, body, done_at, result FROM commands"
+        args: tuple[Any, ...] = ()
+        if command_id is not None:
+            sql, args = sql + " WHERE id = ?", (command_id,)
+        elif pending_only:
+            sql += " WHERE done_at IS NULL"
+        with self._lock:
+            rows = self._db.execute(sql + " ORDER BY id", args).fetchall()
+        return [Command(i, at, json.loads(b), d, None if r is None else json.loads(r)) for i, at, b, d, r in rows]
+
+    def command_done(self, command_id: int, at: float, result: Mapping[str, Any]) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE commands SET done_at = ?, result = ? WHERE id = ?",
+                (at, json.dumps(result, ensure_ascii=False), command_id),
+            )
+
     # ------------------------------------------------------------------ counters and size
 
     def counters(self) -> dict[str, int]:
@@ -582,6 +839,30 @@ class _Tx:
             self._store._lock.release()
         if isinstance(exc, sqlite3.Error):
             raise StoreError(f"store {self._store.path}: {exc}") from exc
+
+
+def _upsert_alert(db: sqlite3.Connection, alert: Alert) -> None:
+    db.execute(
+        "INSERT INTO alerts(id, dedup_key, state, raised_at, body) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT(id) DO UPDATE SET state = excluded.state, body = excluded.body",
+        (
+            alert.id,
+            alert.dedup_key,
+            alert.state.value,
+            alert.raised_at,
+            json.dumps(alert.to_dict(), ensure_ascii=False),
+        ),
+    )
+
+
+def _insert_log(db: sqlite3.Connection, rows: Iterable[LogRow]) -> None:
+    db.executemany(
+        "INSERT INTO alert_log(alert_id, at, action, actor, channel, detail) VALUES (?, ?, ?, ?, ?, ?)",
+        [
+            (r.alert_id, r.at, r.action, r.actor, r.channel, json.dumps(dict(r.detail or {}), ensure_ascii=False))
+            for r in rows
+        ],
+    )
 
 
 def _set_meta(db: sqlite3.Connection, key: str, value: str) -> None:

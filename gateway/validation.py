@@ -10,9 +10,12 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, SecretStr, ValidationError
 
 from gateway.errors import ConfigProblem
+
+# Keys whose values are secrets: never repeated in an error message.
+SECRET_KEYS = frozenset({"password", "token", "secret", "scbk", "pin"})
 
 
 def problems_from_validation(
@@ -50,8 +53,12 @@ def problems_from_validation(
             found = repr(ctx["tag"]) if "tag" in ctx else "nothing"
         elif kind == "string_pattern_mismatch" and ctx.get("pattern") in words:
             expected, found = words[ctx["pattern"]], short(err.get("input"))
+        elif kind in ("too_short", "string_too_short") and isinstance(err.get("input"), str | SecretStr):
+            expected, found = f"at least {ctx.get('min_length')} characters", short(err.get("input"))
         else:
             expected, found = expected_from_msg(err["msg"]), short(err.get("input"))
+        if loc and loc[-1] in SECRET_KEYS and found != "nothing":
+            found = "a value (not shown: it is a secret)"
         if prefix:
             path = f"{prefix}.{path}" if path else prefix
         problems.append(ConfigProblem(file, path, expected, found))
@@ -70,6 +77,8 @@ def loc_to_path(loc: Iterable[int | str]) -> str:
 
 
 def short(value: Any, limit: int = 80) -> str:
+    if isinstance(value, Mapping):  # a table: its secrets stay hidden
+        value = {k: "***" if k in SECRET_KEYS else v for k, v in value.items()}
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 

@@ -13,7 +13,7 @@ from gateway.errors import ConfigError
 from tests.gateway.factories import minimal_site
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
-ENV = {"SENSEGATE_MQTT_PASSWORD": "pw", "INFLUX_TOKEN": "tok", "INFLUX_PASSWORD": "pw"}
+ENV = {"SENSEGATE_MQTT_PASSWORD": "pw", "INFLUX_TOKEN": "tok", "INFLUX_PASSWORD": "pw", "WECOM_ROBOT_KEY": "k"}
 
 
 @pytest.mark.parametrize("path", sorted(CONFIG_DIR.glob("*.toml")), ids=lambda p: p.name)
@@ -248,7 +248,7 @@ def test_modbus_cross_checks_name_each_mistake() -> None:
     )
     found = problems(site)
     assert found == [
-        "site.toml: devices[11]: expected exactly one of mqtt = {…}, serial = {…} or modbus = {…} "
+        "site.toml: devices[11]: expected exactly one of mqtt = {…}, serial = {…}, modbus = {…} or osdp = {…} "
         "(how the device is reached), found mqtt and modbus",
         "site.toml: modbus_buses[1].port: expected a port not used by devices[12] (a serial device has its port "
         "to itself), found '/dev/ttyUSB1'",
@@ -326,3 +326,29 @@ def test_a_door_card_belongs_to_one_person_among_residents_staff_and_visitors() 
     assert f"site.toml: visitors[0].credentials[0]: {taken}" in found
     assert "site.toml: staff[1].id: expected a unique id, found 's1'" in found
     assert any(p.startswith("site.toml: staff[1].buildings[0]: expected a known building") for p in found), found
+
+
+def test_channel_settings_are_located_and_secrets_never_repeated() -> None:
+    site = minimal_site()
+    site["mqtt"] = {"password": 12345}
+    site["channels"] = [
+        {"type": "pager", "id": "x", "secret": "hunter2-hunter2-hunter2"},
+        {"type": "webhook", "id": "w", "url": "ftp://x", "secret": "short-secret"},
+        {"type": "dingtalk", "id": "d", "token": "tok-123"},
+    ]
+    found = problems(site)
+    hidden = "found a value (not shown: it is a secret)"
+    assert any(
+        p.startswith("site.toml: channels[0]: expected a channel type: mqtt, webhook, wecom, dingtalk or sms")
+        for p in found
+    )
+    assert (
+        "site.toml: channels[1].url: expected an http:// or https:// URL, e.g. http://127.0.0.1:8086, found 'ftp://x'"
+        in found
+    )
+    assert f"site.toml: channels[1].secret: expected at least 16 characters, {hidden}" in found
+    assert "site.toml: channels[2].secret: expected this field to be set, found nothing" in found
+    assert f"site.toml: mqtt.password: expected a valid string, {hidden}" in found
+    text = "\n".join(found)
+    for secret in ("hunter2", "short-secret", "tok-123", "12345"):
+        assert secret not in text

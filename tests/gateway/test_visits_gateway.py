@@ -47,5 +47,9 @@ async def test_checkin_topic_card_swipe_and_cli_record_visits(mosquitto: Mosquit
         other = Store(config.store_path)
         now = gateway.clock.now()
         other.append_visit(*checkin_event(config, "1-1-101", "v1", now, now, "", "cli"))
+        last = other.last_seq()
         other.close()
         assert [v.method for v in gateway.store.visits()].count("cli") == 1
+        # The running gateway's alert path takes the CLI's event in within seconds, without
+        # waiting for the next MQTT batch or timer.
+        await eventually(lambda: gateway.alerts.cursor >= last, within=5, what="the alert path to see the check-in")
