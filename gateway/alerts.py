@@ -507,5 +507,8 @@ TRANSITION_ZH = {
 def console_line(t: Transition) -> str:
     a = t.alert
     label = TRANSITION_ZH.get(t.kind, t.kind)
+    tier = dict(t.detail).get("tier")
+    if t.kind == "escalated" and isinstance(tier, int):
+        label = f"无人确认·升级至第{tier + 1}级通知"  # the ladder, not the rule, went up
     count = f" ×{a.count}" if a.count > 1 else ""
     return f"[{a.severity.label_zh}] {label}{count} {a.message_zh} | {a.message_en} (alert {a.id})"

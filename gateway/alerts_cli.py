@@ -9,10 +9,11 @@ import argparse
 import json
 import time
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from edge_rules.schedule import zone
-from gateway.config import load_config
+from gateway.config import load_config, site_rules
 from gateway.errors import SenseGateError
 from gateway.models import Alert
 from gateway.store import Store
@@ -23,17 +24,17 @@ def add_parser(sub: Any) -> None:
         dest="alerts_command", required=True
     )
     ls = al.add_parser("list", help="open alerts (--all: resolved ones too)")
-    ls.add_argument("-c", "--config", required=True)
+    _where(ls)
     ls.add_argument("--all", action="store_true", help="include resolved alerts")
     ls.add_argument("--json", action="store_true", help="one JSON object per line")
     ls.set_defaults(func=cmd_list)
     sh = al.add_parser("show", help="one alert with its audit trail (who knew, and when)")
-    sh.add_argument("-c", "--config", required=True)
+    _where(sh)
     sh.add_argument("alert", help="alert id, or a unique prefix of it")
     sh.set_defaults(func=cmd_show)
     for action, text in (("ack", "acknowledge: you take responsibility; escalation stops"), ("resolve", "close it")):
         a = al.add_parser(action, help=text)
-        a.add_argument("-c", "--config", required=True)
+        _where(a)
         a.add_argument("alert", help="alert id, or a unique prefix of it")
         a.add_argument("--by", required=True, help="who you are: a staff or visitor id, or your name")
         a.add_argument("--note", default="", help="what was done (处置记录)" if action == "resolve" else "a note")
@@ -41,11 +42,22 @@ def add_parser(sub: Any) -> None:
         a.set_defaults(func=cmd_act, action=action)
 
 
-def _store(config_path: str) -> tuple[Store, str]:
-    config = load_config(config_path)
+def _where(p: argparse.ArgumentParser) -> None:
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("-c", "--config", help="the site config (its store)")
+    where.add_argument("--store", help="a store file directly (e.g. the demo's, which it prints)")
+
+
+def _store(args: argparse.Namespace) -> tuple[Store, str]:
+    if args.store:
+        path = Path(args.store)
+        if not path.exists():
+            raise SenseGateError(f"no store at {path}")
+        return Store(path), "Asia/Shanghai"
+    config = load_config(args.config)
     if not config.store_path.exists():
         raise SenseGateError(f"no store yet at {config.store_path} (has the gateway run?)")
-    tz = "Asia/Shanghai"
+    tz = site_rules(config).settings.timezone
     return Store(config.store_path, int(config.store.max_bytes), config.store.synchronous), tz
 
 
@@ -59,7 +71,7 @@ def _line(a: Alert, tz: str) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    store, tz = _store(args.config)
+    store, tz = _store(args)
     try:
         alerts = store.alerts(open_only=not args.all, limit=100_000)
         for a in alerts:
@@ -72,7 +84,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    store, tz = _store(args.config)
+    store, tz = _store(args)
     try:
         alert = store.alert(args.alert)
         if alert is None:
@@ -99,7 +111,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_act(args: argparse.Namespace) -> int:
-    store, tz = _store(args.config)
+    store, tz = _store(args)
     try:
         body = {"action": args.action, "alert": args.alert, "by": args.by, "note": args.note, "via": "cli"}
         command_id = store.add_command(body, time.time())

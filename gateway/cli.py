@@ -155,6 +155,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     flush=True,
                 )
                 print("Alerts appear below as they are raised (Ctrl-C to stop).", flush=True)
+                print(
+                    f"Nobody acknowledges in a demo, so they climb the ladder (升级) every few minutes; take one with\n"
+                    f"  sensegate alerts ack --store {config.store_path} <alert id> --by s-day",
+                    flush=True,
+                )
 
                 async def simulate() -> None:
                     await gateway.ready.wait()

@@ -30,6 +30,12 @@ _ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 _TARGET = r"^(family|visitors|on_duty(:[a-z_]+)?|role:[a-z_]+|[A-Za-z0-9][A-Za-z0-9_.\-]*)$"
 
 
+def _repeat(value: object) -> float | None:
+    if value in ("once", 0, "0", None):
+        return None
+    return parse_duration(value)
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -85,7 +91,8 @@ class Ladder(_Model):
 
     id: Annotated[str, Field(pattern=_ID)]
     tiers: Annotated[list[Tier], Field(min_length=1)]
-    repeat: Duration | None = 600.0  # the top tier again every … until acknowledged; none: once
+    # The top tier again every … until acknowledged; "once" (or 0): no repeat.
+    repeat: Annotated[float | None, BeforeValidator(_repeat)] = 600.0
     # Messages due in this window wait for its end (maintenance tickets at night); never dropped.
     quiet: Schedule | None = None
 

@@ -299,7 +299,53 @@ def demo_site(
                     },
                 }
             )
+    site.update(_people_on_duty(site))
     return site
+
+
+def _people_on_duty(site: dict[str, Any]) -> dict[str, Any]:
+    """Who the demo's alerts reach (docs/alerts.md): property staff on day and night shifts,
+    security, maintenance, the mini fire station and the manager, paged on the gateway's own
+    MQTT channel (``<prefix>/notifications/app``) up a ladder. No random draws: adding people
+    changes nothing else in the block."""
+    staff = [
+        ("s-day", "李建国", "property", "08:00", "20:00"),
+        ("s-night", "王德明", "property", "20:00", "08:00"),
+        ("s-guard", "赵保安", "security", "00:00", "24:00"),
+        ("s-fix", "周师傅", "maintenance", None, None),
+        ("s-xfz", "微型消防站", "fire_station", None, None),
+        ("s-boss", "孙经理", "manager", None, None),
+    ]
+    return {
+        "staff": [
+            {"id": i, "name": n, "role": r, "phone": f"1390000{k:04d}"} for k, (i, n, r, _, _) in enumerate(staff)
+        ],
+        "roster": [{"person": i, "start": a, "end": b} for i, _, _, a, b in staff if a is not None],
+        "channels": [{"type": "mqtt", "id": "app"}],
+        "ladders": [
+            {
+                "id": "emergency",
+                "repeat": "5m",
+                "tiers": [
+                    {"to": ["family", "on_duty:property"], "channels": ["app"]},
+                    {"after": "2m", "to": ["on_duty:security", "role:fire_station"], "channels": ["app"]},
+                    {"after": "5m", "to": ["role:manager"], "channels": ["app"]},
+                ],
+            },
+            {"id": "welfare", "repeat": "1h", "tiers": [{"to": ["visitors", "family"], "channels": ["app"]}]},
+            {
+                "id": "maintenance",
+                "repeat": "once",
+                "quiet": {"start": "22:00", "end": "07:00"},
+                "tiers": [{"to": ["role:maintenance"], "channels": ["app"]}],
+            },
+        ],
+        "routes": [
+            {"severity": [1, 2], "ladder": "emergency"},
+            {"severity": [3], "ladder": "welfare"},
+            {"severity": [4], "ladder": "maintenance"},
+        ],
+    }
 
 
 _HEADER = """\
@@ -320,6 +366,11 @@ _SECTION_NOTES = {
     "modbus_buses": "RS-485 buses of Modbus RTU detectors (the devices on them have modbus = {…})",
     "devices": "devices: four per household (zigbee2mqtt; one fall radar on a UART), public-area ones on rtl_433 "
     "and native, two detectors on the Modbus bus",
+    "staff": "who alerts reach (docs/alerts.md): property, security, maintenance, 微型消防站, the manager",
+    "roster": "值班表: who is on duty when (local time)",
+    "channels": "how they are reached: here the gateway's own MQTT topic <prefix>/notifications/app",
+    "ladders": "分级响应: tiers paged in turn until someone acknowledges",
+    "routes": "which ladder an alert climbs, by severity",
 }
 
 

@@ -57,7 +57,7 @@ def site(**extra: Any) -> dict[str, Any]:
         },
         {
             "id": "maintenance",
-            "repeat": None,
+            "repeat": "once",
             "quiet": {"start": "22:00", "end": "07:00"},
             "tiers": [{"to": ["role:maintenance"], "channels": ["robot"]}],
         },
