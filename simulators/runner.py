@@ -37,11 +37,12 @@ from pathlib import Path
 import aiomqtt
 
 from gateway.clock import Clock
-from gateway.config import SiteConfig, site_profiles
+from gateway.config import Device, SiteConfig, site_profiles
 from gateway.models import Family
 from gateway.mqtt_util import connection_lost, reason_lost
 from simulators.activity import BlockActivity, Emission, Incident, play, sleep_or_stop
 from simulators.modbus_detector import PtyModbusBus, SimDetector
+from simulators.osdp_reader import PtyOsdpReader
 from simulators.serial_radar import PtyRadar
 
 log = logging.getLogger("sensegate.simulator")
@@ -289,6 +290,9 @@ def default_demo_incidents(site: SiteConfig | None = None) -> list[Incident]:
 # a fall on the wired radar that the elder gets up from (raised, then downgraded, kept).
 GAS_LEAK_AT, GAS_LEAK_FOR, GAS_LEAK_LEVEL = 10.0, 30.0, 55.0  # concentration read with the alarm
 WIRED_FALL_AT, WIRED_FALL_RECOVER = 38.0, 12.0
+# At an OSDP door: a registered card at 20 s (the door opens and closes), then at 60 s the
+# door is pushed open with no card (forced: door_opened with secured = true).
+CARD_AT, FORCED_AT = 20.0, 60.0
 
 
 def pty_place_problem(port: str) -> str:
@@ -341,6 +345,24 @@ class SerialSimulators:
             self.radars[d.id] = PtyRadar(d.serial.port, d.serial.protocol, clock=clock, seed=seed)
         on_bus = [d for d in site.devices if d.modbus is not None]
         profiles = site_profiles(site) if on_bus else {}
+        self.readers: dict[str, PtyOsdpReader] = {}  # device id → the reader on its bus's port
+        self.cards: dict[str, tuple[int, int]] = {}  # device id → a card that may open it (fc, cn)
+        for ob in site.osdp_buses:
+            on_osdp = sorted((d for d in site.devices if d.osdp is not None and d.osdp.bus == ob.id), key=_address)
+            problem = pty_place_problem(ob.port)
+            if problem or not on_osdp:
+                if on_osdp:
+                    names = ", ".join(d.id for d in on_osdp)
+                    self.skipped.append(f"OSDP bus {ob.id} ({names}): not simulated on {ob.port}: {problem}; {hint}")
+                continue
+            first, *rest = on_osdp
+            for d in rest:
+                self.skipped.append(f"OSDP reader {d.id}: not simulated (the simulator plays one reader per port)")
+            scbk = bytes.fromhex(ob.scbk.get_secret_value()) if ob.scbk is not None else None
+            self.readers[first.id] = PtyOsdpReader(ob.port, _address(first), scbk=scbk)
+            card = _card_for(site, first.building or _building_of(site, first.household))
+            if card is not None:
+                self.cards[first.id] = card
         for b in site.modbus_buses:
             devices = [d for d in on_bus if d.modbus is not None and d.modbus.bus == b.id]
             problem = pty_place_problem(b.port)
@@ -355,7 +377,7 @@ class SerialSimulators:
                 self.families[d.id] = d.family
 
     def __bool__(self) -> bool:
-        return bool(self.radars or self.buses)
+        return bool(self.radars or self.buses or self.readers)
 
     def describe(self) -> list[str]:
         """One line per simulated port: what is on it."""
@@ -367,15 +389,17 @@ class SerialSimulators:
                 if bus.units.get(det.unit_id) is det
             )
             lines.append(f"Modbus bus {bus_id} on {bus.link} → {bus.device}: {units}")
+        for d, reader in self.readers.items():
+            lines.append(f"OSDP reader {d} (address {reader.address}) on {reader.link} → {reader.device}")
         return lines
 
     def open(self) -> None:
         """Create the ptys and their links. Needs the running loop (they answer the gateway)."""
-        for port in [*self.radars.values(), *self.buses.values()]:
+        for port in [*self.radars.values(), *self.buses.values(), *self.readers.values()]:
             port.open()
 
     def close(self) -> None:
-        for port in [*self.radars.values(), *self.buses.values()]:
+        for port in [*self.radars.values(), *self.buses.values(), *self.readers.values()]:
             port.close()
 
     async def run(self, stop: asyncio.Event, *, incidents: bool = False) -> None:
@@ -389,6 +413,7 @@ class SerialSimulators:
             if incidents:
                 tg.create_task(self._leak(stop))
                 tg.create_task(self._fall(stop))
+                tg.create_task(self._door(stop))
 
     async def _leak(self, stop: asyncio.Event) -> None:
         order = sorted(self.detectors, key=lambda d: self.families[d] != Family.GAS)
@@ -401,8 +426,54 @@ class SerialSimulators:
             return
         detector.clear()
 
+    async def _door(self, stop: asyncio.Event) -> None:
+        """The first reader: a registered card and a normal passage, then a forced door."""
+        if not self.readers:
+            return
+        device, reader = next(iter(self.readers.items()))
+        card = self.cards.get(device)
+        if await sleep_or_stop(self.clock, CARD_AT, stop):
+            return
+        if card is not None:
+            reader.present_card(*card)
+            for is_open, after in ((True, 1.5), (False, 4.0)):
+                if await sleep_or_stop(self.clock, after, stop):
+                    return
+                reader.door(is_open)
+        if await sleep_or_stop(self.clock, FORCED_AT - CARD_AT - 5.5, stop):
+            return
+        reader.door(True)
+        if not await sleep_or_stop(self.clock, 3.0, stop):
+            reader.door(False)
+
     async def _fall(self, stop: asyncio.Event) -> None:
         if not self.radars or await sleep_or_stop(self.clock, WIRED_FALL_AT, stop):
             return
         radar = next(iter(self.radars.values()))
         await radar.fall(recover=True, recover_after=WIRED_FALL_RECOVER)
+
+
+def _address(device: Device) -> int:
+    assert device.osdp is not None
+    return device.osdp.address
+
+
+def _building_of(site: SiteConfig, household: str) -> str:
+    return next((h.building for h in site.households if h.id == household), "")
+
+
+def _card_for(site: SiteConfig, building: str) -> tuple[int, int] | None:
+    """A Wiegand card (facility, number) of someone who may open a door of ``building``: a
+    visitor looking after a household there, else a resident or staff member; None if no one
+    has a ``card:<fc>-<cn>`` credential."""
+    homes = {h.id for h in site.households if h.building == building}
+    visitors = [v.credentials for v in site.visitors if homes & set(v.households)]
+    residents = [r.credentials for r in site.residents if r.household in homes]
+    staff = [s.credentials for s in site.staff if not s.buildings or building in s.buildings]
+    for credentials in (*visitors, *residents, *staff):
+        for c in credentials:
+            kind, _, value = c.partition(":")
+            fc, _, cn = value.partition("-")
+            if kind == "card" and fc.isdigit() and cn.isdigit():
+                return int(fc), int(cn)
+    return None

@@ -4,6 +4,7 @@ as control panel, the store, the rules and the alert path over Mosquitto.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -237,3 +238,52 @@ async def test_the_port_is_lost_and_recreated_mid_stream(mosquitto: Mosquitto, t
             )
     finally:
         reader.close()
+
+
+async def test_simulate_plays_a_reader_a_card_then_a_forced_door(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    """``SerialSimulators`` (what ``sensegate simulate`` and the demo start) puts the bus's
+    reader on its pty and, with incidents, swipes a card that may open the door and later
+    forces the door; a second reader on the same bus is named as not simulated."""
+    from simulators.runner import CARD_AT, FORCED_AT, SerialSimulators
+
+    site = _site(tmp_path, unlock_window=0.5)  # the gateway's real time, the script's virtual
+    site["devices"].append({**site["devices"][-1], "id": "1-back-reader", "osdp": {"bus": "doors", "address": 1}})
+    config = site_config(site, tmp_path, mosquitto.host, mosquitto.port)
+    clock = VirtualClock()
+    sims = SerialSimulators(config, clock=clock)
+    assert list(sims.readers) == [READER] and sims.cards[READER] == (90, 324)  # the grid worker's card
+    assert sims.skipped == ["OSDP reader 1-back-reader: not simulated (the simulator plays one reader per port)"]
+    sims.open()
+    stop = asyncio.Event()
+
+    async def advance(seconds: float) -> None:  # in steps, so the script's chained sleeps keep time
+        for _ in range(round(seconds)):
+            await clock.advance(1)
+            await asyncio.sleep(0.01)
+
+    try:
+        async with running(config) as gateway:
+            play = asyncio.create_task(sims.run(stop, incidents=True))
+
+            def at_reader(*kinds: Kind) -> list[tuple[str, Any]]:
+                events = gateway.store.events_after(0, 10_000)
+                return [
+                    (e.kind.value, e.values.get("secured")) for e in events if e.device_id == READER and e.kind in kinds
+                ]
+
+            await eventually(lambda: at_reader(Kind.ONLINE), what="the reader online")
+            await advance(CARD_AT + 2)
+            await eventually(lambda: at_reader(Kind.ACCESS_GRANTED), what="the card's access event")
+            await advance(4)  # the door closes behind the visitor
+            await asyncio.sleep(1.0)  # past the unlock window the grant opened
+            await advance(FORCED_AT - CARD_AT - 5)
+            forced = await eventually(
+                lambda: [a for a in gateway.store.alerts() if a.rule == "door_forced"], what="the forced door alert"
+            )
+            assert forced[0].device_id == READER
+            assert at_reader(Kind.DOOR_OPENED) == [("door_opened", False), ("door_opened", True)]
+            stop.set()
+            await play
+    finally:
+        stop.set()
+        sims.close()
