@@ -271,6 +271,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"  pending.{o.name} = {store.pending_count(o.name)}")
         for (channel, state), n in sorted(store.notification_counts().items()):
             print(f"  notifications.{channel}.{state} = {n}")
+        for key, health in store.metas("channel.").items():
+            print(f"  {key}: {health}")  # a channel's own health (the SMS modem: registration, signal)
         for alert in store.alerts(open_only=True):
             grade = f"[{alert.severity.label_zh}] {alert.state.value}"
             print(f"  open alert {alert.id} {grade} ×{alert.count} {alert.message_zh}")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import json
 import logging
 import random
 from collections import defaultdict, deque
@@ -44,6 +45,7 @@ from gateway.store import Escalation, LogRow, QueuedNotification, Store
 log = logging.getLogger("sensegate.notify")
 
 HOUR = 3600.0
+HEALTH_INTERVAL = 600.0  # seconds between health checks of a channel that has them (the modem)
 KIND_ZH = {
     "raised": "报警",
     "escalated": "升级",
@@ -550,6 +552,25 @@ class Notifier:
         )
         if queued_now:
             self._wake([fallback])
+
+    async def watch_health(self, name: str, every: float = HEALTH_INTERVAL) -> None:
+        """For a channel that can tell (``check()``: the SMS modem's registration and signal):
+        ask every ``every`` seconds, keep the answer in the store for ``sensegate status``, and
+        log once when it turns bad and when it is good again."""
+        check = getattr(self.channels[name], "check", None)
+        if check is None:
+            return
+        while True:
+            status = await check()
+            healthy = status.get("registered", True) is not False and not status.get("last_error")
+            self.store.set_meta(f"channel.{name}", json.dumps(status, ensure_ascii=False, default=str))
+            if healthy:
+                self._log_once.reset(("health", name))
+            else:
+                self._log_once.warning(
+                    ("health", name), "channel %s unhealthy: %s", name, status.get("last_error") or status
+                )
+            await self.clock.sleep(every)
 
     async def run_ladders(self) -> None:
         """Page ladder steps as they come due."""

@@ -398,6 +398,13 @@ class Gateway:
                     )
                     for n in self.notifier.channels
                 ]
+                others += [
+                    tg.create_task(
+                        supervise(f"channel {n} health", functools.partial(self.notifier.watch_health, n), self.clock)
+                    )
+                    for n, channel in self.notifier.channels.items()
+                    if hasattr(channel, "check")
+                ]
                 if wired:
                     others.append(tg.create_task(supervise("serial writer", self.serial.run_writer, self.clock)))
                 others.append(tg.create_task(self._watch_ready()))

@@ -565,6 +565,17 @@ class Store:
             row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
+    def set_meta(self, key: str, value: str) -> None:
+        with self._tx() as db:
+            _set_meta(db, key, value)
+
+    def metas(self, prefix: str) -> dict[str, str]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT key, value FROM meta WHERE key >= ? AND key < ? ORDER BY key", (prefix, prefix + "\uffff")
+            ).fetchall()
+        return {str(k): str(v) for k, v in rows}
+
     def set_meta_default(self, items: Mapping[str, str]) -> None:
         """Set meta keys that have no value yet (visit-plan start times)."""
         with self._tx() as db:

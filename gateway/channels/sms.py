@@ -37,6 +37,7 @@ last_error, last_error_at, the port and whether it is open; ``counters``: ``mess
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from collections import OrderedDict
@@ -161,6 +162,13 @@ class SmsChannel:
             "last_error_at": self.modem.last_error_at,
             "counters": dict(self.counters),
         }
+
+    async def check(self) -> dict[str, Any]:
+        """Ask the modem for registration and signal now (the notifier does, every few
+        minutes, so a dead SIM is seen before an emergency needs it); ``status()`` after."""
+        with contextlib.suppress(TransportError):
+            await self.modem.check_health()
+        return self.status()
 
     # ------------------------------------------------------------------ the contract
 

@@ -197,3 +197,11 @@ async def test_a_hung_modem_is_retryable(rig: Rig) -> None:
 async def test_no_phone_at_all_is_not_an_error(rig: Rig) -> None:
     await rig.channel.send(note(NO_PHONE))
     assert rig.sim.sent == [] and rig.channel.counters["no_phone"] == 1
+
+
+async def test_the_modem_health_is_checked_and_kept_for_status(rig: Rig) -> None:
+    status = await rig.channel.check()
+    assert status["registered"] is True and isinstance(status["signal_dbm"], int) and status["last_error"] == ""
+    rig.sim.registration = 3  # registration denied
+    status = await rig.channel.check()
+    assert status["registered"] is False and "not registered" in status["last_error"]

@@ -66,6 +66,9 @@ async def test_an_sos_reaches_the_webhook_both_robots_and_a_phone(mosquitto: Mos
                     lambda: delivered <= {(r.action, r.channel) for r in gateway.store.alert_log(alert.id)},
                     what="a delivery on every channel in the audit trail",
                 )
+                # The modem's health is checked on its own and kept for `sensegate status`.
+                health = await eventually(lambda: gateway.store.metas("channel.").get("channel.sms"), what="health")
+                assert json.loads(health)["registered"] is True
         finally:
             modem.close()
         (hook,) = rx.deliveries("webhook")
