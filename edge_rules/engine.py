@@ -176,6 +176,10 @@ class Engine:
             heapq.heappop(self._heap)
         return None
 
+    def has_dirty(self) -> bool:
+        """Whether any entry changed since the last ``dirty()``."""
+        return bool(self._dirty)
+
     def dirty(self) -> list[tuple[str, State | None]]:
         """Entries changed since the last call (None: deleted), sorted by key. Do not mutate them."""
         out = [(k, self._state.get(k)) for k in sorted(self._dirty)]

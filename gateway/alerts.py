@@ -176,7 +176,7 @@ class AlertPath:
                 settle_at=None,
             )
             out.append(Transition("resolved", done, f"rule:{alert.rule}", "", (("flapping", True),)))
-        return self._save_person(out) if out else []
+        return self._save(out) if out else []
 
     def checkpoint(self) -> None:
         """Save engine state and cursor moved by batches that changed no alert."""
@@ -207,7 +207,7 @@ class AlertPath:
         at = self.clock.now()
         acked = replace(alert, state=AlertState.ACKNOWLEDGED, acked_by=actor, acked_at=at, acked_via=via)
         detail = (("note", note),) if note else ()
-        return self._save_person([Transition("acknowledged", acked, actor, via, detail)])[0]
+        return self._save([Transition("acknowledged", acked, actor, via, detail)])[0]
 
     def resolve(self, alert_id: str, actor: str, via: str, note: str = "") -> Transition:
         """A person closes the alert with a note (处置记录); the rule forgets it in the same
@@ -229,7 +229,7 @@ class AlertPath:
         if self._stale:
             self.catch_up()
         self.engine.close(alert.dedup_key)
-        return self._save_person([Transition("resolved", done, actor, via, (("note", note),))])[0]
+        return self._save([Transition("resolved", done, actor, via, (("note", note),))])[0]
 
     def mark(self, alert_id: str, kind: str, detail: tuple[tuple[str, object], ...] = ()) -> Transition | None:
         """The notifier's news: ``notified`` (a channel delivered the first message) or
@@ -245,28 +245,41 @@ class AlertPath:
             changed = replace(alert, state=state, notified_at=at)
         else:
             changed = replace(alert, state=AlertState.ESCALATED)
-        return self._save_person([Transition(kind, changed, "system", "", detail)])[0]
+        return self._save([Transition(kind, changed, "system", "", detail)])[0]
 
     def close(self, dedup_key: str) -> None:
         """Forget an alert in the engine only (the rule may raise it again)."""
         self.engine.close(dedup_key)
         self.checkpoint()
 
-    def _save_person(self, transitions: list[Transition]) -> list[Transition]:
+    def _save(
+        self,
+        transitions: list[Transition],
+        cursor: int | None = None,
+        *,
+        visits: Sequence[VisitRow] = (),
+        more_cursors: Sequence[tuple[str, int]] = (),
+    ) -> list[Transition]:
+        """Alerts, their messages and audit lines, the engine's changed state and the cursor
+        (default: where it is) in one transaction; then tell ``notify``."""
         at = self.clock.now()
+        position = self.cursor if cursor is None else cursor
         try:
             self.store.save_alerts(
                 [t.alert for t in transitions],
                 [m for t in transitions for m in self._messages(t)],
-                cursor=(CURSOR, self.cursor),
+                cursor=(CURSOR, position),
                 now=at,
                 rule_state=self.engine.dirty(),
+                visits=visits,
+                more_cursors=more_cursors,
                 log=[t.log_row(at) for t in transitions],
             )
         except StoreError:
+            # The engine has moved on but the disk has not: rebuild from the disk on next use.
             self._stale = True
             raise
-        self._saved_cursor = self.cursor
+        self.cursor = self._saved_cursor = position
         if self.notify is not None:
             for t in transitions:
                 self.notify(t)
@@ -289,26 +302,7 @@ class AlertPath:
         for key in close:
             self.engine.close(key)
         transitions = self._transitions(decisions)
-        messages = [m for t in transitions for m in self._messages(t)]
-        try:
-            self.store.save_alerts(
-                [t.alert for t in transitions],
-                messages,
-                cursor=(CURSOR, self.cursor),
-                now=self.clock.now(),
-                rule_state=self.engine.dirty(),
-                visits=visits,
-                more_cursors=[cursor] if cursor is not None else (),
-                log=[t.log_row(self.clock.now()) for t in transitions],
-            )
-        except StoreError:
-            self._stale = True
-            raise
-        self._saved_cursor = self.cursor
-        if self.notify is not None:
-            for t in transitions:
-                self.notify(t)
-        return transitions
+        return self._save(transitions, visits=visits, more_cursors=[cursor] if cursor is not None else ())
 
     def _handle(self, events: Sequence[Event]) -> list[Transition]:
         events = [e for e in events if e.seq > self.cursor]
@@ -322,28 +316,9 @@ class AlertPath:
             self.cursor = cursor  # saved at the next checkpoint
             return []
         transitions = self._transitions(decisions)
-        state = self.engine.dirty()
-        if not transitions and not state and cursor == self._saved_cursor:
+        if not transitions and not self.engine.has_dirty() and cursor == self._saved_cursor:
             return []
-        messages = [m for t in transitions for m in self._messages(t)]
-        try:
-            self.store.save_alerts(
-                [t.alert for t in transitions],
-                messages,
-                cursor=(CURSOR, cursor),
-                now=self.clock.now(),
-                rule_state=state,
-                log=[t.log_row(self.clock.now()) for t in transitions],
-            )
-        except StoreError:
-            # The engine has moved on but the disk has not: rebuild from the disk on next use.
-            self._stale = True
-            raise
-        self.cursor = self._saved_cursor = cursor
-        if self.notify is not None:
-            for t in transitions:
-                self.notify(t)
-        return transitions
+        return self._save(transitions, cursor)
 
     # ------------------------------------------------------------------ decisions → alerts
 

@@ -35,9 +35,9 @@ from gateway.errors import ConfigError, ConfigProblem, PayloadError
 from gateway.ha_discovery import HaSettings
 from gateway.models import Family, Kind
 from gateway.notify_config import CHANNEL_TAGS, ChannelSettings, Ladder, NotifySettings, Route, Shift
-from gateway.validation import SECRET_KEYS, problems_from_validation
+from gateway.validation import ID_PATTERN, SECRET_KEYS, URL_PATTERN, problems_from_validation
 
-_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+_ID = ID_PATTERN
 
 
 class _Model(BaseModel):
@@ -94,7 +94,7 @@ class _OutputBase(_Model):
     families: list[Family] | None = None  # only these families; default all
 
 
-_URL = r"^https?://[^\s/:]+(:[0-9]{1,5})?(/\S*)?$"
+_URL = URL_PATTERN
 
 
 class InfluxV1Output(_OutputBase):
@@ -727,15 +727,7 @@ def _check_modbus(config: SiteConfig, file: str, serial_ports: dict[str, int]) -
                 )
             )
         bus_ports.setdefault(port, k)
-        if b.backoff_max < b.backoff_initial:
-            problems.append(
-                ConfigProblem(
-                    file,
-                    f"{where}.backoff_max",
-                    f"at least backoff_initial ({b.backoff_initial:g})",
-                    f"{b.backoff_max:g}",
-                )
-            )
+        problems.extend(_check_backoff(file, where, b))
     units: dict[tuple[str, int], int] = {}
     used: set[str] = set()
     for i, d in enumerate(config.devices):
@@ -784,6 +776,13 @@ def _check_modbus(config: SiteConfig, file: str, serial_ports: dict[str, int]) -
     return problems
 
 
+def _check_backoff(file: str, where: str, b: SerialSource | ModbusBusSettings | OsdpBusSettings) -> list[ConfigProblem]:
+    if b.backoff_max >= b.backoff_initial:
+        return []
+    expected = f"at least backoff_initial ({b.backoff_initial:g})"
+    return [ConfigProblem(file, f"{where}.backoff_max", expected, f"{b.backoff_max:g}")]
+
+
 def _check_notify(config: SiteConfig, file: str) -> list[ConfigProblem]:
     from gateway.notify import check_targets  # the notifier's own vocabulary of targets
 
@@ -823,15 +822,7 @@ def _check_osdp(config: SiteConfig, file: str, serial_ports: dict[str, int]) -> 
                 )
                 break
         bus_ports.setdefault(port, k)
-        if b.backoff_max < b.backoff_initial:
-            problems.append(
-                ConfigProblem(
-                    file,
-                    f"{where}.backoff_max",
-                    f"at least backoff_initial ({b.backoff_initial:g})",
-                    f"{b.backoff_max:g}",
-                )
-            )
+        problems.extend(_check_backoff(file, where, b))
         if b.scbk is not None:
             key = b.scbk.get_secret_value()
             try:
@@ -944,15 +935,7 @@ def _check_serial(
                 file, f"{where}.serial.radar", f"no radar settings for {src.protocol} (mr60fda2 only)", "a table"
             )
         )
-    if src.backoff_max < src.backoff_initial:
-        problems.append(
-            ConfigProblem(
-                file,
-                f"{where}.serial.backoff_max",
-                f"at least backoff_initial ({src.backoff_initial:g})",
-                f"{src.backoff_max:g}",
-            )
-        )
+    problems.extend(_check_backoff(file, f"{where}.serial", src))
     port = os.path.normpath(src.port)
     if port in ports:
         # A UART radar is point-to-point: two readers on one port would each get half the bytes.

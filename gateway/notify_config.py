@@ -24,9 +24,10 @@ from gateway.channels.dingtalk import DingTalkChannelSettings
 from gateway.channels.sms import SmsSettings
 from gateway.channels.webhook import WebhookChannelSettings
 from gateway.channels.wecom import WeComChannelSettings
+from gateway.validation import ID_PATTERN
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
-_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+_ID = ID_PATTERN
 _TARGET = r"^(family|visitors|on_duty(:[a-z_]+)?|role:[a-z_]+|[A-Za-z0-9][A-Za-z0-9_.\-]*)$"
 
 

@@ -14,6 +14,10 @@ from pydantic import BaseModel, SecretStr, ValidationError
 
 from gateway.errors import ConfigProblem
 
+# The patterns every config model uses for ids and URLs (so errors can say them in words).
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+URL_PATTERN = r"^https?://[^\s/:]+(:[0-9]{1,5})?(/\S*)?$"
+
 # Keys whose values are secrets: never repeated in an error message.
 SECRET_KEYS = frozenset({"password", "token", "secret", "scbk", "pin"})
 

@@ -51,15 +51,13 @@ from gateway.channels.http import (
 )
 from gateway.clock import Clock
 from gateway.models import Severity
+from gateway.validation import ID_PATTERN, URL_PATTERN
 
 DINGTALK_URL = "https://oapi.dingtalk.com/robot/send"
 TEXT_LIMIT = 18_000  # bytes of markdown.text; DingTalk reports "message too long, exceed 20000 bytes"
 TITLE_LIMIT = 64  # characters of the preview title
 RETRYABLE_ERRCODES = frozenset({-1, 130101, 410100})
 TRUNCATED = "…（内容过长，已截断）"
-
-_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
-_URL = r"^https?://[^\s/:]+(:[0-9]{1,5})?(/\S*)?$"
 
 
 class DingTalkChannelSettings(BaseModel):
@@ -68,10 +66,10 @@ class DingTalkChannelSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     type: Literal["dingtalk"]
-    id: Annotated[str, Field(pattern=_ID)]
+    id: Annotated[str, Field(pattern=ID_PATTERN)]
     token: Annotated[SecretStr, Field(min_length=1)]  # the access_token=… of the robot's webhook URL
     secret: Annotated[SecretStr, Field(min_length=1)]  # the 加签 secret, "SEC…"
-    url: Annotated[str, Field(pattern=_URL)] = DINGTALK_URL  # without the query; changed only for tests
+    url: Annotated[str, Field(pattern=URL_PATTERN)] = DINGTALK_URL  # without the query; changed only for tests
     timeout: Annotated[float, Field(gt=0, le=600)] = 10.0
 
 

@@ -52,6 +52,7 @@ from drivers.serial_link import Opener, open_serial
 from gateway.channels.base import Notification
 from gateway.clock import Clock
 from gateway.errors import PayloadError, RejectedBatchError, RetryableSinkError, TransportError
+from gateway.validation import ID_PATTERN
 
 log = logging.getLogger("sensegate.channels.sms")
 
@@ -64,7 +65,7 @@ class SmsSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     type: Literal["sms"]
-    id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+    id: Annotated[str, Field(pattern=ID_PATTERN)]
     # The modem's port: a stable /dev/serial/by-id/… link (an EC20 has several: use the AT one).
     port: Annotated[str, Field(min_length=1)]
     baudrate: Literal[9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600] = 115200

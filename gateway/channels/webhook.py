@@ -35,10 +35,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from gateway.channels.base import Notification
 from gateway.channels.http import JsonPoster, checked_base_url, display_url, header_safe
 from gateway.clock import Clock
+from gateway.validation import ID_PATTERN, URL_PATTERN
 
 SCHEMA_VERSION = 1
-_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
-_URL = r"^https?://[^\s/:]+(:[0-9]{1,5})?(/\S*)?$"
 
 
 class WebhookChannelSettings(BaseModel):
@@ -47,8 +46,8 @@ class WebhookChannelSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     type: Literal["webhook"]
-    id: Annotated[str, Field(pattern=_ID)]
-    url: Annotated[str, Field(pattern=_URL)]
+    id: Annotated[str, Field(pattern=ID_PATTERN)]
+    url: Annotated[str, Field(pattern=URL_PATTERN)]
     secret: Annotated[SecretStr, Field(min_length=16)]  # HMAC key; "env:NAME" / "file:PATH" in config
     timeout: Annotated[float, Field(gt=0, le=600)] = 10.0
 

@@ -50,6 +50,7 @@ from gateway.channels.http import (
 )
 from gateway.clock import Clock
 from gateway.models import Severity
+from gateway.validation import ID_PATTERN, URL_PATTERN
 
 WECOM_URL = "https://qyapi.weixin.qq.com/cgi-bin/webhook/send"
 MARKDOWN_LIMIT = 4096  # bytes of markdown.content
@@ -59,9 +60,6 @@ RETRYABLE_ERRCODES = frozenset({-1, 45009})
 TRUNCATED = "…（内容过长，已截断）"
 _REMEMBERED = 512  # notifications whose accepted parts are remembered between retries
 
-_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
-_URL = r"^https?://[^\s/:]+(:[0-9]{1,5})?(/\S*)?$"
-
 
 class WeComChannelSettings(BaseModel):
     """``[[channels]] type = "wecom"``."""
@@ -69,9 +67,9 @@ class WeComChannelSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     type: Literal["wecom"]
-    id: Annotated[str, Field(pattern=_ID)]
+    id: Annotated[str, Field(pattern=ID_PATTERN)]
     token: Annotated[SecretStr, Field(min_length=1)]  # the key=… of the robot's webhook URL
-    url: Annotated[str, Field(pattern=_URL)] = WECOM_URL  # without ?key=; changed only for tests
+    url: Annotated[str, Field(pattern=URL_PATTERN)] = WECOM_URL  # without ?key=; changed only for tests
     timeout: Annotated[float, Field(gt=0, le=600)] = 10.0
     mention: bool = True  # a following text message that @-mentions recipients by phone
 
