@@ -427,18 +427,22 @@ class AlertPath:
         else:
             kind = "repeated" if d.at - current.last_seen >= self.repeat_window else "updated"
             state = current.state
+        # A repeat of the same severity from another rule (the radar still reporting the fall
+        # after no-recovery escalated it) is folded in without rewording: the wording of the
+        # rule that set the severity stands.
+        keep = kind in ("updated", "repeated") and d.rule != current.rule
         return Transition(
             kind,
             replace(
                 current,
-                rule=d.rule,
+                rule=current.rule if keep else d.rule,
                 severity=d.severity,
                 state=state,
                 count=max(d.count, current.count + 1),
                 last_seen=max(current.last_seen, d.at),
                 evidence=_merge(current.evidence, d.evidence),
-                message_zh=d.message_zh,
-                message_en=d.message_en,
+                message_zh=current.message_zh if keep else d.message_zh,
+                message_en=current.message_en if keep else d.message_en,
                 settle_at=None,  # in alarm again (a flapping alert settles only when clear)
             ),
         )

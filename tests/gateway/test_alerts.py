@@ -91,6 +91,10 @@ def test_fall_without_recovery_escalates_after_60_s(tmp_path: Path) -> None:
     (t,) = rig.alerts.tick()
     assert rig.timeline() == [("raised", "fall", 2), ("escalated", "fall_no_recovery", 1)]
     assert t.alert.state is AlertState.ESCALATED and "无活动" in t.alert.message_zh
+    # The radar still reporting the fall folds in without rewording the escalated alert.
+    (t2,) = rig.feed(ev(Kind.FALL_DETECTED, Family.FALL, "101-fall", T0 + 70))
+    assert (t2.kind, t2.alert.rule, int(t2.alert.severity), t2.alert.count) == ("updated", "fall_no_recovery", 1, 3)
+    assert t2.alert.message_zh == t.alert.message_zh
 
 
 def test_fall_that_recovers_is_kept_and_downgraded(tmp_path: Path) -> None:
