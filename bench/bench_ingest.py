@@ -337,7 +337,9 @@ async def watch_alerts(client: aiomqtt.Client, tally: Tally) -> None:
             body = json.loads(bytes(msg.payload) if isinstance(msg.payload, bytes | bytearray) else b"{}")
         except ValueError:
             continue
-        if body.get("transition") == "resolved":
+        # One alarm, one rule transition: not its resolution, nor what people did about it
+        # (notified, acknowledged, a ladder tier: actor "system" or a person).
+        if body.get("transition") == "resolved" or not str(body.get("actor", "")).startswith("rule:"):
             continue
         queue = tally.pending.get(body.get("alert", {}).get("device_id", ""))
         if queue:

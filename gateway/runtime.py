@@ -195,6 +195,7 @@ class Gateway:
         )
         self.ready = asyncio.Event()  # set once connected to the broker
         self.api: AlertApi | None = None  # the HTTP API, once serving
+        self._loop: asyncio.AbstractEventLoop | None = None
         ha = config.home_assistant
         self.ha = HaBridge(config, self._ha_publish, ha) if ha.enabled else None
         self._ha_client: aiomqtt.Client | None = None
@@ -213,10 +214,15 @@ class Gateway:
         # watching the terminal: that is what dedup is for.
         if self.console is not None and t.kind not in ("updated", "notified"):
             print(console_line(t), file=self.console, flush=True)
-        self.notifier.on_transition(t)
+        self.publisher.wake.set()
         if self.ha is not None:
             self.ha.note_alert(t.alert)
-        self.publisher.wake.set()
+        # Planning pages writes to the store: let the transition reach MQTT first. Deferred in
+        # order; if the gateway dies in between, the notifier's reconcile at start catches up.
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.notifier.on_transition, t)
+        else:
+            self.notifier.on_transition(t)
 
     async def _on_stored(self, events: list[Event]) -> None:
         if self.ha is not None:
@@ -353,6 +359,7 @@ class Gateway:
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()
+        self._loop = asyncio.get_running_loop()
         caught_up = await asyncio.to_thread(self.alerts.catch_up)
         if caught_up:
             log.info("alert path caught up on %d events stored before the last stop", caught_up)
