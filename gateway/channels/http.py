@@ -27,6 +27,7 @@ from urllib.parse import quote, quote_plus, urlsplit
 import urllib3
 
 from gateway.errors import RejectedBatchError, RetryableSinkError
+from gateway.sinks.settings import reason_in_body
 
 REASON_LIMIT = 300  # characters of a receiver's reason kept in an error message
 RETRYABLE_STATUSES = frozenset({408, 429})
@@ -102,17 +103,7 @@ def with_alert_id(text: str, alert_id: str, limit: int, footer: str, marker: str
 
 def receiver_reason(body: bytes) -> str:
     """The receiver's own words: JSON ``errmsg`` / ``error`` / ``message``, else the body text."""
-    text = body.decode("utf-8", errors="replace").strip()
-    try:
-        data = json.loads(text)
-    except ValueError:
-        data = None
-    if isinstance(data, dict):
-        for key in ("errmsg", "error", "message", "reason"):
-            value = data.get(key)
-            if isinstance(value, str) and value:
-                return value
-    return text
+    return reason_in_body(body, ("errmsg", "error", "message", "reason"))
 
 
 @dataclass(frozen=True, slots=True)

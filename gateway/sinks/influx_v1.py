@@ -29,7 +29,7 @@ import urllib3
 from gateway.errors import RejectedBatchError, RetryableSinkError
 from gateway.models import Event
 from gateway.sinks.schema import events_to_line_protocol
-from gateway.sinks.settings import checked_url
+from gateway.sinks.settings import checked_url, reason_in_body
 
 # 413: the batch is too big for the server; the forwarder's halving of a rejected batch is
 # exactly the cure, and a single event that is still too big can never be written.
@@ -38,15 +38,7 @@ REJECTED_STATUSES = frozenset({400, 413, 422})
 
 def server_reason(status: int, body: bytes, headers: urllib3.HTTPHeaderDict | None = None) -> str:
     """The server's own words for a failed request: JSON ``error`` / ``message``, a header, or the body."""
-    text = body.decode("utf-8", errors="replace").strip()
-    try:
-        data = json.loads(text)
-    except ValueError:
-        data = None
-    if isinstance(data, dict):
-        for key in ("error", "message"):
-            if isinstance(data.get(key), str) and data[key]:
-                return str(data[key])
+    text = reason_in_body(body, ("error", "message"))
     if not text and headers is not None:
         text = headers.get("X-Influxdb-Error", "")
     return text[:2000] or f"HTTP {status}"
