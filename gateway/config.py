@@ -553,6 +553,10 @@ def cross_check(config: SiteConfig, file: str) -> list[ConfigProblem]:
     dup(config.residents, "residents")
     dup(config.devices, "devices")
     dup(config.outputs, "outputs", "name")
+    dup(config.staff, "staff")
+    dup(config.visitors, "visitors")
+    dup(config.channels, "channels")
+    dup(config.ladders, "ladders")
 
     for i, b in enumerate(config.buildings):
         if len(set(b.units)) != len(b.units):
@@ -786,14 +790,7 @@ def _check_backoff(file: str, where: str, b: SerialSource | ModbusBusSettings | 
 def _check_notify(config: SiteConfig, file: str) -> list[ConfigProblem]:
     from gateway.notify import check_targets  # the notifier's own vocabulary of targets
 
-    problems = [ConfigProblem(file, path, expected, found) for path, expected, found in check_targets(config)]
-    for key, ids in (("channels", [c.id for c in config.channels]), ("ladders", [lad.id for lad in config.ladders])):
-        seen: set[str] = set()
-        for i, item in enumerate(ids):
-            if item in seen:
-                problems.append(ConfigProblem(file, f"{key}[{i}].id", "a unique id", repr(item)))
-            seen.add(item)
-    return problems
+    return [ConfigProblem(file, path, expected, found) for path, expected, found in check_targets(config)]
 
 
 def _check_osdp(config: SiteConfig, file: str, serial_ports: dict[str, int]) -> list[ConfigProblem]:
@@ -874,15 +871,11 @@ def _check_osdp(config: SiteConfig, file: str, serial_ports: dict[str, int]) -> 
 
 
 def _check_people(config: SiteConfig, file: str) -> list[ConfigProblem]:
-    """Staff ids are unique and their buildings exist; a credential (door card) belongs to one
-    person only, whether resident, staff or visitor: the door reader must name one person."""
+    """Staff buildings exist; a credential (door card) belongs to one person only, whether
+    resident, staff or visitor: the door reader must name one person."""
     problems: list[ConfigProblem] = []
     buildings = {b.id for b in config.buildings} | {h.building for h in config.households}
-    seen: set[str] = set()
     for i, s in enumerate(config.staff):
-        if s.id in seen:
-            problems.append(ConfigProblem(file, f"staff[{i}].id", "a unique id", repr(s.id)))
-        seen.add(s.id)
         for j, b in enumerate(s.buildings):
             if b not in buildings:
                 problems.append(_unknown(file, f"staff[{i}].buildings[{j}]", "building", b, buildings))
@@ -902,11 +895,7 @@ def _check_people(config: SiteConfig, file: str) -> list[ConfigProblem]:
 
 def _check_visits(config: SiteConfig, file: str, households: set[str]) -> list[ConfigProblem]:
     problems: list[ConfigProblem] = []
-    seen: set[str] = set()
     for i, v in enumerate(config.visitors):
-        if v.id in seen:
-            problems.append(ConfigProblem(file, f"visitors[{i}].id", "a unique id", repr(v.id)))
-        seen.add(v.id)
         for j, h in enumerate(v.households):
             if h not in households:
                 problems.append(_unknown(file, f"visitors[{i}].households[{j}]", "household", h, households))

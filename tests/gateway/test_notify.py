@@ -373,3 +373,18 @@ async def test_an_urgent_message_stuck_on_a_dead_uplink_also_goes_out_by_sms(tmp
     assert len(fallback) == len({n.key for n in fallback})  # once per stuck message
     # The robot got everything too, once it was back, in the order it was queued.
     assert [n.kind for n in r.twins["robot"].sent][:2] == ["raised", "escalated"]
+
+
+def test_channel_ladder_and_visitor_ids_are_unique() -> None:
+    from gateway.errors import ConfigError
+
+    s = site()
+    s["channels"].append({"type": "mqtt", "id": "sms"})
+    s["ladders"].append({**s["ladders"][1]})
+    s["visitors"] = [{"id": "v1", "name": "张网格", "role": "grid_worker"}] * 2
+    with pytest.raises(ConfigError) as info:
+        parse_config(s, file="site.toml", environ={})
+    found = [str(p) for p in info.value.problems]
+    assert "site.toml: channels[2].id: expected a unique id, found 'sms'" in found
+    assert "site.toml: ladders[2].id: expected a unique id, found 'maintenance'" in found
+    assert "site.toml: visitors[1].id: expected a unique id, found 'v1'" in found
