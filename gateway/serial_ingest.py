@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 
 from drivers import SERIAL_CODECS
 from drivers.framing import FrameCodec
-from drivers.modbus_bus import ClientFactory, ModbusBus, pymodbus_client
+from drivers.modbus_bus import BusCounters, ClientFactory, ModbusBus, pymodbus_client
 from drivers.modbus_profiles import Profile
 from drivers.osdp_door import CardRead, Directory, Door, DoorMachine, Holder, Inputs, KeyPress, Local, parse_event
 from drivers.osdp_link import ChannelOpener, OsdpLink, PdDown, PdEvent, PdUp, open_channel
@@ -208,18 +208,18 @@ class SerialIngest:
                     device_id, observations, raw, self.clock.now(), self.modbus_sources[device_id]
                 )
             )
-            self._put(bus_id, bus, batch)
+            self._put(f"modbus.{bus_id}", bus.counters, batch)
 
         async def malformed(device_id: str, exc: PayloadError, raw: str) -> None:
             batch = _Batch()
             batch.counts[f"malformed.{exc.reason}"] = 1
             batch.rejected.append((f"modbus/{bus_id}/{device_id}", exc.reason, str(exc), raw.encode()))
-            self._put(bus_id, bus, batch)
+            self._put(f"modbus.{bus_id}", bus.counters, batch)
 
         async def flush_counters() -> None:
             while True:
                 await self.clock.sleep(COUNTER_FLUSH)
-                self._put(bus_id, bus, _Batch())
+                self._put(f"modbus.{bus_id}", bus.counters, _Batch())
 
         bus.on_malformed = malformed
         try:
@@ -227,11 +227,15 @@ class SerialIngest:
                 tg.create_task(flush_counters())
                 await bus.run(emit)
         finally:
-            self._put(bus_id, bus, _Batch())  # the counts since the last batch; drain() commits them
+            self._put(
+                f"modbus.{bus_id}", bus.counters, _Batch()
+            )  # the counts since the last batch; drain() commits them
 
-    def _put(self, bus_id: str, bus: ModbusBus, batch: _Batch) -> None:
-        for name, delta in bus.counters.take().items():
-            batch.counts[f"modbus.{bus_id}.{name}"] = delta
+    def _put(self, prefix: str, counters: BusCounters, batch: _Batch) -> None:
+        """Queue ``batch`` for the writer with the bus's counters since the last one
+        (``<prefix>.<name>``: ``modbus.<bus>``, ``osdp.<bus>``)."""
+        for name, delta in counters.take().items():
+            batch.counts[f"{prefix}.{name}"] = batch.counts.get(f"{prefix}.{name}", 0) + delta
         if batch.events or batch.counts or batch.rejected:
             self._queue.put_nowait(batch)
 
@@ -322,7 +326,7 @@ class SerialIngest:
                     batch.counts[f"osdp.{bus_id}.keypresses"] = 1  # PIN entry is not decided on (yet)
             if observations:
                 batch.events.extend(self.registry.device_events(device_id, observations, raw, item.at, "osdp"))
-            self._put_osdp(bus_id, link, batch)
+            self._put(f"osdp.{bus_id}", link.counters, batch)
 
         async def held_open() -> None:
             # The door-ajar warning at the reader; the clock decides, so tests can run it fast.
@@ -333,12 +337,12 @@ class SerialIngest:
                 for address, (_, machine) in doors.items():
                     for signal in machine.tick(now):
                         link.signal(address, signal)
-                        self._put_osdp(bus_id, link, _Batch(counts={f"osdp.{bus_id}.held_open": 1}))
+                        self._put(f"osdp.{bus_id}", link.counters, _Batch(counts={f"osdp.{bus_id}.held_open": 1}))
 
         async def flush_counters() -> None:
             while True:
                 await self.clock.sleep(COUNTER_FLUSH)
-                self._put_osdp(bus_id, link, _Batch())
+                self._put(f"osdp.{bus_id}", link.counters, _Batch())
 
         try:
             async with asyncio.TaskGroup() as tg:
@@ -346,13 +350,9 @@ class SerialIngest:
                 tg.create_task(flush_counters())
                 await link.run(handle)
         finally:
-            self._put_osdp(bus_id, link, _Batch())  # the counts since the last batch; drain() commits them
-
-    def _put_osdp(self, bus_id: str, link: OsdpLink, batch: _Batch) -> None:
-        for name, delta in link.counters.take().items():
-            batch.counts[f"osdp.{bus_id}.{name}"] = batch.counts.get(f"osdp.{bus_id}.{name}", 0) + delta
-        if batch.events or batch.counts or batch.rejected:
-            self._queue.put_nowait(batch)
+            self._put(
+                f"osdp.{bus_id}", link.counters, _Batch()
+            )  # the counts since the last batch; drain() commits them
 
     # ------------------------------------------------------------------ the writer
 
