@@ -116,7 +116,7 @@ class Notifier:
             self.ladder_wake.set()
 
     def _on_transition(self, t: Transition) -> None:
-        esc = self._escalation(t.alert.id)
+        esc = self.store.escalation(t.alert.id)
         if t.kind in ("raised", "escalated") and t.alert.is_open:
             if esc is None or esc.severity != int(t.alert.severity):
                 self._start(t.alert, restart=esc is not None)
@@ -264,9 +264,6 @@ class Notifier:
         self.store.save_notify(notifications=notes)
         self._wake(esc.channels)
 
-    def _escalation(self, alert_id: str) -> Escalation | None:
-        return next((e for e in self.store.escalations() if e.alert_id == alert_id), None)
-
     def _wake(self, channels: Iterable[str]) -> None:
         for name in channels:
             if name in self.wake:
@@ -350,9 +347,8 @@ class Notifier:
         return now  # a window that never ends would silence the ladder: page now instead
 
     def _rebuild_caps(self) -> None:
-        since = self.clock.now() - HOUR
-        for n in self.store.notifications(limit=100_000):
-            if n.state == "sent" and n.due_at >= since and n.body.get("kind") != "summary":
+        for n in self.store.sent_since(self.clock.now() - HOUR):
+            if n.body.get("kind") != "summary":
                 for r in n.body.get("recipients", ()):
                     self._sent[(str(r["id"]), n.channel)].append(n.due_at)
 

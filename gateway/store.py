@@ -660,18 +660,28 @@ class Store:
             ).fetchall()
         return [LogRow(a, at, act, who, ch, json.loads(d)) for a, at, act, who, ch, d in rows]
 
-    def escalations(self) -> list[Escalation]:
+    def escalation(self, alert_id: str) -> Escalation | None:
+        found = self.escalations(alert_id)
+        return found[0] if found else None
+
+    def escalations(self, alert_id: str | None = None) -> list[Escalation]:
+        """Every open alert's ladder position, or the one of ``alert_id``."""
+        sql = "SELECT alert_id, ladder, severity, step, next_at, paged_at, channels FROM escalations"
+        args: tuple[str, ...] = ()
+        if alert_id is not None:
+            sql, args = sql + " WHERE alert_id = ?", (alert_id,)
         with self._lock:
-            rows = self._db.execute(
-                "SELECT alert_id, ladder, severity, step, next_at, paged_at, channels FROM escalations "
-                "ORDER BY alert_id"
-            ).fetchall()
+            rows = self._db.execute(sql + " ORDER BY alert_id", args).fetchall()
         return [Escalation(a, lad, sev, st, nx, pg, tuple(json.loads(ch))) for a, lad, sev, st, nx, pg, ch in rows]
 
     def notifications_due(self, channel: str, now: float, limit: int = 50) -> list[QueuedNotification]:
         return self._notifications(
             "WHERE channel = ? AND state = 'pending' AND due_at <= ? ORDER BY id LIMIT ?", (channel, now, limit)
         )
+
+    def sent_since(self, since: float) -> list[QueuedNotification]:
+        """Notifications delivered since ``since`` (by when they were due), oldest first."""
+        return self._notifications("WHERE state = 'sent' AND due_at >= ? ORDER BY due_at, id", (since,))
 
     def notifications(self, alert_id: str | None = None, limit: int = 1000) -> list[QueuedNotification]:
         if alert_id is None:
