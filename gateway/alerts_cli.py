@@ -58,7 +58,7 @@ def _store(args: argparse.Namespace) -> tuple[Store, str]:
     if not config.store_path.exists():
         raise SenseGateError(f"no store yet at {config.store_path} (has the gateway run?)")
     tz = site_rules(config).settings.timezone
-    return Store(config.store_path, int(config.store.max_bytes), config.store.synchronous), tz
+    return Store.of_site(config), tz
 
 
 def _when(t: float | None, tz: str) -> str:

@@ -262,7 +262,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if not config.store_path.exists():
         print(f"no store yet at {config.store_path}")
         return 1
-    store = Store(config.store_path, int(config.store.max_bytes), config.store.synchronous)
+    store = Store.of_site(config)
     try:
         print(f"store {config.store_path}: {store.event_count()} events, {store.used_bytes()} bytes")
         for name, value in store.counters().items():
@@ -289,7 +289,7 @@ def _open_store(config: SiteConfig) -> Any:
 
     if not config.store_path.exists():
         raise SenseGateError(f"no store yet at {config.store_path} (has the gateway run?)")
-    return Store(config.store_path, int(config.store.max_bytes), config.store.synchronous)
+    return Store.of_site(config)
 
 
 def cmd_rules_check(args: argparse.Namespace) -> int:
@@ -344,7 +344,7 @@ def cmd_visits_checkin(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    store = Store(config.store_path, int(config.store.max_bytes), config.store.synchronous)
+    store = Store.of_site(config)
     try:
         row = store.append_visit(event, row)
     finally:

@@ -134,7 +134,7 @@ class Gateway:
         self.config = config
         self.clock = clock or SystemClock()
         self.console = console if console is not None else (sys.stdout if config.alerts.console else None)
-        self.store = Store(config.store_path, int(config.store.max_bytes), config.store.synchronous)
+        self.store = Store.of_site(config)
         self.registry = Registry(config)
         self.outputs: dict[str, frozenset[str] | None] = {
             o.name: None if o.families is None else frozenset(f.value for f in o.families) for o in config.outputs

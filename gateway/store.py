@@ -36,10 +36,13 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.errors import StoreError
 from gateway.models import Alert, Event, Lane
+
+if TYPE_CHECKING:
+    from gateway.config import SiteConfig
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -255,6 +258,11 @@ class Store:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open store {self.path}: {exc}") from exc
         self.over_bound = False  # true while only protected rows are left above the bound
+
+    @classmethod
+    def of_site(cls, config: SiteConfig) -> Store:
+        """The site's store, with its configured bound and durability."""
+        return cls(config.store_path, int(config.store.max_bytes), config.store.synchronous)
 
     def close(self) -> None:
         with self._lock:
