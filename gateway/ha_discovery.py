@@ -317,16 +317,12 @@ class Plan:
         self.status_topic = f"{prefix}/status"
         self.gateway_ident = f"sensegate_{self.node}"
         self._gateway_entities()
+        # Imported here: the registry imports the config, which imports this module's settings.
+        from gateway.registry import device_location
+
         households = {h.id: h for h in config.households}
         for device in config.devices:
-            house = households.get(device.household)
-            location = Location(
-                building=house.building if house else device.building,
-                unit=house.unit if house else "",
-                household=(house.number or house.id) if house else "",
-                room=device.room,
-            )
-            self._device_entities(device, location)
+            self._device_entities(device, device_location(device, households))
         self._area_entities()
         seen: set[str] = set()
         for e in self.entities:

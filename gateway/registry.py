@@ -20,9 +20,22 @@ from paho.mqtt.client import topic_matches_sub
 
 from drivers import native, rtl433, zigbee2mqtt
 from gateway.checkin import checkin_topic, decode_checkin
-from gateway.config import Device, NativeSource, Resident, Rtl433Source, SiteConfig, Zigbee2MqttSource
+from gateway.config import Device, Household, NativeSource, Resident, Rtl433Source, SiteConfig, Zigbee2MqttSource
 from gateway.errors import PayloadError, UnknownDeviceError
 from gateway.models import Event, Family, Location, Observation
+
+
+def device_location(device: Device, households: Mapping[str, Household]) -> Location:
+    """Where a device is, as alerts and dashboards name it: its household's building, unit and
+    door number, or its own building for a public area."""
+    house = households.get(device.household)
+    return Location(
+        building=house.building if house else device.building,
+        unit=house.unit if house else "",
+        household=(house.number or house.id) if house else "",
+        room=device.room,
+    )
+
 
 # A device clock further than this from the gateway's is not trusted (unset RTC, wrong zone).
 MAX_CLOCK_SKEW = 24 * 3600.0
@@ -55,13 +68,7 @@ class Registry:
         self.modbus_devices: dict[str, DeviceEntry] = {}
         self.osdp_devices: dict[str, DeviceEntry] = {}
         for d in config.devices:
-            house = households.get(d.household)
-            location = Location(
-                building=house.building if house else d.building,
-                unit=house.unit if house else "",
-                household=(house.number or house.id) if house else "",
-                room=d.room,
-            )
+            location = device_location(d, households)
             entry = DeviceEntry(d.id, d.family, d.model, location, d, self.residents_by_household.get(d.household, ()))
             self.devices[d.id] = entry
             if d.serial is not None:
