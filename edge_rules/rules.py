@@ -319,11 +319,17 @@ class RuleSet:
     """Validated rules from one or more files, in file order, with their settings."""
 
     def __init__(
-        self, rules: Sequence[AnyRule], settings: Settings | None = None, packs: Sequence[PackInfo] = ()
+        self,
+        rules: Sequence[AnyRule],
+        settings: Settings | None = None,
+        packs: Sequence[PackInfo] = (),
+        pack_of: Mapping[str, str] | None = None,
     ) -> None:
         self.rules: tuple[AnyRule, ...] = tuple(rules)
         self.settings = settings or Settings()
         self.packs = tuple(packs)
+        # Rule id → the id of the [pack] its file declares (routes match alerts by pack).
+        self.pack_of: dict[str, str] = dict(pack_of or {})
 
     def __iter__(self) -> Any:
         return iter(self.rules)
@@ -435,9 +441,11 @@ def combine(files: Iterable[tuple[str, RuleFile]]) -> RuleSet:
     settings: Settings | None = None
     settings_file = ""
     packs: list[PackInfo] = []
+    pack_of: dict[str, str] = {}
     for file, rf in files:
         if rf.pack is not None:
             packs.append(rf.pack)
+            pack_of.update({rule.id: rf.pack.id for rule in rf.rules})
         if rf.settings is not None:
             if settings is not None and rf.settings != settings:
                 problems.append(
@@ -457,7 +465,7 @@ def combine(files: Iterable[tuple[str, RuleFile]]) -> RuleSet:
             rules.append(rule)
     if problems:
         raise ConfigError(problems)
-    return RuleSet(rules, settings, packs)
+    return RuleSet(rules, settings, packs, pack_of)
 
 
 def check_rules(rules: Sequence[AnyRule], file: str) -> list[ConfigProblem]:

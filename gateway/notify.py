@@ -30,7 +30,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 
-from edge_rules.rules import load_rules
 from edge_rules.schedule import Window, format_duration_zh, zone
 from gateway.alerts import AlertPath, Transition
 from gateway.channels.base import Channel, Notification, Recipient
@@ -89,7 +88,7 @@ class Notifier:
         self.visitors = {v.id: v for v in config.visitors}
         self.device_household = {d.id: d.household for d in config.devices}
         self.resident_household = {r.id: r.household for r in config.residents}
-        self.pack_of = _packs_of_rules(config)
+        self.pack_of = alerts.rules.pack_of
         self.wake: dict[str, asyncio.Event] = {name: asyncio.Event() for name in self.channels}
         self.ladder_wake = asyncio.Event()
         self._log_once = LogOnce(log)
@@ -599,15 +598,6 @@ def _label(message: str, place: str) -> str:
         return f"{label} {place}".strip()
     first = message.split("\n", 1)[0]
     return first if len(first) <= 40 else first[:39] + "…"
-
-
-def _packs_of_rules(config: SiteConfig) -> dict[str, str]:
-    """Rule id → the scenario pack it comes from (site rule files: "site")."""
-    out: dict[str, str] = {}
-    for pack in config.rules.packs:
-        for rule in load_rules(pack):
-            out.setdefault(rule.id, pack)
-    return out
 
 
 def check_targets(config: SiteConfig) -> list[tuple[str, str, str]]:

@@ -18,7 +18,7 @@ from gateway.channels.base import Notification
 from gateway.clock import VirtualClock
 from gateway.config import SiteConfig, parse_config, site_rules
 from gateway.errors import RejectedBatchError, RetryableSinkError
-from gateway.models import AlertState, Event, Family, Kind, Location
+from gateway.models import Alert, AlertState, Event, Family, Kind, Location, Severity
 from gateway.notify import Notifier
 from gateway.registry import Registry
 from gateway.store import Store
@@ -388,3 +388,12 @@ def test_channel_ladder_and_visitor_ids_are_unique() -> None:
     assert "site.toml: channels[2].id: expected a unique id, found 'sms'" in found
     assert "site.toml: ladders[2].id: expected a unique id, found 'maintenance'" in found
     assert "site.toml: visitors[1].id: expected a unique id, found 'v1'" in found
+
+
+def test_routes_match_the_pack_a_rule_comes_from(tmp_path: Path) -> None:
+    r = rig(tmp_path, routes=[{"packs": ["smart_community"], "ladder": "maintenance"}, {"ladder": "emergency"}])
+    assert r.notifier.pack_of["sos"] == "elderly_care" and r.notifier.pack_of["tamper"] == "smart_community"
+    tamper = r.notifier.route(Alert("a", "k", "tamper", Severity.SERIOUS, AlertState.RAISED, MON_9, MON_9, "", ""))
+    sos = r.notifier.route(Alert("b", "k2", "sos", Severity.CRITICAL, AlertState.RAISED, MON_9, MON_9, "", ""))
+    assert tamper is not None and tamper.ladder == "maintenance"
+    assert sos is not None and sos.ladder == "emergency"
