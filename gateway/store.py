@@ -516,10 +516,7 @@ class Store:
             for alert in alerts:
                 _upsert_alert(db, alert)
             _insert_log(db, log)
-            db.executemany(
-                "INSERT INTO outbox(channel, topic, payload, retain, created_at) VALUES (?, ?, ?, ?, ?)",
-                [(c, t, p, int(r), now) for c, t, p, r in messages],
-            )
+            _insert_outbox(db, messages, now)
             if cursor is not None:
                 db.execute(
                     "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
@@ -654,10 +651,7 @@ class Store:
                 )
                 queued += cur.rowcount
             _insert_log(db, log)
-            db.executemany(
-                "INSERT INTO outbox(channel, topic, payload, retain, created_at) VALUES (?, ?, ?, ?, ?)",
-                [(c, t, p, int(r), now) for c, t, p, r in messages],
-            )
+            _insert_outbox(db, messages, now)
         return queued
 
     def alert_log(self, alert_id: str) -> list[LogRow]:
@@ -881,6 +875,13 @@ def _upsert_alert(db: sqlite3.Connection, alert: Alert) -> None:
             alert.raised_at,
             json.dumps(alert.to_dict(), ensure_ascii=False),
         ),
+    )
+
+
+def _insert_outbox(db: sqlite3.Connection, messages: Iterable[tuple[str, str, str, bool]], now: float) -> None:
+    db.executemany(
+        "INSERT INTO outbox(channel, topic, payload, retain, created_at) VALUES (?, ?, ?, ?, ?)",
+        [(c, t, p, int(r), now) for c, t, p, r in messages],
     )
 
 
