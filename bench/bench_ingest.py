@@ -48,10 +48,10 @@ import paho.mqtt.client as mqtt  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
 from drivers import rtl433  # noqa: E402
-from gateway.config import SiteConfig, load_config  # noqa: E402
 from gateway.errors import PayloadError  # noqa: E402
 from gateway.models import Kind, Observation  # noqa: E402
-from gateway.registry import Registry  # noqa: E402
+from gateway.site.config import SiteConfig, load_config  # noqa: E402
+from gateway.site.registry import Registry  # noqa: E402
 from gateway.store import Store  # noqa: E402
 from simulators.block import demo_site, render_toml  # noqa: E402
 from simulators.devices import (  # noqa: E402

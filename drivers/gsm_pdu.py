@@ -25,7 +25,7 @@ Sizes: 140 octets of user data = 70 UTF-16 units alone, 67 per part with the 8-b
 with the 16-bit one. A character outside the BMP (emoji) is a surrogate pair — two units — and a
 part never ends between the two halves. At most 255 parts.
 
-Example (``../shared/reference/PROTOCOLS.md`` §6, ``status_report=True``)::
+Example (made with python-gsmmodem-new 0.13.0 from PyPI, ``status_report=True``)::
 
     AT+CMGS=52
     0021000D91683108108300F000082630107D2760253011003353F7697C0035003000325BA472EC5C4580014EBA8DCC501262A58B66

@@ -1,6 +1,6 @@
 """Register maps of Modbus RTU gas and smoke detectors, as data, and the pure decoder.
 
-There is no standard register map for these detectors (``shared/reference/PROTOCOLS.md`` §5):
+There is no standard register map for these detectors (no public standard exists; vendors each publish their own):
 each model gets a *profile* — which registers to read and what their bits and numbers mean —
 written from the vendor manual. A profile is a TOML table (``drivers/profiles/*.toml``, or
 inline in a site config) validated by ``Profile`` (pydantic, unknown keys are errors)::
@@ -63,7 +63,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from gateway.errors import ConfigError, ConfigProblem, PayloadError
 from gateway.models import Family, Kind, Observation
-from gateway.validation import problems_from_validation
+from gateway.site.validation import problems_from_validation
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 MAX_DECIMALS = 4

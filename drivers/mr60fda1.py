@@ -1,7 +1,7 @@
 """Seeed MR60FDA1 60 GHz fall-detection radar ("Fall Detection Module Pro"), UART 115200 8N1.
 
-Pure codec: no I/O, no clock. Facts from ``shared/reference/PROTOCOLS.md`` §1.1 (Seeed wiki,
-Seeed's Arduino library, ESPHome's parser for the sister MR24HPC1)::
+Pure codec: no I/O, no clock. Facts from the Seeed wiki page "60GHz mmWave Fall Detection
+Sensor Pro" (Radar_MR60FDA1), Seeed's Arduino library for it, and ESPHome's parser for the sister MR24HPC1::
 
     offset  0    1    2     3     4     5     6 … 5+n   6+n   7+n  8+n
           ┌────┬────┬─────┬─────┬─────┬─────┬─────────┬─────┬────┬────┐

@@ -1,6 +1,6 @@
 """Seeed MR60FDA2 / Hi-Link HLK-LD6002C 60 GHz fall radar, "TinyFrame" over UART 115200 8N1.
 
-Pure codec: no I/O, no clock. Facts from ``shared/reference/PROTOCOLS.md`` §1.2 (ESPHome's
+Pure codec: no I/O, no clock. Facts from public sources (ESPHome's
 ``seeed_mr60fda2``, Seeed's mmWave library, the TinyFrame reference for the LD6002B/C)::
 
     offset  0     1    2     3    4     5    6     7          8 … 7+n    8+n

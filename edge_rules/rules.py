@@ -22,7 +22,7 @@ from edge_rules.context import TIER_ORDER, DeviceInfo, ResidentInfo, RiskTier
 from edge_rules.schedule import WEEKDAYS, Window, parse_clock, parse_duration, zone
 from gateway.errors import ConfigError, ConfigProblem
 from gateway.models import Event, Family, Kind, Scalar
-from gateway.validation import problems_from_validation
+from gateway.site.validation import problems_from_validation
 
 PACKS_DIR = Path(__file__).parent / "packs"
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"

@@ -20,32 +20,39 @@ import aiomqtt
 
 from drivers.modbus_bus import ClientFactory, pymodbus_client
 from drivers.serial_link import Opener, open_serial
-from gateway.alerts import AlertPath, Transition, console_line
-from gateway.api import AlertApi, loop_bridge
-from gateway.channels.base import Channel
-from gateway.channels.dingtalk import DingTalkChannel, DingTalkChannelSettings
-from gateway.channels.mqtt import MqttChannel
-from gateway.channels.sms import SmsChannel, SmsSettings
-from gateway.channels.webhook import WebhookChannel, WebhookChannelSettings
-from gateway.channels.wecom import WeComChannel, WeComChannelSettings
+from gateway.alerts.channels.base import Channel
+from gateway.alerts.channels.dingtalk import DingTalkChannel
+from gateway.alerts.channels.mqtt import MqttChannel
+from gateway.alerts.channels.sms import SmsChannel
+from gateway.alerts.channels.webhook import WebhookChannel
+from gateway.alerts.channels.wecom import WeComChannel
+from gateway.alerts.commands import apply_command
+from gateway.alerts.notify import Notifier
+from gateway.alerts.path import AlertPath, Transition, console_line
+from gateway.alerts.publisher import OutboxPublisher
+from gateway.care.visits import VisitTracker
 from gateway.clock import Clock, SystemClock
-from gateway.commands import apply_command
-from gateway.config import InfluxV1Output, InfluxV2Output, SiteConfig, site_rules
-from gateway.forwarder import Forwarder
-from gateway.ha_discovery import HaBridge
-from gateway.ingest import DEDUP_WINDOW, MqttIngest
+from gateway.ingest.mqtt import DEDUP_WINDOW, MqttIngest
+from gateway.ingest.serial import SerialIngest
 from gateway.log import LogOnce
 from gateway.models import Event
-from gateway.notify import Notifier
-from gateway.notify_config import ChannelSettings, MqttChannelSettings
-from gateway.publisher import OutboxPublisher
-from gateway.registry import Registry
-from gateway.serial_ingest import SerialIngest
-from gateway.sinks import Sink
-from gateway.sinks.influx_v1 import InfluxV1Sink
-from gateway.sinks.influx_v2 import InfluxV2Sink
+from gateway.outputs.forwarder import Forwarder
+from gateway.outputs.home_assistant import HaBridge
+from gateway.outputs.sinks import Sink
+from gateway.outputs.sinks.influx_v1 import InfluxV1Sink
+from gateway.outputs.sinks.influx_v2 import InfluxV2Sink
+from gateway.site.alerting import (
+    ChannelSettings,
+    DingTalkChannelSettings,
+    MqttChannelSettings,
+    SmsSettings,
+    WebhookChannelSettings,
+    WeComChannelSettings,
+)
+from gateway.site.config import InfluxV1Output, InfluxV2Output, SiteConfig, site_rules
+from gateway.site.registry import Registry
 from gateway.store import Store
-from gateway.visits import VisitTracker
+from gateway.web.api import AlertApi, loop_bridge
 
 log = logging.getLogger("sensegate.runtime")
 _ha_log = LogOnce(logging.getLogger("sensegate.home_assistant"))
@@ -56,6 +63,11 @@ SHUTDOWN_FLUSH = 5.0
 # How often the gateway looks for what the CLI queued in the store (acknowledgements,
 # check-ins): the time a person waits for "done".
 COMMAND_POLL = 1.0
+
+
+def open_store(config: SiteConfig) -> Store:
+    """The site's store, with its configured bound and durability."""
+    return Store(config.store_path, int(config.store.max_bytes), config.store.synchronous)
 
 
 def build_channel(settings: ChannelSettings, config: SiteConfig, store: Store, clock: Clock) -> Channel:
@@ -134,7 +146,7 @@ class Gateway:
         self.config = config
         self.clock = clock or SystemClock()
         self.console = console if console is not None else (sys.stdout if config.alerts.console else None)
-        self.store = Store.of_site(config)
+        self.store = open_store(config)
         self.registry = Registry(config)
         self.outputs: dict[str, frozenset[str] | None] = {
             o.name: None if o.families is None else frozenset(f.value for f in o.families) for o in config.outputs

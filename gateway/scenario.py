@@ -1,7 +1,7 @@
 """Scenario runner: a site, a script of events at virtual times, the alerts expected.
 
 ``sensegate scenario run FILE`` loads a scenario TOML (format: scenarios/README.md), runs the
-real store and alert path (gateway/alerts.py) with the site's rules on a virtual clock — a
+real store and alert path (gateway/alerts/path.py) with the site's rules on a virtual clock — a
 simulated week in well under a second — prints the alert timeline and a verdict.
 
 A step is stored with ``Store.append`` and handed to ``AlertPath.process`` exactly as the
@@ -24,12 +24,12 @@ from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
 from edge_rules.schedule import parse_duration
-from gateway.alerts import AlertPath, Transition
+from gateway.alerts.path import AlertPath, Transition
 from gateway.clock import VirtualClock
-from gateway.config import SiteConfig, load_config, parse_config, site_rules
 from gateway.errors import ConfigError, SenseGateError
 from gateway.models import Event, Kind
-from gateway.registry import Registry
+from gateway.site.config import SiteConfig, load_config, parse_config, site_rules
+from gateway.site.registry import Registry
 from gateway.store import Store
 
 TZ = ZoneInfo("Asia/Shanghai")

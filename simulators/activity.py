@@ -43,8 +43,8 @@ from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 from gateway.clock import Clock
-from gateway.config import Household, NativeSource, Resident, SiteConfig, Zigbee2MqttSource
 from gateway.models import Family
+from gateway.site.config import Household, NativeSource, Resident, SiteConfig, Zigbee2MqttSource
 from simulators.devices import (
     RTL_433_HOST,
     AccessControllerSim,

@@ -134,7 +134,7 @@ def demo_site(
     radar_port: str = SERIAL_RADAR_PORT,
     modbus_port: str = MODBUS_BUS_PORT,
 ) -> dict[str, Any]:
-    """The demo block as a dict that ``gateway.config.parse_config`` accepts.
+    """The demo block as a dict that ``gateway.site.config.parse_config`` accepts.
 
     Building 2's first flat (a lone elder's) has a wired MR60FDA1 fall radar on the bathroom
     ceiling instead of a Zigbee one, on ``radar_port``. Building 1 has an RS-485 bus on

@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from drivers import native, rtl433, zigbee2mqtt
-from gateway.config import Device, MqttSettings, NativeSource, Rtl433Source, Zigbee2MqttSource
 from gateway.errors import PayloadError
 from gateway.models import Family, Kind, Observation, Scalar
+from gateway.site.config import Device, MqttSettings, NativeSource, Rtl433Source, Zigbee2MqttSource
 
 RTL_433_HOST = "rtl-sdr-1"  # rtl_433 publishes on rtl_433/<host>/events; the host is any name
 

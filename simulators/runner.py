@@ -37,9 +37,9 @@ from pathlib import Path
 import aiomqtt
 
 from gateway.clock import Clock
-from gateway.config import Device, SiteConfig, site_profiles
 from gateway.models import Family
 from gateway.mqtt_util import connection_lost, reason_lost
+from gateway.site.config import Device, SiteConfig, site_profiles
 from simulators.activity import BlockActivity, Emission, Incident, play, sleep_or_stop
 from simulators.modbus_detector import PtyModbusBus, SimDetector
 from simulators.osdp_reader import PtyOsdpReader
@@ -261,7 +261,7 @@ def default_demo_incidents(site: SiteConfig | None = None) -> list[Incident]:
     Modbus bus at 10 s, a fall on the wired radar at 38 s.
     """
     if site is None:
-        from gateway.config import parse_config
+        from gateway.site.config import parse_config
         from simulators.block import demo_site
 
         site = parse_config(demo_site())

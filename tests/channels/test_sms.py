@@ -11,10 +11,11 @@ import pytest
 from pydantic import ValidationError
 
 from drivers.gsm_pdu import UNITS_PER_PART, split_text, units
-from gateway.channels.base import Channel, Notification, Recipient
-from gateway.channels.sms import SmsChannel, SmsSettings, masked, normalise_phone
+from gateway.alerts.channels.base import Channel, Notification, Recipient
+from gateway.alerts.channels.sms import SmsChannel, masked, normalise_phone
 from gateway.clock import VirtualClock
 from gateway.errors import RejectedBatchError, RetryableSinkError
+from gateway.site.alerting import SmsSettings
 from simulators.gsm_modem import PtyModem
 
 FAMILY = Recipient("contact:r-502:1", "王建国", "+8613800138000", "contact")

@@ -14,14 +14,15 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from gateway.channels.base import Channel, Notification, Recipient
-from gateway.channels.dingtalk import TEXT_LIMIT as DINGTALK_TEXT_LIMIT
-from gateway.channels.dingtalk import DingTalkChannel, DingTalkChannelSettings
-from gateway.channels.http import header_safe, normalise_mobile, truncate_utf8
-from gateway.channels.webhook import WebhookChannel, WebhookChannelSettings
-from gateway.channels.wecom import MARKDOWN_LIMIT, TRUNCATED, WeComChannel, WeComChannelSettings
+from gateway.alerts.channels.base import Channel, Notification, Recipient
+from gateway.alerts.channels.dingtalk import TEXT_LIMIT as DINGTALK_TEXT_LIMIT
+from gateway.alerts.channels.dingtalk import DingTalkChannel
+from gateway.alerts.channels.http import header_safe, normalise_mobile, truncate_utf8
+from gateway.alerts.channels.webhook import WebhookChannel
+from gateway.alerts.channels.wecom import MARKDOWN_LIMIT, TRUNCATED, WeComChannel
 from gateway.clock import VirtualClock
 from gateway.errors import RejectedBatchError, RetryableSinkError, SinkError
+from gateway.site.alerting import DingTalkChannelSettings, WebhookChannelSettings, WeComChannelSettings
 from tests.receivers import Receiver
 
 # As the notifier renders them: the title names the grade, the text ends with the alert id.

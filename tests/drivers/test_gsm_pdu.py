@@ -10,7 +10,7 @@ from drivers import gsm_pdu
 from drivers.gsm_pdu import Concat, decode_all, decode_submit, encode_submit, fit, join, split_text, units
 from gateway.errors import PayloadError
 
-# ../shared/reference/PROTOCOLS.md §6: made with python-gsmmodem-new 0.13.0 (status report requested).
+# Made with python-gsmmodem-new 0.13.0 (PyPI; status report requested): an independent encoder.
 PROTOCOLS_TEXT = "【紧急】3号楼502室独居老人跌倒报警"
 PROTOCOLS_PDU = (
     "0021000D91683108108300F000082630107D2760253011003353F7697C0035003000325BA472EC5C4580014EBA8DCC501262A58B66"

@@ -10,9 +10,9 @@ import pytest
 
 from edge_rules import Context, DeviceInfo, Engine, ResidentInfo, parse_rule_file
 from edge_rules.rules import effective_duration, resident_thresholds
-from gateway.config import parse_config
 from gateway.errors import ConfigError
 from gateway.models import Family, Location
+from gateway.site.config import parse_config
 from tests.edge_rules.helpers import BOTH, WANG, Feed, at
 
 H, M = 3600.0, 60.0
@@ -158,10 +158,10 @@ def test_without_the_elder_pack_no_name_is_known() -> None:
 
 
 def test_the_alert_path_hands_the_residents_thresholds_to_the_engine() -> None:
-    # The runtime's context (gateway/alerts.py rule_context) must carry each resident's
+    # The runtime's context (gateway/alerts/path.py rule_context) must carry each resident's
     # thresholds: ResidentInfo(..., thresholds=tuple(r.thresholds.items())).
-    from gateway.alerts import rule_context
-    from gateway.registry import Registry
+    from gateway.alerts.path import rule_context
+    from gateway.site.registry import Registry
 
     config = parse_config(_site({"no_activity": "5h"}) | {"devices": [_radar()]}, "site.toml")
     (resident,) = [r for r in rule_context(Registry(config)).devices["radar"].residents if r.id == "r1"]
@@ -173,7 +173,7 @@ def _radar() -> dict[str, Any]:
 
 
 def test_rules_explain_shows_the_effective_value_and_its_source(tmp_path: Path) -> None:
-    from gateway.explain import explain_household
+    from gateway.cli.explain import explain_household
     from gateway.store import Store
 
     site = _site({"no_activity": "5h"})

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from edge_rules import load_rules
-from gateway.cli import main
+from gateway.cli.app import main
 from gateway.scenario import TRANSITIONS, ScenarioError, load_scenario, run_files, run_scenario
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"

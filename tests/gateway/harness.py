@@ -19,8 +19,8 @@ import paho.mqtt.client as mqtt
 import tomli_w
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.config import SiteConfig, parse_config
 from gateway.runtime import Gateway
+from gateway.site.config import SiteConfig, parse_config
 from gateway.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -25,11 +25,11 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.alerts import AlertPath, Transition
+from gateway.alerts.path import AlertPath, Transition
 from gateway.clock import VirtualClock
-from gateway.config import SiteConfig, parse_config, site_rules
 from gateway.models import Event, Kind
-from gateway.registry import Registry
+from gateway.site.config import SiteConfig, parse_config, site_rules
+from gateway.site.registry import Registry
 from gateway.store import Store
 
 START = 1_772_380_800.0  # 2026-03-02 00:00 Asia/Shanghai

@@ -7,11 +7,11 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from edge_rules import load_rules
-from gateway.alerts import AlertPath, Transition
+from gateway.alerts.path import AlertPath, Transition
 from gateway.clock import VirtualClock
-from gateway.config import parse_config
 from gateway.models import AlertState, Event, Family, Kind, Location
-from gateway.registry import Registry
+from gateway.site.config import parse_config
+from gateway.site.registry import Registry
 from gateway.store import Store
 from tests.gateway.factories import minimal_site
 

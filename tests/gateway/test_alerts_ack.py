@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from gateway.cli import main as cli
-from gateway.config import parse_config
+from gateway.cli.app import main as cli
 from gateway.models import AlertState
+from gateway.site.config import parse_config
 from tests.gateway.factories import minimal_site
 from tests.gateway.harness import Publisher, Subscriber, eventually, running, site_config
 from tests.servers import Mosquitto

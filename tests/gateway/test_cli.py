@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 import tomli_w
 
-from gateway.alerts import AlertPath
-from gateway.cli import main as cli
+from gateway.alerts.path import AlertPath
+from gateway.cli.app import main as cli
 from gateway.clock import VirtualClock
-from gateway.config import load_config, site_rules
 from gateway.models import Family, Kind
-from gateway.registry import Registry
+from gateway.site.config import load_config, site_rules
+from gateway.site.registry import Registry
 from gateway.store import Store
 from tests.gateway.factories import event, minimal_site
 

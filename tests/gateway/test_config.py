@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from gateway.cli import main as cli
-from gateway.config import load_config, parse_config
+from gateway.cli.app import main as cli
 from gateway.errors import ConfigError
+from gateway.site.config import load_config, parse_config
 from tests.gateway.factories import minimal_site
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
@@ -204,7 +204,7 @@ def _gas(id: str = "gas", unit_id: int = 1, **changes: Any) -> dict[str, Any]:
 
 
 def test_modbus_bus_defaults_and_site_profiles() -> None:
-    from gateway.config import site_profiles
+    from gateway.site.config import site_profiles
 
     table = {
         "family": "smoke",

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import parse_config
 from gateway.errors import PayloadError
+from gateway.site.config import parse_config
 from simulators.gsm_modem import PtyModem
 from tests.gateway.factories import minimal_site
 from tests.gateway.harness import Publisher, eventually, running

@@ -10,8 +10,8 @@ import pytest
 
 from gateway.clock import VirtualClock
 from gateway.errors import RejectedBatchError, RetryableSinkError
-from gateway.forwarder import Forwarder
 from gateway.models import Event
+from gateway.outputs.forwarder import Forwarder
 from gateway.store import Store
 from tests.gateway.factories import event
 

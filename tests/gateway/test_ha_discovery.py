@@ -15,8 +15,8 @@ import pytest
 from pydantic import ValidationError
 
 from drivers import zigbee2mqtt
-from gateway.config import SiteConfig, parse_config
-from gateway.ha_discovery import (
+from gateway.models import Alert, AlertState, Event, Family, Kind, Location, Severity
+from gateway.outputs.home_assistant import (
     FAMILY_SLOTS,
     SLOTS,
     HaBridge,
@@ -27,7 +27,7 @@ from gateway.ha_discovery import (
     discovery_messages,
     state_messages,
 )
-from gateway.models import Alert, AlertState, Event, Family, Kind, Location, Severity
+from gateway.site.config import SiteConfig, parse_config
 from simulators.block import demo_site
 from tests.gateway.factories import minimal_site
 from tests.servers import Mosquitto

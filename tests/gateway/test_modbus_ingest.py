@@ -8,10 +8,10 @@ from pathlib import Path
 
 from drivers.modbus_profiles import builtin_profiles
 from gateway.clock import VirtualClock
-from gateway.config import parse_config
+from gateway.ingest.serial import COUNTER_FLUSH, SerialIngest
 from gateway.models import Event, Kind
-from gateway.registry import Registry
-from gateway.serial_ingest import COUNTER_FLUSH, SerialIngest
+from gateway.site.config import parse_config
+from gateway.site.registry import Registry
 from gateway.store import Store
 from simulators.modbus_detector import SimDetector
 from tests.drivers.test_modbus_bus import FakeLine

@@ -14,8 +14,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.config import parse_config
 from gateway.runtime import Gateway
+from gateway.site.config import parse_config
 from tests.gateway.factories import minimal_site
 from tests.gateway.harness import eventually, running
 from tests.servers import Mosquitto

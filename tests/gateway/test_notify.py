@@ -13,14 +13,14 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from gateway.alerts import AlertPath, LifecycleError, Transition
-from gateway.channels.base import Notification
+from gateway.alerts.channels.base import Notification
+from gateway.alerts.notify import Notifier
+from gateway.alerts.path import AlertPath, LifecycleError, Transition
 from gateway.clock import VirtualClock
-from gateway.config import SiteConfig, parse_config, site_rules
 from gateway.errors import RejectedBatchError, RetryableSinkError
 from gateway.models import Alert, AlertState, Event, Family, Kind, Location, Severity
-from gateway.notify import Notifier
-from gateway.registry import Registry
+from gateway.site.config import SiteConfig, parse_config, site_rules
+from gateway.site.registry import Registry
 from gateway.store import Store
 from tests.gateway.factories import minimal_site
 

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 
 from gateway.clock import VirtualClock
-from gateway.config import parse_config
 from gateway.errors import ConfigError
+from gateway.ingest.serial import access_directory
 from gateway.models import Event, Kind
 from gateway.runtime import Gateway
-from gateway.serial_ingest import access_directory
+from gateway.site.config import parse_config
 from simulators.osdp_reader import PtyOsdpReader
 from tests.gateway.factories import minimal_site
 from tests.gateway.harness import eventually, running, site_config

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from gateway.config import parse_config
 from gateway.errors import PayloadError, UnknownDeviceError
 from gateway.models import Family, Kind, Location, Observation
-from gateway.registry import MAX_CLOCK_SKEW, Registry
+from gateway.site.config import parse_config
+from gateway.site.registry import MAX_CLOCK_SKEW, Registry
 from tests.gateway.factories import minimal_site
 
 NOW = 1_795_322_400.0  # 2026-11-22T08:00:00+08:00

@@ -12,9 +12,9 @@ from drivers import mr60fda1, mr60fda2
 from drivers.radar_latch import RadarLatch
 from drivers.serial_link import Frames, LinkDown, LinkItem, LinkUp, Port, SerialLink
 from gateway.clock import VirtualClock
-from gateway.config import parse_config
 from gateway.errors import ConfigError, TransportError
 from gateway.models import Kind, Observation
+from gateway.site.config import parse_config
 from tests.gateway.factories import minimal_site
 
 

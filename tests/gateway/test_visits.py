@@ -12,15 +12,16 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from edge_rules import load_rules
-from gateway.alerts import AlertPath, Transition
-from gateway.checkin import checkin_event, decode_checkin
+from gateway.alerts.path import AlertPath, Transition
+from gateway.care.checkin import checkin_event
+from gateway.care.visits import VisitTracker
 from gateway.clock import VirtualClock
-from gateway.config import SiteConfig, parse_config
 from gateway.errors import ConfigError, PayloadError
 from gateway.models import AlertState, Event, Family, Kind, Location
-from gateway.registry import Registry
+from gateway.site.checkin import decode_checkin
+from gateway.site.config import SiteConfig, parse_config
+from gateway.site.registry import Registry
 from gateway.store import Store
-from gateway.visits import VisitTracker
 from tests.gateway.factories import minimal_site
 
 RULES = load_rules("elderly_care", "smart_community")

@@ -12,16 +12,16 @@ from zoneinfo import ZoneInfo
 import pytest
 import tomli_w
 
-from gateway.alerts import AlertPath
-from gateway.checkin import checkin_event
-from gateway.cli import main as cli
+from gateway.alerts.path import AlertPath
+from gateway.care.checkin import checkin_event
+from gateway.care.report import build_report, render_markdown
+from gateway.care.visits import VisitTracker
+from gateway.cli.app import main as cli
 from gateway.clock import VirtualClock
-from gateway.config import SiteConfig, load_config, site_rules
 from gateway.models import Event, Family, Kind, Location
-from gateway.registry import Registry
+from gateway.site.config import SiteConfig, load_config, site_rules
+from gateway.site.registry import Registry
 from gateway.store import Store
-from gateway.visit_report import build_report, render_markdown
-from gateway.visits import VisitTracker
 from tests.gateway.factories import minimal_site
 
 SH = ZoneInfo("Asia/Shanghai")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.checkin import checkin_event
+from gateway.care.checkin import checkin_event
 from gateway.store import Store
 from tests.gateway.factories import minimal_site
 from tests.gateway.harness import Publisher, eventually, running, site_config

@@ -6,9 +6,9 @@ from collections import Counter
 from typing import Any
 
 from drivers import native, rtl433, zigbee2mqtt
-from gateway.config import Device, NativeSource, Rtl433Source, SiteConfig, Zigbee2MqttSource, parse_config
 from gateway.models import Kind, Observation
-from gateway.registry import Registry
+from gateway.site.config import Device, NativeSource, Rtl433Source, SiteConfig, Zigbee2MqttSource, parse_config
+from gateway.site.registry import Registry
 from simulators.devices import Message
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z, the VirtualClock's default start

@@ -9,9 +9,9 @@ from collections import Counter
 import pytest
 
 from gateway.clock import VirtualClock
-from gateway.config import SiteConfig, parse_config
 from gateway.models import Family, Kind
-from gateway.registry import Registry
+from gateway.site.config import SiteConfig, parse_config
+from gateway.site.registry import Registry
 from simulators.activity import BlockActivity, Emission, Incident, play
 from simulators.block import demo_site
 from simulators.runner import default_demo_incidents

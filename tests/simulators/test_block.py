@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from drivers import rtl433, zigbee2mqtt
-from gateway.config import NativeSource, Rtl433Source, Zigbee2MqttSource, load_config, parse_config
 from gateway.models import Family
+from gateway.site.config import NativeSource, Rtl433Source, Zigbee2MqttSource, load_config, parse_config
 from simulators.block import FALL_MODELS, MODBUS_BUS_PORT, SMOKE_MODELS, SOS_MODELS, demo_site, render_toml
 
 DEMO_TOML = Path(__file__).resolve().parents[2] / "config" / "demo.toml"

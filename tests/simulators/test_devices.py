@@ -10,9 +10,9 @@ import pytest
 from paho.mqtt.client import topic_matches_sub
 
 from drivers import native, rtl433, zigbee2mqtt
-from gateway.config import parse_config
 from gateway.models import Family, Kind
-from gateway.registry import Registry
+from gateway.site.config import parse_config
+from gateway.site.registry import Registry
 from simulators.block import demo_site
 from simulators.devices import (
     EXAMPLE_CODES,
@@ -94,7 +94,7 @@ CASES = [
 def test_simulator_messages_decode_to_what_they_say(case: tuple[str, str, Family], stamped: bool) -> None:
     fmt, model, family = case
     device = _device(fmt, model, family)
-    # gateway.config accepts only numeric code keys so far; the rtl_433 codec also takes flag
+    # gateway.site.config accepts only numeric code keys so far; the rtl_433 codec also takes flag
     # names (Honeywell "alarm", Interlogix "switch1"), which these devices need.
     numeric = all(k[:1].isdigit() for k in device["mqtt"].get("codes", {}))
     config = one_device_site(device, cross_check=numeric)
@@ -213,7 +213,7 @@ def test_rtl_433_payloads_and_topic() -> None:
     ],
 )
 def test_rtl_433_topic_follows_the_config(pattern: str, topic: str) -> None:
-    from gateway.config import MqttSettings
+    from gateway.site.config import MqttSettings
 
     mqtt = MqttSettings(rtl_433_topic=pattern)
     assert rtl_433_events_topic(mqtt, "pi") == topic

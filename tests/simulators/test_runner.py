@@ -11,7 +11,7 @@ import aiomqtt
 import pytest
 
 from gateway.clock import SystemClock, VirtualClock
-from gateway.config import SiteConfig, parse_config
+from gateway.site.config import SiteConfig, parse_config
 from simulators.activity import Incident
 from simulators.block import demo_site
 from simulators.runner import SimStats, default_demo_incidents, run_simulation

@@ -19,8 +19,8 @@ from drivers.modbus_bus import ModbusBus
 from drivers.modbus_profiles import builtin_profiles
 from drivers.serial_link import Frames, LinkItem, SerialLink
 from gateway.clock import SystemClock, VirtualClock
-from gateway.config import SiteConfig, parse_config
 from gateway.models import Kind, Observation
+from gateway.site.config import SiteConfig, parse_config
 from simulators.block import demo_site, render_toml
 from simulators.pty import PtyPort
 from simulators.runner import (

@@ -10,8 +10,8 @@ import pytest
 
 from gateway.errors import RejectedBatchError, RetryableSinkError
 from gateway.models import Family, Kind
-from gateway.sinks import InfluxV1Sink
-from gateway.sinks.schema import point_time_ns
+from gateway.outputs.sinks import InfluxV1Sink
+from gateway.outputs.sinks.schema import point_time_ns
 from tests.servers import Blackhole, CannedHTTP, InfluxDB1, Server, VictoriaMetrics
 from tests.sinks.sample_events import T0, event, one_per_family
 

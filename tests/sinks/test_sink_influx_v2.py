@@ -15,7 +15,7 @@ import pytest
 
 from gateway.errors import RejectedBatchError, RetryableSinkError
 from gateway.models import Family, Kind
-from gateway.sinks import InfluxV2Sink
+from gateway.outputs.sinks import InfluxV2Sink
 from tests.servers import Blackhole, CannedHTTP, Server, VictoriaMetrics
 from tests.sinks.sample_events import T0, event, one_per_family
 

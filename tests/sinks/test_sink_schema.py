@@ -1,4 +1,4 @@
-"""The InfluxDB schema (gateway/sinks/schema.py): pure, no server."""
+"""The InfluxDB schema (gateway/outputs/sinks/schema.py): pure, no server."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.models import Event, Family, Kind, Location
-from gateway.sinks import SINKS, InfluxV1Sink, InfluxV2Sink, Sink
-from gateway.sinks.schema import (
+from gateway.outputs.sinks import SINKS, InfluxV1Sink, InfluxV2Sink, Sink
+from gateway.outputs.sinks.schema import (
     TAG_KEYS,
     event_fields,
     event_point,

@@ -1,0 +1,1 @@
+"""Alert delivery channels: each a thin sender behind the contract in ``gateway.alerts.channels.base``."""

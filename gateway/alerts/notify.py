@@ -1,0 +1,600 @@
+"""Getting alerts to people (分级响应): routes, the duty roster, escalation ladders, and
+delivery through the channels with durable retry. See docs/alerts.md.
+
+The notifier listens to the alert path's transitions. A raised alert takes the first route
+that matches it to a ladder; tier 0 is paged at once (or at its ``after``), and every later
+tier when its time comes unless someone has acknowledged; the top tier then repeats. Each page
+is a ``Notification`` per channel, queued in the store in the same transaction that moves the
+ladder, under a key made of alert, severity, step and channel — so a restart mid-ladder
+continues where it was and never pages a tier twice. ``run_channel`` delivers a channel's
+queue: retry with capped back-off on ``RetryableSinkError``, ``rejected`` on
+``RejectedBatchError``, ``sent`` once the receiver took it; every outcome goes to the alert's
+audit trail.
+
+Quiet for people: an update to an open alert never pages; a repeat after quiet pages the
+current tier again at most every ``renotify_interval``; a person gets at most ``cap_per_hour``
+messages per channel an hour — the rest wait in one summary sent when the hour frees up
+(特别紧急 alerts are never held back); a ladder's ``quiet`` window (maintenance at night)
+delays its messages to the window's end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import json
+import logging
+import random
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
+from datetime import datetime
+
+from edge_rules.schedule import Window, format_duration_zh, zone
+from gateway.alerts.channels.base import Channel, Notification, Recipient
+from gateway.alerts.path import AlertPath, Transition
+from gateway.clock import Clock
+from gateway.errors import RejectedBatchError, RetryableSinkError
+from gateway.log import LogOnce
+from gateway.models import Alert, Severity
+from gateway.site.alerting import Ladder, Route, Tier
+from gateway.site.config import SiteConfig
+from gateway.store import Escalation, LogRow, QueuedNotification, Store
+
+log = logging.getLogger("sensegate.notify")
+
+HOUR = 3600.0
+HEALTH_INTERVAL = 600.0  # seconds between health checks of a channel that has them (the modem)
+KIND_ZH = {
+    "raised": "报警",
+    "escalated": "升级",
+    "reminder": "未确认提醒",
+    "repeated": "再次报警",
+    "acknowledged": "已确认",
+    "resolved": "已解除",
+    "summary": "汇总",
+    "flapping": "反复报警",
+}
+
+
+class Notifier:
+    def __init__(
+        self,
+        config: SiteConfig,
+        store: Store,
+        clock: Clock,
+        alerts: AlertPath,
+        channels: Mapping[str, Channel],
+        *,
+        timezone: str = "Asia/Shanghai",
+        rng: random.Random | None = None,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.settings = config.notify
+        self.store = store
+        self.clock = clock
+        self.alerts = alerts
+        self.channels = dict(channels)
+        self.tz = timezone
+        self.rng = rng or random.Random(config.gateway.id)
+        self.on_change = on_change
+        self.ladders = {lad.id: lad for lad in config.ladders}
+        self.shifts = [(s, s.schedule().window(timezone)) for s in config.roster]
+        self.quiet: dict[str, Window] = {
+            lad.id: lad.quiet.window(timezone) for lad in config.ladders if lad.quiet is not None
+        }
+        self.staff = {s.id: s for s in config.staff}
+        self.visitors = {v.id: v for v in config.visitors}
+        self.device_household = {d.id: d.household for d in config.devices}
+        self.resident_household = {r.id: r.household for r in config.residents}
+        self.pack_of = alerts.rules.pack_of
+        self.wake: dict[str, asyncio.Event] = {name: asyncio.Event() for name in self.channels}
+        self.ladder_wake = asyncio.Event()
+        self._log_once = LogOnce(log)
+        # (person, channel) → times of messages sent to them in the last hour (rebuilt on start).
+        self._sent: dict[tuple[str, str], deque[float]] = defaultdict(deque)
+        # Back-off is per channel, not per message: when the receiver is back, its queue goes out
+        # in the order it was made.
+        self._failures: dict[str, int] = {}  # channel → consecutive failed sends
+        self._retry_at: dict[str, float] = {}  # channel → not before
+        self._needs_reconcile = False
+        self._rebuild_caps()
+
+    # ------------------------------------------------------------------ transitions → ladders
+
+    def on_transition(self, t: Transition) -> None:
+        """Called by the alert path after it saved a transition (synchronously, on the loop)."""
+        try:
+            self._on_transition(t)
+        except Exception:  # the alert is stored; the rule path must go on
+            # ``reconcile`` (at start, and on the ladder task's next turn) finds the ladder that
+            # is missing and starts it.
+            log.exception("could not plan notifications for alert %s; will retry", t.alert.id)
+            self._needs_reconcile = True
+            self.ladder_wake.set()
+
+    def _on_transition(self, t: Transition) -> None:
+        esc = self.store.escalation(t.alert.id)
+        if t.kind in ("raised", "escalated") and t.alert.is_open:
+            if esc is None or esc.severity != int(t.alert.severity):
+                self._start(t.alert, restart=esc is not None)
+        elif t.kind == "repeated" and esc is not None and t.alert.acked_at is None:
+            if self.clock.now() - esc.paged_at >= self.settings.renotify_interval:
+                self._page(t.alert, esc, kind="repeated", advance=False)
+        elif t.kind in ("acknowledged", "resolved") and esc is not None:
+            self._close(t, esc)
+        elif t.kind == "flapping" and esc is not None:
+            self._tell(t, esc)  # once: the repeats are folded into this alert from now on
+
+    def _start(self, alert: Alert, restart: bool = False) -> None:
+        route = self.route(alert)
+        now = self.clock.now()
+        if route is None:
+            self.store.save_notify(log=[LogRow(alert.id, now, "unrouted", detail={"rule": alert.rule})])
+            return
+        ladder = self.ladders[route.ladder]
+        first = max(now, alert.raised_at + ladder.tiers[0].after) if not restart else now
+        esc = Escalation(alert.id, ladder.id, int(alert.severity), 0, first, 0.0, ())
+        if first > now:
+            self.store.save_notify(escalations=[esc])
+            self.ladder_wake.set()
+            return
+        self._page(alert, esc, kind="escalated" if restart else "raised", advance=True)
+
+    def tick(self) -> None:
+        """Page every ladder step that has come due."""
+        now = self.clock.now()
+        for esc in self.store.escalations():
+            if esc.next_at is None or esc.next_at > now:
+                continue
+            alert = self.store.alert(esc.alert_id)
+            if alert is None or not alert.is_open or alert.acked_at is not None:
+                self.store.save_notify(drop_escalations=[esc.alert_id])
+                continue
+            kind = "raised" if esc.step == 0 else "escalated" if esc.step < self._tiers(esc) else "reminder"
+            self._page(alert, esc, kind=kind, advance=True)
+
+    def next_deadline(self) -> float | None:
+        due = [e.next_at for e in self.store.escalations() if e.next_at is not None]
+        return min(due, default=None)
+
+    def reconcile(self) -> None:
+        """After a start or a store failure: start the ladders of open alerts that have none
+        (raised just before a crash), and close those of alerts resolved or acknowledged."""
+        open_alerts = {a.id: a for a in self.store.alerts(open_only=True, limit=100_000)}
+        ladders = {e.alert_id: e for e in self.store.escalations()}
+        for alert_id, esc in ladders.items():
+            alert = open_alerts.get(alert_id) or self.store.alert(alert_id)
+            if alert is None:
+                self.store.save_notify(drop_escalations=[alert_id])
+            elif not alert.is_open or alert.acked_at is not None:
+                kind = "resolved" if not alert.is_open else "acknowledged"
+                self._close(Transition(kind, alert, alert.resolved_by or alert.acked_by), esc)
+        for alert in open_alerts.values():
+            if alert.id not in ladders and alert.acked_at is None and not self._was_routed(alert):
+                self._start(alert)
+
+    def _was_routed(self, alert: Alert) -> bool:
+        return any(r.action in ("unrouted", "paged", "ladder_done") for r in self.store.alert_log(alert.id))
+
+    def _tiers(self, esc: Escalation) -> int:
+        ladder = self.ladders.get(esc.ladder)
+        return len(ladder.tiers) if ladder else 1
+
+    def _page(self, alert: Alert, esc: Escalation, *, kind: str, advance: bool) -> None:
+        ladder = self.ladders.get(esc.ladder)
+        now = self.clock.now()
+        if ladder is None:  # the ladder was removed from config since
+            self.store.save_notify(drop_escalations=[esc.alert_id])
+            return
+        tier_no = min(esc.step, len(ladder.tiers) - 1)
+        tier = ladder.tiers[tier_no]
+        due = self._after_quiet(ladder, now)
+        people = self.recipients(alert, tier)
+        notes: list[tuple[str, str, str, float, dict[str, object]]] = []
+        used = list(esc.channels)
+        for channel in tier.channels:
+            key = f"{alert.id}/s{int(alert.severity)}/{esc.step if advance else f'r{round(now)}'}/{channel}"
+            allowed = self._under_cap(alert, people, channel, due)
+            if people and not allowed:
+                continue  # everyone it was for is over their hourly cap: it is in their summaries
+            note = self.render(alert, kind, allowed, key, now)
+            notes.append((key, channel, alert.id, due, note.to_dict()))
+            if channel not in used:
+                used.append(channel)
+        if advance:
+            step = esc.step + 1
+            if step < len(ladder.tiers):
+                next_at: float | None = max(now, alert.raised_at + ladder.tiers[step].after)
+            elif ladder.repeat is not None:
+                next_at = now + ladder.repeat
+            else:
+                next_at = None
+        else:
+            step, next_at = esc.step, esc.next_at
+        row = LogRow(
+            alert.id,
+            now,
+            "paged",
+            detail={
+                "ladder": ladder.id,
+                "tier": tier_no,
+                "kind": kind,
+                "channels": list(tier.channels),
+                "to": [p.id for p in people],
+                "due_at": due,
+            },
+        )
+        if not people:
+            self._log_once.warning(
+                ("nobody", ladder.id, tier_no),
+                "ladder %s tier %d reaches nobody for alert %s (roster / targets %s); group channels still get it",
+                ladder.id,
+                tier_no,
+                alert.id,
+                tier.to,
+            )
+        new = replace(esc, step=step, next_at=next_at, paged_at=now, channels=tuple(used))
+        self.store.save_notify(escalations=[new], notifications=notes, log=[row])
+        if tier_no > 0 and advance and kind == "escalated" and esc.severity == int(alert.severity):
+            self.alerts.mark(alert.id, "escalated", (("tier", tier_no),))
+        self._wake(tier.channels)
+
+    def _close(self, t: Transition, esc: Escalation) -> None:
+        """Tell every channel that was paged that the alert is taken care of, then stop."""
+        now = self.clock.now()
+        notes = []
+        for channel in esc.channels:
+            key = f"{t.alert.id}/{t.kind}/{channel}"
+            note = self.render(t.alert, t.kind, (), key, now, actor=t.actor)
+            notes.append((key, channel, t.alert.id, now, note.to_dict()))
+        row = LogRow(t.alert.id, now, "ladder_done", detail={"by": t.kind, "step": esc.step})
+        self.store.save_notify(drop_escalations=[esc.alert_id], notifications=notes, log=[row])
+        self._wake(esc.channels)
+
+    def _tell(self, t: Transition, esc: Escalation) -> None:
+        """An informational message to every channel already paged (no new page)."""
+        now = self.clock.now()
+        notes = []
+        for channel in esc.channels:
+            key = f"{t.alert.id}/{t.kind}/{channel}"
+            notes.append((key, channel, t.alert.id, now, self.render(t.alert, t.kind, (), key, now).to_dict()))
+        self.store.save_notify(notifications=notes)
+        self._wake(esc.channels)
+
+    def _wake(self, channels: Iterable[str]) -> None:
+        for name in channels:
+            if name in self.wake:
+                self.wake[name].set()
+        self.ladder_wake.set()
+        if self.on_change is not None:
+            self.on_change()
+
+    # ------------------------------------------------------------------ who and when
+
+    def route(self, alert: Alert) -> Route | None:
+        for route in self.config.routes:
+            if route.severity is not None and int(alert.severity) not in route.severity:
+                continue
+            if route.rules is not None and not any(fnmatch.fnmatchcase(alert.rule, p) for p in route.rules):
+                continue
+            if route.packs is not None and self.pack_of.get(alert.rule, "site") not in route.packs:
+                continue
+            if route.buildings is not None and alert.location.building not in route.buildings:
+                continue
+            return route
+        return None
+
+    def recipients(self, alert: Alert, tier: Tier) -> list[Recipient]:
+        now = self.clock.now()
+        building = alert.location.building
+        household = self.household_of(alert)
+        found: dict[str, Recipient] = {}
+
+        def covers(buildings: Sequence[str]) -> bool:
+            return not buildings or not building or building in buildings
+
+        for target in tier.to:
+            if target == "family":
+                for r in self.config.residents:
+                    if household and r.household == household:
+                        for i, c in enumerate(r.contacts):
+                            found.setdefault(
+                                f"contact:{r.id}:{i}",
+                                Recipient(f"contact:{r.id}:{i}", c.name, c.phone, c.relation or "family"),
+                            )
+            elif target == "visitors":
+                for v in self.config.visitors:
+                    if household and household in v.households:
+                        found.setdefault(v.id, Recipient(v.id, v.name, v.phone, v.role))
+            elif target.startswith("on_duty"):
+                role = target.partition(":")[2]
+                for shift, window in self.shifts:
+                    s = self.staff.get(shift.person)
+                    if s and (not role or s.role == role) and covers(s.buildings) and window.contains(now):
+                        found.setdefault(s.id, Recipient(s.id, s.name, s.phone, s.role))
+            elif target.startswith("role:"):
+                role = target.partition(":")[2]
+                for s in self.config.staff:
+                    if s.role == role and covers(s.buildings):
+                        found.setdefault(s.id, Recipient(s.id, s.name, s.phone, s.role))
+            elif target in self.staff:
+                s = self.staff[target]
+                found.setdefault(s.id, Recipient(s.id, s.name, s.phone, s.role))
+            elif target in self.visitors:
+                v = self.visitors[target]
+                found.setdefault(v.id, Recipient(v.id, v.name, v.phone, v.role))
+        return list(found.values())
+
+    def household_of(self, alert: Alert) -> str:
+        """The household id (``1-1-101``; the alert's location carries the door number)."""
+        if self.device_household.get(alert.device_id):
+            return self.device_household[alert.device_id]
+        first = alert.resident.split(",")[0]
+        return self.resident_household.get(first, "")
+
+    def _after_quiet(self, ladder: Ladder, now: float) -> float:
+        window = self.quiet.get(ladder.id)
+        if window is None or not window.contains(now):
+            return now
+        t = now
+        for _ in range(24 * 60 + 1):  # a quiet window is at most a day long
+            t += 60.0
+            if not window.contains(t):
+                return float(int(t // 60) * 60)
+        return now  # a window that never ends would silence the ladder: page now instead
+
+    def _rebuild_caps(self) -> None:
+        for n in self.store.sent_since(self.clock.now() - HOUR):
+            if n.body.get("kind") != "summary":
+                for r in n.body.get("recipients", ()):
+                    self._sent[(str(r["id"]), n.channel)].append(n.due_at)
+
+    def _under_cap(self, alert: Alert, people: list[Recipient], channel: str, due: float) -> list[Recipient]:
+        """The people who may get another message on ``channel`` now; the others get this alert
+        in their summary, queued for when their hour frees up."""
+        if alert.severity is Severity.CRITICAL:
+            for p in people:
+                self._sent[(p.id, channel)].append(due)
+            return people
+        allowed = []
+        cap = self.settings.cap_per_hour
+        for p in people:
+            sent = self._sent[(p.id, channel)]
+            while sent and sent[0] <= due - HOUR:
+                sent.popleft()
+            if len(sent) < cap:
+                sent.append(due)
+                allowed.append(p)
+            else:
+                self._hold(p, channel, alert, sent[0] + HOUR)
+        return allowed
+
+    def _hold(self, person: Recipient, channel: str, alert: Alert, free_at: float) -> None:
+        key = f"summary/{person.id}/{channel}/{round(free_at)}"
+        existing = self.store.notification(key)
+        held: list[dict[str, object]] = list(existing.body["alert"].get("held", ())) if existing else []
+        held.append({"id": alert.id, "severity": int(alert.severity), "message_zh": alert.message_zh})
+        lines = [
+            f"{i + 1}. [{Severity(int(str(h['severity']))).label_zh}] {h['message_zh']}（{h['id']}）"
+            for i, h in enumerate(held)
+        ]
+        note = Notification(
+            key=key,
+            alert_id=alert.id,
+            kind="summary",
+            severity=min(int(str(h["severity"])) for h in held),
+            title=f"【告警汇总】过去一小时另有{len(held)}条告警",
+            text="\n".join(lines),
+            text_en=f"{len(held)} more alerts in the last hour (over the hourly cap)",
+            recipients=(person,),
+            alert={"held": held},
+            created_at=self.clock.now(),
+        )
+        self.store.merge_summary(key, channel, alert.id, free_at, note.to_dict())
+        self.store.save_notify(
+            log=[LogRow(alert.id, self.clock.now(), "held", detail={"person": person.id, "channel": channel})]
+        )
+
+    # ------------------------------------------------------------------ messages
+
+    def render(
+        self, alert: Alert, kind: str, people: Sequence[Recipient], key: str, now: float, actor: str = ""
+    ) -> Notification:
+        place = alert.location.label_zh() if hasattr(alert.location, "label_zh") else ""
+        when = datetime.fromtimestamp(alert.raised_at, zone(self.tz)).strftime("%m-%d %H:%M")
+        head = f"【{alert.severity.label_zh}·{KIND_ZH.get(kind, kind)}】"
+        lines = [alert.message_zh]
+        if place and place not in alert.message_zh:
+            lines.append(f"地点：{place}")
+        lines.append(f"时间：{when}" + (f"（共{alert.count}次）" if alert.count > 1 else ""))
+        if kind == "flapping":
+            lines.append(
+                f"该设备反复报警、恢复（抖动），已合并为本条告警，不再逐次通知；"
+                f"恢复稳定{format_duration_zh(self.alerts.flap_window)}后自动解除"
+            )
+        if kind == "acknowledged":
+            lines.append(f"已由{self._name(actor or alert.acked_by)}确认")
+        elif kind == "resolved":
+            who = alert.resolved_by or actor
+            lines.append("已自动恢复" if who.startswith("rule:") else f"已由{self._name(who)}处置")
+            if alert.resolve_note:
+                lines.append(f"处置记录：{alert.resolve_note}")
+        else:
+            lines.append(self.settings.ack_hint_zh.format(id=alert.id))
+        lines.append(f"告警编号：{alert.id}")
+        en = f"[{alert.severity.label_en} · {kind}] {alert.message_en} (alert {alert.id})"
+        if kind not in ("acknowledged", "resolved"):
+            en += ". " + self.settings.ack_hint_en.format(id=alert.id)
+        return Notification(
+            key=key,
+            alert_id=alert.id,
+            kind=kind,
+            severity=int(alert.severity),
+            title=head + _label(alert.message_zh, place),
+            text="\n".join(lines),
+            text_en=en,
+            recipients=tuple(people),
+            alert=alert.to_dict(),
+            created_at=now,
+        )
+
+    def _name(self, person: str) -> str:
+        if person in self.staff:
+            return self.staff[person].name
+        if person in self.visitors:
+            return self.visitors[person].name
+        return person or "值班人员"
+
+    # ------------------------------------------------------------------ delivery
+
+    async def run_channel(self, name: str) -> None:
+        """Deliver one channel's queue, oldest due first, until cancelled."""
+        channel = self.channels[name]
+        wake = self.wake[name]
+        await channel.open()
+        try:
+            while True:
+                wake.clear()
+                wait = self._retry_at.get(name, 0.0) - self.clock.now()
+                if wait > 0:
+                    await self.clock.sleep(wait)
+                    continue
+                due = self.store.notifications_due(name, self.clock.now())
+                for queued in due:
+                    if not await self._deliver(channel, queued):
+                        break
+                if due:
+                    continue
+                nxt = self.store.next_notification_due(name)
+                delay = 60.0 if nxt is None else max(0.0, nxt - self.clock.now())
+                await _sleep_or_wake(self.clock, delay, wake)
+        finally:
+            await channel.close()
+
+    async def _deliver(self, channel: Channel, queued: QueuedNotification) -> bool:
+        """Send one; False when the channel is down (the rest of its queue waits too)."""
+        note = Notification.from_dict(queued.body)
+        now = self.clock.now()
+        try:
+            await channel.send(note)
+        except RetryableSinkError as exc:
+            failures = self._failures.get(channel.name, 0)
+            self._failures[channel.name] = failures + 1
+            delay = min(self.settings.backoff_max, self.settings.backoff_initial * 2 ** min(failures, 20))
+            delay *= 0.75 + 0.5 * self.rng.random()
+            self._log_once.warning(
+                ("retry", channel.name), "channel %s cannot deliver (%s); retrying with back-off", channel.name, exc
+            )
+            self.store.notification_result(
+                queued.id,
+                "pending",
+                now,
+                str(exc),
+                log=LogRow(queued.alert_id, now, "failed", channel=channel.name, detail={"error": str(exc)[:200]}),
+            )
+            self._retry_at[channel.name] = now + delay
+            self._fall_back(channel.name, queued, note, now)
+            return False
+        except RejectedBatchError as exc:
+            log.error("channel %s rejected notification %s: %s", channel.name, queued.key, exc)
+            self.store.notification_result(
+                queued.id,
+                "rejected",
+                now,
+                str(exc),
+                log=LogRow(queued.alert_id, now, "rejected", channel=channel.name, detail={"error": str(exc)[:200]}),
+            )
+            self.store.count({f"notify.{channel.name}.rejected": 1})
+            return True
+        self._failures[channel.name] = 0
+        self._retry_at.pop(channel.name, None)
+        self._log_once.reset(("retry", channel.name))
+        self.store.notification_result(
+            queued.id,
+            "sent",
+            self.clock.now(),
+            log=LogRow(
+                queued.alert_id,
+                self.clock.now(),
+                "delivered",
+                channel=channel.name,
+                detail={"kind": note.kind, "to": [r.id for r in note.recipients], "key": note.key},
+            ),
+        )
+        self.store.count({f"notify.{channel.name}.sent": 1})
+        if note.kind in ("raised", "escalated", "reminder", "repeated"):
+            self.alerts.mark(queued.alert_id, "notified")
+        return True
+
+    def _fall_back(self, channel: str, queued: QueuedNotification, note: Notification, now: float) -> None:
+        """Also send an urgent message that is stuck on ``channel`` over the fallback channel."""
+        fallback = self.settings.fallback
+        if (
+            fallback is None
+            or fallback == channel
+            or fallback not in self.channels
+            or note.severity > self.settings.fallback_severity
+            or note.kind in ("acknowledged", "resolved", "summary")
+            or now - note.created_at < self.settings.fallback_after
+        ):
+            return
+        key = f"{note.key}/fallback"
+        queued_now = self.store.save_notify(
+            notifications=[(key, fallback, queued.alert_id, now, replace(note, key=key).to_dict())],
+            log=[LogRow(queued.alert_id, now, "fallback", channel=fallback, detail={"from": channel, "key": note.key})],
+        )
+        if queued_now:
+            self._wake([fallback])
+
+    async def watch_health(self, name: str, every: float = HEALTH_INTERVAL) -> None:
+        """For a channel that can tell (``check()``: the SMS modem's registration and signal):
+        ask every ``every`` seconds, keep the answer in the store for ``sensegate status``, and
+        log once when it turns bad and when it is good again."""
+        check = getattr(self.channels[name], "check", None)
+        if check is None:
+            return
+        while True:
+            status = await check()
+            healthy = status.get("registered", True) is not False and not status.get("last_error")
+            self.store.set_meta(f"channel.{name}", json.dumps(status, ensure_ascii=False, default=str))
+            if healthy:
+                self._log_once.reset(("health", name))
+            else:
+                self._log_once.warning(
+                    ("health", name), "channel %s unhealthy: %s", name, status.get("last_error") or status
+                )
+            await self.clock.sleep(every)
+
+    async def run_ladders(self) -> None:
+        """Page ladder steps as they come due."""
+        self.reconcile()
+        while True:
+            self.ladder_wake.clear()
+            if self._needs_reconcile:
+                self._needs_reconcile = False
+                self.reconcile()
+            self.tick()
+            nxt = self.next_deadline()
+            delay = 3600.0 if nxt is None else max(0.0, nxt - self.clock.now())
+            await _sleep_or_wake(self.clock, delay, self.ladder_wake)
+
+
+async def _sleep_or_wake(clock: Clock, delay: float, wake: asyncio.Event) -> None:
+    sleeper = asyncio.ensure_future(clock.sleep(delay))
+    woken = asyncio.ensure_future(wake.wait())
+    try:
+        await asyncio.wait({sleeper, woken}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        sleeper.cancel()
+        woken.cancel()
+
+
+def _label(message: str, place: str) -> str:
+    """A short title: the rule's own label (the message's leading 【…】) and the place."""
+    if message.startswith("【") and "】" in message:
+        label = message[1 : message.index("】")]
+        return f"{label} {place}".strip()
+    first = message.split("\n", 1)[0]
+    return first if len(first) <= 40 else first[:39] + "…"

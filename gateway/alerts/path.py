@@ -1,0 +1,493 @@
+"""The alert path: stored events → rule engine (edge_rules) → alerts, durably.
+
+The engine decides (raise / update / resolve, see edge_rules/README.md); this layer keeps the
+alert lifecycle and makes it durable:
+
+- It is driven from the store by a cursor. Alert changes, their outbound messages, the rule
+  engine's changed state and the cursor are saved in one transaction, so an event accepted
+  just before a crash still raises its alert after it, and every timer resumes where it was.
+  Batches that change no alert only move cursor and engine state in memory; ``checkpoint``
+  saves them every few seconds (replaying them after a crash is harmless: the engine is
+  deterministic and they decide nothing again).
+- One open alert per dedup key (the engine's). An update folds into it (count, last seen,
+  evidence): ``escalated`` / ``downgraded`` when its severity changes, ``repeated`` after
+  ``repeat_window`` of quiet (notify again), else ``updated``.
+- Every transition is queued in the outbox for MQTT: ``<prefix>/alerts/events`` (a stream of
+  transitions) and ``<prefix>/alerts/open/<id>`` (retained; emptied on resolve).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+from edge_rules import Context, Decision, DeviceInfo, Engine, ResidentInfo, RuleSet
+from gateway.clock import Clock
+from gateway.errors import StoreError
+from gateway.models import Alert, AlertState, Event
+from gateway.site.registry import Registry
+from gateway.store import LogRow, Store, VisitRow
+
+log = logging.getLogger("sensegate.alerts")
+
+CURSOR = "alerts"
+MQTT_CHANNEL = "mqtt"
+MAX_EVIDENCE = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    # From rules: raised / updated / repeated / escalated / downgraded / resolved.
+    # From people and the notifier: notified / escalated (a ladder tier) / acknowledged / resolved.
+    kind: str
+    alert: Alert
+    actor: str = ""  # "rule:<id>", a person id, or "system"
+    via: str = ""  # how a person's action arrived: cli / mqtt / http / a channel id
+    detail: tuple[tuple[str, object], ...] = ()
+
+    def log_row(self, at: float) -> LogRow:
+        return LogRow(self.alert.id, at, self.kind, self.actor or "system", self.via, dict(self.detail))
+
+
+class LifecycleError(ValueError):
+    """A person's action that cannot apply (unknown alert, already resolved …); the message says why."""
+
+
+def rule_context(registry: Registry) -> Context:
+    """What the engine needs to know about the site, from the registry."""
+    return Context(
+        DeviceInfo(
+            e.id,
+            e.family,
+            household=e.config.household,
+            building=e.location.building,
+            location=e.location,
+            residents=tuple(
+                ResidentInfo(r.id, r.name, r.lives_alone, r.risk_tier, tuple(r.thresholds.items())) for r in e.residents
+            ),
+            report_interval=e.config.report_interval,
+        )
+        for e in registry.devices.values()
+    )
+
+
+class AlertPath:
+    def __init__(
+        self,
+        registry: Registry,
+        store: Store,
+        clock: Clock,
+        topic_prefix: str,
+        rules: RuleSet,
+        repeat_window: float = 600.0,
+        notify: Callable[[Transition], None] | None = None,
+        *,
+        flap_threshold: int = 3,
+        flap_window: float = 600.0,
+    ) -> None:
+        self.registry = registry
+        self.store = store
+        self.clock = clock
+        self.prefix = topic_prefix
+        self.rules = rules
+        self.repeat_window = repeat_window
+        self.notify = notify
+        self.flap_threshold = flap_threshold
+        self.flap_window = flap_window
+        self.context = rule_context(registry)
+        self._load()
+
+    def _load(self) -> None:
+        """(Re)build engine and cursor from what the store holds."""
+        self.engine = Engine(self.rules, self.clock, self.context, state=self.store.rule_state())
+        self.cursor = self.store.cursor(CURSOR)
+        self._saved_cursor = self.cursor
+        self._stale = False
+        self._batch_raises: dict[str, int] = {}
+        # Flapping alerts waiting to settle: alert id → when they resolve if nothing recurs.
+        self._settling = {
+            a.id: a.settle_at for a in self.store.alerts(open_only=True, limit=100_000) if a.settle_at is not None
+        }
+
+    # ------------------------------------------------------------------ driving
+
+    def catch_up(self) -> int:
+        """Handle every stored event the alert path has not seen, then every deadline that
+        passed meanwhile (after a crash or a power cut). Returns the number of events."""
+        handled = 0
+        while True:
+            events = self.store.events_after(self.cursor, limit=1000)
+            if not events:
+                break
+            self._handle(events)
+            handled += len(events)
+        self.tick()
+        self.checkpoint()
+        return handled
+
+    def process(self, events: Sequence[Event]) -> list[Transition]:
+        """Feed newly stored events to the engine; save what changed.
+
+        Events that do not follow the cursor (another writer committed in between: the serial
+        writer, a check-in from the CLI) are read from the store instead, in order, so none
+        is skipped whichever writer's callback comes first."""
+        fresh = [e for e in events if e.seq > self.cursor]
+        if self._stale or (fresh and fresh[0].seq != self.cursor + 1):
+            self.catch_up()  # the batch is in the store: catching up includes it
+            return []
+        return self._handle(fresh)
+
+    def tick(self) -> list[Transition]:
+        """Fire every rule deadline that has passed (absence, held, not-followed-by …)."""
+        if self._stale:
+            self.catch_up()
+            return []
+        now = self.clock.now()
+        decisions = self.engine.advance(now)
+        transitions = self._commit(decisions, self.cursor) if decisions else []
+        settled = [a for a, at in self._settling.items() if at <= now]
+        if settled:
+            transitions += self._settle(settled)
+        return transitions
+
+    def next_deadline(self) -> float | None:
+        """The next rule deadline or flapping alert to settle."""
+        due = [d for d in (self.engine.next_deadline(), min(self._settling.values(), default=None)) if d is not None]
+        return min(due, default=None)
+
+    def _settle(self, alert_ids: Sequence[str]) -> list[Transition]:
+        """Resolve flapping alerts that stayed clear for the flap window."""
+        out = []
+        for alert_id in alert_ids:
+            alert = self.store.alert(alert_id)
+            self._settling.pop(alert_id, None)
+            if alert is None or not alert.is_open or alert.settle_at is None:
+                continue
+            done = replace(
+                alert,
+                state=AlertState.RESOLVED,
+                resolved_at=alert.settle_at,
+                resolved_by=f"rule:{alert.rule}",
+                message_zh=f"{alert.settle_zh}（反复报警{alert.count}次后已稳定）",
+                message_en=f"{alert.settle_en} (stable again after {alert.count} alarms)",
+                settle_at=None,
+            )
+            out.append(Transition("resolved", done, f"rule:{alert.rule}", "", (("flapping", True),)))
+        return self._save(out) if out else []
+
+    def checkpoint(self) -> None:
+        """Save engine state and cursor moved by batches that changed no alert."""
+        self._commit([], self.cursor)
+
+    # ------------------------------------------------------------------ people and the notifier
+
+    def find(self, alert_id: str) -> Alert:
+        """An alert by id or by a unique prefix of it (people type the short id from a message)."""
+        alert = self.store.alert(alert_id)
+        if alert is None and len(alert_id) >= 4:
+            matches = self.store.alerts_by_prefix(alert_id)
+            if len(matches) > 1:
+                raise LifecycleError(f"alert id {alert_id!r} is ambiguous: {', '.join(a.id for a in matches[:5])}")
+            alert = matches[0] if matches else None
+        if alert is None:
+            raise LifecycleError(f"no alert {alert_id!r}")
+        return alert
+
+    def acknowledge(self, alert_id: str, actor: str, via: str, note: str = "") -> Transition:
+        """A person takes responsibility: the ladder stops. Acknowledging twice is harmless (the
+        first one stands)."""
+        alert = self.find(alert_id)
+        if not alert.is_open:
+            raise LifecycleError(f"alert {alert.id} is already resolved")
+        if alert.state is AlertState.ACKNOWLEDGED:
+            return Transition("acknowledged", alert, actor, via, (("already", True),))
+        at = self.clock.now()
+        acked = replace(alert, state=AlertState.ACKNOWLEDGED, acked_by=actor, acked_at=at, acked_via=via)
+        detail = (("note", note),) if note else ()
+        return self._save([Transition("acknowledged", acked, actor, via, detail)])[0]
+
+    def resolve(self, alert_id: str, actor: str, via: str, note: str = "") -> Transition:
+        """A person closes the alert with a note (处置记录); the rule forgets it in the same
+        transaction, so the next event raises a new alert."""
+        alert = self.find(alert_id)
+        if not alert.is_open:
+            raise LifecycleError(f"alert {alert.id} is already resolved")
+        at = self.clock.now()
+        done = replace(
+            alert,
+            state=AlertState.RESOLVED,
+            resolved_at=at,
+            resolved_by=actor,
+            resolve_note=note,
+            acked_by=alert.acked_by or actor,
+            acked_at=alert.acked_at if alert.acked_at is not None else at,
+            acked_via=alert.acked_via or via,
+        )
+        if self._stale:
+            self.catch_up()
+        self.engine.close(alert.dedup_key)
+        return self._save([Transition("resolved", done, actor, via, (("note", note),))])[0]
+
+    def mark(self, alert_id: str, kind: str, detail: tuple[tuple[str, object], ...] = ()) -> Transition | None:
+        """The notifier's news: ``notified`` (a channel delivered the first message) or
+        ``escalated`` (nobody acknowledged: the next tier was paged). None if it changes nothing."""
+        alert = self.store.alert(alert_id)
+        if alert is None or not alert.is_open or alert.state is AlertState.ACKNOWLEDGED:
+            return None
+        at = self.clock.now()
+        if kind == "notified":
+            if alert.notified_at is not None:
+                return None
+            state = AlertState.NOTIFIED if alert.state is AlertState.RAISED else alert.state
+            changed = replace(alert, state=state, notified_at=at)
+        else:
+            changed = replace(alert, state=AlertState.ESCALATED)
+        return self._save([Transition(kind, changed, "system", "", detail)])[0]
+
+    def close(self, dedup_key: str) -> None:
+        """Forget an alert in the engine only (the rule may raise it again)."""
+        self.engine.close(dedup_key)
+        self.checkpoint()
+
+    def _save(
+        self,
+        transitions: list[Transition],
+        cursor: int | None = None,
+        *,
+        visits: Sequence[VisitRow] = (),
+        more_cursors: Sequence[tuple[str, int]] = (),
+    ) -> list[Transition]:
+        """Alerts, their messages and audit lines, the engine's changed state and the cursor
+        (default: where it is) in one transaction; then tell ``notify``."""
+        at = self.clock.now()
+        position = self.cursor if cursor is None else cursor
+        try:
+            self.store.save_alerts(
+                [t.alert for t in transitions],
+                [m for t in transitions for m in self._messages(t)],
+                cursor=(CURSOR, position),
+                now=at,
+                rule_state=self.engine.dirty(),
+                visits=visits,
+                more_cursors=more_cursors,
+                log=[t.log_row(at) for t in transitions],
+            )
+        except StoreError:
+            # The engine has moved on but the disk has not: rebuild from the disk on next use.
+            self._stale = True
+            raise
+        self.cursor = self._saved_cursor = position
+        if self.notify is not None:
+            for t in transitions:
+                self.notify(t)
+        return transitions
+
+    def external(
+        self,
+        decisions: Sequence[Decision],
+        *,
+        close: Sequence[str] = (),
+        visits: Sequence[VisitRow] = (),
+        cursor: tuple[str, int] | None = None,
+    ) -> list[Transition]:
+        """Decisions made outside the engine (visit tracking, docs/visits.md), saved like the
+        engine's: alerts, messages, the engine's state and the alert cursor in one transaction,
+        with ``visits`` and another ``cursor``. ``close`` are engine dedup keys to forget in
+        that same transaction (a welfare alert a visit resolved)."""
+        if self._stale:
+            self.catch_up()
+        for key in close:
+            self.engine.close(key)
+        transitions = self._transitions(decisions)
+        return self._save(transitions, visits=visits, more_cursors=[cursor] if cursor is not None else ())
+
+    def _handle(self, events: Sequence[Event]) -> list[Transition]:
+        events = [e for e in events if e.seq > self.cursor]
+        if not events:
+            return []
+        decisions = [d for ev in events for d in self.engine.feed(ev)]
+        return self._commit(decisions, events[-1].seq, quiet_ok=True)
+
+    def _commit(self, decisions: list[Decision], cursor: int, quiet_ok: bool = False) -> list[Transition]:
+        if not decisions and quiet_ok:
+            self.cursor = cursor  # saved at the next checkpoint
+            return []
+        transitions = self._transitions(decisions)
+        if not transitions and not self.engine.has_dirty() and cursor == self._saved_cursor:
+            return []
+        return self._save(transitions, cursor)
+
+    # ------------------------------------------------------------------ decisions → alerts
+
+    def _raised_recently(self, d: Decision, changed: dict[str, Alert]) -> int:
+        """Alerts raised under this key within the flap window, this batch's included."""
+        stored = self.store.raised_since(d.dedup_key, d.at - self.flap_window)
+        return stored + self._batch_raises.get(d.dedup_key, 0)
+
+    def _transitions(self, decisions: Sequence[Decision]) -> list[Transition]:
+        changed: dict[str, Alert] = {}
+        out: list[Transition] = []
+        self._batch_raises = {}
+        for d in decisions:
+            t = self._apply(d, changed)
+            if t is not None:
+                t = replace(t, actor=f"rule:{d.rule}", detail=(("events", list(d.evidence)),))
+                changed[d.dedup_key] = t.alert
+                out.append(t)
+                if t.kind == "raised" and self.store.alert(t.alert.id) is None:
+                    self._batch_raises[d.dedup_key] = self._batch_raises.get(d.dedup_key, 0) + 1
+                if t.alert.settle_at is not None and t.alert.is_open:
+                    self._settling[t.alert.id] = t.alert.settle_at
+                else:
+                    self._settling.pop(t.alert.id, None)
+        return out
+
+    def _open(self, key: str, changed: dict[str, Alert]) -> Alert | None:
+        alert = changed.get(key) or self.store.open_alert(key)
+        return None if alert is None or alert.state is AlertState.RESOLVED else alert
+
+    def _apply(self, d: Decision, changed: dict[str, Alert]) -> Transition | None:
+        current = self._open(d.dedup_key, changed)
+        if d.action == "resolve":
+            if current is None:
+                return None
+            if current.flapping or self._raised_recently(d, changed) >= self.flap_threshold:
+                # 抖动: keep it open, visibly, until the condition stays clear for the window.
+                return Transition(
+                    "updated" if current.flapping else "flapping",
+                    replace(
+                        current,
+                        flapping=True,
+                        settle_at=d.at + self.flap_window,
+                        settle_zh=d.message_zh,
+                        settle_en=d.message_en,
+                        last_seen=max(current.last_seen, d.at),
+                        evidence=_merge(current.evidence, d.evidence),
+                    ),
+                )
+            return Transition(
+                "resolved",
+                replace(
+                    current,
+                    state=AlertState.RESOLVED,
+                    resolved_at=d.at,
+                    resolved_by=f"rule:{d.rule}",
+                    last_seen=max(current.last_seen, d.at),
+                    evidence=_merge(current.evidence, d.evidence),
+                    # The rule's resolution text (【火警解除】…); what was raised stays in the
+                    # transition stream.
+                    message_zh=d.message_zh,
+                    message_en=d.message_en,
+                ),
+            )
+        if current is not None and current.flapping and d.action == "raise":
+            # It happened again while flapping: fold it in; it is in alarm, not settling.
+            return Transition(
+                "updated",
+                replace(
+                    current,
+                    count=current.count + 1,
+                    last_seen=max(current.last_seen, d.at),
+                    settle_at=None,
+                    evidence=_merge(current.evidence, d.evidence),
+                ),
+            )
+        if d.action == "raise" or current is None:
+            first = d.evidence[0] if d.evidence else round(d.at * 1000)
+            # An event-triggered alert is located at its device (room included: 卫生间);
+            # a deadline-triggered one (no activity …) at its subject.
+            device = self.registry.devices.get(d.subject.device) if d.evidence else None
+            location = device.location if device is not None else d.subject.location
+            return Transition(
+                "raised",
+                Alert(
+                    id=_alert_id(d.dedup_key, first),
+                    dedup_key=d.dedup_key,
+                    rule=d.rule,
+                    severity=d.severity,
+                    state=AlertState.RAISED,
+                    raised_at=d.at,
+                    last_seen=d.at,
+                    message_zh=d.message_zh,
+                    message_en=d.message_en,
+                    location=location,
+                    resident=",".join(d.subject.resident_ids),
+                    device_id=d.subject.device,
+                    count=d.count,
+                    evidence=tuple(d.evidence)[-MAX_EVIDENCE:],
+                ),
+            )
+        if d.severity < current.severity:
+            kind, state = "escalated", AlertState.ESCALATED
+        elif d.severity > current.severity:
+            kind, state = "downgraded", current.state
+        else:
+            kind = "repeated" if d.at - current.last_seen >= self.repeat_window else "updated"
+            state = current.state
+        # A repeat of the same severity from another rule (the radar still reporting the fall
+        # after no-recovery escalated it) is folded in without rewording: the wording of the
+        # rule that set the severity stands.
+        keep = kind in ("updated", "repeated") and d.rule != current.rule
+        return Transition(
+            kind,
+            replace(
+                current,
+                rule=current.rule if keep else d.rule,
+                severity=d.severity,
+                state=state,
+                count=max(d.count, current.count + 1),
+                last_seen=max(current.last_seen, d.at),
+                evidence=_merge(current.evidence, d.evidence),
+                message_zh=current.message_zh if keep else d.message_zh,
+                message_en=current.message_en if keep else d.message_en,
+                settle_at=None,  # in alarm again (a flapping alert settles only when clear)
+            ),
+        )
+
+    def _messages(self, t: Transition) -> list[tuple[str, str, str, bool]]:
+        message: dict[str, object] = {"transition": t.kind, "alert": t.alert.to_dict()}
+        if t.actor:
+            message["actor"] = t.actor
+        if t.via:
+            message["via"] = t.via
+        body = json.dumps(message, ensure_ascii=False)
+        retained = "" if t.alert.state is AlertState.RESOLVED else json.dumps(t.alert.to_dict(), ensure_ascii=False)
+        return [
+            (MQTT_CHANNEL, f"{self.prefix}/alerts/events", body, False),
+            (MQTT_CHANNEL, f"{self.prefix}/alerts/open/{t.alert.id}", retained, True),
+        ]
+
+
+def _merge(old: tuple[int, ...], new: Sequence[int]) -> tuple[int, ...]:
+    return tuple(dict.fromkeys((*old, *new)))[-MAX_EVIDENCE:]
+
+
+def _alert_id(key: str, first: int) -> str:
+    # Derived from the first event (or the deadline), so replaying after a crash gives the same id.
+    return hashlib.sha1(f"{key}#{first}".encode()).hexdigest()[:12]
+
+
+TRANSITION_ZH = {
+    "raised": "报警",
+    "repeated": "重复报警",
+    "updated": "更新",
+    "escalated": "升级",
+    "downgraded": "降级",
+    "notified": "已通知",
+    "flapping": "反复报警(抖动)",
+    "acknowledged": "已确认",
+    "resolved": "已恢复",
+}
+
+
+def console_line(t: Transition) -> str:
+    a = t.alert
+    label = TRANSITION_ZH.get(t.kind, t.kind)
+    tier = dict(t.detail).get("tier")
+    if t.kind == "escalated" and isinstance(tier, int):
+        label = f"无人确认·升级至第{tier + 1}级通知"  # the ladder, not the rule, went up
+    count = f" ×{a.count}" if a.count > 1 else ""
+    return f"[{a.severity.label_zh}] {label}{count} {a.message_zh} | {a.message_en} (alert {a.id})"

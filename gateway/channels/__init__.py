@@ -1,1 +1,0 @@
-"""Alert delivery channels: each a thin sender behind the contract in ``gateway.channels.base``."""

@@ -1,0 +1,257 @@
+"""MQTT ingest: subscribe with QoS 1 on a persistent session; PUBACK only after commit.
+
+paho-mqtt 2.x is used directly (not through aiomqtt) because only paho exposes manual
+acknowledgement (``manual_ack=True`` + ``client.ack(mid, qos)``) and the DUP flag, and the
+gateway needs both: the broker must keep a message until it is on disk here, and a message
+redelivered after a crash (PUBACK lost, row already committed) must not become a second event.
+
+Flow: paho's network thread hands each message to the event loop; a writer task gathers up
+to ``commit_batch`` messages (or ``commit_interval_ms``), decodes them, commits events,
+malformed-payload records and counters in one transaction, then acknowledges every message
+of the batch and hands the stored events on. The broker's in-flight window is the
+back-pressure: it sends no more unacknowledged messages than it allows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from gateway.alerts.commands import parse_command
+from gateway.clock import Clock
+from gateway.errors import PayloadError
+from gateway.log import LogOnce
+from gateway.models import Event
+from gateway.site.config import SiteConfig
+from gateway.site.registry import Registry
+from gateway.store import Store
+
+log = logging.getLogger("sensegate.ingest")
+
+# Keys of accepted messages are kept this long to recognise a redelivery after a crash.
+DEDUP_WINDOW = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Message:
+    connection: int  # which connection delivered it: a packet id means nothing on another one
+    mid: int
+    qos: int
+    dup: bool
+    retain: bool
+    topic: str
+    payload: bytes
+
+
+class MqttIngest:
+    def __init__(
+        self,
+        config: SiteConfig,
+        registry: Registry,
+        store: Store,
+        clock: Clock,
+        outputs: dict[str, frozenset[str] | None],
+        on_stored: Callable[[list[Event]], Awaitable[None]],
+        on_command: Callable[[], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.on_command = on_command
+        self.registry = registry
+        self.store = store
+        self.clock = clock
+        self.outputs = outputs
+        self.on_stored = on_stored
+        self.status_topic = f"{config.topic_prefix}/status"
+        self.connected = asyncio.Event()  # connected and subscribed
+        # Acknowledge / resolve alerts over MQTT (gateway.alerts.commands).
+        self.command_topic = f"{config.topic_prefix}/alerts/commands"
+        self.connects = 0  # subscribed connections so far (a reconnect makes it 2, 3 …)
+        self._log_once = LogOnce(log)
+        self._queue: asyncio.Queue[_Message] = asyncio.Queue()
+        self._connection = 0  # bumped on every connect, from paho's thread
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._client: mqtt.Client | None = None
+        self._stopping = False
+
+    # ------------------------------------------------------------------ paho side (its thread)
+
+    def _make_client(self) -> mqtt.Client:
+        m = self.config.mqtt
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.config.client_id,
+            clean_session=not m.persistent_session,
+            protocol=mqtt.MQTTv311,
+            manual_ack=True,
+        )
+        if m.username:
+            client.username_pw_set(m.username, m.password.get_secret_value() or None)
+        if m.tls is not None:
+            client.tls_set(
+                ca_certs=str(m.tls.ca_file) if m.tls.ca_file else None,
+                certfile=str(m.tls.cert_file) if m.tls.cert_file else None,
+                keyfile=str(m.tls.key_file) if m.tls.key_file else None,
+                cert_reqs=ssl.CERT_REQUIRED,
+            )
+            client.tls_insecure_set(m.tls.insecure)
+        client.will_set(self.status_topic, "offline", qos=1, retain=True)
+        client.reconnect_delay_set(1, 30)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
+        return client
+
+    def _on_connect(
+        self, client: mqtt.Client, userdata: object, flags: mqtt.ConnectFlags, rc: object, props: object
+    ) -> None:
+        if getattr(rc, "is_failure", False):
+            self._log_once.warning(("connect", str(rc)), "broker refused connection: %s", rc)
+            return
+        self._connection += 1
+        subs = [*self.registry.subscriptions(), self.command_topic]
+        client.subscribe([(s, 1) for s in subs])
+        client.publish(self.status_topic, "online", qos=1, retain=True)
+        log.info(
+            "connected to broker %s:%d session_present=%s subscriptions=%s",
+            self.config.mqtt.host,
+            self.config.mqtt.port,
+            flags.session_present,
+            ",".join(subs),
+        )
+        self._log_once.reset(("disconnect",))
+
+    def _on_subscribe(
+        self, client: mqtt.Client, userdata: object, mid: int, reason_codes: list[Any], props: object
+    ) -> None:
+        # Ready once the broker has the subscriptions (SUBACK), not merely the connection: a
+        # message published in between would find no session to keep it on a first start.
+        failed = [str(rc) for rc in reason_codes if getattr(rc, "is_failure", False)]
+        if failed:
+            self._log_once.warning(("subscribe",), "broker refused subscriptions: %s", ", ".join(failed))
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._on_connected)
+
+    def _on_connected(self) -> None:
+        self.connects += 1
+        self.connected.set()
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: object, rc: object, props: object) -> None:
+        if self._stopping:
+            return
+        self._log_once.warning(("disconnect",), "disconnected from broker (%s); reconnecting", rc)
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.connected.clear)
+
+    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        # Runs on paho's thread: never raise (an exception here would stop the network loop).
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:
+            topic = msg._topic.decode("utf-8", errors="replace")
+        item = _Message(self._connection, msg.mid, msg.qos, bool(msg.dup), bool(msg.retain), topic, bytes(msg.payload))
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+
+    # ------------------------------------------------------------------ asyncio side
+
+    async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._queue = asyncio.Queue()  # after a restart, nothing from the old client is acknowledged
+        client = self._client = self._make_client()
+        m = self.config.mqtt
+        client.connect_async(m.host, m.port, keepalive=m.keepalive)
+        client.loop_start()
+        try:
+            await self._write_loop(client)
+        finally:
+            self._stopping = True
+            # Say "offline" ourselves on an orderly stop; the will covers a crash.
+            with contextlib.suppress(Exception):
+                sent = client.publish(self.status_topic, "offline", qos=1, retain=True)
+                # Off the event loop: a broker on this loop (the demo's amqtt) must answer it.
+                await asyncio.to_thread(sent.wait_for_publish, 2)
+            client.disconnect()
+            client.loop_stop()
+
+    async def _write_loop(self, client: mqtt.Client) -> None:
+        s = self.config.store
+        while True:
+            batch = [await self._queue.get()]
+            deadline = self.clock.monotonic() + s.commit_interval_ms / 1000
+            while len(batch) < s.commit_batch:
+                try:
+                    batch.append(self._queue.get_nowait())
+                    continue
+                except asyncio.QueueEmpty:
+                    pass
+                remaining = deadline - self.clock.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    # The group-commit window is a real-time latency budget, not a rule timer.
+                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                except TimeoutError:
+                    break
+            stored = await self._commit(batch)
+            for msg in batch:
+                # A message from an earlier connection is not acknowledged: its packet id may
+                # name another message now. The broker redelivers it (DUP) on a persistent
+                # session, and that copy is recognised as already stored and acknowledged.
+                if msg.qos > 0 and msg.connection == self._connection:
+                    client.ack(msg.mid, msg.qos)
+            if stored:
+                await self.on_stored(stored)
+
+    async def _commit(self, batch: list[_Message]) -> list[Event]:
+        now = self.clock.now()
+        events: list[Event] = []
+        keys: list[tuple[str, float]] = []
+        counts: dict[str, int] = {}
+        rejected: list[tuple[str, str, str, bytes]] = []
+        commands: list[dict[str, Any]] = []
+        for msg in batch:
+            key = hashlib.blake2b(
+                b"%d\0%s\0%s" % (msg.mid, msg.topic.encode(), msg.payload), digest_size=12
+            ).hexdigest()
+            if msg.dup and await asyncio.to_thread(self.store.seen_recently, key):
+                counts["duplicates"] = counts.get("duplicates", 0) + 1
+                continue
+            if msg.retain and not msg.topic.endswith("/availability"):
+                # A retained state is an old state replayed on subscribe, not something that
+                # happened now; availability is the exception (it is current by design).
+                counts["retained_skipped"] = counts.get("retained_skipped", 0) + 1
+                continue
+            try:
+                if msg.topic == self.command_topic:
+                    commands.append(parse_command(msg.payload, "mqtt"))
+                    keys.append((key, now))
+                    continue
+                decoded = self.registry.decode(msg.topic, msg.payload, now)
+            except PayloadError as exc:
+                counts[f"malformed.{exc.reason}"] = counts.get(f"malformed.{exc.reason}", 0) + 1
+                self._log_once.warning(
+                    (exc.reason, msg.topic),
+                    "skipped payload: reason=%s topic=%s bytes=%d: %s",
+                    exc.reason,
+                    msg.topic,
+                    len(msg.payload),
+                    exc,
+                )
+                rejected.append((msg.topic, exc.reason, str(exc), msg.payload))
+                continue
+            events.extend(decoded)
+            keys.append((key, now))
+        stored = await asyncio.to_thread(self.store.append, events, self.outputs, keys, counts, rejected, now, commands)
+        if commands and self.on_command is not None:
+            self.on_command()
+        return stored

@@ -1,0 +1,2 @@
+"""What the block is: the site config and its settings models, validation, and the registry that
+maps a topic or a port to a device, household and residents. Imports no feature wing."""

@@ -1,0 +1,208 @@
+"""Alerts: the ``alerts``, ``outbox`` (messages still to be published), ``alert_log`` (each
+alert's audit trail) and ``rule_state`` (the rule engine's timers and windows) tables."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.models import Alert
+from gateway.store.base import StoreBase
+from gateway.store.meta import _set_meta
+from gateway.store.visits import VisitRow, _insert_visits
+
+ALERTS_DDL = """
+CREATE TABLE IF NOT EXISTS alerts (
+    id TEXT PRIMARY KEY,
+    dedup_key TEXT NOT NULL,
+    state TEXT NOT NULL,
+    raised_at REAL NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alerts_open ON alerts(dedup_key, state);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    channel TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    retain INTEGER NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rule_state (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS alert_log (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    alert_id TEXT NOT NULL,
+    at REAL NOT NULL,
+    action TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alert_log_alert ON alert_log(alert_id, id);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    id: int
+    channel: str
+    topic: str
+    payload: str
+    retain: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LogRow:
+    """One line of an alert's audit trail: who knew, and when (docs/alerts.md)."""
+
+    alert_id: str
+    at: float
+    action: str  # raised / escalated / paged / delivered / failed / acknowledged / resolved …
+    actor: str = "system"  # a person id, "rule:<id>" or "system"
+    channel: str = ""
+    detail: Mapping[str, Any] | None = None
+
+
+class AlertsStore(StoreBase):
+    def open_alert(self, dedup_key: str) -> Alert | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT body FROM alerts WHERE dedup_key = ? AND state != 'resolved' ORDER BY raised_at DESC LIMIT 1",
+                (dedup_key,),
+            ).fetchone()
+        return None if row is None else Alert.from_dict(json.loads(row[0]))
+
+    def raised_since(self, dedup_key: str, since: float) -> int:
+        """How many alerts were raised under ``dedup_key`` since ``since`` (flap detection)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT COUNT(*) FROM alerts WHERE dedup_key = ? AND raised_at >= ?", (dedup_key, since)
+            ).fetchone()
+        return int(row[0])
+
+    def alerts_by_prefix(self, prefix: str, limit: int = 10) -> list[Alert]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT body FROM alerts WHERE id >= ? AND id < ? ORDER BY id LIMIT ?",
+                (prefix, prefix + "\uffff", limit),
+            ).fetchall()
+        return [Alert.from_dict(json.loads(r[0])) for r in rows]
+
+    def alerts(self, open_only: bool = False, limit: int = 1000) -> list[Alert]:
+        sql = "SELECT body FROM alerts"
+        if open_only:
+            sql += " WHERE state != 'resolved'"
+        with self._lock:
+            rows = self._db.execute(sql + " ORDER BY raised_at, id LIMIT ?", (limit,)).fetchall()
+        return [Alert.from_dict(json.loads(r[0])) for r in rows]
+
+    def alert(self, alert_id: str) -> Alert | None:
+        with self._lock:
+            row = self._db.execute("SELECT body FROM alerts WHERE id = ?", (alert_id,)).fetchone()
+        return None if row is None else Alert.from_dict(json.loads(row[0]))
+
+    def save_alerts(
+        self,
+        alerts: Sequence[Alert],
+        messages: Sequence[tuple[str, str, str, bool]],
+        cursor: tuple[str, int] | None = None,
+        now: float = 0.0,
+        rule_state: Sequence[tuple[str, Mapping[str, Any] | None]] = (),
+        replace_rule_state: bool = False,
+        visits: Sequence[VisitRow] = (),
+        more_cursors: Sequence[tuple[str, int]] = (),
+        log: Sequence[LogRow] = (),
+    ) -> None:
+        """Store alert states, queue their outbound messages, save rule-engine state and move
+        a cursor, atomically.
+
+        ``messages`` are ``(channel, topic, payload, retain)``; ``cursor`` is ``(name, seq)``:
+        the last event the alert path has fully handled; ``rule_state`` are changed entries
+        (``None``: deleted), or with ``replace_rule_state`` the whole state. ``visits`` are
+        visit records (one per causing event: a repeat is ignored) and ``more_cursors`` other
+        cursors moved with them (the visit tracker's).
+        """
+        with self._tx() as db:
+            _insert_visits(db, visits)
+            for name, position in more_cursors:
+                _set_meta(db, f"cursor.{name}", str(position))
+            if replace_rule_state:
+                db.execute("DELETE FROM rule_state")
+            for key, value in rule_state:
+                if value is None:
+                    db.execute("DELETE FROM rule_state WHERE key = ?", (key,))
+                else:
+                    db.execute(
+                        "INSERT INTO rule_state(key, value) VALUES (?, ?) "
+                        "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                        (key, json.dumps(value, ensure_ascii=False, separators=(",", ":"))),
+                    )
+            for alert in alerts:
+                _upsert_alert(db, alert)
+            _insert_log(db, log)
+            _insert_outbox(db, messages, now)
+            if cursor is not None:
+                _set_meta(db, f"cursor.{cursor[0]}", str(cursor[1]))
+
+    def rule_state(self) -> list[tuple[str, dict[str, Any]]]:
+        with self._lock:
+            rows = self._db.execute("SELECT key, value FROM rule_state ORDER BY key").fetchall()
+        return [(k, json.loads(v)) for k, v in rows]
+
+    # ------------------------------------------------------------------ outbox
+
+    def outbox_batch(self, channel: str, limit: int = 100) -> list[OutboxMessage]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, channel, topic, payload, retain FROM outbox WHERE channel = ? ORDER BY id LIMIT ?",
+                (channel, limit),
+            ).fetchall()
+        return [OutboxMessage(i, c, t, p, bool(r)) for i, c, t, p, r in rows]
+
+    def outbox_done(self, ids: Sequence[int]) -> None:
+        with self._tx() as db:
+            db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
+
+    # ------------------------------------------------------------------ audit trail
+
+    def alert_log(self, alert_id: str) -> list[LogRow]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT alert_id, at, action, actor, channel, detail FROM alert_log WHERE alert_id = ? ORDER BY id",
+                (alert_id,),
+            ).fetchall()
+        return [LogRow(a, at, act, who, ch, json.loads(d)) for a, at, act, who, ch, d in rows]
+
+
+def _upsert_alert(db: sqlite3.Connection, alert: Alert) -> None:
+    db.execute(
+        "INSERT INTO alerts(id, dedup_key, state, raised_at, body) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT(id) DO UPDATE SET state = excluded.state, body = excluded.body",
+        (
+            alert.id,
+            alert.dedup_key,
+            alert.state.value,
+            alert.raised_at,
+            json.dumps(alert.to_dict(), ensure_ascii=False),
+        ),
+    )
+
+
+def _insert_outbox(db: sqlite3.Connection, messages: Iterable[tuple[str, str, str, bool]], now: float) -> None:
+    db.executemany(
+        "INSERT INTO outbox(channel, topic, payload, retain, created_at) VALUES (?, ?, ?, ?, ?)",
+        [(c, t, p, int(r), now) for c, t, p, r in messages],
+    )
+
+
+def _insert_log(db: sqlite3.Connection, rows: Iterable[LogRow]) -> None:
+    db.executemany(
+        "INSERT INTO alert_log(alert_id, at, action, actor, channel, detail) VALUES (?, ?, ?, ?, ?, ?)",
+        [
+            (r.alert_id, r.at, r.action, r.actor, r.channel, json.dumps(dict(r.detail or {}), ensure_ascii=False))
+            for r in rows
+        ],
+    )

@@ -1,0 +1,133 @@
+"""The durable store: SQLite in WAL mode, the single place where durability lives.
+
+``Store`` (``gateway/store/store.py``) is one class composed from one part per aggregate; the
+parts share this module's connection, lock and transaction helper. Each table's DDL and SQL
+is in its aggregate's module (see docs/store.md for the full picture):
+
+- ``events.py``: ``events``, every accepted event, in ``seq`` order. An event is *accepted*
+  when the transaction that inserted it has committed; only then does the ingest acknowledge
+  it. ``pending(output, seq)``: one row per event still to be delivered to an output; the
+  forwarder deletes the row once the database confirmed the write. ``dead_letter``: events
+  an output rejected as malformed, with the reason, and payloads the ingest could not decode.
+  ``recent_ingest``: keys of recently accepted MQTT messages, to recognise a broker's
+  redelivery (DUP) of a message whose PUBACK was lost in a crash. Only messages inside the
+  broker's in-flight window can be redelivered, so the newest ``INGEST_KEYS_KEEP`` keys are
+  enough (Mosquitto's ``max_inflight_messages`` is 20 by default, 1000 in our advice). Also
+  the disk bound (``enforce_bound``, ``used_bytes``).
+- ``alerts.py``: ``alerts`` and ``outbox``, alerts and the messages about them still to be
+  published; ``alert_log``, each alert's audit trail; ``rule_state``, the rule engine's
+  timers, windows and open-alert bookkeeping, saved in the same transaction as the alerts and
+  the event cursor, so a restart resumes every timer.
+- ``notifications.py``: ``escalations`` (where an open alert is on its ladder) and
+  ``notifications`` (messages queued per channel, with their retries).
+- ``visits.py``: ``visits``, 探访记录 (who, household, residents, when, how: access | mqtt |
+  cli, note), one per causing event (``event_seq``), see docs/visits.md. Never pruned.
+- ``commands.py``: ``commands``, acknowledgements / resolutions queued for the running gateway.
+- ``meta.py``: ``meta``, cursors and visit-plan start times; this module: ``counters``,
+  lifetime counters, bumped inside every aggregate's transactions.
+
+Disk use is bounded by ``max_bytes``. When the live data grows past it, ``enforce_bound``
+gives way in this order, counting each step: (1) events already delivered everywhere and
+already seen by the alert path (``pruned``), oldest first; (2) telemetry events not yet
+delivered (``dropped``), oldest first. Alarm-lane events and alerts are never removed to
+make room: when only they are left the store grows past the bound and says so.
+
+All methods are synchronous and thread-safe (one connection behind a lock); async callers
+run them with ``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+from typing import ClassVar
+
+from gateway.errors import StoreError
+
+COUNTERS_DDL = """
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+
+class StoreBase:
+    """The connection, its lock and the transaction helper every aggregate's part shares."""
+
+    # The DDL run at open: the composed ``Store`` lists every aggregate's.
+    _SCHEMA: ClassVar[tuple[str, ...]] = (COUNTERS_DDL,)
+
+    def __init__(self, path: str | Path, max_bytes: int = 512 * 1024 * 1024, synchronous: str = "full") -> None:
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
+            self._db.execute("PRAGMA foreign_keys=OFF")
+            self._db.executescript("".join(self._SCHEMA))
+            self._page_size = int(self._db.execute("PRAGMA page_size").fetchone()[0])
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open store {self.path}: {exc}") from exc
+        self.over_bound = False  # true while only protected rows are left above the bound (enforce_bound)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # ------------------------------------------------------------------ helpers
+
+    def _tx(self) -> _Tx:
+        return _Tx(self)
+
+    @staticmethod
+    def _bump(db: sqlite3.Connection, counts: dict[str, int]) -> None:
+        for name, n in counts.items():
+            if n:
+                db.execute(
+                    "INSERT INTO counters(name, value) VALUES (?, ?) "
+                    "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                    (name, n),
+                )
+
+    # ------------------------------------------------------------------ counters
+
+    def count(self, names: dict[str, int]) -> None:
+        """Commit counter increments on their own (e.g. malformed payloads with no event)."""
+        with self._tx() as db:
+            self._bump(db, names)
+
+    def counters(self) -> dict[str, int]:
+        with self._lock:
+            return {n: int(v) for n, v in self._db.execute("SELECT name, value FROM counters ORDER BY name")}
+
+
+class _Tx:
+    """``with store._tx() as db``: hold the lock, BEGIN IMMEDIATE … COMMIT (or ROLLBACK)."""
+
+    def __init__(self, store: StoreBase) -> None:
+        self._store = store
+
+    def __enter__(self) -> sqlite3.Connection:
+        self._store._lock.acquire()
+        try:
+            self._store._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            self._store._lock.release()
+            raise StoreError(f"store {self._store.path}: {exc}") from exc
+        return self._store._db
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        db = self._store._db
+        try:
+            if exc_type is None:
+                db.execute("COMMIT")
+            else:
+                db.execute("ROLLBACK")
+        except sqlite3.Error as err:
+            raise StoreError(f"store {self._store.path}: {err}") from err
+        finally:
+            self._store._lock.release()
+        if isinstance(exc, sqlite3.Error):
+            raise StoreError(f"store {self._store.path}: {exc}") from exc

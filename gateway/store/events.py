@@ -1,0 +1,282 @@
+"""Events and their delivery to outputs: the ``events``, ``pending``, ``dead_letter`` and
+``recent_ingest`` tables, and the disk bound (``enforce_bound``, ``used_bytes``)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from gateway.models import Event, Lane
+from gateway.store.base import StoreBase
+from gateway.store.commands import _insert_command
+
+EVENTS_DDL = """
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    lane TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    family TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    event_time REAL NOT NULL,
+    received_at REAL NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_device_time ON events(device_id, event_time);
+CREATE TABLE IF NOT EXISTS pending (
+    output TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (output, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS pending_seq ON pending(seq);
+CREATE TABLE IF NOT EXISTS dead_letter (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    output TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    at REAL NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS recent_ingest (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL UNIQUE,
+    at REAL NOT NULL
+);
+"""
+
+# One pruning step removes about as many rows as the excess needs (by average row size),
+# within these limits, then re-measures: dropping more telemetry than needed loses data.
+_PRUNE_MIN, _PRUNE_MAX = 20, 5000
+# Keys of accepted MQTT messages kept for recognising redeliveries (see recent_ingest).
+INGEST_KEYS_KEEP = 20_000
+# Dead letters kept for inspection; older ones go first when the table is longer.
+_DEAD_LETTER_KEEP = 10_000
+# Of a payload that could not be decoded, this much is kept for inspection.
+_REJECTED_KEEP_BYTES = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    output: str
+    seq: int
+    reason: str
+    at: float
+    event: Event
+
+
+class EventsStore(StoreBase):
+    # ------------------------------------------------------------------ ingest
+
+    def seen_recently(self, key: str) -> bool:
+        with self._lock:
+            row = self._db.execute("SELECT 1 FROM recent_ingest WHERE key = ?", (key,)).fetchone()
+        return row is not None
+
+    def append(
+        self,
+        events: Sequence[Event],
+        outputs: dict[str, frozenset[str] | None],
+        ingest_keys: Iterable[tuple[str, float]] = (),
+        counts: dict[str, int] | None = None,
+        rejected: Sequence[tuple[str, str, str, bytes]] = (),
+        now: float = 0.0,
+        commands: Sequence[Mapping[str, Any]] = (),
+    ) -> list[Event]:
+        """Insert events in one transaction; return them with ``seq`` set.
+
+        ``outputs`` maps each output name to the families it takes (``None`` = all); a
+        pending row is made for each output that takes the event. ``counts`` are counter
+        increments committed in the same transaction (malformed, duplicates …).
+        ``rejected`` are payloads that could not be decoded, ``(topic, reason, message,
+        payload)``: kept in the dead-letter table (output ``ingest``) so nothing received is
+        lost without a trace. ``commands`` are acknowledgements / resolutions that arrived
+        over MQTT, queued for the alert path in the same transaction.
+        """
+        stored: list[Event] = []
+        with self._tx() as db:
+            for ev in events:
+                seq = _insert_event(db, ev)
+                stored.append(replace(ev, seq=seq))
+                for name, families in outputs.items():
+                    if families is None or ev.family.value in families:
+                        db.execute("INSERT INTO pending(output, seq) VALUES (?, ?)", (name, seq))
+            db.executemany("INSERT OR REPLACE INTO recent_ingest(key, at) VALUES (?, ?)", ingest_keys)
+            for topic, reason, message, payload in rejected:
+                body = {
+                    "topic": topic,
+                    "message": message,
+                    "payload_bytes": len(payload),
+                    "payload": payload[:_REJECTED_KEEP_BYTES].decode("utf-8", errors="replace"),
+                }
+                db.execute(
+                    "INSERT INTO dead_letter(output, seq, reason, at, body) VALUES ('ingest', 0, ?, ?, ?)",
+                    (reason, now, json.dumps(body, ensure_ascii=False)),
+                )
+            for command in commands:
+                _insert_command(db, command, now)
+            self._bump(db, {"accepted": len(stored), **(counts or {})})
+        return stored
+
+    def forget_ingest_keys(self, older_than: float, keep: int = INGEST_KEYS_KEEP) -> int:
+        """Forget keys older than ``older_than`` and all but the newest ``keep``."""
+        with self._tx() as db:
+            old = db.execute("DELETE FROM recent_ingest WHERE at < ?", (older_than,)).rowcount
+            extra = db.execute(
+                "DELETE FROM recent_ingest WHERE id <= (SELECT MAX(id) FROM recent_ingest) - ?", (keep,)
+            ).rowcount
+        return int(old + extra)
+
+    # ------------------------------------------------------------------ forwarding
+
+    def pending_batch(self, output: str, limit: int) -> list[Event]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT e.seq, e.body FROM pending p JOIN events e ON e.seq = p.seq "
+                "WHERE p.output = ? ORDER BY p.seq LIMIT ?",
+                (output, limit),
+            ).fetchall()
+        return [_event(seq, body) for seq, body in rows]
+
+    def pending_count(self, output: str | None = None) -> int:
+        with self._lock:
+            if output is None:
+                row = self._db.execute("SELECT COUNT(*) FROM pending").fetchone()
+            else:
+                row = self._db.execute("SELECT COUNT(*) FROM pending WHERE output = ?", (output,)).fetchone()
+        return int(row[0])
+
+    def delivered(self, output: str, seqs: Sequence[int]) -> None:
+        """The output confirmed these events: forget them for that output."""
+        with self._tx() as db:
+            db.executemany("DELETE FROM pending WHERE output = ? AND seq = ?", [(output, s) for s in seqs])
+            self._bump(db, {f"forwarded.{output}": len(seqs)})
+
+    def dead_letter(self, output: str, events: Sequence[Event], reason: str, at: float) -> None:
+        with self._tx() as db:
+            for ev in events:
+                db.execute("DELETE FROM pending WHERE output = ? AND seq = ?", (output, ev.seq))
+                db.execute(
+                    "INSERT INTO dead_letter(output, seq, reason, at, body) VALUES (?, ?, ?, ?, ?)",
+                    (output, ev.seq, reason[:2000], at, json.dumps(ev.to_dict(), ensure_ascii=False)),
+                )
+            self._bump(db, {f"dead_lettered.{output}": len(events)})
+            db.execute(
+                "DELETE FROM dead_letter WHERE id <= (SELECT MAX(id) FROM dead_letter) - ?",
+                (_DEAD_LETTER_KEEP,),
+            )
+
+    def dead_letters(self, output: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        """Events an output rejected (not the ``ingest`` records: see ``rejected_payloads``)."""
+        sql = "SELECT output, seq, reason, at, body FROM dead_letter WHERE output != 'ingest'"
+        args: tuple[object, ...] = ()
+        if output is not None:
+            sql += " AND output = ?"
+            args = (output,)
+        with self._lock:
+            rows = self._db.execute(sql + " ORDER BY id LIMIT ?", (*args, limit)).fetchall()
+        return [DeadLetter(o, s, r, a, Event.from_dict(json.loads(b))) for o, s, r, a, b in rows]
+
+    def rejected_payloads(self, limit: int = 100) -> list[dict[str, object]]:
+        """The most recent payloads the ingest could not decode, newest last."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT reason, at, body FROM dead_letter WHERE output = 'ingest' ORDER BY id DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [{"reason": r, "at": a, **json.loads(b)} for r, a, b in reversed(rows)]
+
+    # ------------------------------------------------------------------ reading events
+
+    def events_after(self, seq: int, limit: int = 1000) -> list[Event]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, body FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)
+            ).fetchall()
+        return [_event(s, b) for s, b in rows]
+
+    def event_count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+
+    def last_seq(self) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT MAX(seq) FROM events").fetchone()
+        return int(row[0] or 0)
+
+    # ------------------------------------------------------------------ size and the disk bound
+
+    def used_bytes(self) -> int:
+        with self._lock:
+            return self._used_bytes()
+
+    def _used_bytes(self) -> int:
+        pages = int(self._db.execute("PRAGMA page_count").fetchone()[0])
+        free = int(self._db.execute("PRAGMA freelist_count").fetchone()[0])
+        return (pages - free) * self._page_size
+
+    def enforce_bound(self, processed_seq: int) -> dict[str, int]:
+        """Bring live data under ``max_bytes``; returns what was removed.
+
+        ``processed_seq`` is the alert path's cursor: nothing after it is removed, so no event
+        is thinned before the rules have seen it.
+        """
+        removed = {"pruned": 0, "dropped": 0}
+        with self._lock:
+            if self._used_bytes() <= self.max_bytes:
+                self.over_bound = False
+                return removed
+        for step, sql in (
+            (
+                "pruned",
+                "SELECT seq FROM events WHERE seq <= ? AND NOT EXISTS "
+                "(SELECT 1 FROM pending p WHERE p.seq = events.seq) ORDER BY seq LIMIT ?",
+            ),
+            ("dropped", "SELECT seq FROM events WHERE seq <= ? AND lane = ? ORDER BY seq LIMIT ?"),
+        ):
+            while True:
+                with self._tx() as db:
+                    used = self._used_bytes()
+                    if used <= self.max_bytes:
+                        break
+                    rows = int(db.execute("SELECT COUNT(*) FROM events").fetchone()[0]) or 1
+                    chunk = min(_PRUNE_MAX, max(_PRUNE_MIN, (used - self.max_bytes) * rows // used + 1))
+                    args: tuple[object, ...] = (
+                        (processed_seq, chunk) if step == "pruned" else (processed_seq, Lane.TELEMETRY.value, chunk)
+                    )
+                    seqs = [r[0] for r in db.execute(sql, args).fetchall()]
+                    if not seqs:
+                        break
+                    marks = ",".join("?" * len(seqs))
+                    if step == "dropped":
+                        db.execute(f"DELETE FROM pending WHERE seq IN ({marks})", seqs)
+                    db.execute(f"DELETE FROM events WHERE seq IN ({marks})", seqs)
+                    self._bump(db, {step: len(seqs)})
+                    removed[step] += len(seqs)
+        with self._lock:
+            self.over_bound = self._used_bytes() > self.max_bytes
+        return removed
+
+
+def _insert_event(db: sqlite3.Connection, ev: Event) -> int:
+    """Insert one event (its ``seq`` is ignored); return the ``seq`` it got."""
+    body = ev.to_dict()
+    del body["seq"]
+    cur = db.execute(
+        "INSERT INTO events(lane, device_id, family, kind, event_time, received_at, body) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (
+            ev.lane.value,
+            ev.device_id,
+            ev.family.value,
+            ev.kind.value,
+            ev.event_time,
+            ev.received_at,
+            json.dumps(body, ensure_ascii=False, separators=(",", ":")),
+        ),
+    )
+    return int(cur.lastrowid or 0)
+
+
+def _event(seq: int, body: str) -> Event:
+    return replace(Event.from_dict(json.loads(body)), seq=seq)
