@@ -206,6 +206,9 @@ class _Rule(_Model):
     # "ignore": a trigger while the dedup key is open decides nothing (unless more severe)
     on_repeat: Literal["update", "ignore"] = "update"
     downgrade: bool = False  # an update from this rule may lower the open alert's severity
+    # Alarm class (fire, smoke, gas, fall, SOS, a forced door): a page about it is never held,
+    # delayed or summarised by a per-person cap or a quiet window (docs/alerts.md, paging policy).
+    alarm: bool = False
     enabled: bool = True
 
     def base_duration(self) -> float | None:
@@ -330,6 +333,8 @@ class RuleSet:
         self.packs = tuple(packs)
         # Rule id → the id of the [pack] its file declares (routes match alerts by pack).
         self.pack_of: dict[str, str] = dict(pack_of or {})
+        # Ids of the alarm-class rules: their alerts are paged past every cap and quiet window.
+        self.alarm_rules: frozenset[str] = frozenset(r.id for r in self.rules if r.alarm)
 
     def __iter__(self) -> Any:
         return iter(self.rules)

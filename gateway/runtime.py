@@ -188,7 +188,13 @@ class Gateway:
             if isinstance(channel, MqttChannel):
                 channel.wake = self.publisher.wake.set
         self.notifier = Notifier(
-            config, self.store, self.clock, self.alerts, built_channels, timezone=rules.settings.timezone
+            config,
+            self.store,
+            self.clock,
+            self.alerts,
+            built_channels,
+            timezone=rules.settings.timezone,
+            on_page=self._print if self.console is not None else None,
         )
         self._rules_wake = asyncio.Event()
         self._commands_wake = asyncio.Event()
@@ -224,8 +230,8 @@ class Gateway:
         )
         # A repeat folded into an open alert is news for MQTT subscribers, not for a person
         # watching the terminal: that is what dedup is for.
-        if self.console is not None and t.kind not in ("updated", "notified"):
-            print(console_line(t), file=self.console, flush=True)
+        if t.kind not in ("updated", "notified"):
+            self._print(console_line(t))
         self.publisher.wake.set()
         if self.ha is not None:
             self.ha.note_alert(t.alert)
@@ -235,6 +241,10 @@ class Gateway:
             self._loop.call_soon_threadsafe(self.notifier.on_transition, t)
         else:
             self.notifier.on_transition(t)
+
+    def _print(self, line: str) -> None:
+        if self.console is not None:
+            print(line, file=self.console, flush=True)
 
     async def _on_stored(self, events: list[Event]) -> None:
         if self.ha is not None:

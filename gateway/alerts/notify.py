@@ -11,11 +11,16 @@ queue: retry with capped back-off on ``RetryableSinkError``, ``rejected`` on
 ``RejectedBatchError``, ``sent`` once the receiver took it; every outcome goes to the alert's
 audit trail.
 
-Quiet for people: an update to an open alert never pages; a repeat after quiet pages the
-current tier again at most every ``renotify_interval``; a person gets at most ``cap_per_hour``
-messages per channel an hour — the rest wait in one summary sent when the hour frees up
-(特别紧急 alerts are never held back); a ladder's ``quiet`` window (maintenance at night)
-delays its messages to the window's end.
+Quiet for people, loud for alarms (the paging policy, docs/alerts.md): an update to an open
+alert never pages; a repeat after quiet pages the current tier again at most every
+``renotify_interval``. Alarm-class alerts (fire, smoke, gas, fall, SOS, a forced door: the
+packs' ``alarm = true``) are paged at once, past every cap and quiet window; in a storm, alarm
+pages to the same people on one channel within ``group_window`` seconds go out together in one
+message, and more than ``storm_open_alarms`` open alarms page the ladder's next tier at once.
+Everything else: a person gets at most ``cap_per_hour`` of those pages per channel an hour —
+the rest wait in one summary sent when the hour frees up — and a ladder's ``quiet`` window
+(maintenance at night) delays them to the window's end. Both are ``held`` in the audit trail,
+with until when and why, never ``paged``.
 """
 
 from __future__ import annotations
@@ -44,6 +49,8 @@ from gateway.store import Escalation, LogRow, QueuedNotification, Store
 log = logging.getLogger("sensegate.notify")
 
 HOUR = 3600.0
+PAGE_KINDS = frozenset({"raised", "escalated", "reminder", "repeated"})
+GROUP_MAX = 5  # alarms listed in one grouped message, so an SMS of a few parts still holds them all
 HEALTH_INTERVAL = 600.0  # seconds between health checks of a channel that has them (the modem)
 KIND_ZH = {
     "raised": "报警",
@@ -54,7 +61,9 @@ KIND_ZH = {
     "resolved": "已解除",
     "summary": "汇总",
     "flapping": "反复报警",
+    "grouped": "多条报警",
 }
+HELD_ZH = {"cap_per_hour": "超过每小时上限，并入汇总", "quiet": "免打扰时段", "grouped": "与其他报警合并"}
 
 
 class Notifier:
@@ -69,6 +78,7 @@ class Notifier:
         timezone: str = "Asia/Shanghai",
         rng: random.Random | None = None,
         on_change: Callable[[], None] | None = None,
+        on_page: Callable[[str], None] | None = None,
     ) -> None:
         self.config = config
         self.settings = config.notify
@@ -79,6 +89,7 @@ class Notifier:
         self.tz = timezone
         self.rng = rng or random.Random(config.gateway.id)
         self.on_change = on_change
+        self.on_page = on_page  # a line per page or held page, for the terminal
         self.ladders = {lad.id: lad for lad in config.ladders}
         self.shifts = [(s, s.schedule().window(timezone)) for s in config.roster]
         self.quiet: dict[str, Window] = {
@@ -89,11 +100,14 @@ class Notifier:
         self.device_household = {d.id: d.household for d in config.devices}
         self.resident_household = {r.id: r.household for r in config.residents}
         self.pack_of = alerts.rules.pack_of
+        self.alarm_rules = alerts.rules.alarm_rules
         self.wake: dict[str, asyncio.Event] = {name: asyncio.Event() for name in self.channels}
         self.ladder_wake = asyncio.Event()
         self._log_once = LogOnce(log)
-        # (person, channel) → times of messages sent to them in the last hour (rebuilt on start).
+        # (person, channel) → times of capped pages sent to them in the last hour (rebuilt on start).
         self._sent: dict[tuple[str, str], deque[float]] = defaultdict(deque)
+        # (channel, people) → until when alarm pages to them are gathered into one message.
+        self._group_until: dict[tuple[str, tuple[str, ...]], float] = {}
         # Back-off is per channel, not per message: when the receiver is back, its queue goes out
         # in the order it was made.
         self._failures: dict[str, int] = {}  # channel → consecutive failed sends
@@ -141,6 +155,25 @@ class Notifier:
             self.ladder_wake.set()
             return
         self._page(alert, esc, kind="escalated" if restart else "raised", advance=True)
+        if self.is_alarm(alert) and len(ladder.tiers) > 1:
+            self._storm(alert)
+
+    def is_alarm(self, alert: Alert) -> bool:
+        """Alarm class: its rule says ``alarm = true`` in its pack (fire, smoke, gas, fall, SOS …)."""
+        return alert.rule in self.alarm_rules
+
+    def _storm(self, alert: Alert) -> None:
+        """More open, unacknowledged alarms than one person can handle: page the next tier now."""
+        open_alarms = [
+            a for a in self.store.alerts(open_only=True, limit=100_000) if a.acked_at is None and self.is_alarm(a)
+        ]
+        esc = self.store.escalation(alert.id)
+        if len(open_alarms) <= self.settings.storm_open_alarms or esc is None or esc.step != 1:
+            return
+        self.store.save_notify(
+            log=[LogRow(alert.id, self.clock.now(), "storm", detail={"open_alarms": len(open_alarms)})]
+        )
+        self._page(alert, esc, kind="escalated", advance=True)
 
     def tick(self) -> None:
         """Page every ladder step that has come due."""
@@ -176,7 +209,7 @@ class Notifier:
                 self._start(alert)
 
     def _was_routed(self, alert: Alert) -> bool:
-        return any(r.action in ("unrouted", "paged", "ladder_done") for r in self.store.alert_log(alert.id))
+        return any(r.action in ("unrouted", "paged", "held", "ladder_done") for r in self.store.alert_log(alert.id))
 
     def _tiers(self, esc: Escalation) -> int:
         ladder = self.ladders.get(esc.ladder)
@@ -190,19 +223,39 @@ class Notifier:
             return
         tier_no = min(esc.step, len(ladder.tiers) - 1)
         tier = ladder.tiers[tier_no]
-        due = self._after_quiet(ladder, now)
+        alarm = self.is_alarm(alert)
+        due = now if alarm else self._after_quiet(ladder, now)
         people = self.recipients(alert, tier)
         notes: list[tuple[str, str, str, float, dict[str, object]]] = []
+        rows: list[LogRow] = []
+        where: dict[str, object] = {"ladder": ladder.id, "tier": tier_no, "kind": kind}
+        paged: list[str] = []  # channels that take it now
+        paged_to: dict[str, None] = {}  # the people they take it to, in order
         used = list(esc.channels)
         for channel in tier.channels:
             key = f"{alert.id}/s{int(alert.severity)}/{esc.step if advance else f'r{round(now)}'}/{channel}"
-            allowed = self._under_cap(alert, people, channel, due)
-            if people and not allowed:
-                continue  # everyone it was for is over their hourly cap: it is in their summaries
+            if alarm:
+                allowed, when = people, self._grouped(channel, people, now)
+            else:
+                allowed, when = self._under_cap(alert, people, channel, due, rows), due
+                if people and not allowed:
+                    continue  # everyone it was for is over their hourly cap: it is in their summaries
             note = self.render(alert, kind, allowed, key, now)
-            notes.append((key, channel, alert.id, due, note.to_dict()))
+            body = note.to_dict()
+            body["alarm"] = alarm
+            notes.append((key, channel, alert.id, when, body))
             if channel not in used:
                 used.append(channel)
+            if when > now:  # not sent now: the audit trail says so, with until when and why
+                why = "grouped" if alarm else "quiet"
+                held = {**where, "to": [p.id for p in allowed], "until": when, "why": why}
+                rows.append(LogRow(alert.id, now, "held", channel=channel, detail=held))
+            else:
+                paged.append(channel)
+                paged_to.update((p.id, None) for p in allowed)
+        if paged:
+            detail = {**where, "channels": paged, "to": list(paged_to), "due_at": now}
+            rows.insert(0, LogRow(alert.id, now, "paged", detail=detail))
         if advance:
             step = esc.step + 1
             if step < len(ladder.tiers):
@@ -213,19 +266,6 @@ class Notifier:
                 next_at = None
         else:
             step, next_at = esc.step, esc.next_at
-        row = LogRow(
-            alert.id,
-            now,
-            "paged",
-            detail={
-                "ladder": ladder.id,
-                "tier": tier_no,
-                "kind": kind,
-                "channels": list(tier.channels),
-                "to": [p.id for p in people],
-                "due_at": due,
-            },
-        )
         if not people:
             self._log_once.warning(
                 ("nobody", ladder.id, tier_no),
@@ -236,10 +276,25 @@ class Notifier:
                 tier.to,
             )
         new = replace(esc, step=step, next_at=next_at, paged_at=now, channels=tuple(used))
-        self.store.save_notify(escalations=[new], notifications=notes, log=[row])
+        self.store.save_notify(escalations=[new], notifications=notes, log=rows)
+        if self.on_page is not None:
+            for row in rows:
+                self.on_page(self._page_line(alert, row))
         if tier_no > 0 and advance and kind == "escalated" and esc.severity == int(alert.severity):
             self.alerts.mark(alert.id, "escalated", (("tier", tier_no),))
         self._wake(tier.channels)
+
+    def _page_line(self, alert: Alert, row: LogRow) -> str:
+        """``  → 第1级通知 李值班 via robot (alert …)`` or what was held, until when and why."""
+        d = row.detail or {}
+        names = "、".join(self._name(str(p)) for p in d.get("to", ())) or "（无人，仅群通知）"
+        tier = f"第{int(str(d.get('tier', 0))) + 1}级"
+        if row.action == "paged":
+            return f"  → {tier}通知 {names} via {', '.join(map(str, d.get('channels', ())))} (alert {alert.id})"
+        until = d.get("until")
+        when = datetime.fromtimestamp(float(str(until)), zone(self.tz)).strftime("%H:%M:%S") if until else "?"
+        why = HELD_ZH.get(str(d.get("why", "")), str(d.get("why", "")))
+        return f"  ⏸ {tier}暂未发送 {names} via {row.channel}：{why}，{when}发出 (alert {alert.id})"
 
     def _close(self, t: Transition, esc: Escalation) -> None:
         """Tell every channel that was paged that the alert is taken care of, then stop."""
@@ -346,17 +401,29 @@ class Notifier:
         return now  # a window that never ends would silence the ladder: page now instead
 
     def _rebuild_caps(self) -> None:
+        # Only capped pages count: not alarms, not acknowledgement or resolution notices.
         for n in self.store.sent_since(self.clock.now() - HOUR):
-            if n.body.get("kind") != "summary":
+            if n.body.get("kind") in PAGE_KINDS and not n.body.get("alarm", False):
                 for r in n.body.get("recipients", ()):
                     self._sent[(str(r["id"]), n.channel)].append(n.due_at)
 
-    def _under_cap(self, alert: Alert, people: list[Recipient], channel: str, due: float) -> list[Recipient]:
-        """The people who may get another message on ``channel`` now; the others get this alert
-        in their summary, queued for when their hour frees up."""
+    def _grouped(self, channel: str, people: Sequence[Recipient], now: float) -> float:
+        """When an alarm page to ``people`` on ``channel`` goes out: now, unless another just did —
+        then at the end of that one's group window, together with the rest of the storm."""
+        key = (channel, tuple(sorted(p.id for p in people)))
+        until = self._group_until.get(key, 0.0)
+        if now < until:
+            return until
+        if self.settings.group_window > 0:
+            self._group_until[key] = now + self.settings.group_window
+        return now
+
+    def _under_cap(
+        self, alert: Alert, people: list[Recipient], channel: str, due: float, rows: list[LogRow]
+    ) -> list[Recipient]:
+        """The people who may get another capped page on ``channel`` now; the others get this
+        alert in their summary, queued for when their hour frees up (a ``held`` row each)."""
         if alert.severity is Severity.CRITICAL:
-            for p in people:
-                self._sent[(p.id, channel)].append(due)
             return people
         allowed = []
         cap = self.settings.cap_per_hour
@@ -368,10 +435,10 @@ class Notifier:
                 sent.append(due)
                 allowed.append(p)
             else:
-                self._hold(p, channel, alert, sent[0] + HOUR)
+                rows.append(self._hold(p, channel, alert, sent[0] + HOUR))
         return allowed
 
-    def _hold(self, person: Recipient, channel: str, alert: Alert, free_at: float) -> None:
+    def _hold(self, person: Recipient, channel: str, alert: Alert, free_at: float) -> LogRow:
         key = f"summary/{person.id}/{channel}/{round(free_at)}"
         existing = self.store.notification(key)
         held: list[dict[str, object]] = list(existing.body["alert"].get("held", ())) if existing else []
@@ -393,9 +460,8 @@ class Notifier:
             created_at=self.clock.now(),
         )
         self.store.merge_summary(key, channel, alert.id, free_at, note.to_dict())
-        self.store.save_notify(
-            log=[LogRow(alert.id, self.clock.now(), "held", detail={"person": person.id, "channel": channel})]
-        )
+        detail = {"to": [person.id], "until": free_at, "why": "cap_per_hour", "summary": key}
+        return LogRow(alert.id, self.clock.now(), "held", channel=channel, detail=detail)
 
     # ------------------------------------------------------------------ messages
 
@@ -462,8 +528,8 @@ class Notifier:
                     await self.clock.sleep(wait)
                     continue
                 due = self.store.notifications_due(name, self.clock.now())
-                for queued in due:
-                    if not await self._deliver(channel, queued):
+                for batch in _batches(due):
+                    if not await self._deliver(channel, batch):
                         break
                 if due:
                     continue
@@ -473,9 +539,11 @@ class Notifier:
         finally:
             await channel.close()
 
-    async def _deliver(self, channel: Channel, queued: QueuedNotification) -> bool:
-        """Send one; False when the channel is down (the rest of its queue waits too)."""
-        note = Notification.from_dict(queued.body)
+    async def _deliver(self, channel: Channel, batch: Sequence[QueuedNotification]) -> bool:
+        """Send one notification, or a storm's alarm pages to the same people as one message;
+        False when the channel is down (the rest of its queue waits too)."""
+        notes = [Notification.from_dict(q.body) for q in batch]
+        note = notes[0] if len(notes) == 1 else self._grouped_note(notes)
         now = self.clock.now()
         try:
             await channel.send(note)
@@ -487,46 +555,72 @@ class Notifier:
             self._log_once.warning(
                 ("retry", channel.name), "channel %s cannot deliver (%s); retrying with back-off", channel.name, exc
             )
-            self.store.notification_result(
-                queued.id,
-                "pending",
-                now,
-                str(exc),
-                log=LogRow(queued.alert_id, now, "failed", channel=channel.name, detail={"error": str(exc)[:200]}),
-            )
+            for queued, one in zip(batch, notes, strict=True):
+                self.store.notification_result(
+                    queued.id,
+                    "pending",
+                    now,
+                    str(exc),
+                    log=LogRow(queued.alert_id, now, "failed", channel=channel.name, detail={"error": str(exc)[:200]}),
+                )
+                self._fall_back(channel.name, queued, one, now)
             self._retry_at[channel.name] = now + delay
-            self._fall_back(channel.name, queued, note, now)
             return False
         except RejectedBatchError as exc:
-            log.error("channel %s rejected notification %s: %s", channel.name, queued.key, exc)
-            self.store.notification_result(
-                queued.id,
-                "rejected",
-                now,
-                str(exc),
-                log=LogRow(queued.alert_id, now, "rejected", channel=channel.name, detail={"error": str(exc)[:200]}),
-            )
-            self.store.count({f"notify.{channel.name}.rejected": 1})
+            log.error("channel %s rejected notification %s: %s", channel.name, note.key, exc)
+            for queued in batch:
+                self.store.notification_result(
+                    queued.id,
+                    "rejected",
+                    now,
+                    str(exc),
+                    log=LogRow(
+                        queued.alert_id, now, "rejected", channel=channel.name, detail={"error": str(exc)[:200]}
+                    ),
+                )
+            self.store.count({f"notify.{channel.name}.rejected": len(batch)})
             return True
         self._failures[channel.name] = 0
         self._retry_at.pop(channel.name, None)
         self._log_once.reset(("retry", channel.name))
-        self.store.notification_result(
-            queued.id,
-            "sent",
-            self.clock.now(),
-            log=LogRow(
-                queued.alert_id,
-                self.clock.now(),
-                "delivered",
-                channel=channel.name,
-                detail={"kind": note.kind, "to": [r.id for r in note.recipients], "key": note.key},
-            ),
-        )
+        now = self.clock.now()
+        for queued, one in zip(batch, notes, strict=True):
+            detail: dict[str, object] = {"kind": one.kind, "to": [r.id for r in one.recipients], "key": one.key}
+            if len(batch) > 1:
+                detail["grouped"] = note.key
+            self.store.notification_result(
+                queued.id,
+                "sent",
+                now,
+                log=LogRow(queued.alert_id, now, "delivered", channel=channel.name, detail=detail),
+            )
+            if one.kind in PAGE_KINDS:
+                self.alerts.mark(queued.alert_id, "notified")
         self.store.count({f"notify.{channel.name}.sent": 1})
-        if note.kind in ("raised", "escalated", "reminder", "repeated"):
-            self.alerts.mark(queued.alert_id, "notified")
         return True
+
+    def _grouped_note(self, notes: Sequence[Notification]) -> Notification:
+        """One message listing a storm's alarms (never more than ``GROUP_MAX``), each with its id."""
+        severity = min(n.severity for n in notes)
+        ids = [n.alert_id for n in notes]
+        lines = [
+            f"{i + 1}. [{Severity(n.severity).label_zh}] {n.alert.get('message_zh') or n.title}（{n.alert_id}）"
+            for i, n in enumerate(notes)
+        ]
+        lines.append(self.settings.ack_hint_zh.format(id="、".join(ids)))
+        listed = "; ".join(f"{n.alert.get('message_en', '')} ({n.alert_id})" for n in notes)
+        return Notification(
+            key=f"group/{notes[0].key}/{len(notes)}",
+            alert_id=notes[0].alert_id,
+            kind="grouped",
+            severity=severity,
+            title=f"【{Severity(severity).label_zh}·多条报警】{len(notes)}条报警同时发生",
+            text="\n".join(lines),
+            text_en=f"{len(notes)} alarms at once: {listed}. " + self.settings.ack_hint_en.format(id=", ".join(ids)),
+            recipients=notes[0].recipients,
+            alert={"alerts": [dict(n.alert) for n in notes]},
+            created_at=min(n.created_at for n in notes),
+        )
 
     def _fall_back(self, channel: str, queued: QueuedNotification, note: Notification, now: float) -> None:
         """Also send an urgent message that is stuck on ``channel`` over the fallback channel."""
@@ -589,6 +683,33 @@ async def _sleep_or_wake(clock: Clock, delay: float, wake: asyncio.Event) -> Non
     finally:
         sleeper.cancel()
         woken.cancel()
+
+
+def _batches(due: Sequence[QueuedNotification]) -> list[list[QueuedNotification]]:
+    """Due notifications in order, consecutive alarm pages to the same people gathered (a storm
+    reads as one message listing several households); everything else alone."""
+    out: list[list[QueuedNotification]] = []
+    for q in due:
+        last = out[-1] if out else None
+        if (
+            last is not None
+            and len(last) < GROUP_MAX
+            and _groupable(q)
+            and _groupable(last[0])
+            and _people(q) == _people(last[0])
+        ):
+            last.append(q)
+        else:
+            out.append([q])
+    return out
+
+
+def _groupable(q: QueuedNotification) -> bool:
+    return bool(q.body.get("alarm")) and q.body.get("kind") in PAGE_KINDS
+
+
+def _people(q: QueuedNotification) -> list[str]:
+    return [str(r["id"]) for r in q.body.get("recipients", ())]
 
 
 def _label(message: str, place: str) -> str:

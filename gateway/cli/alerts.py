@@ -63,6 +63,13 @@ def _store(args: argparse.Namespace) -> tuple[Store, str]:
     return open_store(config), tz
 
 
+HELD_WHY = {
+    "cap_per_hour": "每小时上限，并入汇总 over the hourly cap: in the summary",
+    "quiet": "夜间免打扰 the ladder's quiet window",
+    "grouped": "多条报警合并发送 grouped with other alarms",
+}
+
+
 def _when(t: float | None, tz: str) -> str:
     return "-" if t is None else datetime.fromtimestamp(t, zone(tz)).strftime("%Y-%m-%d %H:%M:%S")
 
@@ -104,9 +111,15 @@ def cmd_show(args: argparse.Namespace) -> int:
             print(f"  处置记录: {alert.resolve_note}")
         print("  audit trail:")
         for row in store.alert_log(alert.id):
-            detail = json.dumps(dict(row.detail or {}), ensure_ascii=False)
+            detail = dict(row.detail or {})
+            held = ""
+            if row.action == "held":  # not sent yet: say until when and why, so nobody reads it as paged
+                until = detail.pop("until", None)
+                held = f" 未发送 not sent until {_when(until if isinstance(until, int | float) else None, tz)}"
+                held += f" ({HELD_WHY.get(str(detail.pop('why', '')), 'held')})"
             via = f" via {row.channel}" if row.channel else ""
-            print(f"    {_when(row.at, tz)} {row.action:<13} {row.actor}{via} {detail}")
+            rest = json.dumps(detail, ensure_ascii=False)
+            print(f"    {_when(row.at, tz)} {row.action:<13} {row.actor}{via}{held} {rest}")
     finally:
         store.close()
     return 0

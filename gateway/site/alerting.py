@@ -50,13 +50,22 @@ class NotifySettings(_Model):
     # A notification a channel could not deliver is retried with back-off (seconds) between these.
     backoff_initial: Annotated[float, Field(gt=0, le=3600)] = 5.0
     backoff_max: Annotated[float, Field(gt=0, le=86_400)] = 300.0
-    # At most this many messages per person per channel in an hour; the rest are summarised.
+    # At most this many pages per person per channel in an hour about maintenance and
+    # informational alerts; the rest are summarised. Alarm-class alerts (the packs' ``alarm =
+    # true``) are never capped and do not use up this budget (docs/alerts.md, paging policy).
     cap_per_hour: Annotated[int, Field(ge=1, le=1000)] = 12
     # An alert that comes back after quiet (a "repeated" transition) pages again at most this often.
     renotify_interval: Duration = 1800.0
-    # Shown in every message: how to acknowledge. {id} is the alert id.
-    ack_hint_zh: str = "确认请回复：sensegate alerts ack {id}"
-    ack_hint_en: str = "To acknowledge: sensegate alerts ack {id}"
+    # Storms: alarm pages to the same people on one channel within this many seconds of the
+    # first go out together in one message at its end (0: each alone). Never dropped.
+    group_window: Annotated[float, Field(ge=0, le=30)] = 5.0
+    # More open, unacknowledged alarms than this and a new alarm pages its ladder's next tier at
+    # once too: one person on duty cannot handle them all.
+    storm_open_alarms: Annotated[int, Field(ge=1, le=1000)] = 5
+    # Shown in every page: how the person who gets it acknowledges, from where they are (never a
+    # command line: property staff have none). {id} is the alert id (every page also shows it).
+    ack_hint_zh: str = "请尽快处置，并告知值班室确认"
+    ack_hint_en: str = "Act now, and tell the duty room to acknowledge it"
     api: ApiSettings | None = None
     # When a channel cannot deliver an alert of this severity or higher (1 = 一级) for
     # ``fallback_after``, the same message also goes out on ``fallback`` (SMS when the uplink

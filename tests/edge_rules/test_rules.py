@@ -172,3 +172,15 @@ def test_duplicate_ids_across_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_rules("elderly_care", mine)
     assert info.value.problems[0].path == "rules[0].id"
+
+
+def test_the_alarm_class_is_exactly_fire_smoke_gas_fall_sos_and_a_forced_door() -> None:
+    # docs/alerts.md (the paging policy) lists these; a rule joining or leaving the class is a
+    # decision about who may be held back by a cap, so it changes this list on purpose.
+    rules = load_rules("elderly_care", "smart_community")
+    assert rules.alarm_rules == {
+        "sos", "fall", "fall_no_recovery", "fall_suspected",
+        "sos_household", "sos_public", "fall_household", "smoke_alarm", "fire_confirmed", "fire_public_area",
+        "gas_alarm", "door_forced",
+    }  # fmt: skip
+    assert all(rules.get(r) is not None and rules.get(r).alarm for r in rules.alarm_rules)  # type: ignore[union-attr]

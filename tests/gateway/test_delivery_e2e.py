@@ -4,7 +4,9 @@ the GSM modem simulator on a pty (the SMS decodes back to the exact Chinese text
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from gateway.site.config import parse_config
 from simulators.gsm_modem import PtyModem
 from tests.gateway.factories import minimal_site
 from tests.gateway.harness import Publisher, eventually, running
+from tests.gateway.test_paging_policy import block
 from tests.receivers import Receiver
 from tests.servers import Mosquitto
 
@@ -93,3 +96,54 @@ def _complete(modem: PtyModem, count: int) -> list[str] | None:
     except PayloadError:  # a concatenated message with parts still to come
         return None
     return texts if len(texts) >= count else None
+
+
+async def test_thirteen_sos_then_a_smoke_alarm_the_smoke_page_reaches_the_person_on_duty_within_a_second(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    # Issue 15: with the default hourly cap of 12, the 13 SOS pages used up the on-duty person's
+    # budget and the smoke alarm waited for the summary (or the manager two minutes later).
+    with Receiver() as rx:
+        site = block()
+        site["gateway"] = {**site["gateway"], "id": "gw-e2e", "data_dir": str(tmp_path / "data")}
+        site["mqtt"] = {"host": mosquitto.host, "port": mosquitto.port}
+        site["alerts"] = {"console": False}
+        site["channels"] = [{"type": "webhook", "id": "duty-app", "url": rx.webhook_url, "secret": "env:HOOK_SECRET"}]
+        for ladder in site["ladders"]:
+            for tier in ladder["tiers"]:
+                tier["channels"] = ["duty-app"]
+        config = parse_config(site, file="<test>", environ={"HOOK_SECRET": rx.webhook_secret})
+
+        def paged_to_duty(alert_id: str) -> bool:
+            for d in rx.deliveries("webhook"):
+                ids = [a["id"] for a in d.body["alert"].get("alerts", ())] or [d.body["alert_id"]]
+                if alert_id in ids and "duty" in [r["id"] for r in d.body["recipients"]]:
+                    return True
+            return False
+
+        async with running(config) as gateway:
+            with Publisher(mosquitto.host, mosquitto.port) as pub:
+                for n in range(13):
+                    b, h = 1 + n // 3, (101, 102, 103)[n % 3]
+                    pub.publish(f"zigbee2mqtt/{b}/{h}/sos", '{"action":"emergency"}')
+
+                def sos_alerts() -> list[str]:
+                    found = [a.id for a in gateway.store.alerts() if a.rule.startswith("sos")]
+                    return found if len(found) == 13 else []
+
+                sos = await eventually(sos_alerts, what="13 SOS alerts")
+                await eventually(lambda: all(paged_to_duty(a) for a in sos), within=15, what="13 SOS pages to duty")
+                await asyncio.sleep(5.5)  # past the default 5 s group window: the storm's last group has gone
+                started = time.monotonic()
+                pub.publish("zigbee2mqtt/9/101/smoke", '{"smoke":true,"battery":90,"linkquality":120}')
+                smoke = await eventually(
+                    lambda: [a.id for a in gateway.store.alerts() if a.rule == "smoke_alarm"], within=1, what="smoke"
+                )
+                await eventually(
+                    lambda: paged_to_duty(smoke[0]),
+                    within=1.0 - (time.monotonic() - started),
+                    what="the smoke page at the on-duty person's receiver within 1 s of the alarm",
+                )
+            log = gateway.store.alert_log(smoke[0])
+            assert "held" not in [row.action for row in log]
+    assert rx.rejected == []
