@@ -89,7 +89,10 @@ _EPOCH_TEXT = re.compile(r"[0-9]{1,12}(\.[0-9]{1,9})?")  # rtl_433 -M time:unix[
 _HEX_KEY = re.compile(r"0[xX][0-9a-fA-F]{1,8}")
 _DEC_KEY = re.compile(r"[0-9]{1,10}")
 
-# The idle counterpart of an active kind, both ways (a table may name either side).
+# The idle counterpart of an active kind, both ways (a table may name either side). Falls have
+# none: a flag mapped to a fall kind is idle in every supervision transmission, which says the
+# input is at rest, not that a fallen person got up (drivers/README.md, "Fall states"). An idle
+# fall flag therefore says nothing; only a code or flag the table maps to ``fall_cleared`` clears.
 _COUNTERPART: dict[Kind, Kind] = {
     Kind.DOOR_OPENED: Kind.DOOR_CLOSED,
     Kind.DOOR_CLOSED: Kind.DOOR_OPENED,
@@ -101,9 +104,6 @@ _COUNTERPART: dict[Kind, Kind] = {
     Kind.WATER_CLEAR: Kind.WATER_LEAK,
     Kind.TAMPER: Kind.TAMPER_CLEAR,
     Kind.TAMPER_CLEAR: Kind.TAMPER,
-    Kind.FALL_DETECTED: Kind.FALL_CLEARED,
-    Kind.FALL_SUSPECTED: Kind.FALL_CLEARED,
-    Kind.FALL_CLEARED: Kind.FALL_DETECTED,
 }
 # Kinds whose state lives in a value rather than in a second kind.
 _STATE_VALUE = {Kind.MOTION: "moving", Kind.PRESENCE: "present", Kind.RESIDENCE: "present"}

@@ -251,20 +251,29 @@ class Presence:
 
 @dataclass(frozen=True, slots=True)
 class PostureStatus:
-    """OWON FDS315 ``status``: one field says both whether someone fell and whether anyone is there."""
+    """OWON FDS315 ``status``: one field says whether someone fell, is there, and how they lie.
+
+    ``falling`` is ``FALL_DETECTED`` (and someone present). Every other state is a posture or
+    presence reading, **not** a fall clear: it becomes ``PRESENCE`` with ``values["present"]``
+    and the raw ``values["status"]``. Someone on the floor after a fall is ``low_posture`` (or
+    ``sitting``, or unseen: ``unoccupied``); the model has no state that says the person is up,
+    so a fall from this radar is never cleared by this radar (drivers/README.md, "Fall states").
+    """
 
     name: str
-    states: Mapping[str, tuple[Kind, bool]]  # state -> (fall kind, present)
+    states: Mapping[str, tuple[Kind | None, bool]]  # state -> (fall kind or None, present)
 
     @property
     def kinds(self) -> frozenset[Kind]:
-        return frozenset({kind for kind, _ in self.states.values()} | {Kind.PRESENCE})
+        return frozenset({kind for kind, _ in self.states.values() if kind is not None} | {Kind.PRESENCE})
 
     def decode(self, msg: Mapping[str, Any], ctx: _Context) -> list[Observation]:
         value = _enum(msg, self.name, self.states, ctx)
         if value is None:
             return []
         kind, present = self.states[value]
+        if kind is None:
+            return [Observation(Kind.PRESENCE, {"present": present, self.name: value})]
         return [Observation(kind, {self.name: value}), Observation(Kind.PRESENCE, {"present": present})]
 
     def encode(self, pending: list[Observation], out: dict[str, Any], ctx: _Context) -> None:
@@ -272,21 +281,26 @@ class PostureStatus:
         presence = _take(pending, frozenset({Kind.PRESENCE}), ctx, "presence")
         if fall is None and presence is None:
             return
-        present = None
+        present: bool | None = None
+        posture: Scalar | None = None
         if presence is not None:
-            _check_keys(presence, frozenset({"present"}), ctx)
-            present = presence.values.get("present")
-            if not isinstance(present, bool):
+            _check_keys(presence, frozenset({"present", self.name}), ctx)
+            flag = presence.values.get("present")
+            if not isinstance(flag, bool):
                 raise _fail("not_encodable", ctx.model, "PRESENCE needs values.present (bool)")
-        if fall is None:
-            state = "occupied" if present else "unoccupied"
-        else:
+            present, posture = flag, presence.values.get(self.name)
+        if fall is not None:
             _check_keys(fall, frozenset({self.name}), ctx)
-            fall_kinds = {name: kind for name, (kind, _) in self.states.items()}
-            if fall.values.get(self.name) is None and fall.kind == Kind.FALL_CLEARED and present is not None:
-                state = "occupied" if present else "unoccupied"
-            else:
-                state = _state_for(self.name, fall_kinds, fall, ctx)
+            if posture is not None:
+                raise _fail("not_encodable", ctx.model, f"{fall.kind} and a posture in one {self.name}")
+            fall_kinds = {name: kind for name, (kind, _) in self.states.items() if kind is not None}
+            state = _state_for(self.name, fall_kinds, fall, ctx)
+        elif posture is None:  # a simulator may leave the posture out
+            state = "occupied" if present else "unoccupied"
+        elif not isinstance(posture, str) or posture not in self.states or self.states[posture][0] is not None:
+            raise _fail("not_encodable", ctx.model, f"{self.name}={snippet(posture)} is not a posture")
+        else:
+            state = posture
         if present is not None and self.states[state][1] != present:
             raise _fail("not_encodable", ctx.model, f"{self.name}={state} contradicts present={present}")
         out[self.name] = state
@@ -439,6 +453,8 @@ def _radar(description: str, fall: Extend, *presence: str) -> Z2MModel:
     return Z2MModel(Family.FALL, description, (*extends, Battery()))
 
 
+# MIR-HE200-TY "none" and HS2FD "normal" are the radar's own fall field back at rest after a
+# fall: the sensor's explicit clear, so they count as recovery. Presence / occupancy never do.
 _MIR_FALL = Choice(
     "fall_down_status",
     {"none": Kind.FALL_CLEARED, "maybe_fall": Kind.FALL_SUSPECTED, "fall": Kind.FALL_DETECTED},
@@ -452,14 +468,16 @@ _HS2FD_FALL = Choice(
         "unknown": None,  # documented, but says nothing about a fall: it must not clear one
     },
 )
+# Only "falling" is a fall state. The others are postures or presence and clear nothing: a
+# person lying on the floor after a fall is "low_posture"; see drivers/README.md, "Fall states".
 _FDS315_STATUS = PostureStatus(
     "status",
     {
-        "unoccupied": (Kind.FALL_CLEARED, False),
-        "occupied": (Kind.FALL_CLEARED, True),
-        "sitting": (Kind.FALL_CLEARED, True),
-        "on_the_bed": (Kind.FALL_CLEARED, True),
-        "low_posture": (Kind.FALL_CLEARED, True),
+        "unoccupied": (None, False),
+        "occupied": (None, True),
+        "sitting": (None, True),
+        "on_the_bed": (None, True),
+        "low_posture": (None, True),
         "falling": (Kind.FALL_DETECTED, True),
     },
 )

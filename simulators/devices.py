@@ -354,10 +354,11 @@ class Z2MFallRadar(Zigbee2MqttDevice, FallSim):
 
     def _state(self) -> list[Observation]:
         fall, presence = super()._state()
-        if self.device.model == "FDS315" and fall.kind == Kind.FALL_CLEARED and self.present:
+        if self.device.model == "FDS315" and fall.kind != Kind.FALL_DETECTED and self.present:
             # FDS315's single ``status`` field gives the posture too; vary it as the real one does.
+            # A posture is presence, not a fall clear: this radar has no way to say "cleared".
             status = self.rng.choice(["occupied", "occupied", "sitting", "on_the_bed", "low_posture"])
-            fall = Observation(fall.kind, {"status": status})
+            presence = Observation(Kind.PRESENCE, {**presence.values, "status": status})
         return [fall, presence]
 
 
@@ -372,7 +373,6 @@ _IDLE = {
     Kind.DOOR_OPENED: Kind.DOOR_CLOSED,
     Kind.SMOKE_ALARM: Kind.SMOKE_CLEAR,
     Kind.TAMPER: Kind.TAMPER_CLEAR,
-    Kind.FALL_DETECTED: Kind.FALL_CLEARED,
 }
 
 

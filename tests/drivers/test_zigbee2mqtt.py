@@ -160,7 +160,9 @@ def test_encode_fills_in_what_a_simulator_leaves_out() -> None:
         Observation(Kind.BATTERY, {"battery": 80}),
     ]
     payload = z2m.encode_state("FDS315", [Observation(Kind.PRESENCE, {"present": False})])
-    assert z2m.decode_state(payload, "FDS315")[0].values == {"status": "unoccupied"}
+    assert z2m.decode_state(payload, "FDS315") == [
+        Observation(Kind.PRESENCE, {"present": False, "status": "unoccupied"})
+    ]
 
 
 # --------------------------------------------------------------------------------------------
