@@ -49,12 +49,13 @@ from gateway.store import Escalation, LogRow, QueuedNotification, Store
 log = logging.getLogger("sensegate.notify")
 
 HOUR = 3600.0
-PAGE_KINDS = frozenset({"raised", "escalated", "reminder", "repeated"})
+PAGE_KINDS = frozenset({"raised", "escalated", "reminder", "repeated", "downgraded"})
 GROUP_MAX = 5  # alarms listed in one grouped message, so an SMS of a few parts still holds them all
 HEALTH_INTERVAL = 600.0  # seconds between health checks of a channel that has them (the modem)
 KIND_ZH = {
     "raised": "报警",
     "escalated": "升级",
+    "downgraded": "降级",
     "reminder": "未确认提醒",
     "repeated": "再次报警",
     "acknowledged": "已确认",
@@ -133,6 +134,17 @@ class Notifier:
         if t.kind in ("raised", "escalated") and t.alert.is_open:
             if esc is None or esc.severity != int(t.alert.severity):
                 self._start(t.alert, restart=esc is not None)
+        elif t.kind == "downgraded" and t.alert.is_open and t.alert.acked_at is None:
+            # The elder got up: the ladder for the old severity must not climb on (the emergency
+            # tier two minutes later). Those already paged hear of it now; the new severity's
+            # own route decides who else is told, and when (a 四级 notice waits for the morning).
+            if esc is not None:
+                self._tell(t, esc)
+                self.store.save_notify(
+                    drop_escalations=[esc.alert_id],
+                    log=[LogRow(t.alert.id, self.clock.now(), "replanned", detail={"severity": int(t.alert.severity)})],
+                )
+            self._start(t.alert, restart=True, kind="downgraded")
         elif t.kind == "repeated" and esc is not None and t.alert.acked_at is None:
             if self.clock.now() - esc.paged_at >= self.settings.renotify_interval:
                 self._page(t.alert, esc, kind="repeated", advance=False)
@@ -141,7 +153,7 @@ class Notifier:
         elif t.kind == "flapping" and esc is not None:
             self._tell(t, esc)  # once: the repeats are folded into this alert from now on
 
-    def _start(self, alert: Alert, restart: bool = False) -> None:
+    def _start(self, alert: Alert, restart: bool = False, kind: str = "") -> None:
         route = self.route(alert)
         now = self.clock.now()
         if route is None:
@@ -154,7 +166,7 @@ class Notifier:
             self.store.save_notify(escalations=[esc])
             self.ladder_wake.set()
             return
-        self._page(alert, esc, kind="escalated" if restart else "raised", advance=True)
+        self._page(alert, esc, kind=kind or ("escalated" if restart else "raised"), advance=True)
         if self.is_alarm(alert) and len(ladder.tiers) > 1:
             self._storm(alert)
 

@@ -398,3 +398,36 @@ def test_routes_match_the_pack_a_rule_comes_from(tmp_path: Path) -> None:
     sos = r.notifier.route(Alert("b", "k2", "sos", Severity.CRITICAL, AlertState.RAISED, MON_9, MON_9, "", ""))
     assert tamper is not None and tamper.ladder == "maintenance"
     assert sos is not None and sos.ladder == "emergency"
+
+
+async def test_a_fall_the_elder_gets_up_from_stops_climbing_and_its_notice_waits_for_the_morning(
+    tmp_path: Path,
+) -> None:
+    # Issue 10, defect 4: the fall was downgraded to 四级 when the elder got up, yet two minutes
+    # later the emergency ladder paged its next tier, and the terminal never showed that page.
+    r = rig(tmp_path, start=MON_23)
+    lines: list[str] = []
+    r.notifier.on_page = lines.append
+    async with r.running():
+        fall = b'{"occupancy":true,"sensor_status":"activity","fall_status":"fall_alarm"}'
+        events = r.registry.decode("zigbee2mqtt/1号楼/101/跌倒", fall, r.clock.now())
+        r.alerts.process(r.store.append(events, {}))
+        await r.advance(20)
+        up = b'{"occupancy":true,"sensor_status":"activity","fall_status":"normal"}'
+        r.alerts.process(r.store.append(r.registry.decode("zigbee2mqtt/1号楼/101/跌倒", up, r.clock.now()), {}))
+        await r.advance(600, step=30)
+        (alert,) = r.store.alerts(open_only=True)
+        assert alert.severity is Severity.GENERAL and alert.rule == "fall_recovered"
+        # Those paged about the fall heard at once that it is over; nobody further up was paged.
+        assert r.to("sms") == [("raised", ("contact:r1:0", "night")), ("downgraded", ())]
+        assert [k for k, _ in r.to("robot")] == ["raised", "downgraded"]
+        assert not [n for n in r.twins["robot"].sent + r.twins["sms"].sent if n.kind == "escalated"]
+        # The 四级 route (maintenance, quiet 22:00–07:00) holds its notice for the morning.
+        log = r.store.alert_log(alert.id)
+        (held,) = [row for row in log if row.action == "held"]
+        assert held.detail["why"] == "quiet" and held.detail["to"] == ["fix"]
+        assert datetime.fromtimestamp(float(held.detail["until"]), TZ).strftime("%H:%M") == "07:00"
+        assert "replanned" in [row.action for row in log]
+    # Every page, and the held one, was shown on the terminal.
+    assert any(line.startswith("  → 第1级通知") and "赵夜班" in line for line in lines)
+    assert any(line.startswith("  ⏸ 第1级暂未发送 周师傅") and "07:00:00发出" in line for line in lines)
