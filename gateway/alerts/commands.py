@@ -6,6 +6,10 @@ A command is ``{"action": "ack" | "resolve", "alert": "<id or a unique prefix>",
 CLI and MQTT queue it in the store (durable before the MQTT PUBACK); the gateway applies queued
 commands within a second and stores the result, which the CLI waits for and MQTT gets on
 ``<prefix>/alerts/commands/result``. See docs/alerts.md.
+
+``by`` must be a person the site config names (gateway.site.people: a staff or visitor id, or
+``contact:<resident id>:<n>``); the alert path refuses anyone else, and the result carries the
+ids closest to what was typed, so a typo does not stop an escalation in the name of nobody.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from gateway.alerts.path import AlertPath, LifecycleError
+from gateway.alerts.path import AlertPath, LifecycleError, UnknownPersonError
 from gateway.errors import PayloadError
 
 ACTIONS = ("ack", "resolve")
@@ -45,7 +49,9 @@ def parse_command(payload: bytes | str, via: str) -> dict[str, Any]:
 
 
 def apply_command(alerts: AlertPath, command: dict[str, Any]) -> dict[str, Any]:
-    """Apply one checked command; the result says what happened (never raises on bad ids)."""
+    """Apply one checked command; the result says what happened (never raises on bad ids or
+    unknown persons): ``ok``, and on failure ``error`` (words) and ``reason`` (a stable tag,
+    ``LifecycleError``), with ``suggestions`` for an unknown person."""
     action, by, via, note = command["action"], command["by"], command.get("via", ""), command.get("note", "")
     result: dict[str, Any] = {"action": action, "request_id": command.get("request_id")}
     try:
@@ -54,7 +60,9 @@ def apply_command(alerts: AlertPath, command: dict[str, Any]) -> dict[str, Any]:
         else:
             t = alerts.resolve(command["alert"], by, via, note)
     except LifecycleError as exc:
-        result.update(ok=False, error=str(exc))
+        result.update(ok=False, error=str(exc), reason=exc.reason)
+        if isinstance(exc, UnknownPersonError):
+            result["suggestions"] = exc.suggestions
         return result
     result.update(ok=True, alert=t.alert.to_dict(), already=dict(t.detail).get("already", False))
     return result

@@ -28,6 +28,7 @@ from edge_rules import Context, Decision, DeviceInfo, Engine, ResidentInfo, Rule
 from gateway.clock import Clock
 from gateway.errors import StoreError
 from gateway.models import Alert, AlertState, Event
+from gateway.site.people import People, unknown_person
 from gateway.site.registry import Registry
 from gateway.store import LogRow, Store, VisitRow
 
@@ -53,7 +54,22 @@ class Transition:
 
 
 class LifecycleError(ValueError):
-    """A person's action that cannot apply (unknown alert, already resolved …); the message says why."""
+    """A person's action that cannot apply; the message says why in words, ``reason`` in a
+    stable tag: ``no_alert``, ``ambiguous``, ``already_resolved``, ``unknown_person``."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
+        super().__init__(message)
+
+
+class UnknownPersonError(LifecycleError):
+    """The person named is not one the site config knows (gateway.site.people); ``suggestions``
+    are the ids closest to what was given."""
+
+    def __init__(self, person: str, suggestions: list[str]) -> None:
+        self.person = person
+        self.suggestions = suggestions
+        super().__init__("unknown_person", unknown_person(person, suggestions))
 
 
 def rule_context(registry: Registry) -> Context:
@@ -98,6 +114,7 @@ class AlertPath:
         self.flap_threshold = flap_threshold
         self.flap_window = flap_window
         self.context = rule_context(registry)
+        self.people = People(registry.config)
         self._load()
 
     def _load(self) -> None:
@@ -190,18 +207,27 @@ class AlertPath:
         if alert is None and len(alert_id) >= 4:
             matches = self.store.alerts_by_prefix(alert_id)
             if len(matches) > 1:
-                raise LifecycleError(f"alert id {alert_id!r} is ambiguous: {', '.join(a.id for a in matches[:5])}")
+                raise LifecycleError(
+                    "ambiguous", f"alert id {alert_id!r} is ambiguous: {', '.join(a.id for a in matches[:5])}"
+                )
             alert = matches[0] if matches else None
         if alert is None:
-            raise LifecycleError(f"no alert {alert_id!r}")
+            raise LifecycleError("no_alert", f"no alert {alert_id!r}")
         return alert
+
+    def check_person(self, actor: str) -> None:
+        """Refuse a person the site config does not name, with the ids closest to it."""
+        if actor not in self.people:
+            raise UnknownPersonError(actor, self.people.close_matches(actor))
 
     def acknowledge(self, alert_id: str, actor: str, via: str, note: str = "") -> Transition:
         """A person takes responsibility: the ladder stops. Acknowledging twice is harmless (the
-        first one stands)."""
+        first one stands). ``actor`` must be a person the site knows (``UnknownPersonError``):
+        an acknowledgement in the name of nobody would stop the ladder with nobody on the way."""
+        self.check_person(actor)
         alert = self.find(alert_id)
         if not alert.is_open:
-            raise LifecycleError(f"alert {alert.id} is already resolved")
+            raise LifecycleError("already_resolved", f"alert {alert.id} is already resolved")
         if alert.state is AlertState.ACKNOWLEDGED:
             return Transition("acknowledged", alert, actor, via, (("already", True),))
         at = self.clock.now()
@@ -211,10 +237,12 @@ class AlertPath:
 
     def resolve(self, alert_id: str, actor: str, via: str, note: str = "") -> Transition:
         """A person closes the alert with a note (处置记录); the rule forgets it in the same
-        transaction, so the next event raises a new alert."""
+        transaction, so the next event raises a new alert. ``actor`` as for ``acknowledge`` (a
+        rule's own resolve does not come this way)."""
+        self.check_person(actor)
         alert = self.find(alert_id)
         if not alert.is_open:
-            raise LifecycleError(f"alert {alert.id} is already resolved")
+            raise LifecycleError("already_resolved", f"alert {alert.id} is already resolved")
         at = self.clock.now()
         done = replace(
             alert,

@@ -1,7 +1,9 @@
 """``sensegate alerts list | show | ack | resolve``: alerts from the store, and acknowledgement
 by the person at the keyboard. ack / resolve are queued for the running gateway (the one
 writer of alert state, gateway.alerts.commands), which applies them within a second; the command
-waits for the result."""
+waits for the result. ``--by`` must name a person the site knows (gateway.site.people): with
+``-c`` an unknown one is refused before anything is queued; with ``--store`` alone the people
+are not known here, and the gateway's refusal is the result reported."""
 
 from __future__ import annotations
 
@@ -15,7 +17,8 @@ from typing import Any
 from edge_rules.schedule import zone
 from gateway.errors import SenseGateError
 from gateway.models import Alert
-from gateway.site.config import load_config, site_rules
+from gateway.site.config import SiteConfig, load_config, site_rules
+from gateway.site.people import People
 from gateway.store import Store
 
 
@@ -36,7 +39,12 @@ def add_parser(sub: Any) -> None:
         a = al.add_parser(action, help=text)
         _where(a)
         a.add_argument("alert", help="alert id, or a unique prefix of it")
-        a.add_argument("--by", required=True, help="who you are: a staff or visitor id, or your name")
+        a.add_argument(
+            "--by",
+            required=True,
+            help="who you are: a staff or visitor id from the site config, or contact:<resident id>:<n> "
+            "(a family contact, n from 0)",
+        )
         a.add_argument("--note", default="", help="what was done (处置记录)" if action == "resolve" else "a note")
         a.add_argument("--wait", type=float, default=10.0, help="seconds to wait for the gateway (default 10)")
         a.set_defaults(func=cmd_act, action=action)
@@ -48,7 +56,7 @@ def _where(p: argparse.ArgumentParser) -> None:
     where.add_argument("--store", help="a store file directly (e.g. the demo's, which it prints)")
 
 
-def _store(args: argparse.Namespace) -> tuple[Store, str]:
+def _store(args: argparse.Namespace, config: SiteConfig | None = None) -> tuple[Store, str]:
     from gateway.runtime import open_store  # the runtime's modules load only for a command that needs them
 
     if args.store:
@@ -56,7 +64,7 @@ def _store(args: argparse.Namespace) -> tuple[Store, str]:
         if not path.exists():
             raise SenseGateError(f"no store at {path}")
         return Store(path), "Asia/Shanghai"
-    config = load_config(args.config)
+    config = config or load_config(args.config)
     if not config.store_path.exists():
         raise SenseGateError(f"no store yet at {config.store_path} (has the gateway run?)")
     tz = site_rules(config).settings.timezone
@@ -126,15 +134,22 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_act(args: argparse.Namespace) -> int:
-    store, tz = _store(args)
+    by = args.by.strip()
+    config = load_config(args.config) if args.config else None
+    if config is not None:
+        # At once, and nothing queued: the gateway would refuse it the same way.
+        refusal = People(config).refusal(by)
+        if refusal is not None:
+            raise SenseGateError(refusal)
+    store, tz = _store(args, config)
     try:
-        body = {"action": args.action, "alert": args.alert, "by": args.by, "note": args.note, "via": "cli"}
+        body = {"action": args.action, "alert": args.alert, "by": by, "note": args.note, "via": "cli"}
         command_id = store.add_command(body, time.time())
         deadline = time.monotonic() + args.wait
         while time.monotonic() < deadline:
             (command,) = store.commands(command_id=command_id)
             if command.result is not None:
-                if not command.result.get("ok"):
+                if not command.result.get("ok"):  # the gateway refused it (an unknown person with --store …)
                     raise SenseGateError(str(command.result.get("error")))
                 alert = Alert.from_dict(command.result["alert"])
                 done = "已确认 acknowledged" if args.action == "ack" else "已处置 resolved"

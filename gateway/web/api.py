@@ -10,7 +10,10 @@ resolve — what the web console will use. Enabled by ``[notify.api]`` (docs/ale
 
 Every request carries ``Authorization: Bearer <token>``; a wrong or missing token gets 401
 (compared in constant time; the token is never logged). Errors are ``{"error": "…"}`` with
-400 / 401 / 404 / 409.
+400 / 401 / 404 / 409; a ``by`` the site config does not name is a 400 with ``suggestions``.
+
+The token is shared: it says the caller may act, not who they are. ``by`` is what the caller
+claims, checked only against the people the site knows (user accounts are for later).
 
 The standard library's threading HTTP server answers; reads go to the store (thread-safe),
 while ack / resolve are handed to the event loop, so the alert path stays the one writer of
@@ -163,11 +166,13 @@ class AlertApi:
                 if result.get("ok"):
                     self._send(HTTPStatus.OK, result)
                 else:
-                    error = str(result.get("error", ""))
-                    status = HTTPStatus.NOT_FOUND if error.startswith("no alert") else HTTPStatus.CONFLICT
-                    self._send(status, result)
+                    self._send(_STATUS.get(str(result.get("reason")), HTTPStatus.CONFLICT), result)
 
         return Handler
+
+
+# A refused command's reason (gateway.alerts.path.LifecycleError) → status; the rest are 409.
+_STATUS = {"no_alert": HTTPStatus.NOT_FOUND, "unknown_person": HTTPStatus.BAD_REQUEST}
 
 
 def _parts(path: str) -> list[str] | None:

@@ -1,5 +1,7 @@
 """Acknowledgement from where people are, through a running gateway and a real broker: the
-MQTT command topic and the CLI; notifications on the gateway's own MQTT channel."""
+MQTT command topic, the CLI and the HTTP API; notifications on the gateway's own MQTT channel.
+Only a person the site knows may acknowledge: a typo is refused with the ids it is close to,
+and the ladder goes on (on a virtual clock with the notifier's rig, and on each real path)."""
 
 from __future__ import annotations
 
@@ -10,11 +12,15 @@ from typing import Any
 
 import pytest
 
+from gateway.alerts.commands import apply_command
 from gateway.cli.app import main as cli
-from gateway.models import AlertState
+from gateway.models import AlertState, Family, Kind, Severity
+from gateway.runtime import Gateway
 from gateway.site.config import parse_config
+from gateway.store import Store
 from tests.gateway.factories import minimal_site
 from tests.gateway.harness import Publisher, Subscriber, eventually, running, site_config
+from tests.gateway.test_notify import rig, settle
 from tests.servers import Mosquitto
 
 pytestmark = pytest.mark.integration
@@ -31,6 +37,97 @@ def _site(gateway_id: str) -> dict[str, Any]:
     site["ladders"] = [{"id": "all", "tiers": [{"to": ["on_duty"], "channels": ["app"]}]}]
     site["routes"] = [{"ladder": "all"}]
     return site
+
+
+# Tier 1 is paged this long after the alert if nobody acknowledged: long after a refused ack.
+CLIMB = "3s"
+
+
+def _people_site(gateway_id: str) -> dict[str, Any]:
+    """Two tiers — the duty officer at once, security after CLIMB — and besides staff a
+    registered visitor and a family contact of the resident of 101 (contact:r1:0)."""
+    site = _site(gateway_id)
+    site["staff"] = [*site["staff"], {"id": "s-wang", "name": "王保安", "role": "security", "phone": "13800000002"}]
+    site["visitors"] = [{"id": "v-zhang", "name": "张社工", "role": "community_worker", "households": ["1-1-101"]}]
+    contact = {"name": "王小明", "phone": "13800000003", "relation": "儿子"}
+    site["residents"] = [{**site["residents"][0], "contacts": [contact]}]
+    tiers = [{"to": ["on_duty"], "channels": ["app"]}, {"after": CLIMB, "to": ["s-wang"], "channels": ["app"]}]
+    site["ladders"] = [{"id": "all", "repeat": "once", "tiers": tiers}]
+    return site
+
+
+def _config_file(site: dict[str, Any], tmp_path: Path, mosquitto: Mosquitto) -> Path:
+    """The site as a file for the CLI, with the store of ``site_config(site, tmp_path, …)``."""
+    import tomli_w
+
+    path = tmp_path / "site.toml"
+    site = {**site, "gateway": {**site["gateway"], "data_dir": str(tmp_path / "data")}}
+    site["mqtt"] = {"host": mosquitto.host, "port": mosquitto.port}
+    path.write_text(tomli_w.dumps(site), encoding="utf-8")
+    return path
+
+
+def _people_acts(store: Store, alert_id: str) -> list[tuple[str, str]]:
+    """Acknowledgements and resolves in the audit trail, with who."""
+    return [(r.action, r.actor) for r in store.alert_log(alert_id) if r.action in ("acknowledged", "resolved")]
+
+
+def _tiers_paged(store: Store, alert_id: str) -> list[tuple[object, float]]:
+    return [(dict(r.detail or {}).get("tier"), r.at) for r in store.alert_log(alert_id) if r.action == "paged"]
+
+
+async def test_an_ack_by_an_unknown_person_is_refused_with_close_ids_and_the_critical_ladder_climbs(
+    tmp_path: Path,
+) -> None:
+    r = rig(tmp_path)
+    async with r.running():
+        r.feed(Kind.SOS_PRESSED, Family.SOS, "101-sos")
+        await settle()
+        (alert,) = r.store.alerts(open_only=True)
+        assert alert.severity is Severity.CRITICAL  # 一级: SOS
+        refused = {
+            by: apply_command(r.alerts, {"action": action, "alert": alert.id[:6], "by": by, "via": via})
+            for action, by, via in (
+                ("ack", "gaurd", "cli"),
+                ("ack", "nobody-here", "mqtt"),
+                ("ack", "钱保安", "http"),  # a name instead of the id
+                ("resolve", "bos", "http"),
+                ("ack", "rule:sos_pressed", "mqtt"),  # a rule's name is no person's
+            )
+        }
+        assert refused["gaurd"] == {
+            "action": "ack",
+            "request_id": None,
+            "ok": False,
+            "error": "unknown person 'gaurd'; did you mean 'guard'?",
+            "reason": "unknown_person",
+            "suggestions": ["guard"],
+        }
+        assert refused["nobody-here"]["suggestions"] == []
+        assert "unknown person 'nobody-here': name a staff id" in refused["nobody-here"]["error"]
+        assert refused["钱保安"]["suggestions"] == ["guard"] and refused["bos"]["suggestions"] == ["boss"]
+        assert all(not res["ok"] and res["reason"] == "unknown_person" for res in refused.values())
+        assert len(r.twins["sms"].sent) == 1  # the clock has not moved: tier 1 comes after the refusals
+        await r.advance(121)
+        assert r.to("sms")[1] == ("escalated", ("guard",))  # nobody acknowledged: tier 1 is paged
+    still = r.store.alert(alert.id)
+    assert still is not None and still.state is AlertState.ESCALATED and still.acked_by == ""
+    assert _people_acts(r.store, alert.id) == []
+
+
+@pytest.mark.parametrize("by", ["guard", "v-zhang", "contact:r1:0"])
+async def test_staff_a_visitor_or_a_family_contact_acknowledges_and_the_ladder_stops(tmp_path: Path, by: str) -> None:
+    visitor = {"id": "v-zhang", "name": "张社工", "role": "community_worker", "households": ["1-1-101"]}
+    r = rig(tmp_path, visitors=[visitor])
+    async with r.running():
+        r.feed(Kind.SOS_PRESSED, Family.SOS, "101-sos")
+        await settle()
+        (alert,) = r.store.alerts(open_only=True)
+        result = apply_command(r.alerts, {"action": "ack", "alert": alert.id, "by": by, "via": "cli"})
+        assert result["ok"] and result["alert"]["acked_by"] == by
+        await r.advance(600, step=30)
+    assert [k for k, _ in r.to("sms")] == ["raised", "acknowledged"]
+    assert _people_acts(r.store, alert.id) == [("acknowledged", by)]
 
 
 async def test_an_sos_is_paged_on_mqtt_and_acknowledged_over_the_command_topic(
@@ -68,14 +165,9 @@ async def test_an_sos_is_paged_on_mqtt_and_acknowledged_over_the_command_topic(
 async def test_the_cli_acknowledges_and_resolves_through_the_running_gateway(
     mosquitto: Mosquitto, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import tomli_w
-
     site = _site("gw-cli-ack")
     config = site_config(site, tmp_path, mosquitto.host, mosquitto.port)
-    config_file = tmp_path / "site.toml"
-    site = {**site, "gateway": {**site["gateway"], "data_dir": str(tmp_path / "data")}}
-    site["mqtt"] = {"host": mosquitto.host, "port": mosquitto.port}
-    config_file.write_text(tomli_w.dumps(site), encoding="utf-8")
+    config_file = _config_file(site, tmp_path, mosquitto)
     async with running(config) as gateway:
         with Publisher(mosquitto.host, mosquitto.port) as pub:
             pub.publish(SOS_TOPIC, '{"action":"emergency"}')
@@ -142,3 +234,119 @@ async def test_the_http_api_lists_shows_acknowledges_and_resolves_with_a_token(
         assert status == 200
         assert actions.index(("acknowledged", "s-li", "http")) < actions.index(("resolved", "s-li", "http"))
         assert body["notifications"] and body["notifications"][0]["state"] == "sent"
+
+
+async def test_an_ack_over_mqtt_by_an_unknown_person_is_refused_and_the_ladder_climbs(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    config = site_config(_people_site("gw-ack-who"), tmp_path, mosquitto.host, mosquitto.port)
+    prefix = config.topic_prefix
+    notes = Subscriber(mosquitto.host, mosquitto.port, f"{prefix}/notifications/#")
+    results = Subscriber(mosquitto.host, mosquitto.port, f"{prefix}/alerts/commands/result")
+
+    def result(request_id: str) -> dict[str, Any] | None:
+        return next((r for r in results.json() if r["request_id"] == request_id), None)
+
+    try:
+        async with running(config) as gateway:
+            with Publisher(mosquitto.host, mosquitto.port) as pub:
+                pub.publish(SOS_TOPIC, '{"action":"emergency"}')
+                (page,) = await eventually(notes.json, what="the page")
+                alert_id = page["alert_id"]
+                for by, request_id in (("s-lii", "typo"), ("nobody-here", "nobody")):
+                    command = {"action": "ack", "alert": alert_id, "by": by, "request_id": request_id}
+                    pub.publish(f"{prefix}/alerts/commands", json.dumps(command))
+                typo = await eventually(lambda: result("typo"), what="the refusal of s-lii")
+                nobody = await eventually(lambda: result("nobody"), what="the refusal of nobody-here")
+                assert typo == {
+                    "action": "ack",
+                    "request_id": "typo",
+                    "ok": False,
+                    "error": "unknown person 's-lii'; did you mean 's-li'?",
+                    "reason": "unknown_person",
+                    "suggestions": ["s-li"],
+                }
+                assert not nobody["ok"] and nobody["suggestions"] == [] and "'nobody-here'" in nobody["error"]
+                assert len(notes.json()) == 1  # refused before tier 1 was due …
+                climbed = await eventually(lambda: len(notes.json()) > 1 and notes.json()[1], what="tier 1")
+                assert climbed["kind"] == "escalated" and [p["id"] for p in climbed["recipients"]] == ["s-wang"]
+                alert = gateway.store.alert(alert_id)
+                assert alert is not None and alert.state is AlertState.ESCALATED and alert.acked_by == ""
+                assert _people_acts(gateway.store, alert_id) == []
+                # … and a registered visitor may take it.
+                command = {"action": "ack", "alert": alert_id, "by": "v-zhang", "request_id": "visitor"}
+                pub.publish(f"{prefix}/alerts/commands", json.dumps(command))
+                taken = await eventually(lambda: result("visitor"), what="the visitor's ack")
+                assert taken["ok"] and taken["alert"]["acked_by"] == "v-zhang"
+                assert _people_acts(gateway.store, alert_id) == [("acknowledged", "v-zhang")]
+    finally:
+        notes.close()
+        results.close()
+
+
+async def test_the_cli_refuses_an_unknown_person_at_once_or_reports_the_gateways_refusal(
+    mosquitto: Mosquitto, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    site = _people_site("gw-cli-who")
+    config = site_config(site, tmp_path, mosquitto.host, mosquitto.port)
+    config_file = str(_config_file(site, tmp_path, mosquitto))
+    async with running(config) as gateway:
+        with Publisher(mosquitto.host, mosquitto.port) as pub:
+            pub.publish(SOS_TOPIC, '{"action":"emergency"}')
+        (alert,) = await eventually(lambda: gateway.store.alerts(open_only=True), what="the alert")
+        # With the config the CLI knows the people: refused before anything is queued.
+        code = await asyncio.to_thread(cli, ["alerts", "ack", "-c", config_file, alert.id, "--by", "s-lii"])
+        assert code == 1 and "error: unknown person 's-lii'; did you mean 's-li'?" in capsys.readouterr().err
+        assert gateway.store.commands(pending_only=False) == []
+        # With the store only it does not: the gateway refuses, and the CLI reports that.
+        store_only = ["alerts", "ack", "--store", str(config.store_path), alert.id, "--by", "nobody-here"]
+        code = await asyncio.to_thread(cli, store_only)
+        assert code == 1 and "error: unknown person 'nobody-here'" in capsys.readouterr().err
+        (refused,) = gateway.store.commands(pending_only=False)
+        assert refused.result is not None and refused.result["reason"] == "unknown_person"
+        await eventually(lambda: len(_tiers_paged(gateway.store, alert.id)) == 2, what="tier 1")
+        _, (tier, climbed_at) = _tiers_paged(gateway.store, alert.id)
+        assert tier == 1 and refused.done_at is not None and climbed_at > refused.done_at
+        assert _people_acts(gateway.store, alert.id) == []
+        contact = ["alerts", "ack", "-c", config_file, alert.id, "--by", "contact:r1:0"]
+        assert await asyncio.to_thread(cli, contact) == 0 and "已确认" in capsys.readouterr().out
+        assert _people_acts(gateway.store, alert.id) == [("acknowledged", "contact:r1:0")]
+
+
+async def test_the_http_api_refuses_an_unknown_person_with_400_and_the_ladder_climbs(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    site = _people_site("gw-api-who")
+    site["notify"] = {"api": {"port": 0, "token": "env:SENSEGATE_API_TOKEN"}}
+    site["gateway"] = {**site["gateway"], "data_dir": str(tmp_path / "data")}
+    site["mqtt"] = {"host": mosquitto.host, "port": mosquitto.port}
+    site["alerts"] = {"console": False}
+    config = parse_config(site, file="<test>", environ={"SENSEGATE_API_TOKEN": "s3cret-token"})
+    async with running(config) as gateway:
+        await eventually(lambda: gateway.api is not None and gateway.api.port, what="the API")
+        with Publisher(mosquitto.host, mosquitto.port) as pub:
+            pub.publish(SOS_TOPIC, '{"action":"emergency"}')
+        (alert,) = await eventually(lambda: gateway.store.alerts(open_only=True), what="the alert")
+        status, body = await asyncio.to_thread(_post, gateway, f"/{alert.id}/ack", {"by": "s-lii"})
+        assert status == 400 and body["suggestions"] == ["s-li"]
+        assert body["error"] == "unknown person 's-lii'; did you mean 's-li'?"
+        status, body = await asyncio.to_thread(_post, gateway, f"/{alert.id}/resolve", {"by": "nobody-here"})
+        assert status == 400 and body["reason"] == "unknown_person" and body["suggestions"] == []
+        refused_at = gateway.clock.now()
+        await eventually(lambda: len(_tiers_paged(gateway.store, alert.id)) == 2, what="tier 1")
+        _, (tier, climbed_at) = _tiers_paged(gateway.store, alert.id)
+        assert tier == 1 and climbed_at > refused_at
+        still = gateway.store.alert(alert.id)
+        assert still is not None and still.state is AlertState.ESCALATED and _people_acts(gateway.store, alert.id) == []
+        status, body = await asyncio.to_thread(_post, gateway, f"/{alert.id}/ack", {"by": "s-wang"})
+        assert status == 200 and body["alert"]["acked_by"] == "s-wang"
+
+
+def _post(gateway: Gateway, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+    import urllib3
+
+    assert gateway.api is not None
+    url = f"http://127.0.0.1:{gateway.api.port}/api/v1/alerts{path}"
+    headers = {"Authorization": "Bearer s3cret-token"}
+    r = urllib3.request("POST", url, body=json.dumps(body, ensure_ascii=False).encode(), headers=headers)
+    return r.status, json.loads(r.data)
