@@ -44,6 +44,7 @@ from gateway.log import LogOnce
 from gateway.models import Alert, Severity
 from gateway.site.alerting import Ladder, Route, Tier
 from gateway.site.config import SiteConfig
+from gateway.site.people import People, contact_id
 from gateway.store import Escalation, LogRow, QueuedNotification, Store
 
 log = logging.getLogger("sensegate.notify")
@@ -98,6 +99,7 @@ class Notifier:
         }
         self.staff = {s.id: s for s in config.staff}
         self.visitors = {v.id: v for v in config.visitors}
+        self.people = People(config)  # staff, visitors and family contacts by the id they act under
         self.device_household = {d.id: d.household for d in config.devices}
         self.resident_household = {r.id: r.household for r in config.residents}
         self.pack_of = alerts.rules.pack_of
@@ -368,8 +370,8 @@ class Notifier:
                     if household and r.household == household:
                         for i, c in enumerate(r.contacts):
                             found.setdefault(
-                                f"contact:{r.id}:{i}",
-                                Recipient(f"contact:{r.id}:{i}", c.name, c.phone, c.relation or "family"),
+                                contact_id(r.id, i),
+                                Recipient(contact_id(r.id, i), c.name, c.phone, c.relation or "family"),
                             )
             elif target == "visitors":
                 for v in self.config.visitors:
@@ -519,11 +521,7 @@ class Notifier:
         )
 
     def _name(self, person: str) -> str:
-        if person in self.staff:
-            return self.staff[person].name
-        if person in self.visitors:
-            return self.visitors[person].name
-        return person or "值班人员"
+        return self.people.names.get(person) or person or "值班人员"
 
     # ------------------------------------------------------------------ delivery
 

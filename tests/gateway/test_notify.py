@@ -431,3 +431,15 @@ async def test_a_fall_the_elder_gets_up_from_stops_climbing_and_its_notice_waits
     # Every page, and the held one, was shown on the terminal.
     assert any(line.startswith("  → 第1级通知") and "赵夜班" in line for line in lines)
     assert any(line.startswith("  ⏸ 第1级暂未发送 周师傅") and "07:00:00发出" in line for line in lines)
+
+
+async def test_an_acknowledgement_by_a_family_contact_names_the_contact(tmp_path: Path) -> None:
+    r = rig(tmp_path)
+    async with r.running():
+        r.feed(Kind.SOS_PRESSED, Family.SOS, "101-sos")
+        await settle()
+        (alert,) = r.store.alerts(open_only=True)
+        r.alerts.acknowledge(alert.id, "contact:r1:0", "sms")
+        await r.advance(10)
+    (note,) = [n for n in r.twins["sms"].sent if n.kind == "acknowledged"]
+    assert "已由王小明确认" in note.text
