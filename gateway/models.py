@@ -97,6 +97,12 @@ def lane_of(kind: Kind) -> Lane:
     return Lane.ALARM if kind in ALARM_KINDS else Lane.TELEMETRY
 
 
+# ``Event.values[RETAINED] is True``: the event comes from a retained MQTT message the gateway had
+# not seen, i.e. a state found on (re)connect that may have begun while it was away
+# (gateway/ingest/retained.py).
+RETAINED = "retained"
+
+
 @dataclass(frozen=True, slots=True)
 class Observation:
     """What a codec decoded from one payload or frame.

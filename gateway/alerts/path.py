@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 from edge_rules import Context, Decision, DeviceInfo, Engine, ResidentInfo, RuleSet
 from gateway.clock import Clock
 from gateway.errors import StoreError
-from gateway.models import Alert, AlertState, Event
+from gateway.models import RETAINED, Alert, AlertState, Event
 from gateway.site.people import People, unknown_person
 from gateway.site.registry import Registry
 from gateway.store import LogRow, Store, VisitRow
@@ -37,6 +37,10 @@ log = logging.getLogger("sensegate.alerts")
 CURSOR = "alerts"
 MQTT_CHANNEL = "mqtt"
 MAX_EVIDENCE = 20
+# Added to an alert raised by a state found in a retained MQTT message on (re)connect
+# (gateway/ingest/retained.py): the person called out should know it may not have begun just now.
+RETAINED_ZH = "（网关重新连接时发现的状态，可能始于网关离线期间）"
+RETAINED_EN = " (state found when the gateway reconnected; it may have begun while the gateway was offline)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,13 +341,16 @@ class AlertPath:
         if not events:
             return []
         decisions = [d for ev in events for d in self.engine.feed(ev)]
-        return self._commit(decisions, events[-1].seq, quiet_ok=True)
+        retained = frozenset(e.seq for e in events if e.values.get(RETAINED) is True)
+        return self._commit(decisions, events[-1].seq, quiet_ok=True, retained=retained)
 
-    def _commit(self, decisions: list[Decision], cursor: int, quiet_ok: bool = False) -> list[Transition]:
+    def _commit(
+        self, decisions: list[Decision], cursor: int, quiet_ok: bool = False, retained: frozenset[int] = frozenset()
+    ) -> list[Transition]:
         if not decisions and quiet_ok:
             self.cursor = cursor  # saved at the next checkpoint
             return []
-        transitions = self._transitions(decisions)
+        transitions = self._transitions(decisions, retained)
         if not transitions and not self.engine.has_dirty() and cursor == self._saved_cursor:
             return []
         return self._save(transitions, cursor)
@@ -355,14 +362,27 @@ class AlertPath:
         stored = self.store.raised_since(d.dedup_key, d.at - self.flap_window)
         return stored + self._batch_raises.get(d.dedup_key, 0)
 
-    def _transitions(self, decisions: Sequence[Decision]) -> list[Transition]:
+    def _transitions(self, decisions: Sequence[Decision], retained: frozenset[int] = frozenset()) -> list[Transition]:
+        """``retained``: seqs of events from retained MQTT messages: the audit line says so, and
+        an alert they raise says so in its text."""
         changed: dict[str, Alert] = {}
         out: list[Transition] = []
         self._batch_raises = {}
         for d in decisions:
             t = self._apply(d, changed)
             if t is not None:
-                t = replace(t, actor=f"rule:{d.rule}", detail=(("events", list(d.evidence)),))
+                detail: tuple[tuple[str, object], ...] = (("events", list(d.evidence)),)
+                if retained.intersection(d.evidence):
+                    detail += ((RETAINED, True),)
+                    if t.kind == "raised":
+                        a = t.alert
+                        t = replace(
+                            t,
+                            alert=replace(
+                                a, message_zh=a.message_zh + RETAINED_ZH, message_en=a.message_en + RETAINED_EN
+                            ),
+                        )
+                t = replace(t, actor=f"rule:{d.rule}", detail=detail)
                 changed[d.dedup_key] = t.alert
                 out.append(t)
                 if t.kind == "raised" and self.store.alert(t.alert.id) is None:

@@ -10,6 +10,10 @@ to ``commit_batch`` messages (or ``commit_interval_ms``), decodes them, commits 
 malformed-payload records and counters in one transaction, then acknowledges every message
 of the batch and hands the stored events on. The broker's in-flight window is the
 back-pressure: it sends no more unacknowledged messages than it allows.
+
+Retained messages (the broker's last message per topic, replayed on every subscribe) are
+checked against the digest of the last message handled on their topic: a replay is skipped, a
+retained message never seen gives its alarm states, marked retained (gateway/ingest/retained.py).
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.alerts.commands import parse_command
 from gateway.clock import Clock
-from gateway.errors import PayloadError
+from gateway.errors import PayloadError, UnknownDeviceError
+from gateway.ingest.retained import payload_digest, retained_events
 from gateway.log import LogOnce
 from gateway.models import Event
 from gateway.site.config import SiteConfig
@@ -219,6 +224,11 @@ class MqttIngest:
         counts: dict[str, int] = {}
         rejected: list[tuple[str, str, str, bytes]] = []
         commands: list[dict[str, Any]] = []
+        # Topic -> digest of the last message handled on it (the store's, then this batch's), to
+        # tell a retained replay from a retained message never seen (gateway/ingest/retained.py).
+        replays = {m.topic for m in batch if m.retain and self._keeps_state(m.topic)}
+        handled = await asyncio.to_thread(self.store.last_payloads, replays) if replays else {}
+        payloads: dict[str, str] = {}
         for msg in batch:
             key = hashlib.blake2b(
                 b"%d\0%s\0%s" % (msg.mid, msg.topic.encode(), msg.payload), digest_size=12
@@ -226,32 +236,68 @@ class MqttIngest:
             if msg.dup and await asyncio.to_thread(self.store.seen_recently, key):
                 counts["duplicates"] = counts.get("duplicates", 0) + 1
                 continue
-            if msg.retain and not msg.topic.endswith("/availability"):
-                # A retained state is an old state replayed on subscribe, not something that
-                # happened now; availability is the exception (it is current by design).
+            if msg.topic == self.command_topic:
+                if msg.retain:  # an order, not a state: replayed on every subscribe it would act again
+                    counts["retained_skipped"] = counts.get("retained_skipped", 0) + 1
+                    continue
+                try:
+                    commands.append(parse_command(msg.payload, "mqtt"))
+                except PayloadError as exc:
+                    self._reject(msg, exc, counts, rejected)
+                    continue
+                keys.append((key, now))
+                continue
+            # Availability is current by design and taken as it comes, retained or not.
+            state = self._keeps_state(msg.topic)
+            digest = payload_digest(msg.payload) if state else ""
+            replay = msg.retain and state
+            if replay and handled.get(msg.topic) == digest:
                 counts["retained_skipped"] = counts.get("retained_skipped", 0) + 1
                 continue
             try:
-                if msg.topic == self.command_topic:
-                    commands.append(parse_command(msg.payload, "mqtt"))
-                    keys.append((key, now))
-                    continue
                 decoded = self.registry.decode(msg.topic, msg.payload, now)
-            except PayloadError as exc:
-                counts[f"malformed.{exc.reason}"] = counts.get(f"malformed.{exc.reason}", 0) + 1
-                self._log_once.warning(
-                    (exc.reason, msg.topic),
-                    "skipped payload: reason=%s topic=%s bytes=%d: %s",
-                    exc.reason,
-                    msg.topic,
-                    len(msg.payload),
-                    exc,
-                )
-                rejected.append((msg.topic, exc.reason, str(exc), msg.payload))
+            except UnknownDeviceError as exc:
+                if replay:
+                    # Not ours (say, a zigbee2mqtt device left out of the site): its live messages
+                    # are counted as unknown; its retained state on every subscribe would be noise.
+                    counts["retained_skipped"] = counts.get("retained_skipped", 0) + 1
+                else:
+                    self._reject(msg, exc, counts, rejected)
                 continue
+            except PayloadError as exc:
+                self._reject(msg, exc, counts, rejected)
+                if state:  # so its retained copy is not rejected again on every subscribe
+                    handled[msg.topic] = payloads[msg.topic] = digest
+                continue
+            if state:
+                handled[msg.topic] = payloads[msg.topic] = digest
+            if replay:
+                counts["retained_new"] = counts.get("retained_new", 0) + 1
+                decoded = retained_events(decoded)
             events.extend(decoded)
             keys.append((key, now))
-        stored = await asyncio.to_thread(self.store.append, events, self.outputs, keys, counts, rejected, now, commands)
+        stored = await asyncio.to_thread(
+            self.store.append, events, self.outputs, keys, counts, rejected, now, commands, payloads.items()
+        )
         if commands and self.on_command is not None:
             self.on_command()
         return stored
+
+    def _keeps_state(self, topic: str) -> bool:
+        """Whether the topic carries a state whose retained copy is checked against the last one
+        handled: every topic but the alert commands and availability."""
+        return topic != self.command_topic and not topic.endswith("/availability")
+
+    def _reject(
+        self, msg: _Message, exc: PayloadError, counts: dict[str, int], rejected: list[tuple[str, str, str, bytes]]
+    ) -> None:
+        counts[f"malformed.{exc.reason}"] = counts.get(f"malformed.{exc.reason}", 0) + 1
+        self._log_once.warning(
+            (exc.reason, msg.topic),
+            "skipped payload: reason=%s topic=%s bytes=%d: %s",
+            exc.reason,
+            msg.topic,
+            len(msg.payload),
+            exc,
+        )
+        rejected.append((msg.topic, exc.reason, str(exc), msg.payload))

@@ -12,8 +12,11 @@ is in its aggregate's module (see docs/store.md for the full picture):
   ``recent_ingest``: keys of recently accepted MQTT messages, to recognise a broker's
   redelivery (DUP) of a message whose PUBACK was lost in a crash. Only messages inside the
   broker's in-flight window can be redelivered, so the newest ``INGEST_KEYS_KEEP`` keys are
-  enough (Mosquitto's ``max_inflight_messages`` is 20 by default, 1000 in our advice). Also
-  the disk bound (``enforce_bound``, ``used_bytes``).
+  enough (Mosquitto's ``max_inflight_messages`` is 20 by default, 1000 in our advice).
+  ``last_payload(topic, digest)``: the last MQTT message handled on each topic, to tell a
+  retained message replayed on subscribe from one never seen (gateway/ingest/retained.py);
+  one row per topic the ingest decodes (unknown devices leave none), never pruned. Also the
+  disk bound (``enforce_bound``, ``used_bytes``).
 - ``alerts.py``: ``alerts`` and ``outbox``, alerts and the messages about them still to be
   published; ``alert_log``, each alert's audit trail; ``rule_state``, the rule engine's
   timers, windows and open-alert bookkeeping, saved in the same transaction as the alerts and

@@ -1,5 +1,6 @@
-"""Events and their delivery to outputs: the ``events``, ``pending``, ``dead_letter`` and
-``recent_ingest`` tables, and the disk bound (``enforce_bound``, ``used_bytes``)."""
+"""Events and their delivery to outputs: the ``events``, ``pending``, ``dead_letter``,
+``recent_ingest`` and ``last_payload`` tables, and the disk bound (``enforce_bound``,
+``used_bytes``)."""
 
 from __future__ import annotations
 
@@ -44,6 +45,11 @@ CREATE TABLE IF NOT EXISTS recent_ingest (
     key TEXT NOT NULL UNIQUE,
     at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS last_payload (
+    topic TEXT PRIMARY KEY,
+    digest TEXT NOT NULL,
+    at REAL NOT NULL
+) WITHOUT ROWID;
 """
 
 # One pruning step removes about as many rows as the excess needs (by average row size),
@@ -74,6 +80,19 @@ class EventsStore(StoreBase):
             row = self._db.execute("SELECT 1 FROM recent_ingest WHERE key = ?", (key,)).fetchone()
         return row is not None
 
+    def last_payloads(self, topics: Iterable[str]) -> dict[str, str]:
+        """The digest of the last message the MQTT ingest handled on each of ``topics`` (those it
+        knows), to recognise a retained message replayed on subscribe (gateway/ingest/retained.py)."""
+        wanted = sorted(set(topics))
+        found: dict[str, str] = {}
+        with self._lock:
+            for start in range(0, len(wanted), 500):  # SQLite limits the number of parameters
+                chunk = wanted[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = self._db.execute(f"SELECT topic, digest FROM last_payload WHERE topic IN ({marks})", chunk)
+                found.update((t, d) for t, d in rows)
+        return found
+
     def append(
         self,
         events: Sequence[Event],
@@ -83,6 +102,7 @@ class EventsStore(StoreBase):
         rejected: Sequence[tuple[str, str, str, bytes]] = (),
         now: float = 0.0,
         commands: Sequence[Mapping[str, Any]] = (),
+        payloads: Iterable[tuple[str, str]] = (),
     ) -> list[Event]:
         """Insert events in one transaction; return them with ``seq`` set.
 
@@ -92,7 +112,8 @@ class EventsStore(StoreBase):
         ``rejected`` are payloads that could not be decoded, ``(topic, reason, message,
         payload)``: kept in the dead-letter table (output ``ingest``) so nothing received is
         lost without a trace. ``commands`` are acknowledgements / resolutions that arrived
-        over MQTT, queued for the alert path in the same transaction.
+        over MQTT, queued for the alert path in the same transaction. ``payloads`` are
+        ``(topic, digest)`` of the messages handled, kept per topic as ``last_payload``.
         """
         stored: list[Event] = []
         with self._tx() as db:
@@ -116,6 +137,11 @@ class EventsStore(StoreBase):
                 )
             for command in commands:
                 _insert_command(db, command, now)
+            db.executemany(
+                "INSERT INTO last_payload(topic, digest, at) VALUES (?, ?, ?) "
+                "ON CONFLICT(topic) DO UPDATE SET digest = excluded.digest, at = excluded.at",
+                [(topic, digest, now) for topic, digest in payloads],
+            )
             self._bump(db, {"accepted": len(stored), **(counts or {})})
         return stored
 
