@@ -27,6 +27,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import random
 import signal
 import statistics
@@ -36,6 +37,7 @@ import tempfile
 import threading
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -145,7 +147,7 @@ class Traffic:
 
     def _garbage_samples(self, config: SiteConfig) -> list[tuple[str, bytes]]:
         m = config.mqtt
-        door = next(s for s in self.doors if s.device.mqtt.format == "zigbee2mqtt")
+        door = next(s for s in self.doors if s.device.mqtt is not None and s.device.mqtt.format == "zigbee2mqtt")
         door_topic = door.check_in()[0].topic
         native_topic = self.access[0].check_in()[0].topic if self.access else f"{m.native_base}/nobody"
         rtl_topic = m.rtl_433_topic.replace("+", "bench")
@@ -154,7 +156,7 @@ class Traffic:
             (door_topic, b'{"contact": "yes", "battery": 90}'),  # wrong type
             (door_topic, bytes(range(0x80, 0xA0))),  # binary junk
             (door_topic, b""),  # empty
-            (f"{m.zigbee2mqtt_base}/9号楼/1单元/101/门磁", b'{"contact": true}'),  # unknown device
+            (f"{m.zigbee2mqtt_base}/未登记的门磁", b'{"contact": true}'),  # unknown device (any block size)
             (rtl_topic, rtl433.encode("Kerui-Security", "999999", [Observation(Kind.DOOR_OPENED)])),  # a neighbour's
             (native_topic, b'{"v":1,"kind":"explode"}'),  # unknown kind
             (native_topic, b'{"kind":"access_granted","values":{}}'),  # no credential
@@ -181,7 +183,9 @@ def write_config(tmp: Path, broker: Mosquitto, buildings: int, households: int) 
     return path
 
 
-def start_gateway(config_path: Path, log_path: Path) -> subprocess.Popen[bytes]:
+def start_gateway(config_path: Path, log_path: Path, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """``python -m gateway.cli run -c <config>`` in its own process; ``env`` is added to this
+    process's environment (secrets the config names as ``env:…``)."""
     log = open(log_path, "wb")  # noqa: SIM115 - lives as long as the process
     return subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "--log-level", "WARNING", "run", "-c", str(config_path)],
@@ -189,6 +193,7 @@ def start_gateway(config_path: Path, log_path: Path) -> subprocess.Popen[bytes]:
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
+        env={**os.environ, **env} if env else None,
     )
 
 

@@ -28,7 +28,8 @@ Usage::
         rx.drop_next(1)                                 # close the connection without answering
         rx.delay_next(1, 2.0)                           # answer after 2 s (a client timeout)
         rx.down(); …; rx.up()                           # refuse connections, then listen again on the same port
-        rx.deliveries("webhook")                        # accepted requests, in order (Delivery)
+        rx.deliveries("webhook")                        # accepted requests, in order (Delivery;
+                                                        # .at: time.monotonic() on arrival)
         rx.unique_keys("webhook")                       # the Idempotency-Keys delivered
         rx.duplicates                                   # accepted requests whose (endpoint, key, msgtype) was seen
         rx.rejected                                     # requests refused by a check (bad sign, key …)
@@ -52,7 +53,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Self
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -75,6 +76,7 @@ class Delivery:
     raw: bytes
     body: Any  # the parsed JSON, or None
     outcome: str = ""  # "accepted", "duplicate", "rejected: <why>", "fault: <what>"
+    at: float = 0.0  # time.monotonic() when the request had been read, before any check or fault
 
     @property
     def key(self) -> str:
@@ -363,7 +365,7 @@ class Receiver:
         except (UnicodeDecodeError, ValueError):
             body = None
         endpoint = _ENDPOINTS.get(parts.path)
-        seen = Delivery(endpoint, parts.path, query, headers, raw, body)
+        seen = Delivery(endpoint, parts.path, query, headers, raw, body, at=time.monotonic())
 
         with self._lock:
             fault = self._state.faults.popleft() if self._state.faults else None
@@ -407,7 +409,7 @@ class Receiver:
         self._answer(req, status, answer)
 
     def _record(self, seen: Delivery, outcome: str) -> None:
-        delivery = Delivery(seen.endpoint, seen.path, seen.query, seen.headers, seen.raw, seen.body, outcome)
+        delivery = replace(seen, outcome=outcome)
         with self._lock:
             self._state.attempts.append(delivery)
             if outcome in ("accepted", "duplicate"):

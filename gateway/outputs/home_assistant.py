@@ -22,6 +22,12 @@ Facts about the protocol (PROTOCOLS.md §7; Home Assistant's MQTT integration do
 - the ``object_id`` *option* inside the payload was deprecated in Home Assistant 2025.10 and
   removed in 2026.4 (home-assistant/core#164460); ``default_entity_id`` (``<domain>.<id>``)
   replaces it. The object id in the *topic* is unaffected;
+- Home Assistant makes the entity id ``<domain>.<slugify(object id)>`` and adds ``_2`` when that
+  is taken (``async_generate_entity_id`` in ``homeassistant/helpers/entity.py``;
+  ``homeassistant.util.slugify`` is python-slugify with ``_``: runs of ``-`` / ``_`` collapsed,
+  none at the ends). It uses that id only when it first registers the entity, which its
+  registry knows by ``unique_id``. So the ids are sent already slugged (``_entity_slug``), and
+  unique ids never change;
 - a binary sensor's ``off_delay`` turns it off that many seconds after the last ``ON``: used
   for stateless triggers (an SOS press, a detector that reports an alarm but never a clear).
 
@@ -43,7 +49,7 @@ import hashlib
 import json
 import re
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from drivers import SERIAL_CODECS, rtl433, zigbee2mqtt
@@ -224,6 +230,9 @@ def _is_pulse(slot: Slot, device: Device, kinds: frozenset[Kind] | None) -> bool
 # Ids and names
 
 
+_UNIQUE_ID = re.compile(r"[A-Za-z0-9_-]+")
+
+
 def _safe_id(text: str) -> str:
     """``text`` with only ``[A-Za-z0-9_-]``; a short hash keeps two ids apart that differ only
     in the characters replaced."""
@@ -234,7 +243,22 @@ def _safe_id(text: str) -> str:
 
 
 def _entity_slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9_]", "_", text.lower())
+    """The object id Home Assistant makes of ``text``, so that ``default_entity_id`` is the
+    entity id it creates and not one it rewrites.
+
+    Home Assistant passes the object id of ``default_entity_id`` through its ``slugify``
+    (``homeassistant.util.slugify``: python-slugify with ``separator="_"``, and ``"unknown"``
+    when nothing is left): lowercase; every run of characters other than ``[a-z0-9]``,
+    underscores included, becomes one ``_``; none at either end. So ``3-502__door_`` is
+    ``3_502_door``, ``__x__`` is ``x`` and ``A--B`` is ``a_b``.
+
+    ``text`` is a unique id, ``[A-Za-z0-9_-]`` only (ids pass ``_safe_id``): on those the rule
+    above is all python-slugify does. Anything else is refused rather than guessed at: it would
+    transliterate Chinese (``三号楼`` → ``san_hao_lou``) and drop commas between digits.
+    """
+    if not _UNIQUE_ID.fullmatch(text):
+        raise ValueError(f"not a unique id of [A-Za-z0-9_-]: {text!r}")
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_") or "unknown"
 
 
 def _device_name(device: Device, location: Location) -> str:
@@ -308,6 +332,24 @@ class Plan:
             if e.unique_id in seen:  # cannot happen with the id scheme; a guard, not a feature
                 raise ValueError(f"Home Assistant unique_id {e.unique_id!r} used twice")
             seen.add(e.unique_id)
+        self._separate_entity_ids()
+
+    def _separate_entity_ids(self) -> None:
+        """Unique ids that slug alike (devices ``a-b`` and ``a_b``, or ``A`` and ``a``) would get
+        one entity id; Home Assistant would add ``_2`` to whichever it discovers second. Each of
+        them gets a short hash of its unique id instead, the same whatever the order."""
+        by_entity_id: dict[str, list[int]] = {}
+        for i, e in enumerate(self.entities):
+            by_entity_id.setdefault(e.config["default_entity_id"], []).append(i)
+        for entity_id, clash in by_entity_id.items():
+            for i in clash if len(clash) > 1 else ():
+                e = self.entities[i]
+                separate = f"{entity_id}_{hashlib.sha1(e.unique_id.encode()).hexdigest()[:6]}"
+                config = {k: separate if k == "default_entity_id" else v for k, v in e.config.items()}
+                self.entities[i] = replace(e, config=config)
+        entity_ids = [e.config["default_entity_id"] for e in self.entities]
+        if len(set(entity_ids)) != len(entity_ids):  # a hash clash too: a guard, not a feature
+            raise ValueError("Home Assistant entity ids clash after separating them")
 
     # -------------------------------------------------------------- building blocks
 

@@ -8,13 +8,17 @@ import json
 import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import aiomqtt
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from drivers import zigbee2mqtt
+from gateway.errors import ConfigError
 from gateway.models import Alert, AlertState, Event, Family, Kind, Location, Severity
 from gateway.outputs.home_assistant import (
     FAMILY_SLOTS,
@@ -22,6 +26,8 @@ from gateway.outputs.home_assistant import (
     HaBridge,
     HaSettings,
     Message,
+    _entity_slug,
+    _safe_id,
     alert_state_messages,
     build_plan,
     discovery_messages,
@@ -44,6 +50,21 @@ HA_BINARY_SENSOR_CLASSES = frozenset(
 HA_DISCOVERY_TOPIC = re.compile(
     r"(?P<component>\w+)/(?:(?P<node_id>[a-zA-Z0-9_-]+)/)?(?P<object_id>[a-zA-Z0-9_-]+)/config"
 )
+
+
+def _ha_slugify(text: str) -> str:
+    """Home Assistant's ``homeassistant.util.slugify`` of non-empty ASCII text, step by step as
+    python-slugify does it (``slugify/slugify.py``, separator ``_``): quotes become separators;
+    lowercase; a comma between digits vanishes; every run of characters outside ``[-a-z0-9]``
+    becomes ``-`` (so ``_`` does too), runs of ``-`` one, none at either end; ``-`` becomes
+    ``_``. Home Assistant answers ``unknown`` when nothing is left. Entity ids are
+    ``<domain>.<this of the suggested object id>``."""
+    text = re.sub(r"'+", "-", text).lower()
+    text = re.sub(r"(?<=\d),(?=\d)", "", text)
+    text = re.sub(r"[^-a-z0-9]+", "-", text)
+    text = re.sub(r"-{2,}", "-", text).strip("-")
+    return text.replace("-", "_") or "unknown"
+
 
 MAIN_CLASS = {
     Family.DOOR: "door",
@@ -155,7 +176,10 @@ def test_discovery_covers_the_demo_site_with_unique_valid_ids(demo: SiteConfig) 
         assert m is not None, topic
         assert m["object_id"] == config["unique_id"]  # HA's advice: object_id = unique_id
         assert m["node_id"] == "demo"
-        assert config["default_entity_id"] == f"{m['component']}.{config['unique_id'].lower().replace('-', '_')}"
+        # What Home Assistant makes of the unique id, and what it keeps when given that.
+        domain, object_id = config["default_entity_id"].split(".")
+        assert (domain, object_id) == (m["component"], _ha_slugify(config["unique_id"]))
+        assert _ha_slugify(object_id) == object_id
         assert "object_id" not in config  # removed from Home Assistant in 2026.4
         assert config["state_topic"].startswith("sensegate/demo/")
         assert config["device"]["identifiers"] and config["device"]["name"]
@@ -266,6 +290,126 @@ def test_availability_is_the_gateway_status_topic(demo: SiteConfig) -> None:
         else:
             assert c["availability_topic"] == "sensegate/demo/status", topic
             assert (c["payload_available"], c["payload_not_available"]) == ("online", "offline")
+
+
+# ------------------------------------------------------------------------------ entity ids
+
+
+def _site_with_door(device_id: str, **home_assistant: Any) -> SiteConfig:
+    site = minimal_site(home_assistant=home_assistant)
+    door = {**site["devices"][0], "id": device_id, "mqtt": {"format": "zigbee2mqtt", "friendly_name": device_id}}
+    site["devices"].append(door)
+    return parse_config(site)
+
+
+def _door_entity(config: SiteConfig, device_id: str) -> tuple[str, dict[str, Any]]:
+    (topic,) = [e.config_topic for e in build_plan(config).entities if e.state_topic.endswith(f"/{device_id}/door")]
+    return topic, _configs(discovery_messages(config))[topic]
+
+
+@pytest.mark.parametrize(
+    ("text", "slug"),
+    [
+        ("3-502__door_", "3_502_door"),
+        ("__x__", "x"),
+        ("A--B", "a_b"),
+        ("-_-a_-_b-_-", "a_b"),
+        ("sensegate_demo_dev_1-1-101-smoke_smoke", "sensegate_demo_dev_1_1_101_smoke_smoke"),
+        ("___", "unknown"),  # never empty: Home Assistant's own answer
+    ],
+)
+def test_entity_slug_is_home_assistants_slugify(text: str, slug: str) -> None:
+    assert _entity_slug(text) == slug == _ha_slugify(text)
+
+
+@given(st.text(alphabet="abcXYZ019_-", min_size=1, max_size=30))
+def test_entity_slug_agrees_with_home_assistant_on_every_unique_id(text: str) -> None:
+    slug = _entity_slug(text)
+    assert slug == _ha_slugify(text)
+    assert _ha_slugify(slug) == slug  # what we send is kept as is
+    assert re.fullmatch(r"[a-z0-9]+(_[a-z0-9]+)*", slug)
+
+
+@pytest.mark.parametrize(
+    ("device_id", "home_assistant", "unique_id", "entity_id"),
+    [
+        (
+            "3-502__door_",
+            {},
+            "sensegate_gw-test_dev_3-502__door__door",
+            "binary_sensor.sensegate_gw_test_dev_3_502_door_door",
+        ),
+        ("A--B", {}, "sensegate_gw-test_dev_A--B_door", "binary_sensor.sensegate_gw_test_dev_a_b_door"),
+        # A dot is allowed in a device id but not in Home Assistant ids: replaced, and a hash added.
+        (
+            "3.502",
+            {},
+            "sensegate_gw-test_dev_3_502_507fc5_door",
+            "binary_sensor.sensegate_gw_test_dev_3_502_507fc5_door",
+        ),
+        (
+            "3-502-door",
+            {"node_id": "__x__"},
+            "sensegate___x___dev_3-502-door_door",
+            "binary_sensor.sensegate_x_dev_3_502_door_door",
+        ),
+    ],
+)
+def test_default_entity_id_is_the_one_home_assistant_creates(
+    device_id: str, home_assistant: dict[str, str], unique_id: str, entity_id: str
+) -> None:
+    topic, config = _door_entity(_site_with_door(device_id, **home_assistant), device_id)
+    assert config["default_entity_id"] == entity_id
+    # The unique id, and the discovery topic's object id, stay as they were: Home Assistant's
+    # registry knows an entity by its unique id, so changing it would orphan existing entities.
+    assert config["unique_id"] == unique_id
+    assert topic.split("/")[3] == unique_id
+    assert entity_id == f"binary_sensor.{_ha_slugify(unique_id)}"
+
+
+def test_the_documented_entity_ids_are_the_ones_announced() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "home-assistant.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| `([^`]+)`(?:, node id `([^`]+)`)? \| `([^`]+)` \| `([^`]+)` \|$", doc, re.MULTILINE)
+    assert len(rows) == 4
+    for device_id, node_id, unique_id, entity_id in rows:
+        _, config = _door_entity(_site_with_door(device_id, node_id=node_id or "demo"), device_id)
+        assert (config["unique_id"], config["default_entity_id"]) == (unique_id, entity_id)
+
+
+def test_chinese_ids_never_reach_an_entity_id() -> None:
+    # The site config takes ASCII ids only (Chinese goes into names) …
+    site = minimal_site()
+    site["devices"][0]["id"] = "三号楼门磁"
+    with pytest.raises(ConfigError, match=r"devices\[0\]\.id"):
+        parse_config(site)
+    # … and an id that had any would be made safe first: replaced, told apart by a hash.
+    assert _safe_id("三号楼") == "____1560dd"
+    assert _entity_slug(_safe_id("三号楼")) == "1560dd" == _ha_slugify(_safe_id("三号楼"))
+    assert _entity_slug(_safe_id("三号楼-门磁")) == "1a466d"
+    # Raw Chinese is refused, not guessed at: Home Assistant would transliterate it (san_hao_lou).
+    with pytest.raises(ValueError, match="unique id"):
+        _entity_slug("三号楼")
+
+
+def test_ids_that_slug_alike_are_told_apart_the_same_whatever_the_order() -> None:
+    site = minimal_site()
+    for n, device_id in enumerate(["a-b", "a_b", "A--B"]):
+        door = {**site["devices"][0], "id": device_id, "mqtt": {"format": "zigbee2mqtt", "friendly_name": f"x/{n}"}}
+        site["devices"].append(door)
+    config = parse_config(site)
+    ids = {d: _door_entity(config, d)[1]["default_entity_id"] for d in ("a-b", "a_b", "A--B")}
+    assert ids == {
+        "a-b": "binary_sensor.sensegate_gw_test_dev_a_b_door_9758f2",
+        "a_b": "binary_sensor.sensegate_gw_test_dev_a_b_door_1c5f3a",
+        "A--B": "binary_sensor.sensegate_gw_test_dev_a_b_door_34d06c",
+    }
+    site["devices"][-3:] = reversed(site["devices"][-3:])
+    reordered = parse_config(site)
+    assert {d: _door_entity(reordered, d)[1]["default_entity_id"] for d in ids} == ids
+    # Only the ones that clash: the others keep their plain slug.
+    assert (
+        _door_entity(config, "101-door")[1]["default_entity_id"] == "binary_sensor.sensegate_gw_test_dev_101_door_door"
+    )
 
 
 # ------------------------------------------------------------------------------ states
