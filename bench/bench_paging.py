@@ -81,6 +81,7 @@ class Incident:
     paged: float = math.nan  # time.monotonic() when the receiver had read the first page for it
     title: str = ""  # that page's title, as the person on duty reads it
     why: str = ""  # when never paged: what the gateway's store says
+    grouped: bool = False  # its first page listed it with other alarms (the storm's group window)
 
     @property
     def latency(self) -> float:
@@ -102,6 +103,7 @@ class RateRun:
     seconds: float = 0.0  # publishing, drain included
     other_pages: Counter[str] = field(default_factory=Counter)  # rule → pages no incident raised
     summaries: int = 0  # 【告警汇总】 messages (held alerts, sent when the hour frees up)
+    grouped: int = 0  # messages listing several alarms (notify.group_window)
     rejected: int = 0  # pages the receiver refused (a bad signature …)
     duplicates: int = 0
     rss: float = math.nan
@@ -169,14 +171,18 @@ def match_pages(run: RateRun, deliveries: Sequence[Delivery]) -> None:
         if body.get("kind") == "summary":
             run.summaries += 1
             continue
-        alert = body.get("alert") or {}
-        incident = by_device.get(str(alert.get("device_id", "")))
-        if incident is not None and alert.get("rule") in RULES[incident.kind] and d.at >= incident.published:
-            if math.isnan(incident.paged) or d.at < incident.paged:
-                incident.paged = d.at
-                incident.title = str(body.get("title", ""))
-        else:
-            run.other_pages[str(alert.get("rule", "?"))] += 1
+        # A storm's alarms to one person within the group window come as one "grouped" message.
+        grouped = body.get("kind") == "grouped"
+        run.grouped += grouped
+        for alert in (body.get("alert") or {}).get("alerts", ()) if grouped else [body.get("alert") or {}]:
+            incident = by_device.get(str(alert.get("device_id", "")))
+            if incident is not None and alert.get("rule") in RULES[incident.kind] and d.at >= incident.published:
+                if math.isnan(incident.paged) or d.at < incident.paged:
+                    incident.paged = d.at
+                    incident.title = str(body.get("title", ""))
+                    incident.grouped = grouped
+            else:
+                run.other_pages[str(alert.get("rule", "?"))] += 1
 
 
 def explain(store: Store, incidents: list[Incident]) -> None:
@@ -192,9 +198,13 @@ def explain(store: Store, incidents: list[Incident]) -> None:
         if not mine:
             incident.why = "no alert raised"
             continue
-        actions = {row.action for a in mine for row in store.alert_log(a.id)}
-        if "held" in actions:
+        rows = [row for a in mine for row in store.alert_log(a.id)]
+        actions = {row.action for row in rows}
+        held = {str((row.detail or {}).get("why", "")) for row in rows if row.action == "held"}
+        if "cap_per_hour" in held:
             incident.why = "held by the hourly cap"
+        elif held:
+            incident.why = f"held ({', '.join(sorted(held))})"
         elif "unrouted" in actions:
             incident.why = "alert not routed"
         elif "paged" in actions:
@@ -321,19 +331,25 @@ def ms(value: float) -> str:
 def report(runs: list[RateRun]) -> None:
     print()
     print(f"{'rate msg/s':>10}  {'incident':<8}  {'n':>3}  {'paged':>5}  {'p50 ms':>8}  {'p99 ms':>8}  "
-          f"{'max ms':>8}  never paged within 10 s")  # fmt: skip
+          f"{'max ms':>8}  {'grouped':>7}  {'alone p50':>9}  {'alone p99':>9}  never paged within 10 s")  # fmt: skip
     for run in runs:
         for kind in KINDS:
             mine = [i for i in run.incidents if i.kind == kind]
             lat = sorted(i.latency for i in mine if i.paged_in_time)
+            alone = sorted(i.latency for i in mine if i.paged_in_time and not i.grouped)
             never = [i for i in mine if not i.paged_in_time]
             whys = Counter(i.why for i in never)
             why = ", ".join(f"{w}: {n}" for w, n in whys.most_common())
             print(
                 f"{run.rate:>10g}  {LABEL[kind]:<8}  {len(mine):>3}  {len(lat):>5}  {ms(percentile(lat, 0.50)):>8}  "
-                f"{ms(percentile(lat, 0.99)):>8}  {ms(max(lat, default=math.nan)):>8}  {len(never)}"
+                f"{ms(percentile(lat, 0.99)):>8}  {ms(max(lat, default=math.nan)):>8}  {len(lat) - len(alone):>7}  "
+                f"{ms(percentile(alone, 0.50)):>9}  {ms(percentile(alone, 0.99)):>9}  {len(never)}"
                 + (f" ({why})" if why else "")
             )
+    print(
+        "grouped: first paged in one message with other alarms to the same person, sent at the end of the "
+        "storm's group window (notify.group_window, 5 s); alone: paged in a message of its own"
+    )
     if any(i.why == "held by the hourly cap" for run in runs for i in run.incidents):
         print(
             "held by the hourly cap: the person on duty had had notify.cap_per_hour messages on this channel "
@@ -347,7 +363,7 @@ def report(runs: list[RateRun]) -> None:
     for run in runs:
         other = ", ".join(f"{rule} {n}" for rule, n in run.other_pages.most_common()) or "none"
         print(
-            f"{run.rate:>10g} msg/s: other pages {other}; summaries {run.summaries}; "
+            f"{run.rate:>10g} msg/s: other pages {other}; summaries {run.summaries}; grouped messages {run.grouped}; "
             f"refused by the receiver {run.rejected}; duplicates {run.duplicates}"
         )
 
