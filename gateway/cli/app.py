@@ -522,8 +522,8 @@ def cmd_scenario_run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     level = args.log_level
-    if args.command == "demo" and level == "INFO":
-        level = "WARNING"
+    if args.command in ("demo", "scenario") and level == "INFO":
+        level = "WARNING"  # a scenario's links "opening" and devices "talking" are not news
     setup_logging(level)
     try:
         return int(args.func(args))
