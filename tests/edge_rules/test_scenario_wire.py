@@ -14,8 +14,12 @@ from typing import Any
 import pytest
 
 import gateway.scenario as scenario_module
+from drivers import zigbee2mqtt
+from gateway.models import Kind, Observation
 from gateway.scenario import ScenarioError, load_scenario, run_scenario
 from gateway.store import Store
+
+SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 
 SITE = """
 start = 2026-03-02T03:00:00
@@ -98,6 +102,25 @@ def press(at: str, while_down: bool = False, **flags: bool) -> str:
     extra = "".join(f", {k} = {json.dumps(v)}" for k, v in flags.items())
     held = "while_down = true\n" if while_down else ""
     return f'[[script]]\nat = "{at}"\n{held}mqtt = {{ topic = "{SOS_TOPIC}", payload = \'{PRESS}\'{extra} }}\n'
+
+
+def test_a_wire_scenario_sees_what_the_codec_says_and_an_event_scenario_cannot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue 10 as it was: a codec that reads the FDS315's low_posture as the fall cleared.
+    real = zigbee2mqtt.decode_state
+
+    def old_codec(payload: bytes, model: str, actions: Any = None) -> list[Observation]:
+        found = real(payload, model, actions)
+        if model == "FDS315" and b"low_posture" in payload:
+            return [Observation(Kind.FALL_CLEARED)]
+        return found
+
+    monkeypatch.setattr(zigbee2mqtt, "decode_state", old_codec)
+    wire = run_scenario(load_scenario(SCENARIOS / "wire_fds315_low_posture.toml"), tmp_path)
+    assert any(f.startswith("must not fire: fall_recovered") for f in wire.failures), wire.report()
+    events = run_scenario(load_scenario(SCENARIOS / "fall_low_posture.toml"), tmp_path)
+    assert events.passed  # its steps are already decoded: it cannot see the codec
 
 
 def test_a_malformed_wire_step_is_counted_skipped_and_must_be_expected(tmp_path: Path) -> None:
