@@ -17,9 +17,11 @@ import gateway.scenario as scenario_module
 from drivers import zigbee2mqtt
 from gateway.models import Kind, Observation
 from gateway.scenario import ScenarioError, load_scenario, run_scenario
+from gateway.scenario_wire import ModbusStep, MqttStep, OsdpStep, SerialStep
 from gateway.store import Store
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
+FILES = sorted(SCENARIOS.glob("*.toml"))
 
 SITE = """
 start = 2026-03-02T03:00:00
@@ -102,6 +104,29 @@ def press(at: str, while_down: bool = False, **flags: bool) -> str:
     extra = "".join(f", {k} = {json.dumps(v)}" for k, v in flags.items())
     held = "while_down = true\n" if while_down else ""
     return f'[[script]]\nat = "{at}"\n{held}mqtt = {{ topic = "{SOS_TOPIC}", payload = \'{PRESS}\'{extra} }}\n'
+
+
+def wire_steps(path: Path) -> set[str]:
+    """Which driver families a scenario's wire steps speak."""
+    sc = load_scenario(path)
+    protocols = {d.id: d.serial.protocol for d in sc.config.devices if d.serial is not None}
+    found: set[str] = set()
+    for step in sc.steps:
+        for s in (step.wire, *step.held):
+            if isinstance(s, MqttStep):
+                found.add("native" if s.topic.startswith("sensegate/") else s.topic.split("/")[0])
+            elif isinstance(s, SerialStep):
+                found.add(protocols[s.device])
+            elif isinstance(s, ModbusStep):
+                found.add("modbus")
+            elif isinstance(s, OsdpStep):
+                found.add("osdp")
+    return found
+
+
+def test_every_driver_family_has_a_wire_scenario() -> None:
+    families = set().union(*(wire_steps(p) for p in FILES))
+    assert {"zigbee2mqtt", "rtl_433", "native", "mr60fda1", "mr60fda2", "modbus", "osdp"} <= families
 
 
 def test_a_wire_scenario_sees_what_the_codec_says_and_an_event_scenario_cannot(
