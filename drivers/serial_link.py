@@ -231,6 +231,32 @@ class SerialLink:
             log.warning("%s: device lost (%s): %s", self.name, reason, detail)
             await handle(LinkDown(self.clock.now(), reason, detail))
 
+    def receive(self, buffer: bytearray, chunk: bytes) -> list[LinkItem]:
+        """One chunk read from the port: append it to ``buffer``, cut the whole frames out,
+        count bytes, garbage and bad checksums. Returns ``[LinkUp, Frames]`` for the first
+        frames after an open (the device is talking), ``[Frames]`` after that, ``[]`` while
+        no frame is complete. The scenario runner feeds a step's bytes through this too."""
+        self.counters.bytes += len(chunk)
+        buffer += chunk
+        result = self.codec.split(buffer)
+        del buffer[: result.used]
+        if len(buffer) > MAX_BUFFER:  # cannot happen with a sane codec; never grow unbounded
+            self.counters.resync_bytes += len(buffer)
+            buffer.clear()
+        self.counters.resync_bytes += result.skipped
+        self.counters.bad_checksums += result.bad_checksums
+        if not result.frames:
+            return []
+        self.counters.frames += len(result.frames)
+        now = self.clock.now()
+        items: list[LinkItem] = []
+        if self.online is not True:
+            self.online = True
+            log.info("%s: device talking on %s", self.name, self.path)
+            items.append(LinkUp(now))
+        items.append(Frames(now, tuple(result.frames)))
+        return items
+
     async def _session(self, port: Port, handle: Callable[[LinkItem], Awaitable[None]]) -> bool:
         """Read one open port until it fails or goes silent. True if any valid frame came."""
         for command in self.startup:
@@ -266,26 +292,13 @@ class SerialLink:
                 except TransportError as exc:
                     await self._down(handle, "silent" if silent else "read_error", str(exc))
                     return talked
-                self.counters.bytes += len(chunk)
-                buffer += chunk
-                result = self.codec.split(buffer)
-                del buffer[: result.used]
-                if len(buffer) > MAX_BUFFER:  # cannot happen with a sane codec; never grow unbounded
-                    self.counters.resync_bytes += len(buffer)
-                    buffer.clear()
-                self.counters.resync_bytes += result.skipped
-                self.counters.bad_checksums += result.bad_checksums
-                if not result.frames:
+                items = self.receive(buffer, chunk)
+                if not items:
                     continue
-                self.counters.frames += len(result.frames)
                 last_frame = self.clock.monotonic()
-                now = self.clock.now()
                 talked = True
-                if self.online is not True:
-                    self.online = True
-                    log.info("%s: device talking on %s", self.name, self.path)
-                    await handle(LinkUp(now))
-                await handle(Frames(now, tuple(result.frames)))
+                for item in items:
+                    await handle(item)
         finally:
             dog.cancel()
             # Not `suppress(CancelledError): await dog`: a cancel of this task arriving now would

@@ -75,6 +75,13 @@ class VirtualClock:
         for _ in range(5):
             await asyncio.sleep(0)
 
+    def next_wake(self) -> float | None:
+        """The earliest deadline a sleeper still waits for (None: nobody is asleep), so a driver
+        of the clock can stop exactly there."""
+        while self._sleepers and self._sleepers[0][2].done():  # cancelled sleepers
+            heapq.heappop(self._sleepers)
+        return self._sleepers[0][0] if self._sleepers else None
+
     def set(self, when: float) -> None:
         """Jump to an absolute time without waking anyone (for setting up a scenario)."""
         self._now = when

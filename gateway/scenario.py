@@ -1,45 +1,83 @@
-"""Scenario runner: a site, a script of events at virtual times, the alerts expected.
+"""Scenario runner: a site, a script of steps at virtual times, the alerts, pages and visits expected.
 
 ``sensegate scenario run FILE`` loads a scenario TOML (format: scenarios/README.md), runs the
-real store and alert path (gateway/alerts/path.py) with the site's rules on a virtual clock — a
-simulated week in well under a second — prints the alert timeline and a verdict.
+real store, alert path (gateway/alerts/path.py), visit tracker and notifier with the site's
+rules on a virtual clock — a simulated week in well under a second — prints the alert
+timeline, what people did and were paged, and a verdict.
 
-A step is stored with ``Store.append`` and handed to ``AlertPath.process`` exactly as the
-runtime does; before each step and at the end the clock is set and ``tick()`` fires the
-deadlines that passed. A ``restart`` step closes the store, reopens it and runs ``catch_up()``
-(a gateway crash and reboot, optionally after being ``down`` for a while).
+A step is an event as the rules see it (stored with ``Store.append``), or a wire message fed
+through the gateway's own ingest (``gateway.scenario_wire``), either way handed to the alert
+path and the visit tracker as the runtime does; or a person's acknowledgement or resolution
+(``AlertPath.acknowledge`` / ``resolve``). Between steps the clock stops at every rule and
+visit deadline (then ``tick()``) and at every time the notifier's tasks sleep until, so
+ladders climb and channels deliver — to recording twins, never out — at their own times. A
+``restart`` step stops the gateway cleanly (``restart = true``) or abandons its store as a
+SIGKILL or a power cut would (``restart = "kill"``), is ``down`` for a while, and boots a new
+one on the same file: ``catch_up()``, then the MQTT messages the broker held meanwhile.
 """
 
 from __future__ import annotations
 
-import re
+import asyncio
+import functools
 import sys
 import tempfile
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any, TextIO
-from zoneinfo import ZoneInfo
 
 from edge_rules.schedule import parse_duration
-from gateway.alerts.path import AlertPath, Transition
+from gateway.alerts.channels.base import Notification
+from gateway.alerts.notify import Notifier
+from gateway.alerts.path import AlertPath, LifecycleError, Transition
+from gateway.care.visits import VisitTracker
 from gateway.clock import VirtualClock
 from gateway.errors import ConfigError, SenseGateError
-from gateway.models import Event, Kind
+from gateway.models import Event, Kind, Location
+from gateway.scenario_expect import (
+    TRANSITIONS,
+    TZ,
+    Expect,
+    Expectations,
+    Records,
+    Seen,
+    at_time,
+    day_time,
+    only,
+    records,
+    req,
+    seen,
+    tables,
+    verdict,
+)
+from gateway.scenario_wire import WIRE_KEYS, Broker, MqttStep, Wire, WireStep, parse_wire
 from gateway.site.config import SiteConfig, load_config, parse_config, site_rules
 from gateway.site.registry import Registry
 from gateway.store import Store
 
-TZ = ZoneInfo("Asia/Shanghai")
-SITE_KEYS = ("gateway", "buildings", "households", "residents", "devices", "rules", "alerts")
-TRANSITIONS = frozenset({"raised", "updated", "repeated", "escalated", "downgraded", "resolved"})
-_AT = re.compile(r"^(?:day\s+(\d+)\s+)?(\d{1,2}):(\d{2})(?::(\d{2}))?$")
+__all__ = ["TRANSITIONS", "Result", "Scenario", "ScenarioError", "Seen", "load_scenario", "run_files", "run_scenario"]
+
+SITE_KEYS = ("gateway", "buildings", "households", "residents", "devices", "rules", "alerts", "staff", "visitors",
+             "visits", "roster", "channels", "ladders", "routes", "notify", "modbus_buses", "osdp_buses",
+             "modbus_profiles")  # fmt: skip
+CHECKPOINT_EVERY = 10.0  # the runtime's housekeeping saves quiet cursors this often (seconds)
 
 
 class ScenarioError(SenseGateError):
     """The scenario file itself is wrong (exit 2), as opposed to a failed expectation."""
+
+
+@dataclass(frozen=True, slots=True)
+class Person:
+    action: str  # "ack" | "resolve"
+    rule: str  # the open alert's rule
+    by: str
+    household: str = ""
+    device: str = ""
+    note: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,37 +86,12 @@ class Step:
     device: str = ""
     kind: Kind | None = None
     values: Mapping[str, Any] = field(default_factory=dict)
-    restart: bool = False
+    restart: str = ""  # "clean" | "kill"
     down: float = 0.0  # restart: seconds the gateway stays down before booting
-
-
-@dataclass(frozen=True, slots=True)
-class Expect:
-    rule: str
-    transitions: frozenset[str]
-    severity: int | None = None
-    household: str = ""
-    subject: str = ""
-    device: str = ""
-    building: str = ""
-    message: str = ""  # a part of the alert's message_zh (after the transition)
-    start: float | None = None
-    end: float | None = None
-
-    def describe(self, fmt: Callable[[float], str]) -> str:
-        parts = [self.rule]
-        for name in ("household", "subject", "device", "building"):
-            if getattr(self, name):
-                parts.append(f"{name}={getattr(self, name)}")
-        if self.severity is not None:
-            parts.append(f"severity={self.severity}")
-        if self.message:
-            parts.append(f"message~{self.message!r}")
-        if self.transitions not in (TRANSITIONS, TRANSITIONS - {"resolved"}):
-            parts.append("/".join(sorted(self.transitions)))
-        if self.start is not None and self.end is not None:
-            parts.append(f"between {fmt(self.start)} and {fmt(self.end)}")
-        return " ".join(parts)
+    wire: WireStep | None = None
+    person: Person | None = None
+    while_down: bool = False  # an MQTT message published while the gateway is down
+    held: tuple[MqttStep, ...] = ()  # restart: what the broker delivers at boot
 
 
 @dataclass(slots=True)
@@ -90,22 +103,15 @@ class Scenario:
     start: float
     end: float
     steps: list[Step]
-    expect: list[Expect]
-    expect_not: list[Expect]
-    expect_none: bool
+    checks: Expectations
 
+    @property
+    def expect(self) -> list[Expect]:
+        return self.checks.expect
 
-@dataclass(frozen=True, slots=True)
-class Seen:
-    at: float
-    kind: str
-    rule: str
-    severity: int
-    message_zh: str
-    household: str  # "building/unit/household number" of the alert's location
-    building: str
-    device: str
-    dedup_key: str
+    @property
+    def expect_not(self) -> list[Expect]:
+        return self.checks.expect_not
 
 
 @dataclass(slots=True)
@@ -113,6 +119,7 @@ class Result:
     scenario: Scenario
     timeline: list[Seen]
     failures: list[str]
+    records: Records = field(default_factory=dict)  # "page", "trail", "visit" (gateway.scenario_expect)
 
     @property
     def passed(self) -> bool:
@@ -125,8 +132,15 @@ class Result:
             lines.append(f"   {s.description}")
         if not self.timeline:
             lines.append("   (no alert)")
-        for t in self.timeline:
-            lines.append(f"   {_fmt(s.start, t.at)}  {t.kind:<10} {t.rule:<24} 级{t.severity}  {t.message_zh}")
+        shown = [(t.at, f"{t.kind:<10} {t.rule:<24} 级{t.severity}  {t.message_zh}") for t in self.timeline]
+        for r in self.records.get("trail", []):  # what people did
+            if r["action"] in ("acknowledged", "resolved") and not str(r["by"]).startswith("rule:"):
+                shown.append((r["at"], f"{r['action']:<10} {'/'.join(r['rule']):<24} by {r['by']}"))
+        for p in self.records.get("page", []):  # what the channels delivered
+            tier = f"tier {p['tier']}" if p["tier"] else "notice"
+            shown.append((p["at"], f"{'page':<10} {p['rule']:<24} {tier} {p['kind']} via {p['channel']} → "
+                                   f"{', '.join(p['to']) or '(group)'}"))  # fmt: skip
+        lines.extend(f"   {day_time(s.start, at)}  {text}" for at, text in sorted(shown, key=lambda x: x[0]))
         lines.extend(f"   MISMATCH: {f}" for f in self.failures)
         lines.append(f"   {'PASS' if self.passed else 'FAIL'}")
         return "\n".join(lines)
@@ -151,59 +165,112 @@ def load_scenario(path: str | Path) -> Scenario:
 
 
 def _parse(p: Path, data: dict[str, Any]) -> Scenario:
-    known = {"name", "description", "site", "start", "end", "script", "expect", "expect_not", "expect_none", *SITE_KEYS}
-    unknown = sorted(set(data) - known)
+    unknown = sorted(
+        set(data) - {"name", "description", "site", "start", "end", "script", *SITE_KEYS, *Expectations.KEYS}
+    )
     if unknown:
         raise ValueError(f"unknown keys {unknown}")
     config = _site(p, data)
     start = _start(data.get("start"))
-    end = _at(str(data.get("end", "day 7 00:00")), start, start)
-    registry_ids = {d.id for d in config.devices}
+    end = at_time(str(data.get("end", "day 7 00:00")), start, start)
+    steps = _steps(data, Registry(config), start)
+    if steps and steps[-1].at > end:
+        raise ValueError(f"end: the script runs past the end ({day_time(start, end)})")
+    checks = Expectations.parse(data, start)
+    return Scenario(
+        p, str(data.get("name", p.stem)), str(data.get("description", "")), config, start, end, steps, checks
+    )
+
+
+def _steps(data: dict[str, Any], registry: Registry, start: float) -> list[Step]:
     steps: list[Step] = []
     previous = start
-    for i, raw in enumerate(_tables(data, "script")):
+    for i, raw in enumerate(tables(data, "script")):
         where = f"script[{i}]"
-        at = _at(_req(raw, "at", where), start, previous)
+        at = at_time(req(raw, "at", where), start, previous)
         if at < start:
             raise ValueError(f"{where}.at: before the start")
-        if raw.get("restart"):
-            _only(raw, {"at", "restart", "down"}, where)
-            steps.append(Step(at, restart=True, down=parse_duration(raw["down"]) if "down" in raw else 0.0))
-            previous = at
+        previous = at
+        if "restart" in raw:
+            only(raw, {"at", "restart", "down"}, where)
+            how = {True: "clean", "kill": "kill"}.get(raw["restart"])
+            if how is None:
+                raise ValueError(f'{where}.restart: true (a clean stop) or "kill" (SIGKILL, power cut)')
+            steps.append(Step(at, restart=how, down=parse_duration(raw["down"]) if "down" in raw else 0.0))
             continue
-        _only(raw, {"at", "device", "kind", "values", "every", "until"}, where)
-        device = _req(raw, "device", where)
-        if device not in registry_ids:
+        if "ack" in raw or "resolve" in raw:
+            only(raw, {"at", "ack", "resolve", "every", "until"}, where)
+            action = "ack" if "ack" in raw else "resolve"
+            table = raw[action]
+            if ("ack" in raw and "resolve" in raw) or not isinstance(table, dict):
+                raise ValueError(f"{where}: one ack = {{…}} or resolve = {{…}} table")
+            only(table, {"alert_rule", "by", "household", "device", "note"}, f"{where}.{action}")
+            rule, by = req(table, "alert_rule", f"{where}.{action}"), req(table, "by", f"{where}.{action}")
+            extra = {k: str(table.get(k, "")) for k in ("household", "device", "note")}
+            person = Person(action, rule, by, **extra)
+            steps.extend(Step(t, person=person) for t in _times(raw, at, start))
+            continue
+        wire = [k for k in WIRE_KEYS if k in raw]
+        if wire:
+            only(raw, {"at", wire[0], "every", "until", "while_down"}, where)
+            if raw.get("while_down") and wire[0] != "mqtt":
+                raise ValueError(f"{where}.while_down: only the broker keeps messages while the gateway is down")
+            message = parse_wire(wire[0], raw[wire[0]], where, registry)
+            steps.extend(Step(t, wire=message, while_down=bool(raw.get("while_down"))) for t in _times(raw, at, start))
+            continue
+        only(raw, {"at", "device", "kind", "values", "every", "until"}, where)
+        device = req(raw, "device", where)
+        if device not in registry.devices:
             raise ValueError(f"{where}.device: no device {device!r} in the site")
         try:
-            kind = Kind(_req(raw, "kind", where))
+            kind = Kind(req(raw, "kind", where))
         except ValueError:
             raise ValueError(f"{where}.kind: expected one of {[k.value for k in Kind]}") from None
         values = raw.get("values", {})
         if not isinstance(values, dict):
             raise ValueError(f"{where}.values: expected a table")
-        times = [at]
-        if "every" in raw:
-            every = parse_duration(raw["every"])
-            until = _at(_req(raw, "until", where), start, at)
-            while times[-1] + every <= until:
-                times.append(times[-1] + every)
-        steps.extend(Step(t, device, kind, values) for t in times)
-        previous = at
+        steps.extend(Step(t, device, kind, values) for t in _times(raw, at, start))
     steps.sort(key=lambda s: s.at)  # stable: same-time steps keep the file's order
-    if steps and steps[-1].at > end:
-        raise ValueError(f"end: the script runs past the end ({_fmt(start, end)})")
-    expect = [_expect(raw, f"expect[{i}]", start, True) for i, raw in enumerate(_tables(data, "expect"))]
-    expect_not = [_expect(raw, f"expect_not[{i}]", start, False) for i, raw in enumerate(_tables(data, "expect_not"))]
-    expect_none = data.get("expect_none", False)
-    if not isinstance(expect_none, bool):
-        raise ValueError("expect_none: expected true or false")
-    if expect_none and expect:
-        raise ValueError("expect_none = true with [[expect]] entries")
-    return Scenario(
-        p, str(data.get("name", p.stem)), str(data.get("description", "")), config, start, end, steps, expect,
-        expect_not, expect_none,
-    )  # fmt: skip
+    return _hold(steps, start)
+
+
+def _times(raw: dict[str, Any], at: float, start: float) -> list[float]:
+    """The step's time, and its repeats: ``every = "1h"`` up to ``until``."""
+    times = [at]
+    if "every" in raw:
+        every = parse_duration(raw["every"])
+        until = at_time(req(raw, "until", "every … until"), start, at)
+        while times[-1] + every <= until:
+            times.append(times[-1] + every)
+    return times
+
+
+def _hold(steps: list[Step], start: float) -> list[Step]:
+    """Attach each ``while_down`` message to the restart whose down time it falls in (the
+    broker delivers it at boot); nothing else may happen while the gateway is down."""
+    out: list[Step] = []
+    down: tuple[int, float, float] | None = None  # (index in out, from, until)
+    for s in steps:
+        if down is not None and s.at >= down[2]:
+            down = None
+        if down is not None:
+            if not s.while_down:
+                raise ValueError(
+                    f"script: the step at {day_time(start, s.at)} falls while the gateway is down "
+                    "(only MQTT messages marked while_down can)"
+                )
+            assert isinstance(s.wire, MqttStep)
+            r = out[down[0]]
+            out[down[0]] = Step(r.at, restart=r.restart, down=r.down, held=(*r.held, s.wire))
+            continue
+        if s.while_down:
+            raise ValueError(
+                f"script: the while_down message at {day_time(start, s.at)} falls outside every restart's down time"
+            )
+        out.append(s)
+        if s.restart and s.down > 0:
+            down = (len(out) - 1, s.at, s.at + s.down)
+    return out
 
 
 def _site(p: Path, data: dict[str, Any]) -> SiteConfig:
@@ -218,7 +285,7 @@ def _site(p: Path, data: dict[str, Any]) -> SiteConfig:
     devices = []
     for d in inline["devices"]:
         d = dict(d)
-        if not any(k in d for k in ("mqtt", "serial", "modbus")):
+        if not any(k in d for k in ("mqtt", "serial", "modbus", "osdp")):
             d["mqtt"] = {"format": "native"}
         d.setdefault("model", "scenario")
         devices.append(d)
@@ -240,87 +307,168 @@ def _start(value: object) -> float:
     return dt.timestamp()
 
 
-def _at(value: str, start: float, previous: float) -> float:
-    """``"03:12"`` (day 1 = the start's date), ``"day 2 03:12"``, ``"+30m"`` (after ``previous``)."""
-    value = value.strip()
-    if value.startswith("+"):
-        return previous + parse_duration(value[1:])
-    m = _AT.match(value)
-    if m is None:
-        raise ValueError(f'time {value!r}: expected "HH:MM", "day N HH:MM" or "+30m"')
-    day, hh, mm, ss = int(m[1] or 1), int(m[2]), int(m[3]), int(m[4] or 0)
-    if day < 1 or hh > 23 or mm > 59 or ss > 59:
-        raise ValueError(f"time {value!r}: out of range")
-    first = datetime.fromtimestamp(start, TZ).date()
-    return datetime.combine(first + timedelta(days=day - 1), time(hh, mm, ss), tzinfo=TZ).timestamp()
-
-
-def _expect(raw: dict[str, Any], where: str, start: float, positive: bool) -> Expect:
-    _only(
-        raw,
-        {"rule", "severity", "transition", "household", "subject", "device", "building", "message", "at", "within"},
-        where,
-    )
-    transition = raw.get("transition")
-    if transition is None:
-        # expected: any transition but a resolution; must not fire: any transition at all
-        transitions = TRANSITIONS - {"resolved"} if positive else TRANSITIONS
-    else:
-        names = [transition] if isinstance(transition, str) else list(transition)
-        bad = [n for n in names if n not in TRANSITIONS]
-        if bad:
-            raise ValueError(f"{where}.transition: {bad} not in {sorted(TRANSITIONS)}")
-        transitions = frozenset(names)
-    lo = hi = None
-    if "at" in raw:
-        lo = _at(str(raw["at"]), start, start)
-        hi = lo + parse_duration(raw.get("within", "1m"))
-    severity = raw.get("severity")
-    if severity is not None and not isinstance(severity, int):
-        raise ValueError(f"{where}.severity: expected 1–4")
-    return Expect(
-        rule=_req(raw, "rule", where),
-        transitions=transitions,
-        severity=severity,
-        household=str(raw.get("household", "")),
-        subject=str(raw.get("subject", "")),
-        device=str(raw.get("device", "")),
-        building=str(raw.get("building", "")),
-        message=str(raw.get("message", "")),
-        start=lo,
-        end=hi,
-    )
-
-
-def _tables(data: dict[str, Any], key: str) -> list[dict[str, Any]]:
-    value = data.get(key, [])
-    if isinstance(value, dict):
-        value = [value]
-    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
-        raise ValueError(f"{key}: expected [[{key}]] tables")
-    return value
-
-
-def _req(raw: dict[str, Any], key: str, where: str) -> str:
-    if key not in raw:
-        raise ValueError(f"{where}.{key}: missing")
-    return str(raw[key])
-
-
-def _only(raw: dict[str, Any], allowed: set[str], where: str) -> None:
-    extra = sorted(set(raw) - allowed)
-    if extra:
-        raise ValueError(f"{where}: unknown keys {extra} (allowed: {sorted(allowed)})")
-
-
-def _fmt(start: float, t: float) -> str:
-    first = datetime.fromtimestamp(start, TZ).date()
-    dt = datetime.fromtimestamp(t, TZ)
-    day = (dt.date() - first).days + 1
-    return f"day {day} {dt:%H:%M:%S}"
-
-
 # ---------------------------------------------------------------------- running
+
+
+class RecordingChannel:
+    """A channel twin: it takes every notification and sends nothing anywhere."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.sent: list[Notification] = []
+
+    async def open(self) -> None:
+        return None
+
+    async def send(self, note: Notification) -> None:
+        self.sent.append(note)
+
+    async def close(self) -> None:
+        return None
+
+
+async def _settle() -> None:
+    for _ in range(30):  # let woken tasks run to their next wait
+        await asyncio.sleep(0)
+
+
+class _Run:
+    """One run: the gateway's parts on one store file, booted again after every restart."""
+
+    def __init__(self, scenario: Scenario, db: Path) -> None:
+        self.s = scenario
+        self.db = db
+        self.config = scenario.config
+        self.registry = Registry(self.config)
+        self.rules = site_rules(self.config)
+        self.clock = VirtualClock(scenario.start)
+        self.seen: list[Transition] = []
+        self.failures: list[str] = []
+        self.twins = {c.id: RecordingChannel(c.id) for c in self.config.channels}
+        self.broker = Broker()
+        self.abandoned: list[Store] = []  # killed: never closed while the run goes on
+        self.tasks: list[asyncio.Task[None]] = []
+
+    async def boot(self) -> None:
+        self.store = Store(self.db, synchronous="normal")
+        self.alerts = AlertPath(
+            self.registry, self.store, self.clock, self.config.topic_prefix, self.rules,
+            self.config.alerts.repeat_window, self._on_transition,
+            flap_threshold=self.config.alerts.flap_threshold, flap_window=self.config.alerts.flap_window,
+        )  # fmt: skip
+        self.visits = VisitTracker(self.config, self.store, self.clock, self.alerts, self.rules)
+        self.notifier = Notifier(
+            self.config, self.store, self.clock, self.alerts, self.twins, timezone=self.rules.settings.timezone
+        )
+        self.wire = Wire(self.config, self.registry, self.store, self.clock, self._on_stored, self.broker)
+        self.alerts.catch_up()
+        self.visits.catch_up()
+        self.checkpointed = self.clock.now()
+        self.tasks = [asyncio.create_task(self.notifier.run_ladders())]
+        self.tasks += [asyncio.create_task(self.notifier.run_channel(n)) for n in self.twins]
+        await _settle()
+
+    async def stop(self, kill: bool) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        if kill:
+            self.abandoned.append(self.store)  # no checkpoint, no close: as the process died
+        else:
+            self.alerts.checkpoint()
+            self.visits.checkpoint()
+            self.store.close()
+
+    def _on_transition(self, t: Transition) -> None:
+        self.seen.append(t)
+        self.notifier.on_transition(t)
+
+    async def _on_stored(self, events: list[Event]) -> None:
+        self.alerts.process(events)
+        self.visits.process(events)
+
+    async def advance_to(self, target: float) -> None:
+        """Move the clock to ``target``, stopping at every rule, visit and notifier deadline."""
+        while True:
+            now = self.clock.now()
+            due = [self.alerts.next_deadline(), self.visits.next_deadline(), self.clock.next_wake()]
+            stop = min([target, *(d for d in due if d is not None and d > now)])
+            if stop > now:
+                await self.clock.advance(stop - now)
+            await _settle()
+            self.alerts.tick()
+            self.visits.tick()
+            await _settle()
+            if self.clock.now() - self.checkpointed >= CHECKPOINT_EVERY:
+                self.alerts.checkpoint()
+                self.visits.checkpoint()
+                self.checkpointed = self.clock.now()
+            if stop >= target:
+                return
+
+    async def step(self, step: Step) -> None:
+        await self.advance_to(step.at)
+        if step.restart:
+            await self.stop(kill=step.restart == "kill")
+            self.clock.set(step.at + step.down)  # nothing runs while it is down
+            await self.boot()
+            if step.held:
+                await self.wire.deliver(list(step.held))
+        elif step.person is not None:
+            self._person(step.person)
+        elif step.wire is not None:
+            await self.wire.feed(step.wire)
+        else:
+            assert step.kind is not None
+            entry = self.registry.devices[step.device]
+            event = Event(
+                device_id=entry.id, family=entry.family, kind=step.kind, event_time=step.at, received_at=step.at,
+                model=entry.model, location=entry.location, values=dict(step.values), source="scenario",
+            )  # fmt: skip
+            await self._on_stored(self.store.append([event], {}, now=step.at))
+        await _settle()
+
+    def _person(self, p: Person) -> None:
+        when = day_time(self.s.start, self.clock.now())
+        found = [
+            a
+            for a in self.store.alerts(open_only=True, limit=100_000)
+            if a.rule == p.rule
+            and (not p.device or a.device_id == p.device)
+            and (not p.household or self.household_id(a.location) == p.household)
+        ]
+        if len(found) != 1:
+            self.failures.append(f"{p.action} at {when}: {len(found)} open {p.rule} alerts match, expected one")
+            return
+        act = self.alerts.acknowledge if p.action == "ack" else self.alerts.resolve
+        try:
+            act(found[0].id, p.by, "scenario", p.note)
+        except LifecycleError as exc:
+            self.failures.append(f"{p.action} at {when}: {exc}")
+
+    def household_id(self, loc: Location) -> str:
+        for h in self.registry.households.values():
+            if (h.building, h.unit, h.number or h.id) == (loc.building, loc.unit, loc.household):
+                return h.id
+        return ""
+
+    async def run(self) -> Result:
+        await self.boot()
+        try:
+            for step in self.s.steps:
+                await self.step(step)
+            await self.advance_to(max(self.s.end, self.clock.now()))
+            timeline = [seen(t) for t in self.seen if t.actor.startswith("rule:")]
+            found = records(self.store, timeline, self.household_id)
+            failures = self.failures + verdict(
+                self.s.checks, self.registry, timeline, found, self.store, self.config, self.clock.now(),
+                self.rules.settings.timezone, functools.partial(day_time, self.s.start),
+            )  # fmt: skip
+        finally:
+            await self.stop(kill=False)
+            for store in self.abandoned:
+                store.close()
+        return Result(self.s, timeline, failures, found)
 
 
 def run_scenario(scenario: Scenario, data_dir: Path | None = None) -> Result:
@@ -328,126 +476,13 @@ def run_scenario(scenario: Scenario, data_dir: Path | None = None) -> Result:
     if data_dir is None:
         with tempfile.TemporaryDirectory(prefix="sensegate-scenario-") as tmp:
             return run_scenario(scenario, Path(tmp))
-    config = scenario.config
-    registry = Registry(config)
-    rules = site_rules(config)
-    clock = VirtualClock(scenario.start)
-    seen: list[Transition] = []
     db = data_dir / "scenario.sqlite3"
     for stale in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
         stale.unlink(missing_ok=True)  # a fresh store: a run never sees another run's alerts
-
-    def boot(store: Store) -> AlertPath:
-        return AlertPath(
-            registry,
-            store,
-            clock,
-            config.topic_prefix,
-            rules,
-            config.alerts.repeat_window,
-            seen.append,
-            flap_threshold=config.alerts.flap_threshold,
-            flap_window=config.alerts.flap_window,
-        )
-
-    store = Store(db, synchronous="normal")
-    alerts = boot(store)
-    alerts.catch_up()
-    try:
-        for step in scenario.steps:
-            clock.set(step.at)
-            alerts.tick()
-            if step.restart:
-                store.close()
-                clock.set(step.at + step.down)
-                store = Store(db, synchronous="normal")
-                alerts = boot(store)
-                alerts.catch_up()
-                continue
-            assert step.kind is not None
-            entry = registry.devices[step.device]
-            event = Event(
-                device_id=entry.id,
-                family=entry.family,
-                kind=step.kind,
-                event_time=step.at,
-                received_at=step.at,
-                model=entry.model,
-                location=entry.location,
-                values=dict(step.values),
-                source="scenario",
-            )
-            alerts.process(store.append([event], {}, now=step.at))
-            alerts.checkpoint()  # the runtime checkpoints every few seconds
-        clock.set(max(scenario.end, clock.now()))
-        alerts.tick()
-    finally:
-        store.close()
-    timeline = [_seen(t) for t in seen]
-    return Result(scenario, timeline, _verdict(scenario, registry, timeline))
+    return asyncio.run(_Run(scenario, db).run())
 
 
-def _seen(t: Transition) -> Seen:
-    a = t.alert
-    if t.kind == "raised":
-        at = a.raised_at
-    elif t.kind == "resolved" and a.resolved_at is not None:
-        at = a.resolved_at
-    else:
-        at = a.last_seen
-    loc = a.location
-    return Seen(
-        at, t.kind, a.rule, int(a.severity), a.message_zh, f"{loc.building}/{loc.unit}/{loc.household}",
-        loc.building, a.device_id, a.dedup_key,
-    )  # fmt: skip
-
-
-def _matches(e: Expect, s: Seen, registry: Registry, window: bool = True) -> bool:
-    if s.rule != e.rule or s.kind not in e.transitions:
-        return False
-    if e.severity is not None and s.severity != e.severity:
-        return False
-    if e.household:
-        h = registry.households.get(e.household)
-        want = f"{h.building}/{h.unit}/{h.number or h.id}" if h else e.household
-        if s.household != want:
-            return False
-    if e.subject and s.dedup_key.rsplit(":", 1)[-1] != e.subject:
-        return False
-    if e.device and s.device != e.device:
-        return False
-    if e.building and s.building != e.building:
-        return False
-    if e.message and e.message not in s.message_zh:
-        return False
-    return not window or e.start is None or e.end is None or e.start <= s.at <= e.end
-
-
-def _verdict(scenario: Scenario, registry: Registry, timeline: list[Seen]) -> list[str]:
-    def fmt(t: float) -> str:
-        return _fmt(scenario.start, t)
-
-    failures: list[str] = []
-    used: set[int] = set()
-    for e in scenario.expect:
-        hit = next((i for i, s in enumerate(timeline) if i not in used and _matches(e, s, registry)), None)
-        if hit is not None:
-            used.add(hit)
-            continue
-        near = [s for s in timeline if s.rule == e.rule]
-        found = "; ".join(f"{s.kind} {s.rule} 级{s.severity} at {fmt(s.at)}" for s in near) or "nothing like it"
-        failures.append(f"expected {e.describe(fmt)}; found {found}")
-    for e in scenario.expect_not:
-        for s in timeline:
-            if _matches(e, s, registry):
-                failures.append(f"must not fire: {e.describe(fmt)}; got {s.kind} at {fmt(s.at)}: {s.message_zh}")
-    if scenario.expect_none and timeline:
-        for s in timeline:
-            failures.append(f"expected no alert at all; got {s.kind} {s.rule} 级{s.severity} at {fmt(s.at)}")
-    return failures
-
-
-def run_files(paths: list[str], out: TextIO | None = None) -> int:
+def run_files(paths: Iterable[str], out: TextIO | None = None) -> int:
     """Run each file and print its timeline: 0 all passed, 1 a mismatch, 2 a bad file."""
     stream = out if out is not None else sys.stdout
     code = 0

@@ -505,8 +505,9 @@ def parser() -> argparse.ArgumentParser:
     sr = sc.add_parser(
         "run",
         help="run scenarios on a virtual clock; print each alert timeline and verdict",
-        description="Run each scenario (site, scripted events, expected alerts) through the store and the alert "
-        "path on a virtual clock. Exit 0 if all pass, 1 on any mismatch, 2 on a bad file.",
+        description="Run each scenario (site, scripted events or wire messages, expected alerts, pages and "
+        "visits) through the gateway's ingest, store, alert path, visit tracker and notifier on a virtual "
+        "clock. Exit 0 if all pass, 1 on any mismatch, 2 on a bad file.",
     )
     sr.add_argument("files", nargs="+", metavar="FILE")
     sr.set_defaults(func=cmd_scenario_run)
@@ -522,8 +523,8 @@ def cmd_scenario_run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     level = args.log_level
-    if args.command == "demo" and level == "INFO":
-        level = "WARNING"
+    if args.command in ("demo", "scenario") and level == "INFO":
+        level = "WARNING"  # a scenario's links "opening" and devices "talking" are not news
     setup_logging(level)
     try:
         return int(args.func(args))

@@ -35,13 +35,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from drivers import SERIAL_CODECS
 from drivers.framing import FrameCodec
-from drivers.modbus_bus import BusCounters, ClientFactory, ModbusBus, pymodbus_client
+from drivers.modbus_bus import BusCounters, ClientFactory, Emit, ModbusBus, OnMalformed, pymodbus_client
 from drivers.modbus_profiles import Profile
 from drivers.osdp_door import CardRead, Directory, Door, DoorMachine, Holder, Inputs, KeyPress, Local, parse_event
 from drivers.osdp_link import ChannelOpener, OsdpLink, PdDown, PdEvent, PdUp, open_channel
@@ -62,12 +63,12 @@ COUNTER_FLUSH = 10.0
 
 
 @dataclass(slots=True)
-class _Batch:
+class Batch:
     events: list[Event] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
     rejected: list[tuple[str, str, str, bytes]] = field(default_factory=list)
 
-    def merge(self, other: _Batch) -> None:
+    def merge(self, other: Batch) -> None:
         self.events.extend(other.events)
         for k, v in other.counts.items():
             self.counts[k] = self.counts.get(k, 0) + v
@@ -93,7 +94,7 @@ class SerialIngest:
         self.clock = clock
         self.outputs = outputs
         self.on_stored = on_stored
-        self._queue: asyncio.Queue[_Batch] = asyncio.Queue()
+        self._queue: asyncio.Queue[Batch] = asyncio.Queue()
         self._log_once = LogOnce(log)
         self.links: dict[str, SerialLink] = {}
         self.latches: dict[str, RadarLatch] = {}
@@ -150,15 +151,15 @@ class SerialIngest:
     # ------------------------------------------------------------------ per device
 
     async def run_device(self, device_id: str) -> None:
+        await self.links[device_id].run(functools.partial(self.serial_item, device_id))
+
+    async def serial_item(self, device_id: str, item: LinkItem) -> None:
+        """What a device's link reported (frames, up, down), queued for the writer."""
+        self._queue.put_nowait(self._convert(device_id, item))
+
+    def _convert(self, device_id: str, item: LinkItem) -> Batch:
+        batch = Batch()
         link = self.links[device_id]
-
-        async def handle(item: LinkItem) -> None:
-            self._queue.put_nowait(self._convert(device_id, link, item))
-
-        await link.run(handle)
-
-    def _convert(self, device_id: str, link: SerialLink, item: LinkItem) -> _Batch:
-        batch = _Batch()
         codec = self.codecs[device_id]
         source = f"serial:{codec.NAME}"
         if isinstance(item, LinkUp | LinkDown):
@@ -201,8 +202,28 @@ class SerialIngest:
         """Poll one bus until cancelled; what it emits goes to the writer with its counters."""
         bus = self.buses[bus_id]
 
+        async def flush_counters() -> None:
+            while True:
+                await self.clock.sleep(COUNTER_FLUSH)
+                self._put(f"modbus.{bus_id}", bus.counters, Batch())
+
+        emit, bus.on_malformed = self.modbus_handlers(bus_id)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(flush_counters())
+                await bus.run(emit)
+        finally:
+            self._put(
+                f"modbus.{bus_id}", bus.counters, Batch()
+            )  # the counts since the last batch; drain() commits them
+
+    def modbus_handlers(self, bus_id: str) -> tuple[Emit, OnMalformed]:
+        """What a bus's ``poll`` calls: detector observations become events, registers that
+        cannot be decoded a malformed record; both queued for the writer with the bus's counters."""
+        bus = self.buses[bus_id]
+
         async def emit(device_id: str, observations: list[Observation], raw: str) -> None:
-            batch = _Batch()
+            batch = Batch()
             batch.events.extend(
                 self.registry.device_events(
                     device_id, observations, raw, self.clock.now(), self.modbus_sources[device_id]
@@ -211,27 +232,14 @@ class SerialIngest:
             self._put(f"modbus.{bus_id}", bus.counters, batch)
 
         async def malformed(device_id: str, exc: PayloadError, raw: str) -> None:
-            batch = _Batch()
+            batch = Batch()
             batch.counts[f"malformed.{exc.reason}"] = 1
             batch.rejected.append((f"modbus/{bus_id}/{device_id}", exc.reason, str(exc), raw.encode()))
             self._put(f"modbus.{bus_id}", bus.counters, batch)
 
-        async def flush_counters() -> None:
-            while True:
-                await self.clock.sleep(COUNTER_FLUSH)
-                self._put(f"modbus.{bus_id}", bus.counters, _Batch())
+        return emit, malformed
 
-        bus.on_malformed = malformed
-        try:
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(flush_counters())
-                await bus.run(emit)
-        finally:
-            self._put(
-                f"modbus.{bus_id}", bus.counters, _Batch()
-            )  # the counts since the last batch; drain() commits them
-
-    def _put(self, prefix: str, counters: BusCounters, batch: _Batch) -> None:
+    def _put(self, prefix: str, counters: BusCounters, batch: Batch) -> None:
         """Queue ``batch`` for the writer with the bus's counters since the last one
         (``<prefix>.<name>``: ``modbus.<bus>``, ``osdp.<bus>``)."""
         for name, delta in counters.take().items():
@@ -284,50 +292,6 @@ class SerialIngest:
         link = self.osdp_links[bus_id]
         doors = self.osdp_doors[bus_id]
 
-        async def handle(item: PdUp | PdDown | PdEvent) -> None:
-            device_id, machine = doors[item.address]
-            batch = _Batch()
-            observations: list[Observation] = []
-            raw = ""
-            if isinstance(item, PdUp | PdDown):
-                values: dict[str, str | bool | int | float] = {"port": link.path, "address": item.address}
-                if isinstance(item, PdDown):
-                    values["reason"] = item.reason
-                    machine.link_lost()
-                else:
-                    values["opens"] = link.opens
-                observations.append(Observation(Kind.ONLINE if isinstance(item, PdUp) else Kind.OFFLINE, values))
-            else:
-                raw = _event_text(item.event)
-                try:
-                    reading = parse_event(item.event)
-                except PayloadError as exc:
-                    batch.counts[f"malformed.{exc.reason}"] = 1
-                    self._log_once.warning(
-                        (exc.reason, device_id),
-                        "skipped OSDP event: reason=%s device=%s: %s",
-                        exc.reason,
-                        device_id,
-                        exc,
-                    )
-                    batch.rejected.append((f"osdp/{bus_id}/{device_id}", exc.reason, str(exc), raw.encode()))
-                    reading = None
-                now = self.clock.monotonic()
-                if isinstance(reading, CardRead):
-                    decision = self.directory.decide(reading.credential, machine.door)
-                    observations, signals = machine.card(decision, now, reading.reader)
-                    for signal in signals:
-                        link.signal(item.address, signal)
-                elif isinstance(reading, Inputs):
-                    observations, _ = machine.inputs(reading, now)
-                elif isinstance(reading, Local):
-                    observations = machine.local(reading)
-                elif isinstance(reading, KeyPress):
-                    batch.counts[f"osdp.{bus_id}.keypresses"] = 1  # PIN entry is not decided on (yet)
-            if observations:
-                batch.events.extend(self.registry.device_events(device_id, observations, raw, item.at, "osdp"))
-            self._put(f"osdp.{bus_id}", link.counters, batch)
-
         async def held_open() -> None:
             # The door-ajar warning at the reader; the clock decides, so tests can run it fast.
             step = min(1.0, *(m.held_open_after / 4 for _, m in doors.values()))
@@ -337,22 +301,68 @@ class SerialIngest:
                 for address, (_, machine) in doors.items():
                     for signal in machine.tick(now):
                         link.signal(address, signal)
-                        self._put(f"osdp.{bus_id}", link.counters, _Batch(counts={f"osdp.{bus_id}.held_open": 1}))
+                        self._put(f"osdp.{bus_id}", link.counters, Batch(counts={f"osdp.{bus_id}.held_open": 1}))
 
         async def flush_counters() -> None:
             while True:
                 await self.clock.sleep(COUNTER_FLUSH)
-                self._put(f"osdp.{bus_id}", link.counters, _Batch())
+                self._put(f"osdp.{bus_id}", link.counters, Batch())
 
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(held_open())
                 tg.create_task(flush_counters())
-                await link.run(handle)
+                await link.run(functools.partial(self.osdp_item, bus_id))
         finally:
-            self._put(
-                f"osdp.{bus_id}", link.counters, _Batch()
-            )  # the counts since the last batch; drain() commits them
+            self._put(f"osdp.{bus_id}", link.counters, Batch())  # the counts since the last batch; drain() commits them
+
+    async def osdp_item(self, bus_id: str, item: PdUp | PdDown | PdEvent) -> None:
+        """What a bus's link reported for one reader (up, down, a libosdp event): card reads
+        decided and signalled at the reader, door contact, tamper and liveness made into
+        events, queued for the writer with the bus's counters."""
+        link = self.osdp_links[bus_id]
+        device_id, machine = self.osdp_doors[bus_id][item.address]
+        batch = Batch()
+        observations: list[Observation] = []
+        raw = ""
+        if isinstance(item, PdUp | PdDown):
+            values: dict[str, str | bool | int | float] = {"port": link.path, "address": item.address}
+            if isinstance(item, PdDown):
+                values["reason"] = item.reason
+                machine.link_lost()
+            else:
+                values["opens"] = link.opens
+            observations.append(Observation(Kind.ONLINE if isinstance(item, PdUp) else Kind.OFFLINE, values))
+        else:
+            raw = _event_text(item.event)
+            try:
+                reading = parse_event(item.event)
+            except PayloadError as exc:
+                batch.counts[f"malformed.{exc.reason}"] = 1
+                self._log_once.warning(
+                    (exc.reason, device_id),
+                    "skipped OSDP event: reason=%s device=%s: %s",
+                    exc.reason,
+                    device_id,
+                    exc,
+                )
+                batch.rejected.append((f"osdp/{bus_id}/{device_id}", exc.reason, str(exc), raw.encode()))
+                reading = None
+            now = self.clock.monotonic()
+            if isinstance(reading, CardRead):
+                decision = self.directory.decide(reading.credential, machine.door)
+                observations, signals = machine.card(decision, now, reading.reader)
+                for signal in signals:
+                    link.signal(item.address, signal)
+            elif isinstance(reading, Inputs):
+                observations, _ = machine.inputs(reading, now)
+            elif isinstance(reading, Local):
+                observations = machine.local(reading)
+            elif isinstance(reading, KeyPress):
+                batch.counts[f"osdp.{bus_id}.keypresses"] = 1  # PIN entry is not decided on (yet)
+        if observations:
+            batch.events.extend(self.registry.device_events(device_id, observations, raw, item.at, "osdp"))
+        self._put(f"osdp.{bus_id}", link.counters, batch)
 
     # ------------------------------------------------------------------ the writer
 
@@ -361,7 +371,7 @@ class SerialIngest:
             batch = await self._queue.get()
             await self._commit(batch)
 
-    async def _commit(self, batch: _Batch) -> None:
+    async def _commit(self, batch: Batch) -> None:
         n = 1
         while n < self.config.store.commit_batch:
             try:
