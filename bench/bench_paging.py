@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import os
 import random
 import shutil
 import signal
@@ -166,6 +167,7 @@ def match_pages(run: RateRun, deliveries: Sequence[Delivery]) -> None:
     by_device = {i.device_id: i for i in run.incidents if not math.isnan(i.published)}
     run.other_pages.clear()
     run.summaries = 0
+    run.grouped = 0
     for d in deliveries:
         body = d.body if isinstance(d.body, dict) else {}
         if body.get("kind") == "summary":
@@ -318,7 +320,7 @@ async def one_rate(args: argparse.Namespace, rate: float, seed: int) -> RateRun:
         receiver.close()
         broker.cleanup()
         if not args.keep:
-            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(tmp, ignore_errors=True) if not os.environ.get("KEEP") else print("kept", tmp)
 
 
 # ---------------------------------------------------------------------- report
@@ -348,7 +350,8 @@ def report(runs: list[RateRun]) -> None:
             )
     print(
         "grouped: first paged in one message with other alarms to the same person, sent at the end of the "
-        "storm's group window (notify.group_window, 5 s); alone: paged in a message of its own"
+        "storm's group window (notify.group_window, 5 s: the third and later alarm to one person within it); "
+        "alone: paged in a message of its own"
     )
     if any(i.why == "held by the hourly cap" for run in runs for i in run.incidents):
         print(

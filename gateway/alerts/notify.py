@@ -52,6 +52,7 @@ log = logging.getLogger("sensegate.notify")
 HOUR = 3600.0
 PAGE_KINDS = frozenset({"raised", "escalated", "reminder", "repeated", "downgraded"})
 GROUP_MAX = 5  # alarms listed in one grouped message, so an SMS of a few parts still holds them all
+GROUP_AFTER = 2  # alarm pages to one person within a group window that go at once; more is a storm
 HEALTH_INTERVAL = 600.0  # seconds between health checks of a channel that has them (the modem)
 KIND_ZH = {
     "raised": "报警",
@@ -109,8 +110,8 @@ class Notifier:
         self._log_once = LogOnce(log)
         # (person, channel) → times of capped pages sent to them in the last hour (rebuilt on start).
         self._sent: dict[tuple[str, str], deque[float]] = defaultdict(deque)
-        # (channel, people) → until when alarm pages to them are gathered into one message.
-        self._group_until: dict[tuple[str, tuple[str, ...]], float] = {}
+        # (channel, people) → the group window alarm pages to them are in, and how many went at once.
+        self._group_until: dict[tuple[str, tuple[str, ...]], tuple[float, int]] = {}  # (window end, paged in it)
         # Back-off is per channel, not per message: when the receiver is back, its queue goes out
         # in the order it was made.
         self._failures: dict[str, int] = {}  # channel → consecutive failed sends
@@ -422,15 +423,17 @@ class Notifier:
                     self._sent[(str(r["id"]), n.channel)].append(n.due_at)
 
     def _grouped(self, channel: str, people: Sequence[Recipient], now: float) -> float:
-        """When an alarm page to ``people`` on ``channel`` goes out: now, unless another just did —
-        then at the end of that one's group window, together with the rest of the storm."""
+        """When an alarm page to ``people`` on ``channel`` goes out: now, unless ``GROUP_AFTER``
+        already went to them in this group window — a storm: then at the window's end, together
+        with the rest of it. Two alarms a few seconds apart are each paged at once."""
         key = (channel, tuple(sorted(p.id for p in people)))
-        until = self._group_until.get(key, 0.0)
-        if now < until:
-            return until
-        if self.settings.group_window > 0:
-            self._group_until[key] = now + self.settings.group_window
-        return now
+        until, sent = self._group_until.get(key, (0.0, 0))
+        if now >= until:
+            until, sent = now + self.settings.group_window, 0
+        if sent < GROUP_AFTER or self.settings.group_window <= 0:
+            self._group_until[key] = (until, sent + 1)
+            return now
+        return until
 
     def _under_cap(
         self, alert: Alert, people: list[Recipient], channel: str, due: float, rows: list[LogRow]
