@@ -61,6 +61,7 @@ def setup_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # paho and amqtt are chatty at INFO; their problems surface through our own messages.
-    for noisy in ("amqtt", "transitions", "urllib3", "influxdb_client"):
+    # paho and amqtt are chatty at INFO; their problems surface through our own messages. uvicorn's
+    # "started server process" is wrong here (the console is a task of this process).
+    for noisy in ("amqtt", "transitions", "urllib3", "influxdb_client", "uvicorn"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

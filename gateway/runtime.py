@@ -52,7 +52,8 @@ from gateway.site.alerting import (
 from gateway.site.config import InfluxV1Output, InfluxV2Output, SiteConfig, site_rules
 from gateway.site.registry import Registry
 from gateway.store import Store
-from gateway.web.api import AlertApi, loop_bridge
+from gateway.web.console import Changes, Console
+from gateway.web.server import ConsoleServer
 
 log = logging.getLogger("sensegate.runtime")
 _ha_log = LogOnce(logging.getLogger("sensegate.home_assistant"))
@@ -187,6 +188,7 @@ class Gateway:
         for channel in built_channels.values():
             if isinstance(channel, MqttChannel):
                 channel.wake = self.publisher.wake.set
+        self.changes = Changes()  # the console's live board listens to it
         self.notifier = Notifier(
             config,
             self.store,
@@ -195,6 +197,7 @@ class Gateway:
             built_channels,
             timezone=rules.settings.timezone,
             on_page=self._print if self.console is not None else None,
+            on_change=self._changed,
         )
         self._rules_wake = asyncio.Event()
         self._commands_wake = asyncio.Event()
@@ -212,7 +215,20 @@ class Gateway:
             modbus_client_factory or pymodbus_client,
         )
         self.ready = asyncio.Event()  # set once connected to the broker
-        self.api: AlertApi | None = None  # the HTTP API, once serving
+        # The duty desk (值班台) and its web server, with [console] enabled.
+        self.desk: Console | None = None
+        self.console_server: ConsoleServer | None = None
+        if config.console.enabled:
+            self.desk = Console(
+                config,
+                self.store,
+                self.clock,
+                self.alerts,
+                self.notifier,
+                self.changes,
+                timezone=rules.settings.timezone,
+            )
+            self.console_server = ConsoleServer(self.desk.asgi, config.console, self.desk.close)
         self._loop: asyncio.AbstractEventLoop | None = None
         ha = config.home_assistant
         self.ha = HaBridge(config, self._ha_publish, ha) if ha.enabled else None
@@ -233,6 +249,7 @@ class Gateway:
         if t.kind not in ("updated", "notified"):
             self._print(console_line(t))
         self.publisher.wake.set()
+        self._changed()
         if self.ha is not None:
             self.ha.note_alert(t.alert)
         # Planning pages writes to the store: let the transition reach MQTT first. Deferred in
@@ -241,6 +258,12 @@ class Gateway:
             self._loop.call_soon_threadsafe(self.notifier.on_transition, t)
         else:
             self.notifier.on_transition(t)
+
+    def _changed(self) -> None:
+        """The board may show something new (a transition, a page): wake the console's streams,
+        on the loop (the alert path also runs in a worker thread while catching up at start)."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.changes.bump)
 
     def _print(self, line: str) -> None:
         if self.console is not None:
@@ -338,13 +361,6 @@ class Gateway:
             finally:
                 self._ha_client = None
 
-    async def _api(self) -> None:
-        settings = self.config.notify.api
-        assert settings is not None
-        bridge = loop_bridge(asyncio.get_running_loop(), functools.partial(apply_command, self.alerts))
-        self.api = AlertApi(self.store, settings.token, bridge, settings.host, settings.port)
-        await self.api.run()
-
     def stats(self) -> dict[str, Any]:
         return {
             "counters": self.store.counters(),
@@ -418,8 +434,8 @@ class Gateway:
                 others.append(tg.create_task(supervise("commands", self._commands, self.clock)))
                 if self.ha is not None:
                     others.append(tg.create_task(supervise("home assistant", self._home_assistant, self.clock)))
-                if self.config.notify.api is not None:
-                    others.append(tg.create_task(supervise("alert API", self._api, self.clock)))
+                if self.console_server is not None:
+                    others.append(tg.create_task(supervise("console", self.console_server.run, self.clock)))
                 others.append(tg.create_task(supervise("escalation ladders", self.notifier.run_ladders, self.clock)))
                 others += [
                     tg.create_task(

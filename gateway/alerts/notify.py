@@ -545,6 +545,8 @@ class Notifier:
                     if not await self._deliver(channel, batch):
                         break
                 if due:
+                    if self.on_change is not None:
+                        self.on_change()  # delivered or failed: the audit trail has news
                     continue
                 nxt = self.store.next_notification_due(name)
                 delay = 60.0 if nxt is None else max(0.0, nxt - self.clock.now())

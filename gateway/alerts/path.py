@@ -35,6 +35,7 @@ from gateway.store import LogRow, Store, VisitRow
 log = logging.getLogger("sensegate.alerts")
 
 CURSOR = "alerts"
+TOKEN_ACTOR = "token:"  # the actor an API token acts as: token:<name>
 MQTT_CHANNEL = "mqtt"
 MAX_EVIDENCE = 20
 # Added to an alert raised by a state found in a retained MQTT message on (re)connect
@@ -49,8 +50,8 @@ class Transition:
     # From people and the notifier: notified / escalated (a ladder tier) / acknowledged / resolved.
     kind: str
     alert: Alert
-    actor: str = ""  # "rule:<id>", a person id, or "system"
-    via: str = ""  # how a person's action arrived: cli / mqtt / http / a channel id
+    actor: str = ""  # "rule:<id>", a person id, "token:<name>" (an API token) or "system"
+    via: str = ""  # how a person's action arrived: cli / mqtt / console / api / a channel id
     detail: tuple[tuple[str, object], ...] = ()
 
     def log_row(self, at: float) -> LogRow:
@@ -220,7 +221,15 @@ class AlertPath:
         return alert
 
     def check_person(self, actor: str) -> None:
-        """Refuse a person the site config does not name, with the ids closest to it."""
+        """Refuse a person the site config does not name, with the ids closest to it. An
+        integration acts as ``token:<name>`` while its API token is not revoked (the console
+        authenticated it; claims from the CLI and MQTT cannot name a token, see
+        gateway.alerts.commands)."""
+        if actor.startswith(TOKEN_ACTOR):
+            token = self.store.api_token(actor[len(TOKEN_ACTOR) :])
+            if token is None or not token.active:
+                raise UnknownPersonError(actor, [])
+            return
         if actor not in self.people:
             raise UnknownPersonError(actor, self.people.close_matches(actor))
 

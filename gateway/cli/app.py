@@ -8,6 +8,8 @@
     sensegate rules check|explain      the rules in force; which apply to a household, timers
     sensegate visits checkin|report    record a visit (探访); the monthly report (探访月报)
     sensegate scenario run FILE…       run scenario files on a virtual clock (0 pass, 1 mismatch, 2 bad file)
+    sensegate users set-password|list  who signs in to the console (值班台), docs/console.md
+    sensegate tokens create|revoke     API tokens for integrations
 
 Exit codes: 0 ok, 2 bad config or arguments, 1 anything else.
 """
@@ -18,15 +20,19 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import secrets
 import signal
+import socket
 import sys
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
 from gateway.cli import alerts as alerts_cli
+from gateway.cli import users as users_cli
 from gateway.clock import SystemClock
 from gateway.errors import ConfigError, SenseGateError
 from gateway.log import setup_logging
@@ -123,6 +129,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from gateway.broker import LocalBroker
     from gateway.runtime import Gateway
+    from gateway.web.auth import hash_password
     from simulators.block import demo_site
     from simulators.runner import SerialSimulators, default_demo_incidents, run_simulation
 
@@ -143,11 +150,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
         _stop_on_signals(stop)
         async with LocalBroker(args.broker) as broker:
             site["mqtt"] = {"host": broker.host, "port": broker.port}
+            # The duty desk on this machine only; another port if something else has 8480.
+            site["console"] = {"enabled": True, "port": _free_or_any(args.console_port)}
             config = parse_config(site, file="<demo>")
             wired = SerialSimulators(config, clock=SystemClock(), seed=args.seed)
             wired.open()  # before the gateway opens the ports; inside the loop: they answer it
             try:
                 gateway = Gateway(config, console=sys.stdout)
+                password = args.console_password or secrets.token_hex(4)
+                duty = [st.id for st in config.staff if st.role == "property"]
+                for person in duty:  # the demo's duty staff sign in with it
+                    gateway.store.set_password_hash(person, hash_password(password), time.time())
                 print(
                     f"SenseGate demo: {len(config.devices)} simulated devices in {args.buildings} buildings × "
                     f"{args.households} households; broker: {broker.kind} on {broker.host}:{broker.port}; "
@@ -182,6 +195,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     # on the wired radar at ~38 s that the elder gets up from.
                     await wired.run(stop, incidents=True)
 
+                async def announce_console() -> None:
+                    server = gateway.console_server
+                    assert server is not None  # the demo enables it
+                    await server.started.wait()
+                    print(
+                        f"值班台 console: {server.url}  sign in as {' or '.join(duty)}, password {password}",
+                        flush=True,
+                    )
+
                 async def report() -> None:
                     while not stop.is_set():
                         await asyncio.sleep(args.report_every)
@@ -196,7 +218,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
                 async with asyncio.TaskGroup() as tg:
                     tg.create_task(gateway.run(stop))
-                    sims = [tg.create_task(simulate()), tg.create_task(simulate_wired()), tg.create_task(report())]
+                    sims = [
+                        tg.create_task(simulate()),
+                        tg.create_task(simulate_wired()),
+                        tg.create_task(report()),
+                        tg.create_task(announce_console()),
+                    ]
                     await stop.wait()
                     for task in sims:
                         task.cancel()
@@ -205,6 +232,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return 0
 
     return _run_async(main())
+
+
+def _free_or_any(port: int) -> int:
+    """``port`` if nothing listens on it on this machine, else 0 (any free port)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return 0
+    return port
 
 
 # ---------------------------------------------------------------------- simulate
@@ -424,6 +461,8 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--broker", choices=["auto", "mosquitto", "amqtt"], default="auto")
     d.add_argument("--data-dir", default="", help="keep the store here (default: a new temporary directory)")
     d.add_argument("--report-every", type=float, default=10.0, help="seconds between status lines")
+    d.add_argument("--console-port", type=int, default=8480, help="the duty desk's port (busy: any free one)")
+    d.add_argument("--console-password", default="", help="the demo duty staff's password (default: random)")
     d.set_defaults(func=cmd_demo)
 
     s = sub.add_parser(
@@ -498,6 +537,7 @@ def parser() -> argparse.ArgumentParser:
     vr.set_defaults(func=cmd_visits_report)
 
     alerts_cli.add_parser(sub)
+    users_cli.add_parser(sub)
 
     sc = sub.add_parser("scenario", help="run scenario files (scenarios/README.md)").add_subparsers(
         dest="scenario_command", required=True

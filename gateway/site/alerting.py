@@ -38,14 +38,6 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ApiSettings(_Model):
-    """The HTTP API for acknowledging alerts (``gateway.web.api``)."""
-
-    host: str = "127.0.0.1"
-    port: Annotated[int, Field(ge=0, le=65535)] = 8480
-    token: str  # Bearer token; "env:NAME" / "file:PATH" keep it out of the file
-
-
 class NotifySettings(_Model):
     # A notification a channel could not deliver is retried with back-off (seconds) between these.
     backoff_initial: Annotated[float, Field(gt=0, le=3600)] = 5.0
@@ -66,13 +58,25 @@ class NotifySettings(_Model):
     # command line: property staff have none). {id} is the alert id (every page also shows it).
     ack_hint_zh: str = "请尽快处置，并告知值班室确认"
     ack_hint_en: str = "Act now, and tell the duty room to acknowledge it"
-    api: ApiSettings | None = None
+    # Removed: the shared-token HTTP API is now the console's JSON API ([console], per-integration
+    # tokens: docs/console.md). Kept as a key only to say so instead of "unknown key".
+    api: dict[str, Any] | None = None
     # When a channel cannot deliver an alert of this severity or higher (1 = 一级) for
     # ``fallback_after``, the same message also goes out on ``fallback`` (SMS when the uplink
     # is down). The first channel keeps trying too.
     fallback: str | None = None
     fallback_after: Duration = 60.0
     fallback_severity: Annotated[int, Field(ge=1, le=4)] = 2
+
+    @field_validator("api")
+    @classmethod
+    def _api_moved(cls, value: dict[str, Any] | None) -> None:
+        if value is not None:
+            raise ValueError(
+                "no [notify.api]: the alert API moved to the console — set [console] enabled = true and "
+                "give each integration its own token with `sensegate tokens create` (docs/console.md)"
+            )
+        return None
 
 
 class Shift(_Model):

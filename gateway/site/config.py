@@ -34,6 +34,7 @@ from edge_rules.schedule import format_duration_en, parse_duration
 from gateway.errors import ConfigError, ConfigProblem, PayloadError
 from gateway.models import Family, Kind
 from gateway.site.alerting import CHANNEL_TAGS, ChannelSettings, Ladder, NotifySettings, Route, Shift
+from gateway.site.console import ConsoleSettings
 from gateway.site.validation import ID_PATTERN, SECRET_KEYS, URL_PATTERN, problems_from_validation
 
 _ID = ID_PATTERN
@@ -402,6 +403,7 @@ class SiteConfig(_Model):
     ladders: list[Ladder] = []
     routes: list[Route] = []
     home_assistant: HaSettings = HaSettings()  # MQTT discovery (docs/home-assistant.md)
+    console: ConsoleSettings = ConsoleSettings()  # the duty desk, 值班台 (docs/console.md)
     # Register maps by model, as in drivers/profiles/*.toml; validated in cross_check with
     # drivers.modbus_profiles.load_profile so a mistake is named by its path in this file.
     modbus_profiles: dict[str, dict[str, Any]] = {}

@@ -1,21 +1,25 @@
 """Durability: the SQLite WAL store of events, outputs, alerts, notifications, visits, commands,
-meta and counters; one ``Store`` composed per aggregate (tables and guarantees: ``base.py``)."""
+console users, meta and counters; one ``Store`` composed per aggregate (tables and guarantees: ``base.py``)."""
 
 from gateway.store.alerts import LogRow, OutboxMessage
 from gateway.store.commands import Command
 from gateway.store.events import INGEST_KEYS_KEEP, DeadLetter
 from gateway.store.notifications import Escalation, QueuedNotification
 from gateway.store.store import Store
+from gateway.store.users import ApiToken, SessionRow, UserRow
 from gateway.store.visits import VisitRow
 
 __all__ = [
     "INGEST_KEYS_KEEP",
+    "ApiToken",
     "Command",
     "DeadLetter",
     "Escalation",
     "LogRow",
     "OutboxMessage",
     "QueuedNotification",
+    "SessionRow",
     "Store",
+    "UserRow",
     "VisitRow",
 ]

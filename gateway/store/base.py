@@ -26,6 +26,9 @@ is in its aggregate's module (see docs/store.md for the full picture):
 - ``visits.py``: ``visits``, 探访记录 (who, household, residents, when, how: access | mqtt |
   cli, note), one per causing event (``event_seq``), see docs/visits.md. Never pruned.
 - ``commands.py``: ``commands``, acknowledgements / resolutions queued for the running gateway.
+- ``users.py``: ``users`` (argon2 password hashes of the people who sign in to the console),
+  ``sessions`` (signed-in browsers, by the SHA-256 of their id) and ``api_tokens`` (one per
+  integration, by the SHA-256 of the token; revocable). See docs/console.md.
 - ``meta.py``: ``meta``, cursors and visit-plan start times; this module: ``counters``,
   lifetime counters, bumped inside every aggregate's transactions.
 

@@ -9,10 +9,20 @@ from gateway.store.commands import COMMANDS_DDL, CommandsStore
 from gateway.store.events import EVENTS_DDL, EventsStore
 from gateway.store.meta import META_DDL, MetaStore
 from gateway.store.notifications import NOTIFICATIONS_DDL, NotificationsStore
+from gateway.store.users import USERS_DDL, UsersStore
 from gateway.store.visits import VISITS_DDL, VisitsStore
 
 
-class Store(EventsStore, AlertsStore, NotificationsStore, VisitsStore, CommandsStore, MetaStore):
+class Store(EventsStore, AlertsStore, NotificationsStore, VisitsStore, CommandsStore, UsersStore, MetaStore):
     """The gateway's durable store: ``Store(path, max_bytes, synchronous)``."""
 
-    _SCHEMA = (EVENTS_DDL, ALERTS_DDL, NOTIFICATIONS_DDL, VISITS_DDL, COMMANDS_DDL, META_DDL, COUNTERS_DDL)
+    _SCHEMA = (
+        EVENTS_DDL,
+        ALERTS_DDL,
+        NOTIFICATIONS_DDL,
+        VISITS_DDL,
+        COMMANDS_DDL,
+        USERS_DDL,
+        META_DDL,
+        COUNTERS_DDL,
+    )

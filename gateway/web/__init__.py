@@ -1,2 +1,3 @@
-"""The gateway on the LAN over HTTP: today the token-authenticated alert API (ack / resolve), bridged
-onto the event loop; the staff console joins it here."""
+"""The gateway on the LAN over HTTP: the duty desk (值班台) for people and its JSON API for
+machines — Starlette served by uvicorn on the gateway's own event loop (server), sign-in and
+roles (auth), what the board shows (board), the app itself (console). See docs/console.md."""

@@ -1,5 +1,6 @@
 """Acknowledgement from where people are, through a running gateway and a real broker: the
-MQTT command topic, the CLI and the HTTP API; notifications on the gateway's own MQTT channel.
+MQTT command topic, the CLI and the console's JSON API (as its token); notifications on the
+gateway's own MQTT channel.
 Only a person the site knows may acknowledge: a typo is refused with the ids it is close to,
 and the ladder goes on (on a virtual clock with the notifier's rig, and on each real path)."""
 
@@ -10,13 +11,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from gateway.alerts.commands import apply_command
 from gateway.cli.app import main as cli
 from gateway.models import AlertState, Family, Kind, Severity
 from gateway.runtime import Gateway
-from gateway.site.config import parse_config
 from gateway.store import Store
 from tests.gateway.factories import minimal_site
 from tests.gateway.harness import Publisher, Subscriber, eventually, running, site_config
@@ -187,52 +188,50 @@ async def test_the_cli_acknowledges_and_resolves_through_the_running_gateway(
     assert cli(["alerts", "list", "-c", str(config_file)]) == 0 and "no open alerts" in capsys.readouterr().out
 
 
-async def test_the_http_api_lists_shows_acknowledges_and_resolves_with_a_token(
+def _console_site(site: dict[str, Any]) -> dict[str, Any]:
+    return {**site, "console": {"enabled": True, "port": 0}}
+
+
+async def _console_url(gateway: Gateway) -> str:
+    server = gateway.console_server
+    assert server is not None
+    await asyncio.wait_for(server.started.wait(), 10)
+    return f"http://127.0.0.1:{server.port}"
+
+
+async def test_the_json_api_lists_shows_acknowledges_and_resolves_as_its_token(
     mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
-    import urllib3
-
-    site = _site("gw-api")
-    site["notify"] = {"api": {"port": 0, "token": "env:SENSEGATE_API_TOKEN"}}
-    site["gateway"] = {**site["gateway"], "data_dir": str(tmp_path / "data")}
-    site["mqtt"] = {"host": mosquitto.host, "port": mosquitto.port}
-    site["alerts"] = {"console": False}
-    config = parse_config(site, file="<test>", environ={"SENSEGATE_API_TOKEN": "s3cret-token"})
-    http = urllib3.PoolManager()
-    auth = {"Authorization": "Bearer s3cret-token"}
-
-    def call(method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
-        assert gateway.api is not None
-        url = f"http://127.0.0.1:{gateway.api.port}/api/v1/alerts{path}"
-        data = None if body is None else json.dumps(body, ensure_ascii=False).encode()
-        r = http.request(method, url, body=data, headers=auth if headers is None else headers)
-        return r.status, json.loads(r.data)
-
+    config = site_config(_console_site(_site("gw-api")), tmp_path, mosquitto.host, mosquitto.port)
+    auth = {"Authorization": "Bearer sgt_desk-secret"}
     async with running(config) as gateway:
-        await eventually(lambda: gateway.api is not None and gateway.api.port, what="the API")
+        gateway.store.add_api_token("desk", "sgt_desk-secret", "duty", gateway.clock.now())
+        url = await _console_url(gateway)
         with Publisher(mosquitto.host, mosquitto.port) as pub:
             pub.publish(SOS_TOPIC, '{"action":"emergency"}')
         (alert,) = await eventually(lambda: gateway.store.alerts(open_only=True), what="the alert")
-        status, _ = await asyncio.to_thread(call, "GET", "", None, {"Authorization": "Bearer wrong"})
-        assert status == 401
-        status, _ = await asyncio.to_thread(call, "GET", "", None, {})
-        assert status == 401
-        status, body = await asyncio.to_thread(call, "GET", "")
-        assert status == 200 and [a["id"] for a in body["alerts"]] == [alert.id]
-        status, body = await asyncio.to_thread(call, "POST", f"/{alert.id}/ack", {"by": "s-li", "note": "在路上"})
-        assert status == 200 and body["alert"]["state"] == "acknowledged" and body["alert"]["acked_via"] == "http"
-        status, body = await asyncio.to_thread(call, "POST", f"/{alert.id}/ack", {"note": "nobody"})
-        assert status == 400 and "by" in body["error"]
-        status, body = await asyncio.to_thread(call, "POST", "/ffffffffffff/ack", {"by": "s-li"})
-        assert status == 404
-        status, body = await asyncio.to_thread(call, "POST", f"/{alert.id}/resolve", {"by": "s-li", "note": "已处置"})
-        assert status == 200 and body["alert"]["resolve_note"] == "已处置"
-        status, body = await asyncio.to_thread(call, "POST", f"/{alert.id}/resolve", {"by": "s-li"})
-        assert status == 409 and "already resolved" in body["error"]
-        status, body = await asyncio.to_thread(call, "GET", f"/{alert.id[:6]}")
-        actions = [(r["action"], r["actor"], r["channel"]) for r in body["trail"]]
-        assert status == 200
-        assert actions.index(("acknowledged", "s-li", "http")) < actions.index(("resolved", "s-li", "http"))
+        await eventually(lambda: gateway.store.notifications(alert.id), what="the page")
+        async with httpx.AsyncClient(base_url=url, headers=auth) as http:
+            assert (await http.get("/api/v1/alerts", headers={"Authorization": "Bearer wrong"})).status_code == 401
+            assert (await http.get("/api/v1/alerts", headers={"Authorization": ""})).status_code == 401
+            r = await http.get("/api/v1/alerts")
+            assert r.status_code == 200 and [a["id"] for a in r.json()["alerts"]] == [alert.id]
+            r = await http.post(f"/api/v1/alerts/{alert.id}/ack", json={"note": "在路上"})
+            body = r.json()
+            assert r.status_code == 200 and body["alert"]["state"] == "acknowledged"
+            assert body["alert"]["acked_by"] == "token:desk" and body["alert"]["acked_via"] == "api"
+            r = await http.post(f"/api/v1/alerts/{alert.id}/ack", json={"by": "s-li"})  # people have identities
+            assert r.status_code == 400 and "by" in r.json()["error"]
+            assert (await http.post("/api/v1/alerts/ffffffffffff/ack", json={})).status_code == 404
+            r = await http.post(f"/api/v1/alerts/{alert.id}/resolve", json={"note": "已处置"})
+            assert r.status_code == 200 and r.json()["alert"]["resolve_note"] == "已处置"
+            r = await http.post(f"/api/v1/alerts/{alert.id}/resolve", json={})
+            assert r.status_code == 409 and "already resolved" in r.json()["error"]
+            r = await http.get(f"/api/v1/alerts/{alert.id[:6]}")
+        body = r.json()
+        actions = [(t["action"], t["actor"], t["channel"]) for t in body["trail"]]
+        assert r.status_code == 200
+        assert actions.index(("acknowledged", "token:desk", "api")) < actions.index(("resolved", "token:desk", "api"))
         assert body["notifications"] and body["notifications"][0]["state"] == "sent"
 
 
@@ -313,40 +312,30 @@ async def test_the_cli_refuses_an_unknown_person_at_once_or_reports_the_gateways
         assert _people_acts(gateway.store, alert.id) == [("acknowledged", "contact:r1:0")]
 
 
-async def test_the_http_api_refuses_an_unknown_person_with_400_and_the_ladder_climbs(
+async def test_the_json_api_refuses_a_revoked_token_and_a_named_person_and_the_ladder_climbs(
     mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
-    site = _people_site("gw-api-who")
-    site["notify"] = {"api": {"port": 0, "token": "env:SENSEGATE_API_TOKEN"}}
-    site["gateway"] = {**site["gateway"], "data_dir": str(tmp_path / "data")}
-    site["mqtt"] = {"host": mosquitto.host, "port": mosquitto.port}
-    site["alerts"] = {"console": False}
-    config = parse_config(site, file="<test>", environ={"SENSEGATE_API_TOKEN": "s3cret-token"})
+    config = site_config(_console_site(_people_site("gw-api-who")), tmp_path, mosquitto.host, mosquitto.port)
     async with running(config) as gateway:
-        await eventually(lambda: gateway.api is not None and gateway.api.port, what="the API")
+        gateway.store.add_api_token("old", "sgt_old", "duty", gateway.clock.now())
+        gateway.store.revoke_api_token("old", gateway.clock.now())
+        gateway.store.add_api_token("guard-app", "sgt_guard", "duty", gateway.clock.now())
+        url = await _console_url(gateway)
         with Publisher(mosquitto.host, mosquitto.port) as pub:
             pub.publish(SOS_TOPIC, '{"action":"emergency"}')
         (alert,) = await eventually(lambda: gateway.store.alerts(open_only=True), what="the alert")
-        status, body = await asyncio.to_thread(_post, gateway, f"/{alert.id}/ack", {"by": "s-lii"})
-        assert status == 400 and body["suggestions"] == ["s-li"]
-        assert body["error"] == "unknown person 's-lii'; did you mean 's-li'?"
-        status, body = await asyncio.to_thread(_post, gateway, f"/{alert.id}/resolve", {"by": "nobody-here"})
-        assert status == 400 and body["reason"] == "unknown_person" and body["suggestions"] == []
-        refused_at = gateway.clock.now()
-        await eventually(lambda: len(_tiers_paged(gateway.store, alert.id)) == 2, what="tier 1")
-        _, (tier, climbed_at) = _tiers_paged(gateway.store, alert.id)
-        assert tier == 1 and climbed_at > refused_at
-        still = gateway.store.alert(alert.id)
-        assert still is not None and still.state is AlertState.ESCALATED and _people_acts(gateway.store, alert.id) == []
-        status, body = await asyncio.to_thread(_post, gateway, f"/{alert.id}/ack", {"by": "s-wang"})
-        assert status == 200 and body["alert"]["acked_by"] == "s-wang"
-
-
-def _post(gateway: Gateway, path: str, body: dict[str, Any]) -> tuple[int, Any]:
-    import urllib3
-
-    assert gateway.api is not None
-    url = f"http://127.0.0.1:{gateway.api.port}/api/v1/alerts{path}"
-    headers = {"Authorization": "Bearer s3cret-token"}
-    r = urllib3.request("POST", url, body=json.dumps(body, ensure_ascii=False).encode(), headers=headers)
-    return r.status, json.loads(r.data)
+        async with httpx.AsyncClient(base_url=url) as http:
+            r = await http.post(f"/api/v1/alerts/{alert.id}/ack", json={}, headers={"Authorization": "Bearer sgt_old"})
+            assert r.status_code == 401
+            guard = {"Authorization": "Bearer sgt_guard"}
+            r = await http.post(f"/api/v1/alerts/{alert.id}/resolve", json={"by": "s-wang"}, headers=guard)
+            assert r.status_code == 400
+            refused_at = gateway.clock.now()
+            await eventually(lambda: len(_tiers_paged(gateway.store, alert.id)) == 2, what="tier 1")
+            _, (tier, climbed_at) = _tiers_paged(gateway.store, alert.id)
+            assert tier == 1 and climbed_at > refused_at
+            still = gateway.store.alert(alert.id)
+            assert still is not None and still.state is AlertState.ESCALATED
+            assert _people_acts(gateway.store, alert.id) == []
+            r = await http.post(f"/api/v1/alerts/{alert.id}/ack", json={}, headers=guard)
+            assert r.status_code == 200 and r.json()["alert"]["acked_by"] == "token:guard-app"

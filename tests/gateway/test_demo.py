@@ -1,5 +1,6 @@
 """`sensegate demo`: a machine with no broker and no database still shows alerts within a minute,
-and stops by itself — also with its Modbus bus polling (a swallowed cancel once hung the stop)."""
+serves the duty desk with a sign-in for its duty staff, and stops by itself — also with its Modbus
+bus polling (a swallowed cancel once hung the stop)."""
 
 from __future__ import annotations
 
@@ -38,6 +39,9 @@ def test_demo_on_the_embedded_broker_shows_alerts_within_a_minute(tmp_path: Path
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
     assert "broker: amqtt (embedded)" in out
+    # The duty desk, and who signs in to it (the demo sets a password for its duty staff).
+    console = next(line for line in out.splitlines() if line.startswith("值班台 console: http://127.0.0.1:"))
+    assert "sign in as s-day or s-night, password " in console
     alerts = [line for line in out.splitlines() if line.startswith("[")]
     assert any("【紧急呼叫】" in line and "独居老人" in line and "SOS pressed" in line for line in alerts), out
     # the scripted gas leak on the simulated RS-485 bus, read over Modbus RTU through a pty
