@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import urllib3
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -33,7 +34,17 @@ from edge_rules.rules import resident_thresholds
 from edge_rules.schedule import format_duration_en, parse_duration
 from gateway.errors import ConfigError, ConfigProblem, PayloadError
 from gateway.models import Family, Kind
-from gateway.site.alerting import CHANNEL_TAGS, ChannelSettings, Ladder, NotifySettings, Route, Shift
+from gateway.site.alerting import (
+    CHANNEL_TAGS,
+    ChannelSettings,
+    DingTalkChannelSettings,
+    Ladder,
+    NotifySettings,
+    Route,
+    Shift,
+    WebhookChannelSettings,
+    WeComChannelSettings,
+)
 from gateway.site.validation import ID_PATTERN, SECRET_KEYS, URL_PATTERN, problems_from_validation
 
 _ID = ID_PATTERN
@@ -99,7 +110,7 @@ _URL = URL_PATTERN
 class InfluxV1Output(_OutputBase):
     type: Literal["influxdb_v1"]
     url: Annotated[str, Field(pattern=_URL)]
-    database: str
+    database: Annotated[str, Field(min_length=1)]  # the sink refuses an empty one
     retention_policy: str = ""
     username: str = ""
     password: SecretStr = SecretStr("")
@@ -110,7 +121,7 @@ class InfluxV2Output(_OutputBase):
     type: Literal["influxdb_v2"]
     url: Annotated[str, Field(pattern=_URL)]
     org: str = ""
-    bucket: str
+    bucket: Annotated[str, Field(min_length=1)]  # the sink refuses an empty one
     token: SecretStr = SecretStr("")
 
 
@@ -592,6 +603,7 @@ def cross_check(config: SiteConfig, file: str) -> list[ConfigProblem]:
     problems.extend(_check_visits(config, file, set(households)))
     problems.extend(_check_people(config, file))
     problems.extend(_check_notify(config, file))
+    problems.extend(_check_built_at_run(config, file))
 
     z2m_names: dict[str, int] = {}
     rtl_keys: dict[tuple[str, str, str], int] = {}
@@ -859,6 +871,38 @@ def check_targets(config: SiteConfig) -> list[tuple[str, str, str]]:
 
 def _check_notify(config: SiteConfig, file: str) -> list[ConfigProblem]:
     return [ConfigProblem(file, path, expected, found) for path, expected, found in check_targets(config)]
+
+
+# The HTTP API's bearer token: long enough not to be guessed by trying.
+API_TOKEN_MIN = 16
+
+
+def _check_built_at_run(config: SiteConfig, file: str) -> list[ConfigProblem]:
+    """What the runtime builds from settings that the models alone accept: the roster's
+    schedules (``Shift.schedule()``, as the notifier calls it), URLs as the HTTP clients parse
+    them, the API token. A mistake here would otherwise pass ``check`` and stop ``run``."""
+    problems: list[ConfigProblem] = []
+    for i, shift in enumerate(config.roster):
+        try:
+            shift.schedule()
+        except ValidationError as exc:
+            problems.extend(problems_from_validation(exc, file, prefix=f"roster[{i}]"))
+    api = config.notify.api
+    if api is not None and len(api.token) < API_TOKEN_MIN:  # never echo the token itself
+        expected, found = f"at least {API_TOKEN_MIN} characters", f"{len(api.token)} characters"
+        problems.append(ConfigProblem(file, "notify.api.token", expected, found))
+    urls = [(f"outputs[{k}].url", o.url) for k, o in enumerate(config.outputs)]
+    urls += [
+        (f"channels[{k}].url", c.url)
+        for k, c in enumerate(config.channels)
+        if isinstance(c, WebhookChannelSettings | WeComChannelSettings | DingTalkChannelSettings)
+    ]
+    for path, url in urls:
+        try:
+            urllib3.util.parse_url(url)
+        except urllib3.exceptions.LocationParseError:
+            problems.append(ConfigProblem(file, path, "an http(s):// URL with a port of at most 65535", repr(url)))
+    return problems
 
 
 def _check_osdp(config: SiteConfig, file: str, serial_ports: dict[str, int]) -> list[ConfigProblem]:

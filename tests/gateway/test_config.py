@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
 from gateway.cli.app import main as cli
 from gateway.errors import ConfigError
+from gateway.runtime import Gateway
 from gateway.site.config import load_config, parse_config
+from gateway.web.api import AlertApi
 from tests.gateway.factories import minimal_site
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
@@ -352,3 +357,139 @@ def test_channel_settings_are_located_and_secrets_never_repeated() -> None:
     text = "\n".join(found)
     for secret in ("hunter2", "short-secret", "tok-123", "12345"):
         assert secret not in text
+
+
+# ------------------------------------------------------------------ one validation: what run refuses, check refuses
+
+
+def _with_people(**extra: Any) -> dict[str, Any]:
+    site = minimal_site(**extra)
+    site["staff"] = [{"id": "s-li", "name": "李师傅", "role": "property"}]
+    site.setdefault("channels", [{"type": "mqtt", "id": "app"}])
+    return site
+
+
+def test_roster_times_the_runtime_refuses_are_config_errors() -> None:
+    site = _with_people(roster=[{"person": "s-li", "start": "25:00", "end": "8am"}])
+    found = problems(site)
+    clock = 'expected a local time "HH:MM", e.g. "07:00"'
+    assert f"site.toml: roster[0].start: {clock}, found '25:00'" in found
+    assert f"site.toml: roster[0].end: {clock}, found '8am'" in found
+    site = _with_people(
+        ladders=[
+            {"id": "l1", "quiet": {"start": "22:00", "end": "7"}, "tiers": [{"to": ["s-li"], "channels": ["app"]}]}
+        ]
+    )
+    assert problems(site) == [f"site.toml: ladders[0].quiet.end: {clock}, found '7'"]
+
+
+def test_api_token_shorter_than_16_characters_is_refused_without_showing_it() -> None:
+    for token in ("", "abc123"):
+        found = problems(_with_people(notify={"api": {"token": token}}))
+        assert found == [f"site.toml: notify.api.token: expected at least 16 characters, found {len(token)} characters"]
+    parse_config(_with_people(notify={"api": {"token": "0123456789abcdef"}}), environ={})
+
+
+def test_urls_and_names_the_http_clients_refuse_are_config_errors() -> None:
+    site = minimal_site(
+        outputs=[
+            {"type": "influxdb_v1", "name": "a", "url": "http://127.0.0.1:8086", "database": ""},
+            {"type": "influxdb_v2", "name": "b", "url": "http://127.0.0.1:8086", "bucket": ""},
+        ]
+    )
+    assert problems(site) == [
+        "site.toml: outputs[0].database: expected at least 1 characters, found ''",
+        "site.toml: outputs[1].bucket: expected at least 1 characters, found ''",
+    ]
+    site = minimal_site(
+        outputs=[{"type": "influxdb_v1", "name": "a", "url": "http://127.0.0.1:99999", "database": "d"}],
+        channels=[{"type": "webhook", "id": "w", "url": "https://x:70000/hook", "secret": "0123456789abcdef"}],
+    )
+    port = "expected an http(s):// URL with a port of at most 65535"
+    assert problems(site) == [
+        f"site.toml: outputs[0].url: {port}, found 'http://127.0.0.1:99999'",
+        f"site.toml: channels[0].url: {port}, found 'https://x:70000/hook'",
+    ]
+
+
+# Values a person might write for a time of day, a duration, a token, a URL: mostly valid, so
+# that many configs pass check and get built, and now and then one that is not.
+def _mostly(valid: st.SearchStrategy[Any], invalid: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.integers(0, 7).flatmap(lambda n: invalid if n == 7 else valid)
+
+
+_CLOCK = _mostly(
+    st.builds("{:02d}:{:02d}".format, st.integers(0, 23), st.integers(0, 59)) | st.just("24:00"),
+    st.sampled_from(["8:05", "24:01", "25:00", "8am", "7", "", "12:60", " 08:00", 800])
+    | st.text(alphabet="0123456789:apm ", max_size=6),
+)
+_DURATION = _mostly(st.sampled_from(["5m", "1h30m", "2h", 60, 3600.0]), st.sampled_from(["0s", "-1m", "2x", "", -5, 0]))
+_DAYS = _mostly(
+    st.none() | st.lists(st.sampled_from(["mon", "tue", "sat", "sun"]), min_size=1, max_size=3, unique=True),
+    st.lists(st.sampled_from(["Mon", "weekday", "sun"]), max_size=2),
+)
+_URL = _mostly(
+    st.sampled_from(["http://127.0.0.1:8086", "https://h.example/p", "http://h:65535", "http://h:0"]),
+    st.sampled_from(["http://h:65536", "http://h:99999", "h:80"]),
+)
+_SECRET = _mostly(st.text(min_size=16, max_size=24), st.text(max_size=15))
+
+
+@st.composite
+def _sites(draw: st.DrawFn) -> dict[str, Any]:
+    site = _with_people()
+    site["staff"].append({"id": "s-wang", "name": "王保安", "role": "security"})
+    site["roster"] = [
+        {"person": draw(st.sampled_from(["s-li", "s-wang"])), "start": draw(_CLOCK), "end": draw(_CLOCK), "days": d}
+        for d in draw(st.lists(_DAYS, max_size=3))
+    ]
+    quiet = draw(st.none() | st.fixed_dictionaries({"start": _CLOCK, "end": _CLOCK, "days": _DAYS}))
+    site["ladders"] = [
+        {
+            "id": "l1",
+            "repeat": draw(_DURATION),
+            "tiers": [
+                {"to": ["on_duty"], "channels": ["app"]},
+                {"after": draw(_DURATION), "to": ["s-li"], "channels": ["hook"]},
+            ],
+            **({"quiet": quiet} if quiet is not None else {}),
+        }
+    ]
+    site["routes"] = [{"ladder": "l1"}]
+    site["channels"] = [
+        {"type": "mqtt", "id": "app"},
+        {"type": "webhook", "id": "hook", "url": draw(_URL), "secret": draw(_SECRET)},
+    ]
+    site["outputs"] = [
+        {"type": "influxdb_v1", "name": "o", "url": draw(_URL), "database": draw(_mostly(st.just("db"), st.just("")))}
+    ]
+    site["notify"] = {"renotify_interval": draw(_DURATION)}
+    if draw(st.booleans()):
+        site["notify"]["api"] = {"token": draw(_SECRET)}
+    site["home_assistant"] = {"enabled": draw(st.booleans())}
+    return site
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_sites())
+def test_a_config_that_check_accepts_builds_everything_run_builds(site: dict[str, Any]) -> None:
+    """Either ``parse_config`` refuses the config, or the runtime's own constructors take it:
+    the gateway (registry, rules, alert path, sinks, channels, notifier with its shifts and
+    quiet windows, Home Assistant plan) and the alert API."""
+    with tempfile.TemporaryDirectory() as data:
+        site["gateway"]["data_dir"] = data
+        try:
+            config = parse_config(site, environ={})
+        except ConfigError:
+            event("refused by check")
+            return
+        event("accepted by check")
+        gateway = Gateway(config)
+        try:
+            assert len(gateway.notifier.shifts) == len(config.roster)
+            if config.notify.api is not None:
+                api = AlertApi(gateway.store, config.notify.api.token, lambda body: body, "127.0.0.1", 0)
+                api.start()
+                api.stop()
+        finally:
+            gateway.store.close()
