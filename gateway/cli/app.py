@@ -28,7 +28,7 @@ from typing import Any
 
 from gateway.cli import alerts as alerts_cli
 from gateway.clock import SystemClock
-from gateway.errors import ConfigError, SenseGateError
+from gateway.errors import ConfigError, ConfigProblem, SenseGateError
 from gateway.log import setup_logging
 from gateway.site.config import SiteConfig, load_config, parse_config, site_rules
 
@@ -95,9 +95,16 @@ def summary(config: SiteConfig) -> str:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
+    # The secrets are the machine's, not the file's: an installer checks a config where they
+    # are not set (and `run` refuses to start until they are).
+    unset: list[ConfigProblem] = []
+    config = load_config(args.config, unset_secrets=unset)
     print(f"ok: {args.config}")
     print(summary(config))
+    if unset:
+        print(f"  secrets not available here ({len(unset)}); sensegate run needs them:")
+        for problem in unset:
+            print(f"    {problem}")
     return 0
 
 
@@ -211,10 +218,28 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from simulators.runner import SerialSimulators, default_demo_incidents, run_simulation
+    from simulators.runner import (
+        DEMO_SCRIPT,
+        SerialSimulators,
+        check_simulation,
+        default_demo_incidents,
+        run_simulation,
+    )
 
-    config = load_config(args.config)
+    config = load_config(args.config, unset_secrets=[])  # the simulator publishes without the gateway's secrets
     host, _, port = (args.broker or f"{config.mqtt.host}:{config.mqtt.port}").rpartition(":")
+    incidents = default_demo_incidents(config) if args.incidents else []
+    try:
+        check_simulation(config, incidents)
+    except ValueError as exc:
+        print(f"error: cannot simulate {args.config}: {exc}", file=sys.stderr)
+        return 2
+    if args.incidents:
+        for incident in incidents:
+            print(f"incident at {incident.at:g} s: {incident.kind} in {incident.household}", flush=True)
+        for step in DEMO_SCRIPT:
+            if step.kind not in {i.kind for i in incidents}:
+                print(f"no incident {step.kind}: no household has an MQTT {step.family.value} device", flush=True)
 
     async def main() -> int:
         stop = asyncio.Event()
@@ -237,7 +262,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                     clock=SystemClock(),
                     seed=args.seed,
                     speed=args.speed,
-                    incidents=default_demo_incidents(config) if args.incidents else (),
+                    incidents=incidents,
                     duration=args.duration,
                     stop=stop,
                     start_hour=args.start_hour,

@@ -4,8 +4,9 @@ Every model forbids unknown keys. ``load_config`` raises one ``ConfigError`` lis
 problem it found, each with the file, the dotted field path, what was expected and what was
 found, so an installer can fix a whole file in one pass. See docs/configuration.md.
 
-Secrets (any `password`, `token`, `secret` or `scbk` key) may be written as ``"env:NAME"`` (read from
-the environment variable NAME) or ``"file:/path"`` (the file's first line) instead of inline.
+Secrets (any `password`, `token`, `secret`, `scbk` or `pin` key) may be written as ``"env:NAME"``
+(read from the environment variable NAME) or ``"file:/path"`` (the file's first line) instead of
+inline. ``run`` needs them; ``check`` lists the ones it cannot read and goes on without them.
 """
 
 from __future__ import annotations
@@ -434,8 +435,12 @@ class SiteConfig(_Model):
 # --------------------------------------------------------------------------- loading
 
 
-def load_config(path: str | Path) -> SiteConfig:
-    """Read, validate and cross-check a site config file. Raises ``ConfigError``."""
+def load_config(path: str | Path, *, unset_secrets: list[ConfigProblem] | None = None) -> SiteConfig:
+    """Read, validate and cross-check a site config file. Raises ``ConfigError``.
+
+    A secret whose environment variable is unset or whose file cannot be read is a config
+    error, unless ``unset_secrets`` is given (by commands that do not use the secrets:
+    ``check``, ``simulate``): then it is listed there and the config holds a stand-in for it."""
     file = str(path)
     try:
         text = Path(path).read_bytes().decode("utf-8")
@@ -447,7 +452,7 @@ def load_config(path: str | Path) -> SiteConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([ConfigProblem(file, "", "valid TOML", str(exc))]) from None
-    return parse_config(data, file=file, base_dir=Path(path).resolve().parent)
+    return parse_config(data, file=file, base_dir=Path(path).resolve().parent, unset_secrets=unset_secrets)
 
 
 def parse_config(
@@ -455,11 +460,32 @@ def parse_config(
     file: str = "<config>",
     base_dir: Path | None = None,
     environ: Mapping[str, str] | None = None,
+    *,
+    unset_secrets: list[ConfigProblem] | None = None,
 ) -> SiteConfig:
-    """Validate an already-parsed config mapping (used by ``load_config`` and the demo)."""
+    """Validate an already-parsed config mapping (used by ``load_config`` and the demo);
+    ``unset_secrets`` as for ``load_config``."""
     env = os.environ if environ is None else environ
+    missing: list[ConfigProblem] = []
+    resolved = _resolve_secrets(data, file, env, missing)
+    try:
+        config = _validate(resolved, file, base_dir)
+    except ConfigError as exc:
+        # A stand-in is no judge of the value that will be set: nothing more is said about it.
+        skipped = {p.path for p in missing}
+        problems = [p for p in exc.problems if p.file != file or p.path not in skipped]
+        if unset_secrets is None:
+            problems = missing + problems
+        raise ConfigError(problems or exc.problems) from None
+    if unset_secrets is not None:
+        unset_secrets.extend(missing)
+    elif missing:
+        raise ConfigError(missing)
+    return config
+
+
+def _validate(resolved: Any, file: str, base_dir: Path | None) -> SiteConfig:
     problems: list[ConfigProblem] = []
-    resolved = _resolve_secrets(data, file, env, problems)
     try:
         config = SiteConfig.model_validate(resolved)
     except ValidationError as exc:
@@ -515,16 +541,24 @@ def _check_resident_thresholds(config: SiteConfig, rules: RuleSet, file: str) ->
     return problems
 
 
+# What an unavailable secret stands in as when the command does not use it: a value every
+# secret field accepts (32 hex digits: an OSDP key; long enough for a token), a SIM PIN none.
+_STAND_IN = "0" * 32
+_STAND_IN_BY_KEY = {"pin": ""}
+
+
 def _resolve_secrets(
     data: Any, file: str, env: Mapping[str, str], problems: list[ConfigProblem], path: str = ""
 ) -> Any:
-    """Replace ``"env:NAME"`` / ``"file:PATH"`` in secret fields with their value."""
+    """Replace ``"env:NAME"`` / ``"file:PATH"`` in secret fields with their value; one that is
+    not available goes to ``problems`` and gets a stand-in."""
     if isinstance(data, Mapping):
         out = {}
         for key, value in data.items():
             sub = f"{path}.{key}" if path else str(key)
             if key in _SECRET_KEYS and isinstance(value, str):
-                out[key] = _secret_value(value, file, sub, env, problems)
+                found = _secret_value(value, file, sub, env, problems)
+                out[key] = _STAND_IN_BY_KEY.get(key, _STAND_IN) if found is None else found
             else:
                 out[key] = _resolve_secrets(value, file, env, problems, sub)
         return out
@@ -533,19 +567,21 @@ def _resolve_secrets(
     return data
 
 
-def _secret_value(value: str, file: str, path: str, env: Mapping[str, str], problems: list[ConfigProblem]) -> str:
+def _secret_value(
+    value: str, file: str, path: str, env: Mapping[str, str], problems: list[ConfigProblem]
+) -> str | None:
     if value.startswith("env:"):
         name = value[4:]
         if name not in env:
             problems.append(ConfigProblem(file, path, f"environment variable {name} to be set", "unset"))
-            return ""
+            return None
         return env[name]
     if value.startswith("file:"):
         try:
             lines = Path(value[5:]).read_text(encoding="utf-8").splitlines()
         except OSError as exc:
             problems.append(ConfigProblem(file, path, "a readable secret file", exc.strerror or str(exc)))
-            return ""
+            return None
         return lines[0].strip() if lines else ""
     return value
 
