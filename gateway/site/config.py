@@ -12,8 +12,11 @@ inline. ``run`` needs them; ``check`` lists the ones it cannot read and goes on 
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -46,9 +49,43 @@ from gateway.site.alerting import (
     WebhookChannelSettings,
     WeComChannelSettings,
 )
+from gateway.site.locate import key_lines, line_of
 from gateway.site.validation import ID_PATTERN, SECRET_KEYS, URL_PATTERN, problems_from_validation
 
 _ID = ID_PATTERN
+
+
+# The config is validated in pydantic's strict mode (``parse_config``): ``lives_alone = "yes"``
+# or ``port = "1883"`` are mistakes, not values to coerce. TOML has no paths or enums, so those
+# fields take their string here.
+
+
+def _path(value: Any) -> Any:
+    if isinstance(value, str):
+        return Path(value)
+    if isinstance(value, Path):
+        return value
+    raise ValueError("a path (a string)")
+
+
+def _member(enum: type[StrEnum], *also: str) -> Any:
+    """A before-validator taking an ``enum`` member by its value (or one of ``also`` as is)."""
+    values = [m.value for m in enum] + list(also)
+    words = ", ".join(repr(v) for v in values[:-1]) + f" or {values[-1]!r}"
+
+    def member(value: Any) -> Any:
+        if isinstance(value, enum) or value in also:
+            return value
+        if isinstance(value, str) and value in values:
+            return enum(value)
+        raise ValueError(words)
+
+    return BeforeValidator(member)
+
+
+FilePath = Annotated[Path, BeforeValidator(_path)]
+FamilyName = Annotated[Family, _member(Family)]
+KindName = Annotated[Kind, _member(Kind)]
 
 
 class _Model(BaseModel):
@@ -58,13 +95,13 @@ class _Model(BaseModel):
 class GatewaySettings(_Model):
     id: Annotated[str, Field(pattern=_ID, max_length=64)]
     site: str = ""
-    data_dir: Path = Path("sensegate-data")
+    data_dir: FilePath = Path("sensegate-data")
 
 
 class TlsSettings(_Model):
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
+    ca_file: FilePath | None = None
+    cert_file: FilePath | None = None
+    key_file: FilePath | None = None
     insecure: bool = False  # skip hostname verification; for a broker on the same LAN only
 
 
@@ -85,7 +122,7 @@ class MqttSettings(_Model):
 
 
 class StoreSettings(_Model):
-    path: Path | None = None  # default: <data_dir>/store.sqlite3
+    path: FilePath | None = None  # default: <data_dir>/store.sqlite3
     max_bytes: ByteSize = ByteSize(512 * 1024 * 1024)
     # "full" survives a power cut; "normal" only a crash of the process.
     synchronous: Literal["full", "normal"] = "full"
@@ -102,7 +139,7 @@ class _OutputBase(_Model):
     gzip: bool = True
     backoff_initial: Annotated[float, Field(gt=0, le=3600)] = 1.0
     backoff_max: Annotated[float, Field(gt=0, le=86_400)] = 60.0
-    families: list[Family] | None = None  # only these families; default all
+    families: list[FamilyName] | None = None  # only these families; default all
 
 
 _URL = URL_PATTERN
@@ -148,7 +185,7 @@ class RulesSettings(_Model):
     """
 
     packs: list[str] = ["elderly_care", "smart_community"]
-    files: list[Path] = []  # relative to this config file
+    files: list[FilePath] = []  # relative to this config file
 
 
 class Building(_Model):
@@ -247,7 +284,7 @@ class VisitSettings(_Model):
 class Zigbee2MqttSource(_Model):
     format: Literal["zigbee2mqtt"]
     friendly_name: str  # the device topic is "<zigbee2mqtt_base>/<friendly_name>"
-    actions: dict[str, Kind] | None = None  # button action → kind, e.g. HS1EB {single = "sos_pressed"}
+    actions: dict[str, KindName] | None = None  # button action → kind, e.g. HS1EB {single = "sos_pressed"}
 
 
 class Rtl433Source(_Model):
@@ -256,7 +293,7 @@ class Rtl433Source(_Model):
     channel: str = ""
     # Code (decimal or 0x-hex) → kind for EV1527-style devices; field name → kind for flag
     # models (Honeywell "alarm", Interlogix "switch2"); "" means "known, means nothing".
-    codes: dict[str, Kind | Literal[""]] | None = None
+    codes: dict[str, Annotated[Kind | Literal[""], _member(Kind, "")]] | None = None
 
 
 class NativeSource(_Model):
@@ -360,7 +397,7 @@ class Device(_Model):
     ``cross_check``)."""
 
     id: Annotated[str, Field(pattern=_ID, max_length=128)]
-    family: Family
+    family: FamilyName
     model: str
     household: str = ""  # empty for public areas: then building is required
     building: str = ""
@@ -452,7 +489,8 @@ def load_config(path: str | Path, *, unset_secrets: list[ConfigProblem] | None =
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([ConfigProblem(file, "", "valid TOML", str(exc))]) from None
-    return parse_config(data, file=file, base_dir=Path(path).resolve().parent, unset_secrets=unset_secrets)
+    base_dir = Path(path).resolve().parent
+    return parse_config(data, file=file, base_dir=base_dir, unset_secrets=unset_secrets, source=text)
 
 
 def parse_config(
@@ -462,9 +500,11 @@ def parse_config(
     environ: Mapping[str, str] | None = None,
     *,
     unset_secrets: list[ConfigProblem] | None = None,
+    source: str | None = None,
 ) -> SiteConfig:
     """Validate an already-parsed config mapping (used by ``load_config`` and the demo);
-    ``unset_secrets`` as for ``load_config``."""
+    ``unset_secrets`` as for ``load_config``. ``source``: the TOML text, for the line of each
+    problem."""
     env = os.environ if environ is None else environ
     missing: list[ConfigProblem] = []
     resolved = _resolve_secrets(data, file, env, missing)
@@ -476,18 +516,65 @@ def parse_config(
         problems = [p for p in exc.problems if p.file != file or p.path not in skipped]
         if unset_secrets is None:
             problems = missing + problems
-        raise ConfigError(problems or exc.problems) from None
+        raise ConfigError(_placed(problems or exc.problems, file, data, source)) from None
     if unset_secrets is not None:
-        unset_secrets.extend(missing)
+        unset_secrets.extend(_placed(missing, file, data, source))
     elif missing:
-        raise ConfigError(missing)
+        raise ConfigError(_placed(missing, file, data, source))
     return config
+
+
+# The lists whose items a person names: a problem says devices['3-2-502-smoke'], not devices[2].
+_NAMED_BY = {
+    "buildings": "id",
+    "households": "id",
+    "residents": "id",
+    "devices": "id",
+    "staff": "id",
+    "visitors": "id",
+    "channels": "id",
+    "ladders": "id",
+    "modbus_buses": "id",
+    "osdp_buses": "id",
+    "outputs": "name",
+}
+_ITEM = re.compile(rf"(?<![\w.])({'|'.join(_NAMED_BY)})\[(\d+)\]")
+
+
+def _placed(
+    problems: list[ConfigProblem], file: str, data: Mapping[str, Any], source: str | None
+) -> list[ConfigProblem]:
+    """``problems`` of ``file`` with their line in ``source`` and each named item by its id
+    (in the path and where ``expected`` refers to one); an id that is missing or not unique
+    keeps the index."""
+    lines = key_lines(source) if source is not None else {}
+
+    def name(match: re.Match[str]) -> str:
+        section, index = match.group(1), int(match.group(2))
+        items = data.get(section)
+        if not isinstance(items, list) or index >= len(items) or not isinstance(items[index], Mapping):
+            return match.group(0)
+        key = items[index].get(_NAMED_BY[section])
+        same = sum(1 for item in items if isinstance(item, Mapping) and item.get(_NAMED_BY[section]) == key)
+        return f"{section}[{key!r}]" if isinstance(key, str) and key and same == 1 else match.group(0)
+
+    return [
+        replace(
+            p,
+            path=_ITEM.sub(name, p.path),
+            expected=_ITEM.sub(name, p.expected),
+            line=line_of(lines, p.path) if p.path else None,
+        )
+        if p.file == file
+        else p
+        for p in problems
+    ]
 
 
 def _validate(resolved: Any, file: str, base_dir: Path | None) -> SiteConfig:
     problems: list[ConfigProblem] = []
     try:
-        config = SiteConfig.model_validate(resolved)
+        config = SiteConfig.model_validate(resolved, strict=True)
     except ValidationError as exc:
         problems.extend(
             problems_from_validation(exc, file, root=SiteConfig, drop=_UNION_TAGS, pattern_words=_PATTERN_WORDS)

@@ -115,7 +115,7 @@ def test_run_refuses_to_start_without_a_secret_check_only_lists(
     err = capsys.readouterr().err
     # one line per secret: no second complaint about the empty value it stands for
     assert err.splitlines()[0] == "config error: 2 problem(s)", err
-    assert f"mqtt.password: {unset}" in err and "channels[0].token: expected environment variable" in err
+    assert f"mqtt.password: {unset}" in err and "channels['wecom'].token: expected environment variable" in err
     assert not (tmp_path / "data").exists()
 
 
