@@ -426,7 +426,9 @@ def parser() -> argparse.ArgumentParser:
         help="validate a site config",
         description=(
             "Validate a site config. Prints 'ok' and a summary (devices per building, outputs), or every "
-            "mistake with the file, the field path, what was expected and what was found (exit 2)."
+            "mistake with the file and line, the field path, what was expected and what was found (exit 2). "
+            "Secrets given as env:NAME or file:PATH need not be available here: those it cannot read are "
+            "listed after the summary ('run' refuses to start without them)."
         ),
     )
     c.add_argument("-c", "--config", required=True)

@@ -105,9 +105,9 @@ async def test_the_http_api_lists_shows_acknowledges_and_resolves_with_a_token(
     site["gateway"] = {**site["gateway"], "data_dir": str(tmp_path / "data")}
     site["mqtt"] = {"host": mosquitto.host, "port": mosquitto.port}
     site["alerts"] = {"console": False}
-    config = parse_config(site, file="<test>", environ={"SENSEGATE_API_TOKEN": "s3cret-token"})
+    config = parse_config(site, file="<test>", environ={"SENSEGATE_API_TOKEN": "s3cret-token-0123"})
     http = urllib3.PoolManager()
-    auth = {"Authorization": "Bearer s3cret-token"}
+    auth = {"Authorization": "Bearer s3cret-token-0123"}
 
     def call(method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
         assert gateway.api is not None
