@@ -3,7 +3,7 @@
 ::
 
     SenseGateError
-    ├── ConfigError          a config file is wrong; carries every problem found (file, field, expected, found)
+    ├── ConfigError          a config file is wrong; carries every problem found (file, line, field, expected, found)
     ├── PayloadError         one payload or frame cannot be decoded; counted, logged once, skipped
     │   └── UnknownDeviceError   well-formed, but from a device the registry does not know
     ├── TransportError       a broker, serial port or socket failed; the supervisor retries
@@ -30,12 +30,14 @@ class ConfigProblem:
     """One mistake in a config file, located precisely enough to fix it."""
 
     file: str
-    path: str  # dotted field path, e.g. "devices[3].household"
+    path: str  # dotted field path, e.g. "devices['3-2-502-smoke'].household" (an item by its id)
     expected: str
     found: str
+    line: int | None = None  # where the field (or the table it is in) is written, 1-based
 
     def __str__(self) -> str:
-        where = f"{self.file}: {self.path}" if self.path else self.file
+        file = f"{self.file}:{self.line}" if self.line is not None else self.file
+        where = f"{file}: {self.path}" if self.path else file
         return f"{where}: expected {self.expected}, found {self.found}"
 
 

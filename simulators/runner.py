@@ -40,7 +40,7 @@ from gateway.clock import Clock
 from gateway.models import Family
 from gateway.mqtt_util import connection_lost, reason_lost
 from gateway.site.config import Device, SiteConfig, site_profiles
-from simulators.activity import BlockActivity, Emission, Incident, play, sleep_or_stop
+from simulators.activity import BlockActivity, Emission, Incident, IncidentKind, play, sleep_or_stop
 from simulators.modbus_detector import PtyModbusBus, SimDetector
 from simulators.osdp_reader import PtyOsdpReader
 from simulators.serial_radar import PtyRadar
@@ -248,39 +248,71 @@ async def run_simulation(
     return stats
 
 
+@dataclass(frozen=True, slots=True)
+class ScriptStep:
+    """One incident of the demo's script: when, what, on which device family and whose flat."""
+
+    at: float
+    kind: IncidentKind
+    family: Family
+    alone_first: bool  # a lone elder's flat first, else a family's
+    second: bool = False  # the second such flat when there are two (another elder than the SOS)
+    duration: float | None = None
+
+
+DEMO_SCRIPT = (
+    ScriptStep(8.0, "sos", Family.SOS, alone_first=True),
+    ScriptStep(18.0, "smoke", Family.SMOKE, alone_first=False, duration=40.0),
+    ScriptStep(28.0, "fall_no_recovery", Family.FALL, alone_first=True, second=True),
+)
+
+
 def default_demo_incidents(site: SiteConfig | None = None) -> list[Incident]:
-    """The demo's script, all within 45 s so alerts show in the terminal within a minute:
+    """The demo's script (``DEMO_SCRIPT``), all within 45 s so alerts show in the terminal
+    within a minute:
 
     - 8 s: an elder living alone presses the SOS button;
     - 18 s: a smoke alarm in a family's kitchen, clearing 40 s later;
     - 28 s: another lone elder falls and does not get up.
 
-    Households come from ``site`` (lone elders first; the demo block always has one in the
-    first flat of each building); without a site, from ``simulators.block.demo_site()``. The
-    wired devices have a script of their own (``SerialSimulators.run``): a gas leak on the
-    Modbus bus at 10 s, a fall on the wired radar at 38 s.
+    Each goes to a household that has an MQTT device of its family (lone elders first, for the
+    smoke alarm a family's flat when one has a detector); a step no household has a device for
+    is left out, so every site can play the script. Without a site, the households come from
+    ``simulators.block.demo_site()``. The wired devices have a script of their own
+    (``SerialSimulators.run``): a gas leak on the Modbus bus at 10 s, a fall on the wired radar
+    at 38 s.
     """
     if site is None:
         from gateway.site.config import parse_config
         from simulators.block import demo_site
 
         site = parse_config(demo_site())
-    with_devices = {d.household for d in site.devices if d.household}
-    households = [h.id for h in site.households if h.id in with_devices]
-    if not households:
-        return []
-    alone = [r.household for r in site.residents if r.lives_alone and r.household in with_devices]
-    elders = list(dict.fromkeys(alone)) or households
-    others = [h for h in households if h not in elders] or households
-    # The scripted fall goes through an MQTT radar; a flat with a wired (serial) one has its
-    # own pty simulator (``sensegate demo`` scripts that radar separately).
-    mqtt_radar = {d.household for d in site.devices if d.family == "fall" and d.mqtt is not None}
-    fallers = [h for h in elders if h in mqtt_radar] or elders
-    return [
-        Incident(8.0, elders[0], "sos"),
-        Incident(18.0, others[0], "smoke", duration=40.0),
-        Incident(28.0, fallers[1 % len(fallers)] if len(fallers) > 1 else fallers[0], "fall_no_recovery"),
-    ]
+    # The activity model plays MQTT devices only; a flat's wired (serial) radar has its own
+    # pty simulator (``sensegate demo`` scripts that radar separately).
+    order = {h.id: k for k, h in enumerate(site.households)}
+    found: dict[Family, set[str]] = {}
+    for d in site.devices:
+        if d.household in order and d.mqtt is not None:
+            found.setdefault(d.family, set()).add(d.household)
+    alone = {r.household for r in site.residents if r.lives_alone}
+    incidents = []
+    for step in DEMO_SCRIPT:
+        flats = sorted(found.get(step.family, ()), key=order.__getitem__)
+        preferred = [h for h in flats if (h in alone) == step.alone_first] or flats
+        if preferred:
+            flat = preferred[1] if step.second and len(preferred) > 1 else preferred[0]
+            incidents.append(Incident(step.at, flat, step.kind, duration=step.duration))
+    return incidents
+
+
+def check_simulation(site: SiteConfig, incidents: Sequence[Incident] = ()) -> None:
+    """``ValueError`` in one line if ``run_simulation`` could not play ``site`` with
+    ``incidents`` (a device without a simulator, an incident no device can play), so a command
+    can say so before it starts anything."""
+    try:
+        BlockActivity(site, random.Random(0), start_time=0.0, incidents=incidents)
+    except KeyError as exc:  # simulator_for names the device that has none
+        raise ValueError(str(exc.args[0]) if exc.args else str(exc)) from None
 
 
 # ---------------------------------------------------------------------- serial devices

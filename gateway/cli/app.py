@@ -34,7 +34,7 @@ from typing import Any
 from gateway.cli import alerts as alerts_cli
 from gateway.cli import users as users_cli
 from gateway.clock import SystemClock
-from gateway.errors import ConfigError, SenseGateError
+from gateway.errors import ConfigError, ConfigProblem, SenseGateError
 from gateway.log import setup_logging
 from gateway.site.config import SiteConfig, load_config, parse_config, site_rules
 
@@ -101,9 +101,16 @@ def summary(config: SiteConfig) -> str:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
+    # The secrets are the machine's, not the file's: an installer checks a config where they
+    # are not set (and `run` refuses to start until they are).
+    unset: list[ConfigProblem] = []
+    config = load_config(args.config, unset_secrets=unset)
     print(f"ok: {args.config}")
     print(summary(config))
+    if unset:
+        print(f"  secrets not available here ({len(unset)}); sensegate run needs them:")
+        for problem in unset:
+            print(f"    {problem}")
     return 0
 
 
@@ -248,10 +255,28 @@ def _free_or_any(port: int) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from simulators.runner import SerialSimulators, default_demo_incidents, run_simulation
+    from simulators.runner import (
+        DEMO_SCRIPT,
+        SerialSimulators,
+        check_simulation,
+        default_demo_incidents,
+        run_simulation,
+    )
 
-    config = load_config(args.config)
+    config = load_config(args.config, unset_secrets=[])  # the simulator publishes without the gateway's secrets
     host, _, port = (args.broker or f"{config.mqtt.host}:{config.mqtt.port}").rpartition(":")
+    incidents = default_demo_incidents(config) if args.incidents else []
+    try:
+        check_simulation(config, incidents)
+    except ValueError as exc:
+        print(f"error: cannot simulate {args.config}: {exc}", file=sys.stderr)
+        return 2
+    if args.incidents:
+        for incident in incidents:
+            print(f"incident at {incident.at:g} s: {incident.kind} in {incident.household}", flush=True)
+        for step in DEMO_SCRIPT:
+            if step.kind not in {i.kind for i in incidents}:
+                print(f"no incident {step.kind}: no household has an MQTT {step.family.value} device", flush=True)
 
     async def main() -> int:
         stop = asyncio.Event()
@@ -274,7 +299,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                     clock=SystemClock(),
                     seed=args.seed,
                     speed=args.speed,
-                    incidents=default_demo_incidents(config) if args.incidents else (),
+                    incidents=incidents,
                     duration=args.duration,
                     stop=stop,
                     start_hour=args.start_hour,
@@ -438,7 +463,9 @@ def parser() -> argparse.ArgumentParser:
         help="validate a site config",
         description=(
             "Validate a site config. Prints 'ok' and a summary (devices per building, outputs), or every "
-            "mistake with the file, the field path, what was expected and what was found (exit 2)."
+            "mistake with the file and line, the field path, what was expected and what was found (exit 2). "
+            "Secrets given as env:NAME or file:PATH need not be available here: those it cannot read are "
+            "listed after the summary ('run' refuses to start without them)."
         ),
     )
     c.add_argument("-c", "--config", required=True)

@@ -4,18 +4,23 @@ Every model forbids unknown keys. ``load_config`` raises one ``ConfigError`` lis
 problem it found, each with the file, the dotted field path, what was expected and what was
 found, so an installer can fix a whole file in one pass. See docs/configuration.md.
 
-Secrets (any `password`, `token`, `secret` or `scbk` key) may be written as ``"env:NAME"`` (read from
-the environment variable NAME) or ``"file:/path"`` (the file's first line) instead of inline.
+Secrets (any `password`, `token`, `secret`, `scbk` or `pin` key) may be written as ``"env:NAME"``
+(read from the environment variable NAME) or ``"file:/path"`` (the file's first line) instead of
+inline. ``run`` needs them; ``check`` lists the ones it cannot read and goes on without them.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import urllib3
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -33,11 +38,46 @@ from edge_rules.rules import resident_thresholds
 from edge_rules.schedule import format_duration_en, parse_duration
 from gateway.errors import ConfigError, ConfigProblem, PayloadError
 from gateway.models import Family, Kind
-from gateway.site.alerting import CHANNEL_TAGS, ChannelSettings, Ladder, NotifySettings, Route, Shift
+from gateway.site.alerting import (
+    CHANNEL_TAGS,
+    ChannelSettings,
+    DingTalkChannelSettings,
+    Ladder,
+    NotifySettings,
+    Route,
+    Shift,
+    WebhookChannelSettings,
+    WeComChannelSettings,
+)
 from gateway.site.console import ConsoleSettings
-from gateway.site.validation import ID_PATTERN, SECRET_KEYS, URL_PATTERN, problems_from_validation
+from gateway.site.locate import key_lines, line_of
+from gateway.site.validation import ID_PATTERN, SECRET_KEYS, URL_PATTERN, FilePath, problems_from_validation
 
 _ID = ID_PATTERN
+
+
+# The config is validated in pydantic's strict mode (``parse_config``): ``lives_alone = "yes"``
+# or ``port = "1883"`` are mistakes, not values to coerce. TOML has no paths or enums, so those
+# fields take their string here.
+
+
+def _member(enum: type[StrEnum], *also: str) -> Any:
+    """A before-validator taking an ``enum`` member by its value (or one of ``also`` as is)."""
+    values = [m.value for m in enum] + list(also)
+    words = ", ".join(repr(v) for v in values[:-1]) + f" or {values[-1]!r}"
+
+    def member(value: Any) -> Any:
+        if isinstance(value, enum) or value in also:
+            return value
+        if isinstance(value, str) and value in values:
+            return enum(value)
+        raise ValueError(words)
+
+    return BeforeValidator(member)
+
+
+FamilyName = Annotated[Family, _member(Family)]
+KindName = Annotated[Kind, _member(Kind)]
 
 
 class _Model(BaseModel):
@@ -47,13 +87,13 @@ class _Model(BaseModel):
 class GatewaySettings(_Model):
     id: Annotated[str, Field(pattern=_ID, max_length=64)]
     site: str = ""
-    data_dir: Path = Path("sensegate-data")
+    data_dir: FilePath = Path("sensegate-data")
 
 
 class TlsSettings(_Model):
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
+    ca_file: FilePath | None = None
+    cert_file: FilePath | None = None
+    key_file: FilePath | None = None
     insecure: bool = False  # skip hostname verification; for a broker on the same LAN only
 
 
@@ -74,7 +114,7 @@ class MqttSettings(_Model):
 
 
 class StoreSettings(_Model):
-    path: Path | None = None  # default: <data_dir>/store.sqlite3
+    path: FilePath | None = None  # default: <data_dir>/store.sqlite3
     max_bytes: ByteSize = ByteSize(512 * 1024 * 1024)
     # "full" survives a power cut; "normal" only a crash of the process.
     synchronous: Literal["full", "normal"] = "full"
@@ -91,7 +131,7 @@ class _OutputBase(_Model):
     gzip: bool = True
     backoff_initial: Annotated[float, Field(gt=0, le=3600)] = 1.0
     backoff_max: Annotated[float, Field(gt=0, le=86_400)] = 60.0
-    families: list[Family] | None = None  # only these families; default all
+    families: list[FamilyName] | None = None  # only these families; default all
 
 
 _URL = URL_PATTERN
@@ -100,7 +140,7 @@ _URL = URL_PATTERN
 class InfluxV1Output(_OutputBase):
     type: Literal["influxdb_v1"]
     url: Annotated[str, Field(pattern=_URL)]
-    database: str
+    database: Annotated[str, Field(min_length=1)]  # the sink refuses an empty one
     retention_policy: str = ""
     username: str = ""
     password: SecretStr = SecretStr("")
@@ -111,7 +151,7 @@ class InfluxV2Output(_OutputBase):
     type: Literal["influxdb_v2"]
     url: Annotated[str, Field(pattern=_URL)]
     org: str = ""
-    bucket: str
+    bucket: Annotated[str, Field(min_length=1)]  # the sink refuses an empty one
     token: SecretStr = SecretStr("")
 
 
@@ -137,7 +177,7 @@ class RulesSettings(_Model):
     """
 
     packs: list[str] = ["elderly_care", "smart_community"]
-    files: list[Path] = []  # relative to this config file
+    files: list[FilePath] = []  # relative to this config file
 
 
 class Building(_Model):
@@ -236,7 +276,7 @@ class VisitSettings(_Model):
 class Zigbee2MqttSource(_Model):
     format: Literal["zigbee2mqtt"]
     friendly_name: str  # the device topic is "<zigbee2mqtt_base>/<friendly_name>"
-    actions: dict[str, Kind] | None = None  # button action → kind, e.g. HS1EB {single = "sos_pressed"}
+    actions: dict[str, KindName] | None = None  # button action → kind, e.g. HS1EB {single = "sos_pressed"}
 
 
 class Rtl433Source(_Model):
@@ -245,7 +285,7 @@ class Rtl433Source(_Model):
     channel: str = ""
     # Code (decimal or 0x-hex) → kind for EV1527-style devices; field name → kind for flag
     # models (Honeywell "alarm", Interlogix "switch2"); "" means "known, means nothing".
-    codes: dict[str, Kind | Literal[""]] | None = None
+    codes: dict[str, Annotated[Kind | Literal[""], _member(Kind, "")]] | None = None
 
 
 class NativeSource(_Model):
@@ -349,7 +389,7 @@ class Device(_Model):
     ``cross_check``)."""
 
     id: Annotated[str, Field(pattern=_ID, max_length=128)]
-    family: Family
+    family: FamilyName
     model: str
     household: str = ""  # empty for public areas: then building is required
     building: str = ""
@@ -425,8 +465,12 @@ class SiteConfig(_Model):
 # --------------------------------------------------------------------------- loading
 
 
-def load_config(path: str | Path) -> SiteConfig:
-    """Read, validate and cross-check a site config file. Raises ``ConfigError``."""
+def load_config(path: str | Path, *, unset_secrets: list[ConfigProblem] | None = None) -> SiteConfig:
+    """Read, validate and cross-check a site config file. Raises ``ConfigError``.
+
+    A secret whose environment variable is unset or whose file cannot be read is a config
+    error, unless ``unset_secrets`` is given (by commands that do not use the secrets:
+    ``check``, ``simulate``): then it is listed there and the config holds a stand-in for it."""
     file = str(path)
     try:
         text = Path(path).read_bytes().decode("utf-8")
@@ -438,7 +482,8 @@ def load_config(path: str | Path) -> SiteConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([ConfigProblem(file, "", "valid TOML", str(exc))]) from None
-    return parse_config(data, file=file, base_dir=Path(path).resolve().parent)
+    base_dir = Path(path).resolve().parent
+    return parse_config(data, file=file, base_dir=base_dir, unset_secrets=unset_secrets, source=text)
 
 
 def parse_config(
@@ -446,13 +491,83 @@ def parse_config(
     file: str = "<config>",
     base_dir: Path | None = None,
     environ: Mapping[str, str] | None = None,
+    *,
+    unset_secrets: list[ConfigProblem] | None = None,
+    source: str | None = None,
 ) -> SiteConfig:
-    """Validate an already-parsed config mapping (used by ``load_config`` and the demo)."""
+    """Validate an already-parsed config mapping (used by ``load_config`` and the demo);
+    ``unset_secrets`` as for ``load_config``. ``source``: the TOML text, for the line of each
+    problem."""
     env = os.environ if environ is None else environ
-    problems: list[ConfigProblem] = []
-    resolved = _resolve_secrets(data, file, env, problems)
+    missing: list[ConfigProblem] = []
+    resolved = _resolve_secrets(data, file, env, missing)
     try:
-        config = SiteConfig.model_validate(resolved)
+        config = _validate(resolved, file, base_dir)
+    except ConfigError as exc:
+        # A stand-in is no judge of the value that will be set: nothing more is said about it.
+        skipped = {p.path for p in missing}
+        problems = [p for p in exc.problems if p.file != file or p.path not in skipped]
+        if unset_secrets is None:
+            problems = missing + problems
+        raise ConfigError(_placed(problems or exc.problems, file, data, source)) from None
+    if unset_secrets is not None:
+        unset_secrets.extend(_placed(missing, file, data, source))
+    elif missing:
+        raise ConfigError(_placed(missing, file, data, source))
+    return config
+
+
+# The lists whose items a person names: a problem says devices['3-2-502-smoke'], not devices[2].
+_NAMED_BY = {
+    "buildings": "id",
+    "households": "id",
+    "residents": "id",
+    "devices": "id",
+    "staff": "id",
+    "visitors": "id",
+    "channels": "id",
+    "ladders": "id",
+    "modbus_buses": "id",
+    "osdp_buses": "id",
+    "outputs": "name",
+}
+_ITEM = re.compile(rf"(?<![\w.])({'|'.join(_NAMED_BY)})\[(\d+)\]")
+
+
+def _placed(
+    problems: list[ConfigProblem], file: str, data: Mapping[str, Any], source: str | None
+) -> list[ConfigProblem]:
+    """``problems`` of ``file`` with their line in ``source`` and each named item by its id
+    (in the path and where ``expected`` refers to one); an id that is missing or not unique
+    keeps the index."""
+    lines = key_lines(source) if source is not None else {}
+
+    def name(match: re.Match[str]) -> str:
+        section, index = match.group(1), int(match.group(2))
+        items = data.get(section)
+        if not isinstance(items, list) or index >= len(items) or not isinstance(items[index], Mapping):
+            return match.group(0)
+        key = items[index].get(_NAMED_BY[section])
+        same = sum(1 for item in items if isinstance(item, Mapping) and item.get(_NAMED_BY[section]) == key)
+        return f"{section}[{key!r}]" if isinstance(key, str) and key and same == 1 else match.group(0)
+
+    return [
+        replace(
+            p,
+            path=_ITEM.sub(name, p.path),
+            expected=_ITEM.sub(name, p.expected),
+            line=line_of(lines, p.path) if p.path else None,
+        )
+        if p.file == file
+        else p
+        for p in problems
+    ]
+
+
+def _validate(resolved: Any, file: str, base_dir: Path | None) -> SiteConfig:
+    problems: list[ConfigProblem] = []
+    try:
+        config = SiteConfig.model_validate(resolved, strict=True)
     except ValidationError as exc:
         problems.extend(
             problems_from_validation(exc, file, root=SiteConfig, drop=_UNION_TAGS, pattern_words=_PATTERN_WORDS)
@@ -506,16 +621,24 @@ def _check_resident_thresholds(config: SiteConfig, rules: RuleSet, file: str) ->
     return problems
 
 
+# What an unavailable secret stands in as when the command does not use it: a value every
+# secret field accepts (32 hex digits: an OSDP key; long enough for a token), a SIM PIN none.
+_STAND_IN = "0" * 32
+_STAND_IN_BY_KEY = {"pin": ""}
+
+
 def _resolve_secrets(
     data: Any, file: str, env: Mapping[str, str], problems: list[ConfigProblem], path: str = ""
 ) -> Any:
-    """Replace ``"env:NAME"`` / ``"file:PATH"`` in secret fields with their value."""
+    """Replace ``"env:NAME"`` / ``"file:PATH"`` in secret fields with their value; one that is
+    not available goes to ``problems`` and gets a stand-in."""
     if isinstance(data, Mapping):
         out = {}
         for key, value in data.items():
             sub = f"{path}.{key}" if path else str(key)
             if key in _SECRET_KEYS and isinstance(value, str):
-                out[key] = _secret_value(value, file, sub, env, problems)
+                found = _secret_value(value, file, sub, env, problems)
+                out[key] = _STAND_IN_BY_KEY.get(key, _STAND_IN) if found is None else found
             else:
                 out[key] = _resolve_secrets(value, file, env, problems, sub)
         return out
@@ -524,19 +647,21 @@ def _resolve_secrets(
     return data
 
 
-def _secret_value(value: str, file: str, path: str, env: Mapping[str, str], problems: list[ConfigProblem]) -> str:
+def _secret_value(
+    value: str, file: str, path: str, env: Mapping[str, str], problems: list[ConfigProblem]
+) -> str | None:
     if value.startswith("env:"):
         name = value[4:]
         if name not in env:
             problems.append(ConfigProblem(file, path, f"environment variable {name} to be set", "unset"))
-            return ""
+            return None
         return env[name]
     if value.startswith("file:"):
         try:
             lines = Path(value[5:]).read_text(encoding="utf-8").splitlines()
         except OSError as exc:
             problems.append(ConfigProblem(file, path, "a readable secret file", exc.strerror or str(exc)))
-            return ""
+            return None
         return lines[0].strip() if lines else ""
     return value
 
@@ -594,6 +719,7 @@ def cross_check(config: SiteConfig, file: str) -> list[ConfigProblem]:
     problems.extend(_check_visits(config, file, set(households)))
     problems.extend(_check_people(config, file))
     problems.extend(_check_notify(config, file))
+    problems.extend(_check_built_at_run(config, file))
 
     z2m_names: dict[str, int] = {}
     rtl_keys: dict[tuple[str, str, str], int] = {}
@@ -861,6 +987,33 @@ def check_targets(config: SiteConfig) -> list[tuple[str, str, str]]:
 
 def _check_notify(config: SiteConfig, file: str) -> list[ConfigProblem]:
     return [ConfigProblem(file, path, expected, found) for path, expected, found in check_targets(config)]
+
+
+# The HTTP API's bearer token: long enough not to be guessed by trying.
+
+
+def _check_built_at_run(config: SiteConfig, file: str) -> list[ConfigProblem]:
+    """What the runtime builds from settings that the models alone accept: the roster's
+    schedules (``Shift.schedule()``, as the notifier calls it), URLs as the HTTP clients parse
+    them. A mistake here would otherwise pass ``check`` and stop ``run``."""
+    problems: list[ConfigProblem] = []
+    for i, shift in enumerate(config.roster):
+        try:
+            shift.schedule()
+        except ValidationError as exc:
+            problems.extend(problems_from_validation(exc, file, prefix=f"roster[{i}]"))
+    urls = [(f"outputs[{k}].url", o.url) for k, o in enumerate(config.outputs)]
+    urls += [
+        (f"channels[{k}].url", c.url)
+        for k, c in enumerate(config.channels)
+        if isinstance(c, WebhookChannelSettings | WeComChannelSettings | DingTalkChannelSettings)
+    ]
+    for path, url in urls:
+        try:
+            urllib3.util.parse_url(url)
+        except urllib3.exceptions.LocationParseError:
+            problems.append(ConfigProblem(file, path, "an http(s):// URL with a port of at most 65535", repr(url)))
+    return problems
 
 
 def _check_osdp(config: SiteConfig, file: str, serial_ports: dict[str, int]) -> list[ConfigProblem]:

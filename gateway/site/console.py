@@ -13,6 +13,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from gateway.site.validation import FilePath
+
 
 class ConsoleSettings(BaseModel):
     """``[console]`` in the site config."""
@@ -26,8 +28,8 @@ class ConsoleSettings(BaseModel):
     # How people reach it, e.g. "https://sensegate.local:8480" (printed at start; links in pages).
     public_url: Annotated[str, Field(pattern=r"^(https?://[^\s/]+(/\S*)?)?$")] = ""
     # The installer's certificate and key (PEM): both, or neither (plain HTTP).
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
+    tls_cert: FilePath | None = None
+    tls_key: FilePath | None = None
     # A sign-in lasts this long (hours), then the person signs in again.
     session_hours: Annotated[float, Field(gt=0, le=24 * 31)] = 12.0
 

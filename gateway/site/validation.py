@@ -7,10 +7,12 @@ tree only), so drivers and edge_rules can use it.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Collection, Iterable, Mapping
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args, get_origin
 
-from pydantic import BaseModel, SecretStr, ValidationError
+from pydantic import BaseModel, BeforeValidator, SecretStr, Tag, ValidationError
 
 from gateway.errors import ConfigProblem
 
@@ -47,9 +49,12 @@ def problems_from_validation(
         if kind == "missing":
             expected, found = "this field to be set", "nothing"
         elif kind == "extra_forbidden":
-            allowed = allowed_keys(root, loc[:-1]) if root is not None else []
+            allowed = allowed_keys(root, tuple(err["loc"][:-1])) if root is not None else []
             expected = "no such key" + (f" (allowed here: {', '.join(allowed)})" if allowed else "")
             found = f"unknown key {loc[-1]!r}"
+            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+            if close:
+                found += f"; did you mean {close[0]!r}?"
         elif kind in ("union_tag_invalid", "union_tag_not_found"):
             field = str(ctx.get("discriminator", "type")).strip("'")
             path = f"{path}.{field}" if path else field
@@ -59,6 +64,9 @@ def problems_from_validation(
             expected, found = words[ctx["pattern"]], short(err.get("input"))
         elif kind in ("too_short", "string_too_short") and isinstance(err.get("input"), str | SecretStr):
             expected, found = f"at least {ctx.get('min_length')} characters", short(err.get("input"))
+        elif kind in _SCALAR_TYPES and isinstance(err.get("input"), str):
+            # Strict: "yes" is no boolean and "1883" no port; TOML writes those without quotes.
+            expected, found = f"{expected_from_msg(err['msg'])} ({_SCALAR_TYPES[kind]})", short(err.get("input"))
         else:
             expected, found = expected_from_msg(err["msg"]), short(err.get("input"))
         if loc and loc[-1] in SECRET_KEYS and found != "nothing":
@@ -67,6 +75,13 @@ def problems_from_validation(
             path = f"{prefix}.{path}" if path else prefix
         problems.append(ConfigProblem(file, path, expected, found))
     return problems
+
+
+_SCALAR_TYPES = {
+    "bool_type": "true or false, without quotes",
+    "int_type": "a number without quotes",
+    "float_type": "a number without quotes",
+}
 
 
 def loc_to_path(loc: Iterable[int | str]) -> str:
@@ -97,28 +112,55 @@ def expected_from_msg(msg: str) -> str:
 
 
 def allowed_keys(root: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
-    """The keys the model at ``loc`` under ``root`` accepts (best effort, for error messages)."""
-    model: Any = root
+    """The keys the model at ``loc`` (pydantic's location, tagged-union tags included) under
+    ``root`` accepts (best effort, for error messages)."""
+    members: list[tuple[Any, frozenset[str]]] = [(root, frozenset())]
     for part in loc:
         if isinstance(part, int):
             continue
-        by_key = {f.alias or name: f for name, f in getattr(model, "model_fields", {}).items()}
-        field = by_key.get(part)
-        if field is None:
+        tagged = [(m, tags) for m, tags in members if part in tags]
+        if tagged:  # a union member named by its tag: "influxdb_v1", "channel:wecom"
+            members = tagged[:1]
+            continue
+        fields = [f for m, _ in members for name, f in m.model_fields.items() if (f.alias or name) == part]
+        if not fields:
             return []
-        model = _model_of(field.annotation)
-        if model is None:
-            return []
-    fields = getattr(model, "model_fields", None)
-    return sorted(f.alias or name for name, f in fields.items()) if fields else []
+        members = _members(fields[0].annotation)
+    if len(members) != 1:
+        return []
+    model = members[0][0]
+    return sorted(f.alias or name for name, f in model.model_fields.items())
 
 
-def _model_of(annotation: Any) -> Any:
-    """The BaseModel class inside ``list[X]``, ``X | None`` and similar."""
+def _members(annotation: Any, tags: frozenset[str] = frozenset()) -> list[tuple[Any, frozenset[str]]]:
+    """The BaseModel classes inside ``list[X]``, ``X | Y | None``, ``Annotated[…]`` and similar,
+    each with the tags pydantic may put in a location for it: its ``Tag``, or the value of a
+    ``Literal`` field such as ``type = "influxdb_v1"`` (a discriminator)."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()):
-        found = _model_of(arg)
-        if found is not None:
-            return found
-    return None
+        literals = {
+            str(v)
+            for f in annotation.model_fields.values()
+            if get_origin(f.annotation) is Literal
+            for v in get_args(f.annotation)
+        }
+        return [(annotation, tags | literals)]
+    args = get_args(annotation)
+    if get_origin(annotation) is Annotated:
+        tags = tags | {m.tag for m in args[1:] if isinstance(m, Tag)}
+        args = args[:1]
+    found: list[tuple[Any, frozenset[str]]] = []
+    for arg in args:
+        found += _members(arg, tags)
+    return found
+
+
+def _path(value: Any) -> Any:
+    if isinstance(value, str):
+        return Path(value)
+    if isinstance(value, Path):
+        return value
+    raise ValueError("a path (a string)")
+
+
+# A path in the site config: TOML has no path type, so it takes a string even in strict mode.
+FilePath = Annotated[Path, BeforeValidator(_path)]

@@ -139,14 +139,14 @@ def test_config_rejects_unknown_names_and_bad_values_with_their_paths() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(_site({"bathroom_residence": "30m", "night_wandering": "1m"}), "site.toml")
     problems = {p.path: p for p in info.value.problems}
-    unknown = problems["residents[1].thresholds.bathroom_residence"]
+    unknown = problems["residents['r1'].thresholds.bathroom_residence"]
     assert unknown.file == "site.toml" and unknown.found == "'bathroom_residence'"
     assert unknown.expected.startswith("a threshold the rules declare (bathroom_stay, door_not_opened_24h")
-    gap = problems["residents[1].thresholds.night_wandering"]
+    gap = problems["residents['r1'].thresholds.night_wandering"]
     assert gap.expected == "more than night_wandering's min_gap (2 min)" and gap.found == "1 min"
     with pytest.raises(ConfigError) as info:
         parse_config(_site({"no_activity": "soon"}), "site.toml")
-    assert [p.path for p in info.value.problems] == ["residents[1].thresholds.no_activity"]
+    assert [p.path for p in info.value.problems] == ["residents['r1'].thresholds.no_activity"]
 
 
 def test_without_the_elder_pack_no_name_is_known() -> None:

@@ -350,8 +350,13 @@ def test_config_names_unknown_targets_channels_ladders_and_people() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(s, file="site.toml", environ={})
     found = [str(p) for p in info.value.problems]
-    assert any(p.startswith("site.toml: ladders[0].tiers[0].to[2]: expected family, visitors") for p in found), found
-    assert "site.toml: ladders[0].tiers[1].channels[0]: expected a channel id (robot, sms), found 'pager'" in found
+    assert any(
+        p.startswith("site.toml: ladders['emergency'].tiers[0].to[2]: expected family, visitors") for p in found
+    ), found
+    assert (
+        "site.toml: ladders['emergency'].tiers[1].channels[0]: expected a channel id (robot, sms), found 'pager'"
+        in found
+    )
     assert "site.toml: routes[2].ladder: expected a ladder id (emergency, maintenance), found 'nope'" in found
     assert "site.toml: roster[3].person: expected a staff id, found 'ghost'" in found
 

@@ -76,13 +76,12 @@ def test_config_cross_checks(tmp_path: Path) -> None:
     found = [str(p) for p in info.value.problems]
     assert "site.toml: osdp_buses[0].scbk: expected 32 hex digits (a 16-byte key), found 4 characters" in found
     assert "site.toml: osdp_buses[1].id: expected a unique id, found 'doors'" in found
-    n = len(site["devices"])  # the reader, its twin at the same address, one reached two ways
-    assert f"site.toml: devices[{n - 2}].family: expected 'door' for an OSDP reader, found 'sos'" in found
+    assert "site.toml: devices['twin'].family: expected 'door' for an OSDP reader, found 'sos'" in found
     assert (
-        f"site.toml: devices[{n - 2}].osdp.address: "
-        f"expected an address not used on bus doors by devices[{n - 3}], found 0" in found
+        "site.toml: devices['twin'].osdp.address: "
+        f"expected an address not used on bus doors by devices[{READER!r}], found 0" in found
     )
-    assert any(p.startswith(f"site.toml: devices[{n - 1}]: expected exactly one of") for p in found)
+    assert any(p.startswith("site.toml: devices['both']: expected exactly one of") for p in found)
     secret = parse_config(_site(tmp_path, scbk="env:OSDP_KEY"), environ={"OSDP_KEY": "ab" * 16})
     assert secret.osdp_buses[0].scbk is not None and "abab" not in repr(secret)
 

@@ -194,7 +194,7 @@ def test_serial_config_is_checked() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(site, file="site.toml", environ={})
     found = [str(p) for p in info.value.problems]
-    where = "site.toml: devices[12].serial"
+    where = "site.toml: devices['r7'].serial"
     assert any(p.startswith(f"{where}.port: expected an absolute device path") for p in found)
     assert any(p.startswith(f"{where}.protocol: expected 'mr60fda1' or 'mr60fda2'") for p in found)
     assert any(
@@ -205,12 +205,13 @@ def test_serial_config_is_checked() -> None:
         parse_config(site, file="site.toml", environ={})
     found = [str(p) for p in info.value.problems]
     assert found == [
-        "site.toml: devices[7].serial.port: expected a port not used by devices[6] (a radar needs its own port), "
+        "site.toml: devices['r2'].serial.port: expected a port not used by devices['r1'] (a radar needs its own "
+        "port), "
         "found '/dev/ttyUSB0'",
-        "site.toml: devices[8]: expected exactly one of mqtt = {…}, serial = {…}, modbus = {…} or osdp = {…} "
+        "site.toml: devices['r3']: expected exactly one of mqtt = {…}, serial = {…}, modbus = {…} or osdp = {…} "
         "(how the device is reached), found mqtt and serial",
-        "site.toml: devices[9]: expected exactly one of mqtt = {…}, serial = {…}, modbus = {…} or osdp = {…} "
+        "site.toml: devices['r4']: expected exactly one of mqtt = {…}, serial = {…}, modbus = {…} or osdp = {…} "
         "(how the device is reached), found none",
-        "site.toml: devices[10].model: expected a known mr60fda1 model (MR60FDA1), found 'MR60FDA2'",
-        "site.toml: devices[11].serial.radar: expected no radar settings for mr60fda1 (mr60fda2 only), found a table",
+        "site.toml: devices['r5'].model: expected a known mr60fda1 model (MR60FDA1), found 'MR60FDA2'",
+        "site.toml: devices['r6'].serial.radar: expected no radar settings for mr60fda1 (mr60fda2 only), found a table",
     ]

@@ -185,3 +185,24 @@ def test_default_demo_incidents_without_a_site() -> None:
     # the tiniest demo still has a flat for every incident
     tiny = default_demo_incidents(parse_config(demo_site(1, 1)))
     assert {i.household for i in tiny} == {"1-1-101"}
+
+
+def test_demo_incidents_go_to_flats_that_have_the_device_and_an_impossible_one_is_named() -> None:
+    from simulators.runner import check_simulation
+
+    site = demo_site(1, 2)
+    # A family's flat without its MQTT devices but a door contact: its smoke alarm goes to the elder's flat.
+    site["devices"] = [
+        d for d in site["devices"] if d.get("household") != "1-2-101" or d["family"] == "door" or "mqtt" not in d
+    ]
+    config = parse_config(site)
+    incidents = default_demo_incidents(config)
+    smoke = next(i for i in incidents if i.kind == "smoke")
+    assert smoke.household == "1-1-101"  # not the family's flat: it has no detector
+    check_simulation(config, incidents)
+    with pytest.raises(ValueError, match=r"^incident smoke: household '1-2-101' has no device for it$"):
+        check_simulation(config, [Incident(18.0, "1-2-101", "smoke")])
+    no_flat = parse_config(
+        {**site, "devices": [d for d in site["devices"] if d["family"] != "smoke" or "mqtt" not in d]}
+    )
+    assert "smoke" not in {i.kind for i in default_demo_incidents(no_flat)}  # left out, not failing
