@@ -111,7 +111,14 @@ async def _sign_in(driver: Any, url: str, user: str) -> None:
 
 
 async def _until(driver: Any, script: str, what: str, within: float = 10.0) -> None:
-    await eventually(lambda: driver.execute_script(f"return {script}"), within=within, what=what)
+    """Poll the page from a thread: a WebDriver call waits for a navigation in progress, and the
+    gateway that must answer it runs on this loop (a call made on the loop deadlocks until the
+    renderer times out)."""
+    deadline = time.monotonic() + within
+    while not await asyncio.to_thread(driver.execute_script, f"return {script}"):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within:.0f} s waiting for {what}")
+        await asyncio.sleep(0.05)
 
 
 async def _start(gateway: Gateway) -> str:
