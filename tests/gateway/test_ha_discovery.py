@@ -380,7 +380,7 @@ def test_chinese_ids_never_reach_an_entity_id() -> None:
     # The site config takes ASCII ids only (Chinese goes into names) …
     site = minimal_site()
     site["devices"][0]["id"] = "三号楼门磁"
-    with pytest.raises(ConfigError, match=r"devices\[0\]\.id"):
+    with pytest.raises(ConfigError, match=r"devices\['三号楼门磁'\]\.id"):  # config errors name items by id
         parse_config(site)
     # … and an id that had any would be made safe first: replaced, told apart by a hash.
     assert _safe_id("三号楼") == "____1560dd"
