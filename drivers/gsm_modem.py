@@ -14,6 +14,15 @@ port and serialises commands on it:
 - ``send_pdu(pdu)`` sends one part: ``AT+CMGS=<tpdu length>``, waits for the ``> `` prompt,
   writes the hex PDU and Ctrl-Z, and waits for ``+CMGS: <mr>`` and ``OK`` (up to
   ``send_timeout``: the network's answer can take tens of seconds).
+- ``list_messages()`` reads what the SIM received: ``AT+CMGL=4`` (all, PDU mode; TS 27.005
+  §3.4.2), each ``+CMGL: <index>,<stat>,[<alpha>],<length>`` line followed by the PDU in hex
+  (decoded by ``drivers.gsm_pdu.decode_deliver``); ``delete_message(index)`` is ``AT+CMGD=<index>``.
+  The first read after (re)opening sets reading up: ``AT+CNMI=2,1,0,0,0`` (store every new
+  message and announce it with ``+CMTI``, never hand it over as a ``+CMT`` that bypasses the
+  storage and would be lost here) and ``AT+CPMS?`` — if received messages are stored somewhere
+  other than where ``AT+CMGL`` reads (``<mem3>`` ≠ ``<mem1>``), ``AT+CPMS="<mem3>"`` makes them
+  the same. A modem that refuses either keeps its defaults (logged once). ``storage`` keeps how
+  full the storage is, for ``sensegate status``.
 
 Every wait is bounded (``timeout`` per command, ``send_timeout`` for the network's answer to a
 PDU). A modem that does not answer in time, a read error (USB modem unplugged) or a port that
@@ -128,6 +137,29 @@ class CommandError(ModemError):
         return self.kind == "CMS" and self.code in PERMANENT_CMS
 
 
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A message as ``AT+CMGL`` lists it in PDU mode."""
+
+    index: int  # its place in the storage, for AT+CMGD
+    status: int  # 0 received unread, 1 received read, 2 stored unsent, 3 stored sent
+    length: int  # TPDU octets (the SMSC field not counted)
+    pdu: str  # hex, SMSC field first
+
+    @property
+    def received(self) -> bool:
+        return self.status in (0, 1)
+
+
+@dataclass(slots=True)
+class Storage:
+    """How full the message storage is (``AT+CPMS``), for health."""
+
+    name: str = ""  # "SM" the SIM, "ME" the modem, "MT" both
+    used: int | None = None
+    total: int | None = None
+
+
 @dataclass(slots=True)
 class Health:
     registered: bool | None = None  # None until first asked
@@ -172,6 +204,8 @@ class GsmModem:
         self._port: Port | None = None
         self._buffer = bytearray()
         self._lock = asyncio.Lock()
+        self.storage = Storage()
+        self._reading_set_up = 0  # the value of ``opens`` when reading was last set up
 
     @property
     def is_open(self) -> bool:
@@ -259,6 +293,53 @@ class GsmModem:
                     except ValueError:
                         break
             return -1  # OK without +CMGS: taken, reference unknown
+
+    async def list_messages(self) -> list[Stored]:
+        """Every message in the storage ``AT+CMGL`` reads (received ones are marked read by it)."""
+        async with self._lock:
+            await self._ensure_open()
+            if self._reading_set_up != self.opens:
+                await self._set_up_reading()
+            lines = await self._guarded("AT+CMGL=4")
+        found: list[Stored] = []
+        header: tuple[int, int, int] | None = None
+        for line in lines:
+            if line.startswith("+CMGL:"):
+                header = _cmgl_header(line)
+            elif header is not None and _HEX.fullmatch(line):
+                found.append(Stored(header[0], header[1], header[2], line.upper()))
+                header = None
+            else:
+                header = None  # an unsolicited line where the PDU should be: skip that entry
+        return found
+
+    async def delete_message(self, index: int) -> None:
+        """``AT+CMGD=<index>``; an index that is already empty (+CMS ERROR: 321) is no error."""
+        async with self._lock:
+            await self._ensure_open()
+            try:
+                await self._guarded(f"AT+CMGD={int(index)}", record=False)
+            except CommandError as exc:
+                if not (exc.kind == "CMS" and exc.code == 321):
+                    raise self._failed(exc) from None
+
+    async def _set_up_reading(self) -> None:
+        try:
+            await self._guarded("AT+CNMI=2,1,0,0,0", record=False)
+        except CommandError as exc:
+            log.warning("%s: the modem refused AT+CNMI (%s); keeping its own indication settings", self.name, exc)
+        try:
+            answer = " ".join(await self._guarded("AT+CPMS?", record=False))
+            stores = re.findall(r'"([A-Z]{2})",(\d+),(\d+)', answer)
+            if len(stores) >= 3 and stores[0][0] != stores[2][0]:
+                log.info("%s: received messages go to %s: reading from there too", self.name, stores[2][0])
+                await self._guarded(f'AT+CPMS="{stores[2][0]}"', record=False)
+                stores[0] = stores[2]
+            if stores:
+                self.storage = Storage(stores[0][0], int(stores[0][1]), int(stores[0][2]))
+        except CommandError as exc:
+            log.warning("%s: the modem refused AT+CPMS (%s); reading its default storage", self.name, exc)
+        self._reading_set_up = self.opens
 
     # ------------------------------------------------------------------ the session
 
@@ -412,6 +493,18 @@ class GsmModem:
         self.last_error = str(exc)
         self.last_error_at = self.clock.now()
         return exc
+
+
+_HEX = re.compile(r"(?:[0-9A-Fa-f]{2})+")
+
+
+def _cmgl_header(line: str) -> tuple[int, int, int] | None:
+    """(index, stat, length) of a "+CMGL: <index>,<stat>,[<alpha>],<length>" line; None if garbled."""
+    fields = line[len("+CMGL:") :].split(",")
+    try:
+        return int(fields[0]), int(fields[1]), int(fields[-1])
+    except (ValueError, IndexError):
+        return None
 
 
 def _registration(lines: list[str], prefix: str) -> int | None:

@@ -30,6 +30,7 @@ from gateway.alerts.commands import apply_command
 from gateway.alerts.notify import Notifier
 from gateway.alerts.path import AlertPath, Transition, console_line
 from gateway.alerts.publisher import OutboxPublisher
+from gateway.alerts.replies import SmsReplies
 from gateway.care.visits import VisitTracker
 from gateway.clock import Clock, SystemClock
 from gateway.ingest.mqtt import DEDUP_WINDOW, MqttIngest
@@ -199,6 +200,22 @@ class Gateway:
             on_page=self._print if self.console is not None else None,
             on_change=self._changed,
         )
+        # Replies texted to an SMS channel's modem ("1 7K3Q") acknowledge, with no network but GSM.
+        self.replies = [
+            SmsReplies(
+                c.id,
+                sms.modem,
+                config,
+                self.store,
+                self.clock,
+                self.alerts,
+                interval=c.reply_poll,
+                timezone=rules.settings.timezone,
+                wake=self.notifier.wake.get(c.id),
+            )
+            for c in config.channels
+            if isinstance(c, SmsSettings) and c.replies and isinstance(sms := built_channels.get(c.id), SmsChannel)
+        ]
         self._rules_wake = asyncio.Event()
         self._commands_wake = asyncio.Event()
         self.ingest = MqttIngest(
@@ -449,6 +466,9 @@ class Gateway:
                     )
                     for n, channel in self.notifier.channels.items()
                     if hasattr(channel, "check")
+                ]
+                others += [
+                    tg.create_task(supervise(f"channel {r.channel} replies", r.run, self.clock)) for r in self.replies
                 ]
                 if wired:
                     others.append(tg.create_task(supervise("serial writer", self.serial.run_writer, self.clock)))

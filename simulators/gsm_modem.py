@@ -12,7 +12,16 @@ records every PDU it is asked to send, decoded with the driver's own codec
 Commands answered: ``AT``, ``ATE0``/``ATE1``, ``AT+CMEE=n``, ``AT+CMGF=0|1``, ``AT+CPIN?`` and
 ``AT+CPIN="…"``, ``AT+CREG?``, ``AT+CEREG?``, ``AT+CSQ``, ``AT+CMGS=<n>`` (then ``\\r\\n> ``; the
 hex PDU ended by Ctrl-Z is checked — length as announced, decodable — and answered
-``+CMGS: <mr>`` / ``OK`` or ``+CMS ERROR: 304``; ESC abandons it). Anything else: ``ERROR``.
+``+CMGS: <mr>`` / ``OK`` or ``+CMS ERROR: 304``; ESC abandons it), and for incoming messages
+``AT+CNMI=…``, ``AT+CPMS?`` / ``AT+CPMS="…"``, ``AT+CMGL=<stat>`` (PDU mode: ``+CMGL: <index>,
+<stat>,,<length>`` and the PDU, unread ones then marked read) and ``AT+CMGD=<index>[,<flag>]``
+(``+CMS ERROR: 321`` for an empty index). Anything else: ``ERROR``.
+
+Someone texting the gateway: ``deliver(number, text)`` stores the message in the SIM as
+SMS-DELIVER PDUs made by the driver's own codec (``drivers.gsm_pdu.encode_deliver``: UCS2, or
+GSM 7-bit with ``gsm7=True``; several parts when long) and, once ``AT+CNMI=2,1,…`` asked for it,
+announces each with ``+CMTI: "SM",<index>``. The SIM holds ``capacity`` messages; one that
+arrives when it is full is lost (counted in ``lost``) — what a SIM nobody empties does.
 
 What a test can make it do:
 
@@ -22,21 +31,26 @@ What a test can make it do:
   only those to that number; ``fail_once[k] = n``: only the PDU after ``k`` were sent, once;
 - ``mute = True``: stop answering (a hung modem), ``mute_after_prompt``: hang at the PDU;
 - ``pin = "1234"``: the SIM wants a PIN;
-- ``vanish()`` / ``reappear()``: unplugged, and back as another /dev/pts behind the same link.
+- ``vanish()`` / ``reappear()``: unplugged, and back as another /dev/pts behind the same link;
+- ``deliver(number, text)``: an incoming SMS; ``inbox`` what the SIM holds, ``lost`` what did not fit;
+  ``storage_name = "ME"``: received messages stored in the modem, not where ``AT+CMGL`` reads
+  until ``AT+CPMS`` says so.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from drivers.gsm_pdu import Submit, decode_submit, join
+from drivers.gsm_pdu import Submit, decode_submit, encode_deliver, join
 from gateway.errors import PayloadError
 from simulators.pty import PtyPort
 
 CTRL_Z = 0x1A
 ESC = 0x1B
+CHINA = timezone(timedelta(hours=8))
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +68,17 @@ class ModemState:
     cmee: int = 0
     pdu_mode: bool = False
     pin_entered: bool = False
+    indications: bool = False  # AT+CNMI=…,1,…: announce a new message with +CMTI
     commands: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Received:
+    """A message in the SIM."""
+
+    pdu: str  # hex, SMSC field first
+    tpdu_length: int
+    status: int = 0  # 0 REC UNREAD, 1 REC READ
 
 
 class PtyModem(PtyPort):
@@ -77,6 +101,42 @@ class PtyModem(PtyPort):
         self._line = bytearray()
         self._pdu_length: int | None = None  # set while at the "> " prompt
         self._pdu = bytearray()
+        self.capacity = 30  # messages the SIM holds
+        self.inbox: dict[int, Received] = {}  # index → message, in the storage AT+CMGL reads
+        self.elsewhere: dict[int, Received] = {}  # received into "ME" while AT+CMGL reads "SM"
+        self.storage_name = "SM"  # where received messages go (mem3)
+        self.read_storage = "SM"  # where AT+CMGL / AT+CMGD look (mem1)
+        self.lost = 0
+        self.deleted: list[int] = []
+
+    # ------------------------------------------------------------------ someone texts the gateway
+
+    def deliver(
+        self,
+        number: str,
+        text: str,
+        *,
+        at: datetime | None = None,
+        gsm7: bool = False,
+        reference: int = 0,
+        smsc: str = "+8613800100500",
+    ) -> list[int]:
+        """Store an incoming SMS (the indexes its parts got; a part that found the SIM full is lost)."""
+        pdus = encode_deliver(
+            number, text, at or datetime.now(CHINA).replace(microsecond=0), gsm7=gsm7, reference=reference, smsc=smsc
+        )
+        box = self.inbox if self.storage_name == self.read_storage else self.elsewhere
+        indexes: list[int] = []
+        for pdu in pdus:
+            if len(box) >= self.capacity:
+                self.lost += 1
+                continue
+            index = next(i for i in range(1, self.capacity + 1) if i not in box)
+            box[index] = Received(pdu.hex(), pdu.tpdu_length)
+            indexes.append(index)
+            if self.state.indications and self._pdu_length is None:
+                self._write(f'\r\n+CMTI: "{self.storage_name}",{index}\r\n')
+        return indexes
 
     # ------------------------------------------------------------------ what was sent
 
@@ -176,6 +236,45 @@ class PtyModem(PtyPort):
             self._reply(f"+CEREG: 0,{eps}")
         elif cmd == "AT+CSQ":
             self._reply(f"+CSQ: {self.rssi},99")
+        elif cmd.startswith("AT+CNMI="):
+            fields = cmd[8:].split(",")
+            self.state.indications = len(fields) > 1 and fields[1].strip() in ("1", "3")
+            self._reply()
+        elif cmd == "AT+CPMS?":
+            used, other = len(self.inbox), len(self.elsewhere)
+            read = f'"{self.read_storage}",{used},{self.capacity}'
+            mem3 = used if self.storage_name == self.read_storage else other
+            self._reply(f'+CPMS: {read},{read},"{self.storage_name}",{mem3},{self.capacity}')
+        elif cmd.startswith("AT+CPMS="):
+            names = [n.strip().strip('"') for n in line[8:].split(",")]
+            if names[0] not in ("SM", "ME", "MT"):
+                self._error(302, cms=True)
+                return
+            if names[0] != self.read_storage:
+                self.read_storage = names[0]
+                self.inbox, self.elsewhere = self.elsewhere, self.inbox
+            n = len(self.inbox)
+            self._reply(f"+CPMS: {n},{self.capacity},{n},{self.capacity},{n},{self.capacity}")
+        elif cmd.startswith("AT+CMGL"):
+            stat = cmd[8:] if cmd.startswith("AT+CMGL=") else "0"
+            if not self.state.pdu_mode or stat not in ("0", "1", "2", "3", "4"):
+                self._error(302, cms=True)  # text-mode "ALL" and friends: this simulator speaks PDU mode
+                return
+            lines: list[str] = []
+            for index in sorted(self.inbox):
+                message = self.inbox[index]
+                if stat == "4" or int(stat) == message.status:
+                    lines += [f"+CMGL: {index},{message.status},,{message.tpdu_length}", message.pdu]
+                    message.status = 1 if message.status == 0 else message.status
+            self._reply(*lines)
+        elif cmd.startswith("AT+CMGD="):
+            index_text = cmd[8:].split(",")[0]
+            if not index_text.isdigit() or int(index_text) not in self.inbox:
+                self._error(321, cms=True)  # invalid memory index
+                return
+            del self.inbox[int(index_text)]
+            self.deleted.append(int(index_text))
+            self._reply()
         elif cmd.startswith("AT+CMGS="):
             if not self.state.pdu_mode:
                 self._error(305, cms=True)  # this simulator speaks PDU mode only

@@ -37,6 +37,7 @@ from datetime import datetime
 
 from edge_rules.schedule import Window, format_duration_zh, zone
 from gateway.alerts.channels.base import Channel, Notification, Recipient
+from gateway.alerts.invites import Invites
 from gateway.alerts.path import AlertPath, Transition
 from gateway.clock import Clock
 from gateway.errors import RejectedBatchError, RetryableSinkError
@@ -101,6 +102,7 @@ class Notifier:
         self.staff = {s.id: s for s in config.staff}
         self.visitors = {v.id: v for v in config.visitors}
         self.people = People(config)  # staff, visitors and family contacts by the id they act under
+        self.invites = Invites(config, store)  # how a page says to acknowledge: link, SMS reply, hint
         self.device_household = {d.id: d.household for d in config.devices}
         self.resident_household = {r.id: r.household for r in config.residents}
         self.pack_of = alerts.rules.pack_of
@@ -255,7 +257,7 @@ class Notifier:
                 allowed, when = self._under_cap(alert, people, channel, due, rows), due
                 if people and not allowed:
                     continue  # everyone it was for is over their hourly cap: it is in their summaries
-            note = self.render(alert, kind, allowed, key, now)
+            note = self.render(alert, kind, allowed, key, now, channel=channel)
             body = note.to_dict()
             body["alarm"] = alarm
             notes.append((key, channel, alert.id, when, body))
@@ -483,8 +485,16 @@ class Notifier:
     # ------------------------------------------------------------------ messages
 
     def render(
-        self, alert: Alert, kind: str, people: Sequence[Recipient], key: str, now: float, actor: str = ""
+        self,
+        alert: Alert,
+        kind: str,
+        people: Sequence[Recipient],
+        key: str,
+        now: float,
+        actor: str = "",
+        channel: str = "",
     ) -> Notification:
+        invite = self.invites.for_page(alert, people, channel, now) if kind in PAGE_KINDS else None
         place = alert.location.label_zh() if hasattr(alert.location, "label_zh") else ""
         when = datetime.fromtimestamp(alert.raised_at, zone(self.tz)).strftime("%m-%d %H:%M")
         head = f"【{alert.severity.label_zh}·{KIND_ZH.get(kind, kind)}】"
@@ -505,11 +515,11 @@ class Notifier:
             if alert.resolve_note:
                 lines.append(f"处置记录：{alert.resolve_note}")
         else:
-            lines.append(self.settings.ack_hint_zh.format(id=alert.id))
+            lines.append(invite.zh if invite else self.settings.ack_hint_zh.format(id=alert.id))
         lines.append(f"告警编号：{alert.id}")
         en = f"[{alert.severity.label_en} · {kind}] {alert.message_en} (alert {alert.id})"
         if kind not in ("acknowledged", "resolved"):
-            en += ". " + self.settings.ack_hint_en.format(id=alert.id)
+            en += ". " + (invite.en if invite else self.settings.ack_hint_en.format(id=alert.id))
         return Notification(
             key=key,
             alert_id=alert.id,
@@ -521,6 +531,9 @@ class Notifier:
             recipients=tuple(people),
             alert=alert.to_dict(),
             created_at=now,
+            link=invite.link if invite else "",
+            links=invite.links if invite else {},
+            reply_code=invite.reply_code if invite else "",
         )
 
     def _name(self, person: str) -> str:
@@ -620,9 +633,11 @@ class Notifier:
         ids = [n.alert_id for n in notes]
         lines = [
             f"{i + 1}. [{Severity(n.severity).label_zh}] {n.alert.get('message_zh') or n.title}（{n.alert_id}）"
+            + (f" 回复 1 {n.reply_code} 确认" if n.reply_code else f" 一键确认：{n.link}" if n.link else "")
             for i, n in enumerate(notes)
         ]
-        lines.append(self.settings.ack_hint_zh.format(id="、".join(ids)))
+        if not any(n.reply_code or n.link for n in notes):
+            lines.append(self.settings.ack_hint_zh.format(id="、".join(ids)))
         listed = "; ".join(f"{n.alert.get('message_en', '')} ({n.alert_id})" for n in notes)
         return Notification(
             key=f"group/{notes[0].key}/{len(notes)}",
@@ -645,7 +660,7 @@ class Notifier:
             or fallback == channel
             or fallback not in self.channels
             or note.severity > self.settings.fallback_severity
-            or note.kind in ("acknowledged", "resolved", "summary")
+            or note.kind in ("acknowledged", "resolved", "summary", "reply")
             or now - note.created_at < self.settings.fallback_after
         ):
             return

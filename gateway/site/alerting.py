@@ -178,6 +178,11 @@ class SmsSettings(BaseModel):
     timeout: Annotated[float, Field(gt=0, le=120)] = 10.0  # seconds for one AT command's answer
     send_timeout: Annotated[float, Field(gt=0, le=300)] = 60.0  # seconds for the network to take a part
     max_parts: Annotated[int, Field(ge=1, le=10)] = 4  # longer texts are cut with "…"
+    # Read what the SIM receives: a reply "1 <code>" from a known phone acknowledges the alert
+    # (gateway/alerts/replies.py), and pages say "回复 1 <code> 确认". Every received message is
+    # deleted once read, so the SIM never fills.
+    replies: bool = True
+    reply_poll: Annotated[float, Field(ge=1, le=300)] = 5.0  # seconds between reads (AT+CMGL)
 
     @field_validator("pin", mode="before")
     @classmethod

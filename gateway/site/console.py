@@ -32,6 +32,8 @@ class ConsoleSettings(BaseModel):
     tls_key: FilePath | None = None
     # A sign-in lasts this long (hours), then the person signs in again.
     session_hours: Annotated[float, Field(gt=0, le=24 * 31)] = 12.0
+    # A one-tap link in a page (public_url + /ack/…) acknowledges for this long (hours).
+    link_hours: Annotated[float, Field(gt=0, le=24 * 7)] = 24.0
 
     @field_validator("tls_cert", "tls_key")
     @classmethod

@@ -15,9 +15,11 @@ gateway's event loop (served by ``gateway.web.server``). See docs/console.md.
     POST /api/v1/alerts/<id>/ack | /resolve   {"note": "…"}; a session also sends X-CSRF-Token
     GET  /api/openapi.json               the JSON API described (OpenAPI 3.1)
     GET  /static/…                       CSS, JS (no inline script: the CSP forbids it)
+    GET  /ack/<id>/<token>, POST         a one-tap link from a page (gateway.web.onetap)
 
-Nothing but the login page, /healthz and the static files answers without a session or a
-token: a page redirects to /login, the API says 401.
+Nothing but the login page, /healthz, the static files and one-tap links (whose signed token is
+their credential) answers without a session or a token: a page redirects to /login, the API
+says 401.
 
 Acknowledging and resolving go through the alert path, the one writer of alert state, with
 the same command as the CLI and MQTT (``gateway.alerts.commands``), applied at once on this
@@ -73,6 +75,7 @@ from gateway.web.board import (
     state_text,
 )
 from gateway.web.i18n import ROLE_EN, TEXT, pick_lang
+from gateway.web.onetap import onetap_routes
 from gateway.web.openapi import openapi
 
 log = logging.getLogger("sensegate.console")
@@ -157,6 +160,7 @@ class Console:
             Route("/api/v1/alerts", self.api_list),
             Route("/api/v1/alerts/{alert_id}", self.api_show),
             Route("/api/v1/alerts/{alert_id}/{action}", self.api_act, methods=["POST"]),
+            *onetap_routes(self),
             Mount("/static", StaticFiles(directory=str(static)), name="static"),
         ]
         app = Starlette(routes=routes, max_body_size=MAX_BODY, exception_handlers={HTTPException: self._http_error})

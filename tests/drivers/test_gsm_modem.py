@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from drivers.gsm_modem import CommandError, GsmModem, NoAnswer, NotRegistered, csq_to_dbm
-from drivers.gsm_pdu import encode_submit
+from drivers.gsm_pdu import decode_deliver, encode_submit
 from gateway.clock import VirtualClock
 from gateway.errors import TransportError
 from simulators.gsm_modem import PtyModem
@@ -161,3 +161,63 @@ async def test_sim_pin(tmp_path: Path) -> None:
     finally:
         await right.close()
         sim.close()
+
+
+# ------------------------------------------------------------------ reading what people text
+
+
+async def test_reading_lists_decodes_and_deletes(rig: Rig) -> None:
+    rig.sim.deliver("+8613800000011", "确认 7K3Q")
+    rig.sim.deliver("13800000012", "1 7k3q", gsm7=True)
+    stored = await rig.modem.list_messages()
+    assert [(s.index, s.status, s.received) for s in stored] == [(1, 0, True), (2, 0, True)]
+    assert [s.length for s in stored] == [len(bytes.fromhex(s.pdu)) - 9 for s in stored]  # SMSC: 9 octets
+    texts = [(decode_deliver(s.pdu).number, decode_deliver(s.pdu).text) for s in stored]
+    assert texts == [("+8613800000011", "确认 7K3Q"), ("13800000012", "1 7k3q")]
+    assert [s.status for s in await rig.modem.list_messages()] == [1, 1]  # listed once: now read
+    for s in stored:
+        await rig.modem.delete_message(s.index)
+    await rig.modem.delete_message(1)  # already gone: +CMS ERROR: 321 is not an error
+    assert rig.sim.inbox == {} and rig.sim.deleted == [1, 2]
+    assert await rig.modem.list_messages() == []
+
+
+async def test_reading_is_set_up_once_per_session(rig: Rig) -> None:
+    await rig.modem.list_messages()
+    await rig.modem.list_messages()
+    setup = ["AT+CNMI=2,1,0,0,0", "AT+CPMS?"]
+    assert rig.sim.commands[4:] == [*setup, "AT+CMGL=4", "AT+CMGL=4"]
+    assert (rig.modem.storage.name, rig.modem.storage.used, rig.modem.storage.total) == ("SM", 0, 30)
+    rig.sim.vanish()
+    rig.sim.reappear()
+    with pytest.raises(TransportError):
+        await rig.modem.list_messages()  # the old port is dead: closed, reopened next time
+    rig.sim.deliver("+8613800000011", "1 7K3Q")  # announced with +CMTI: the driver ignores it
+    assert len(await rig.modem.list_messages()) == 1
+    assert rig.sim.commands[-3:] == [*setup, "AT+CMGL=4"]
+
+
+async def test_messages_stored_elsewhere_are_read_from_there(rig: Rig) -> None:
+    rig.sim.storage_name = "ME"  # this modem keeps what it receives in its own memory
+    rig.sim.read_storage = "SM"
+    rig.sim.deliver("+8613800000011", "1 7K3Q")
+    assert rig.sim.inbox == {}
+    (stored,) = await rig.modem.list_messages()
+    assert 'AT+CPMS="ME"' in rig.sim.commands and decode_deliver(stored.pdu).text == "1 7K3Q"
+    assert rig.modem.storage.name == "ME"
+
+
+async def test_a_modem_that_refuses_the_set_up_still_reads(rig: Rig) -> None:
+    rig.sim.lte = True
+    original = rig.sim._command
+
+    def refuse(raw: str) -> None:
+        if raw.upper().startswith(("AT+CNMI", "AT+CPMS")):
+            rig.sim.state.commands.append(raw)
+            rig.sim._error(302, cms=True)
+        else:
+            original(raw)
+
+    rig.sim._command = refuse  # type: ignore[method-assign]
+    rig.sim.deliver("+8613800000011", "1 7K3Q")
+    assert len(await rig.modem.list_messages()) == 1

@@ -18,6 +18,7 @@ from gateway.web.console import CSP, MAX_BODY
 from tests.web.helpers import PASSWORD, Desk, desk, form_token, sign_in, two_buildings
 
 OPEN = {"/healthz", "/login", "/static"}
+LINKS = {"/ack/{alert_id}/{token}"}  # a one-tap link: its signed token is the credential (test_onetap.py)
 
 
 def _acts(d: Desk, alert_id: str) -> list[tuple[str, str, str]]:
@@ -40,7 +41,7 @@ async def test_nothing_but_the_login_page_static_files_and_healthz_answers_witho
                 assert r.status_code == 200 and "javascript" in r.headers["content-type"]
                 continue
             assert isinstance(route, Route)
-            path = route.path.format(alert_id=alert.id, action="ack", lang="en")
+            path = route.path.format(alert_id=alert.id, action="ack", lang="en", token="not-a-signed-token")
             for method in sorted(route.methods or {"GET"}):
                 if method == "HEAD":
                     continue
@@ -48,6 +49,8 @@ async def test_nothing_but_the_login_page_static_files_and_healthz_answers_witho
                 checked += 1
                 if route.path in OPEN:
                     assert r.status_code in (200, 400), (method, path, r.status_code)  # 400: a login without its form
+                elif route.path in LINKS:
+                    assert r.status_code == 403 and "链接无效" in r.text, (method, path, r.status_code)
                 elif path.startswith("/api/") or path == "/events":
                     assert r.status_code == 401, (method, path, r.status_code)
                 else:

@@ -46,7 +46,10 @@ class Notification:
 
     ``title`` and ``text`` are rendered in Chinese (``text_en`` in English) and already say
     which alert (its short id), where, what, since when and how to acknowledge it; channels lay
-    them out (markdown for robots, plain text for SMS) but do not reword them.
+    them out (markdown for robots, plain text for SMS) but do not reword them. ``link`` (already
+    in the text) is the one-tap link for whoever reads this message, which a robot may show as a
+    markdown link; ``links`` holds each recipient's own link, which the SMS channel appends to
+    that recipient's text (gateway/alerts/invites.py).
     """
 
     key: str  # idempotency key: the same on every retry of this notification
@@ -59,6 +62,9 @@ class Notification:
     recipients: tuple[Recipient, ...] = ()
     alert: Mapping[str, Any] = field(default_factory=dict)  # Alert.to_dict() plus lifecycle fields
     created_at: float = 0.0  # seconds since the epoch, from the gateway's clock
+    link: str = ""  # a one-tap link that acknowledges, already in ``text``
+    links: Mapping[str, str] = field(default_factory=dict)  # recipient id → their own one-tap link
+    reply_code: str = ""  # what to text back to acknowledge ("1 <code>"), already in ``text``
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -72,6 +78,9 @@ class Notification:
             "recipients": [{"id": r.id, "name": r.name, "phone": r.phone, "role": r.role} for r in self.recipients],
             "alert": dict(self.alert),
             "created_at": self.created_at,
+            "link": self.link,
+            "links": dict(self.links),
+            "reply_code": self.reply_code,
         }
 
     @classmethod
@@ -90,6 +99,9 @@ class Notification:
             ),
             alert=dict(data.get("alert") or {}),
             created_at=float(data.get("created_at", 0.0)),
+            link=str(data.get("link", "")),
+            links={str(k): str(v) for k, v in (data.get("links") or {}).items()},
+            reply_code=str(data.get("reply_code", "")),
         )
 
 

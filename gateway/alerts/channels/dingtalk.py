@@ -16,7 +16,8 @@ be roughly right (NTP).
 Layout (the notification's words, never reworded): a heading with the grade
 (``[一级(特别重大)]``, unless the title already says it) and the title; the text, one paragraph
 per line; a quoted ``告警编号：<id>`` line unless the text already names it (always when the
-text had to be cut, so the alert can still be acknowledged); then the @mobiles —
+text had to be cut, so the alert can still be acknowledged); the one-tap link (``note.link``) as
+a markdown link ``[点此确认](…)``; then the @mobiles —
 DingTalk only notifies a number in ``atMobiles`` if ``@<number>`` also appears in the text.
 ``title`` is what the notification preview shows.
 
@@ -43,6 +44,7 @@ from gateway.alerts.channels.http import (
     checked_base_url,
     display_url,
     header_safe,
+    markdown_link,
     normalise_mobile,
     truncate_utf8,
     with_alert_id,
@@ -86,6 +88,7 @@ def render_payload(note: Notification) -> dict[str, Any]:
     at = "\n\n" + " ".join(f"@{m}" for m in mobiles) if mobiles else ""
     # One paragraph per line: DingTalk's markdown joins single newlines into one line.
     text = "\n\n".join(line.strip() for line in note.text.strip().splitlines() if line.strip())
+    text = markdown_link(text, note.link)
     room = TEXT_LIMIT - len(head.encode("utf-8")) - len(at.encode("utf-8"))
     body = with_alert_id(text, note.alert_id, room, f"\n\n> 告警编号：{note.alert_id}", TRUNCATED)
     title = heading(note)

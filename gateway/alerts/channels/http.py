@@ -101,6 +101,12 @@ def with_alert_id(text: str, alert_id: str, limit: int, footer: str, marker: str
     return truncate_utf8(text, limit - len(footer.encode("utf-8")), marker) + footer
 
 
+def markdown_link(text: str, link: str, label: str = "点此确认") -> str:
+    """``text`` with the one-tap ``link`` in it as a markdown link: a bare URL in robot markdown
+    may be cut at a ``_`` (emphasis) or not be tappable at all."""
+    return text.replace(link, f"[{label}]({link})") if link else text
+
+
 def receiver_reason(body: bytes) -> str:
     """The receiver's own words: JSON ``errmsg`` / ``error`` / ``message``, else the body text."""
     return reason_in_body(body, ("errmsg", "error", "message", "reason"))

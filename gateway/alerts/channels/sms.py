@@ -5,9 +5,11 @@ outbox and retries it; this turns it into SMS-SUBMIT PDUs (``drivers.gsm_pdu``: 
 Chinese arrives intact; concatenated parts) and hands them to the modem (``drivers.gsm_modem``).
 
 What a phone gets: ``note.title``, a line break, ``note.text`` — not reworded; they already name
-the alert id and how to acknowledge. A text longer than ``max_parts`` parts (67 characters
-each; 70 for a single message) is cut to fit and ends with "…"; the cut is counted
-(``truncated``) and logged.
+the alert id and how to acknowledge ("回复 1 7K3Q 确认" when this modem reads replies) — and, when
+the notification carries one for this recipient (``note.links``), a last line with their own
+one-tap link ("确认链接：https://…"). A text longer than ``max_parts`` parts (67 characters
+each; 70 for a single message) is cut to fit and ends with "…" — cut before the link line, which
+stays whole; the cut is counted (``truncated``) and logged.
 
 Per send:
 
@@ -45,7 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from drivers.gsm_modem import CommandError, GsmModem
-from drivers.gsm_pdu import encode_submit, fit
+from drivers.gsm_pdu import encode_submit, fit, parts_needed
 from drivers.serial_link import Opener, open_serial
 from gateway.alerts.channels.base import Notification
 from gateway.clock import Clock
@@ -55,6 +57,7 @@ from gateway.site.alerting import SmsSettings
 log = logging.getLogger("sensegate.channels.sms")
 
 PROGRESS_LIMIT = 1000  # notes whose progress is remembered; the oldest are forgotten first
+LINK_LINE = "确认链接："
 
 
 @dataclass(slots=True)
@@ -152,6 +155,7 @@ class SmsChannel:
 
     async def send(self, note: Notification) -> None:
         phones: list[str] = []
+        link_of: dict[str, str] = {}  # phone → the one-tap link of its (first) recipient
         for recipient in note.recipients:
             phone = normalise_phone(recipient.phone)
             if not phone:
@@ -159,10 +163,11 @@ class SmsChannel:
                 continue
             if phone not in phones:
                 phones.append(phone)
+            if phone not in link_of and note.links.get(recipient.id):
+                link_of[phone] = note.links[recipient.id]
         if not phones:
             log.warning("%s: notification %s has no recipient with a phone number", self.name, note.key)
             return
-        text = self._text(note)
         progress = self._progress.get(note.key) or _Progress()
         self._progress[note.key] = progress
         self._progress.move_to_end(note.key)
@@ -173,7 +178,8 @@ class SmsChannel:
             for phone in phones:
                 if phone in progress.done or phone in progress.rejected:
                     continue
-                await self._send_one(phone, text, progress)
+                link = link_of.get(phone, "")
+                await self._send_one(phone, self._text(note, LINK_LINE + link if link else ""), progress)
         except TransportError as exc:
             self.counters["retryable"] += 1
             raise RetryableSinkError(f"{self.name}: {exc}") from exc
@@ -184,12 +190,13 @@ class SmsChannel:
 
     # ------------------------------------------------------------------ internals
 
-    def _text(self, note: Notification) -> str:
+    def _text(self, note: Notification, last_line: str = "") -> str:
         text = "\n".join(part for part in (note.title.strip(), note.text.strip()) if part)
         try:
-            fitted, cut = fit(text, self.settings.max_parts)
+            fitted, cut = self._fit(text, last_line)
         except PayloadError:  # a lone surrogate: cannot happen with rendered text; drop it
-            fitted, cut = fit(text.encode("utf-16-be", "replace").decode("utf-16-be"), self.settings.max_parts)
+            text = text.encode("utf-16-be", "replace").decode("utf-16-be")
+            fitted, cut = self._fit(text, last_line)
         if cut:
             self.counters["truncated"] += 1
             log.warning(
@@ -201,6 +208,21 @@ class SmsChannel:
                 len(fitted),
             )
         return fitted
+
+    def _fit(self, text: str, last_line: str) -> tuple[str, bool]:
+        """``text`` and ``last_line`` within ``max_parts``: the text is cut (with "…") so that the
+        last line — a link, useless when cut — stays whole; if even that cannot fit, both are cut."""
+        whole = f"{text}\n{last_line}" if last_line else text
+        if not last_line or parts_needed(whole) <= self.settings.max_parts:
+            return fit(whole, self.settings.max_parts)
+        tail = "…\n" + last_line
+        if parts_needed(tail) > self.settings.max_parts:
+            return fit(whole, self.settings.max_parts)
+        keep, over = 0, len(text)  # the longest text[:keep] that fits with the tail
+        while keep + 1 < over:
+            mid = (keep + over) // 2
+            keep, over = (mid, over) if parts_needed(text[:mid] + tail) <= self.settings.max_parts else (keep, mid)
+        return text[:keep] + tail, True
 
     async def _send_one(self, phone: str, text: str, progress: _Progress) -> None:
         ref = progress.refs.get(phone)

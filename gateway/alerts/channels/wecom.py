@@ -12,11 +12,13 @@ grey for 三级/四级, ``info`` green for acknowledged / resolved), prefixed wi
 (``[一级(特别重大)]``) unless the title already says it; the text line by line; a grey
 ``告警编号：<id>`` footer unless the text already names it — and always when the text had to
 be cut, so the alert can still be acknowledged. The content limit is 4096 UTF-8 bytes; a longer
-text is cut at a character boundary and marked.
+text is cut at a character boundary and marked. The one-tap link (``note.link``, in the text) is
+shown as a markdown link, ``[点此确认](…)``.
 
 @mentions: WeCom markdown cannot @ anyone. When the notification has recipients with phone
 numbers (and ``mention`` is on), a second ``text`` message follows with the title, the alert
-id and ``mentioned_mobile_list``; WeCom appends the @names. Each robot allows 20 messages a
+id (and the one-tap link, which WeCom makes tappable in a text message) and
+``mentioned_mobile_list``; WeCom appends the @names. Each robot allows 20 messages a
 minute, so a site that pages often may turn ``mention`` off. If the markdown went through and
 the mention failed, a retry in the same process sends only the mention (the channel remembers,
 for the last few hundred notifications, which part was accepted); after a restart the markdown
@@ -42,6 +44,7 @@ from gateway.alerts.channels.http import (
     checked_base_url,
     display_url,
     header_safe,
+    markdown_link,
     normalise_mobile,
     truncate_utf8,
     with_alert_id,
@@ -84,7 +87,7 @@ def render_markdown(note: Notification) -> str:
     head = f'### <font color="{severity_colour(note)}">{heading(note)}</font>\n'
     foot = f'\n<font color="comment">告警编号：{note.alert_id}</font>'
     room = MARKDOWN_LIMIT - len(head.encode("utf-8"))
-    return head + with_alert_id(note.text.strip(), note.alert_id, room, foot, TRUNCATED)
+    return head + with_alert_id(markdown_link(note.text.strip(), note.link), note.alert_id, room, foot, TRUNCATED)
 
 
 def mention_mobiles(note: Notification) -> list[str]:
@@ -101,7 +104,8 @@ def render_parts(note: Notification, mention: bool = True) -> list[dict[str, Any
     parts: list[dict[str, Any]] = [{"msgtype": "markdown", "markdown": {"content": render_markdown(note)}}]
     mobiles = mention_mobiles(note) if mention else []
     if mobiles:
-        content = truncate_utf8(f"{heading(note)}\n告警编号：{note.alert_id}", TEXT_LIMIT)
+        tap = f"\n一键确认：{note.link}" if note.link else ""
+        content = truncate_utf8(f"{heading(note)}\n告警编号：{note.alert_id}{tap}", TEXT_LIMIT)
         parts.append({"msgtype": "text", "text": {"content": content, "mentioned_mobile_list": mobiles}})
     return parts
 
