@@ -317,9 +317,11 @@ class Notifier:
         """Tell every channel that was paged that the alert is taken care of, then stop."""
         now = self.clock.now()
         notes = []
+        paged = self._paged_on(t.alert.id)
         for channel in esc.channels:
             key = f"{t.alert.id}/{t.kind}/{channel}"
-            note = self.render(t.alert, t.kind, (), key, now, actor=t.actor)
+            others = tuple(p for p in paged.get(channel, ()) if p.id != t.actor)  # who acted knows
+            note = self.render(t.alert, t.kind, others, key, now, actor=t.actor, channel=channel)
             notes.append((key, channel, t.alert.id, now, note.to_dict()))
         row = LogRow(t.alert.id, now, "ladder_done", detail={"by": t.kind, "step": esc.step})
         self.store.save_notify(drop_escalations=[esc.alert_id], notifications=notes, log=[row])
@@ -329,11 +331,23 @@ class Notifier:
         """An informational message to every channel already paged (no new page)."""
         now = self.clock.now()
         notes = []
+        paged = self._paged_on(t.alert.id)
         for channel in esc.channels:
             key = f"{t.alert.id}/{t.kind}/{channel}"
-            notes.append((key, channel, t.alert.id, now, self.render(t.alert, t.kind, (), key, now).to_dict()))
+            note = self.render(t.alert, t.kind, paged.get(channel, ()), key, now, channel=channel)
+            notes.append((key, channel, t.alert.id, now, note.to_dict()))
         self.store.save_notify(notifications=notes)
         self._wake(esc.channels)
+
+    def _paged_on(self, alert_id: str) -> dict[str, tuple[Recipient, ...]]:
+        """Per channel, the people paged about the alert so far: they hear that it is taken care
+        of (an SMS with no recipient reaches nobody; a robot @-mentions them)."""
+        out: dict[str, dict[str, Recipient]] = {}
+        for n in self.store.notifications(alert_id):
+            if n.body.get("kind") in PAGE_KINDS:
+                for r in Notification.from_dict(n.body).recipients:
+                    out.setdefault(n.channel, {}).setdefault(r.id, r)
+        return {channel: tuple(people.values()) for channel, people in out.items()}
 
     def _wake(self, channels: Iterable[str]) -> None:
         for name in channels:

@@ -107,6 +107,8 @@ def test_alerts_ack_queues_an_ack_by_staff_a_visitor_or_a_family_contact(
     assert cli(["alerts", "ack", "-c", str(path), alert_id, "--by", by, "--wait", "0"]) == 3
     assert "queued" in capsys.readouterr().out
     assert [c["by"] for c in _queued(path)] == [by]
+
+
 def test_check_and_run_refuse_a_roster_time_alike(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """What ``run`` would refuse at start-up, ``check`` refuses: exit 2, the field named, no traceback."""
     site = minimal_site(

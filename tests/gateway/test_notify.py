@@ -424,7 +424,8 @@ async def test_a_fall_the_elder_gets_up_from_stops_climbing_and_its_notice_waits
         (alert,) = r.store.alerts(open_only=True)
         assert alert.severity is Severity.GENERAL and alert.rule == "fall_recovered"
         # Those paged about the fall heard at once that it is over; nobody further up was paged.
-        assert r.to("sms") == [("raised", ("contact:r1:0", "night")), ("downgraded", ())]
+        paged = ("contact:r1:0", "night")
+        assert r.to("sms") == [("raised", paged), ("downgraded", paged)]  # each by name: an SMS needs a number
         assert [k for k, _ in r.to("robot")] == ["raised", "downgraded"]
         assert not [n for n in r.twins["robot"].sent + r.twins["sms"].sent if n.kind == "escalated"]
         # The 四级 route (maintenance, quiet 22:00–07:00) holds its notice for the morning.
@@ -448,3 +449,18 @@ async def test_an_acknowledgement_by_a_family_contact_names_the_contact(tmp_path
         await r.advance(10)
     (note,) = [n for n in r.twins["sms"].sent if n.kind == "acknowledged"]
     assert "已由王小明确认" in note.text
+
+
+async def test_everyone_paged_by_sms_is_texted_who_acknowledged_except_who_did(tmp_path: Path) -> None:
+    # An acknowledgement notice with no recipient reaches nobody on SMS: it goes to the people
+    # each channel paged, less the person who acknowledged (they know; an SMS reply gets its answer).
+    r = rig(tmp_path)
+    async with r.running():
+        r.feed(Kind.SOS_PRESSED, Family.SOS, "101-sos")
+        await settle()
+        (alert,) = r.store.alerts(open_only=True)
+        r.alerts.acknowledge(alert.id, "day", "console")
+        await r.advance(10)
+    assert r.to("sms") == [("raised", ("contact:r1:0", "day")), ("acknowledged", ("contact:r1:0",))]
+    (note,) = [n for n in r.twins["sms"].sent if n.kind == "acknowledged"]
+    assert "已由李白班确认" in note.text
