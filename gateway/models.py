@@ -52,6 +52,9 @@ class Kind(enum.StrEnum):
     WATER_LEAK = "water_leak"
     WATER_CLEAR = "water_clear"
     SENSOR_FAULT = "sensor_fault"
+    # The device's own test signal (a test button) where it is not a smoke detector's:
+    # a Chuango sensor's "Test" code, a native device's self-test. Raises nothing.
+    SELF_TEST = "self_test"
     # SOS buttons (an edge: each press is one event)
     SOS_PRESSED = "sos_pressed"
     SOS_CANCELLED = "sos_cancelled"
