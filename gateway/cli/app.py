@@ -10,6 +10,8 @@
     sensegate scenario run FILE…       run scenario files on a virtual clock (0 pass, 1 mismatch, 2 bad file)
     sensegate users set-password|list  who signs in to the console (值班台), docs/console.md
     sensegate tokens create|revoke     API tokens for integrations
+    sensegate testmode start|end|list|show      test mode (测试模式): a scope pages nobody, until it ends
+    sensegate commission start|status|finish|report   walk test (现场调试): every device heard, a report
 
 Exit codes: 0 ok, 2 bad config or arguments, 1 anything else.
 """
@@ -32,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.cli import alerts as alerts_cli
+from gateway.cli import testmode as testmode_cli
 from gateway.cli import users as users_cli
 from gateway.clock import SystemClock
 from gateway.errors import ConfigError, ConfigProblem, SenseGateError
@@ -565,6 +568,7 @@ def parser() -> argparse.ArgumentParser:
 
     alerts_cli.add_parser(sub)
     users_cli.add_parser(sub)
+    testmode_cli.add_parser(sub)
 
     sc = sub.add_parser("scenario", help="run scenario files (scenarios/README.md)").add_subparsers(
         dest="scenario_command", required=True
