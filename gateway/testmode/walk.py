@@ -130,7 +130,7 @@ class Walk:
                 state = "、".join(i.problems) or "正常"
                 lines.append(
                     f"    {mark} {i.device_id:<24} {i.room or '-':<6} {FAMILY_ZH[i.family]:<8} {state:<8} "
-                    f"{_signal(i.seen)} {_battery(i.seen)}"
+                    f"{signal_text(i.seen)} {battery_text(i.seen)}"
                     + (f"  {self.when(i.seen.first_seen, '%H:%M:%S')}" if i.seen else f"  请{TRY_ZH[i.family]}")
                 )
                 for w in i.would_have:
@@ -192,7 +192,7 @@ class Walk:
                     f"<tr class='{cls}'><td>{e(i.room)}</td><td>{e(i.device_id)}<br><small>{e(i.model)}</small></td>"
                     f"<td>{e(FAMILY_ZH[i.family])}</td><td>{e(problems or '正常')}</td>"
                     f"<td>{e(self.when(i.seen.first_seen, '%H:%M:%S') if i.seen else '—')}</td>"
-                    f"<td>{e(_signal(i.seen))}</td><td>{e(_battery(i.seen))}</td><td>{would}</td></tr>"
+                    f"<td>{e(signal_text(i.seen))}</td><td>{e(battery_text(i.seen))}</td><td>{would}</td></tr>"
                 )
             rows.append("</tbody></table>")
         missing_list = "".join(f"<li>{e(i.place)} {e(i.room)} {e(i.device_id)}</li>" for i in self.not_seen)
@@ -317,7 +317,7 @@ def _num(value: float | None) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
-def _signal(seen: SeenRow | None) -> str:
+def signal_text(seen: SeenRow | None) -> str:
     if seen is None:
         return ""
     parts = []
@@ -328,11 +328,11 @@ def _signal(seen: SeenRow | None) -> str:
     return " ".join(parts)
 
 
-def _battery(seen: SeenRow | None) -> str:
+def battery_text(seen: SeenRow | None) -> str:
     if seen is None:
         return ""
     text = f"{_num(seen.battery)}%" if seen.battery is not None else ""
     return f"{text} 低电量".strip() if seen.battery_low else text
 
 
-__all__: Sequence[str] = ("FAMILY_ZH", "Item", "Walk", "build_report", "walk")
+__all__: Sequence[str] = ("FAMILY_ZH", "TRY_ZH", "Item", "Walk", "battery_text", "build_report", "signal_text", "walk")
