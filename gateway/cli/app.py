@@ -338,6 +338,11 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"  notifications.{channel}.{state} = {n}")
         for key, health in store.metas("channel.").items():
             print(f"  {key}: {health}")  # a channel's own health (the SMS modem: registration, signal)
+        now = SystemClock().now()
+        for mode in store.test_modes(open_only=True):  # alarms from these page nobody (docs/installer.md)
+            if mode.running(now):
+                left = round((mode.ends_at - now) / 60)
+                print(f"  测试模式 test mode {mode.id}: {mode.label} by {mode.started_by}, {left} min left")
         for alert in store.alerts(open_only=True):
             grade = f"[{alert.severity.label_zh}] {alert.state.value}"
             print(f"  open alert {alert.id} {grade} ×{alert.count} {alert.message_zh}")

@@ -75,6 +75,8 @@ async def test_a_detector_smoked_in_test_mode_pages_nobody_and_its_point_is_tagg
         start = ["testmode", "start", "-c", config_file, "--household", "1-1-101", "--for", "30m", "--by", "s-zhou"]
         assert await asyncio.to_thread(cli, start) == 0
         assert "1号楼1单元101室" in capsys.readouterr().out
+        assert await asyncio.to_thread(cli, ["status", "-c", config_file]) == 0
+        assert "测试模式 test mode 1: 1号楼1单元101室 by s-zhou, 30 min left" in capsys.readouterr().out
         with Publisher(mosquitto.host, mosquitto.port) as pub:
             pub.publish(SMOKE_TOPIC, SMOKE)
             pub.publish(SMOKE_TOPIC, CLEAR)
