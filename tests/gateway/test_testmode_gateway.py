@@ -127,3 +127,35 @@ async def test_the_cli_refuses_an_unknown_person_or_scope_before_queueing(
         assert "at most 24 h" in capsys.readouterr().err
         assert gateway.store.commands(pending_only=True) == []
         assert gateway.store.test_modes() == []
+
+
+async def test_a_walk_test_from_the_cli(
+    mosquitto: Mosquitto, influxdb_v1: InfluxDB1, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    site = _site(influxdb_v1, "unused")
+    site["outputs"] = []
+    config = site_config(site, tmp_path, mosquitto.host, mosquitto.port)
+    config_file = _config_file(site, tmp_path, mosquitto)
+    async with running(config) as gateway:
+        start = ["commission", "start", "-c", config_file, "--household", "1-1-101", "--by", "s-zhou"]
+        assert await asyncio.to_thread(cli, start) == 0
+        assert "现场调试 walk test 1: 1号楼1单元101室 (4 devices)" in capsys.readouterr().out
+        with Publisher(mosquitto.host, mosquitto.port) as pub:
+            pub.publish("zigbee2mqtt/1号楼/101/SOS", '{"action":"emergency","battery":100,"linkquality":35}')
+            pub.publish(SMOKE_TOPIC, '{"smoke":true,"test":true,"battery":12,"linkquality":90,"battery_low":true}')
+        await eventually(lambda: len(gateway.store.commission_seen(1)) == 2, what="two devices ticked off")
+        assert await asyncio.to_thread(cli, ["commission", "status", "-c", config_file]) == 0
+        status = capsys.readouterr().out
+        assert "已上报 seen 2/4" in status and "101-door" in status and "请开门或刷卡" in status
+        assert "信号弱" in status and "低电量" in status and "【紧急呼叫】" in status
+        finish = ["commission", "finish", "-c", config_file, "--by", "s-zhou"]
+        assert await asyncio.to_thread(cli, finish) == 0
+        out = capsys.readouterr().out
+        assert "2/4 devices seen, 2 not seen" in out and "未上报 not seen: 101-door" in out
+        assert gateway.store.alerts(limit=10) == []  # the press was in the walk test's test mode
+    report = tmp_path / "report.csv"
+    assert cli(["commission", "report", "-c", config_file, "--format", "csv", "--out", str(report)]) == 0
+    text = report.read_text(encoding="utf-8")
+    assert text.startswith("\ufeff楼栋") and text.count("未上报") == 2
+    assert cli(["commission", "report", "-c", config_file]) == 0
+    assert "<h1>现场调试报告</h1>" in capsys.readouterr().out
