@@ -191,7 +191,17 @@ _KERUI_WIRE: dict[int, dict[str, Any]] = {
 # Chuango (chuango.c): cmd is text, cmd_id the 4-bit code. Zone codes are each device's default
 # zone [I]: "Normal Zone" (7) is the DWC-100 door contact, "Home Mode Zone" (6) the PIR-900;
 # "24H Zone" (11) is both the SMK-500 smoke and the WI-200 water sensor, so it needs a table.
-_CHUANGO = {"2": "sos_pressed", "3": "tamper", "13": "battery_low", "7": "door_opened", "6": "motion"}
+# Code 0 is "Test" (chuango.c): the sensor's own test transmission. Which Chuango sensors send it
+# is not documented; whichever does, it is a test, never an alarm (a device table may say
+# smoke_test for an SMK-500).
+_CHUANGO = {
+    "0": "self_test",
+    "2": "sos_pressed",
+    "3": "tamper",
+    "13": "battery_low",
+    "7": "door_opened",
+    "6": "motion",
+}
 _CHUANGO_NAMES = [
     "Test", "Disarm", "Alarm", "Tamper", "Home Mode", "On", "Home Mode Zone", "Normal Zone",
     "Arm", "?", "Single Delay Zone", "24H Zone", "?", "Low Battery", "?", "?",

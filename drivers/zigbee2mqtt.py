@@ -11,6 +11,8 @@ SOS event, and a retained or repeated state never presses the button again. Avai
 How a state message becomes observations, in this order:
 
 1. the primary state of the model (smoke, contact, fall status, action …), then presence;
+   a smoke detector whose ``test`` is true is being tested: ``SMOKE_TEST``, never an alarm
+   (``Smoke`` below);
 2. ``BATTERY`` with ``values["battery"]`` (percent, as published: 96.5 stays a float) and
    ``values["voltage"]`` (mV) when either is present; ``BATTERY_LOW`` when ``battery_low`` is
    true;
@@ -177,6 +179,46 @@ class Binary:
         if obs is not None:
             _check_keys(obs, frozenset(), ctx)
             out[self.name] = obs.kind == self.on
+
+
+@dataclass(frozen=True, slots=True)
+class Smoke:
+    """``smoke`` (bool) and, for IAS smoke detectors, ``test``: the detector's own test signal.
+
+    zigbee-herdsman-converters' ``ias_smoke_alarm_1`` (HS1SA, TS0205) publishes the IAS zone
+    status bits: ``smoke`` is bit 0 (alarm 1), ``test`` bit 8, set while the sensor is in test
+    mode, i.e. while its test button is held (https://www.zigbee2mqtt.io/devices/HS1SA.html
+    exposes it). A detector under test sounds as in a fire, so whether ``smoke`` is also set
+    during a test is the firmware's affair [I]: a message with ``test: true`` is
+    ``SMOKE_TEST`` whatever ``smoke`` says, and never ``SMOKE_ALARM`` — an installer's test
+    press must not call out the household, the staff or the 微型消防站. Z2M repeats the cached
+    ``test`` in every message until the next zone status report, so a battery report during
+    the test is another ``SMOKE_TEST``: harmless, it raises nothing.
+    """
+
+    test: bool = False  # the model publishes ``test``
+
+    @property
+    def kinds(self) -> frozenset[Kind]:
+        kinds = {Kind.SMOKE_ALARM, Kind.SMOKE_CLEAR}
+        return frozenset(kinds | {Kind.SMOKE_TEST} if self.test else kinds)
+
+    def decode(self, msg: Mapping[str, Any], ctx: _Context) -> list[Observation]:
+        if self.test and _get(msg, "test", bool, ctx):
+            return [Observation(Kind.SMOKE_TEST)]
+        value = _get(msg, "smoke", bool, ctx)
+        if value is None:
+            return []
+        return [Observation(Kind.SMOKE_ALARM if value else Kind.SMOKE_CLEAR)]
+
+    def encode(self, pending: list[Observation], out: dict[str, Any], ctx: _Context) -> None:
+        obs = _take(pending, self.kinds, ctx, "smoke")
+        if obs is None:
+            return
+        _check_keys(obs, frozenset(), ctx)
+        out["smoke"] = obs.kind != Kind.SMOKE_CLEAR  # a detector under test sounds [I]
+        if self.test:
+            out["test"] = obs.kind == Kind.SMOKE_TEST
 
 
 @dataclass(frozen=True, slots=True)
@@ -431,9 +473,8 @@ class Z2MModel:
 # modernExtend style).
 
 
-def _smoke(description: str, tamper: bool = False) -> Z2MModel:
-    smoke = Binary("smoke", Kind.SMOKE_ALARM, Kind.SMOKE_CLEAR)
-    extends: tuple[Extend, ...] = (smoke, Battery(exposes_low=True))
+def _smoke(description: str, tamper: bool = False, test: bool = False) -> Z2MModel:
+    extends: tuple[Extend, ...] = (Smoke(test), Battery(exposes_low=True))
     if tamper:
         extends += (Binary("tamper", Kind.TAMPER, Kind.TAMPER_CLEAR),)
     return Z2MModel(Family.SMOKE, description, extends)
@@ -484,8 +525,9 @@ _FDS315_STATUS = PostureStatus(
 HS1EB_ACTIONS = {"single": "sos_pressed", "hold": "sos_pressed", "double": "sos_cancelled"}
 
 MODELS: dict[str, Z2MModel] = {
-    "HS1SA": _smoke("HEIMAN HS1SA smoke detector"),
-    "TS0205": _smoke("TuYa / CR Smart Home TS0205 smoke detector", tamper=True),
+    # Both decode with ias_smoke_alarm_1, which publishes the zone status's test bit.
+    "HS1SA": _smoke("HEIMAN HS1SA smoke detector", test=True),
+    "TS0205": _smoke("TuYa / CR Smart Home TS0205 smoke detector", tamper=True, test=True),
     "MCCGQ11LM": _contact("Aqara MCCGQ11LM door/window contact"),
     "TS0215A_sos": _button("TuYa TS0215A_sos SOS button", {"emergency": "sos_pressed"}, ["emergency"]),
     "HS1EB": _button("HEIMAN HS1EB/HS1EB-E SOS button", HS1EB_ACTIONS, ["off", "single", "double", "hold"]),

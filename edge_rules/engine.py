@@ -11,6 +11,14 @@ states) and which dedup keys are open — is a dict of JSON-able entries. ``dirt
 what changed since its last call, so the runtime can save it in the same transaction as the
 alerts and the event cursor; ``Engine(..., state=entries)`` picks up where it stopped, and
 the first ``advance(now)`` fires, once and in order, every deadline that passed while down.
+
+A *test* event (``values["test"] is True``: a device in test mode, docs/installer.md) may calm
+but never alarm: it resets absence timers (the device is alive, someone moved), ends a held
+state and resolves what its clearing conditions resolve (``smoke_clear``, ``online``); it never
+raises, never counts toward a count or a correlation (two detectors tested in one building are
+no confirmed fire, nor is one tested and one real), never arms or completes a sequence and
+never starts a held state. ``Engine(..., tests_are_real=True)`` evaluates test events like any
+other: the alert path's shadow engine, which records what they would have raised.
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ from edge_rules.rules import (
 )
 from edge_rules.schedule import Window, format_duration_en, format_duration_zh, local_hhmm
 from gateway.clock import Clock
-from gateway.models import Event, Location, Severity
+from gateway.models import TEST, Event, Location, Severity
 
 State = dict[str, Any]
 Action = Literal["raise", "update", "resolve"]
@@ -98,11 +106,13 @@ class Engine:
         *,
         state: Iterable[tuple[str, Mapping[str, Any]]] | None = None,
         settings: Settings | None = None,
+        tests_are_real: bool = False,
     ) -> None:
         if isinstance(rules, RuleSet):
             settings = settings or rules.settings
             rules = rules.rules
         self.settings = settings or Settings()
+        self.tests_are_real = tests_are_real
         self.tz = self.settings.timezone
         self.clock = clock
         self.context = context or Context()
@@ -147,9 +157,10 @@ class Engine:
             id=event.device_id, family=event.family, building=event.location.building, location=event.location
         )
         self._event_keys = set()
+        calm = event.values.get(TEST) is True and not self.tests_are_real
         try:
             for rule in self.rules:
-                out.extend(self._evaluate(rule, event, info, t))
+                out.extend(self._evaluate(rule, event, info, t, calm))
         finally:
             self._event_keys = None
         return out
@@ -375,7 +386,8 @@ class Engine:
 
     # ------------------------------------------------------------------ evaluation
 
-    def _evaluate(self, rule: AnyRule, ev: Event, info: DeviceInfo, t: float) -> list[Decision]:
+    def _evaluate(self, rule: AnyRule, ev: Event, info: DeviceInfo, t: float, calm: bool = False) -> list[Decision]:
+        """``calm``: a test event — it may reset, end and resolve, never raise, count or arm."""
         subjects = self._subjects(rule, info)
         if not subjects:
             return []
@@ -386,6 +398,8 @@ class Engine:
             for s in subjects:
                 out.extend(self._resolve(rule, s, t, [seq]))
         tz = self.tz
+        if calm and isinstance(rule, MatchRule | CountRule | CorrelationRule | SequenceRule):
+            return out
         if isinstance(rule, MatchRule):
             if any_match(rule.when, ev, info, t, tz):
                 for s in subjects:
@@ -427,7 +441,7 @@ class Engine:
                 for s in subjects:
                     out.extend(self._sequence(rule, s, info, t, seq, is_a, is_b))
         elif isinstance(rule, HeldRule):
-            is_start = any_match(rule.start, ev, info, t, tz)
+            is_start = not calm and any_match(rule.start, ev, info, t, tz)
             is_end = any_match(rule.end, ev, info, t, tz)
             if is_start or is_end:
                 for s in subjects:

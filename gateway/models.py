@@ -52,6 +52,9 @@ class Kind(enum.StrEnum):
     WATER_LEAK = "water_leak"
     WATER_CLEAR = "water_clear"
     SENSOR_FAULT = "sensor_fault"
+    # The device's own test signal (a test button) where it is not a smoke detector's:
+    # a Chuango sensor's "Test" code, a native device's self-test. Raises nothing.
+    SELF_TEST = "self_test"
     # SOS buttons (an edge: each press is one event)
     SOS_PRESSED = "sos_pressed"
     SOS_CANCELLED = "sos_cancelled"
@@ -101,6 +104,17 @@ def lane_of(kind: Kind) -> Lane:
 # not seen, i.e. a state found on (re)connect that may have begun while it was away
 # (gateway/ingest/retained.py).
 RETAINED = "retained"
+
+
+# ``Event.values[TEST] is True``: the event is a test — from a device in test mode (测试模式,
+# docs/installer.md; the store marks it when it accepts the event, ``values[TEST_MODE]`` then
+# names the test mode) or a device that says so itself. It is stored and forwarded like any
+# other (InfluxDB tag ``test=true``), and it raises no alert: the rule engine lets it calm
+# (activity, "alive", a clear) but never alarm, see edge_rules/README.md.
+TEST = "test"
+TEST_MODE = "test_mode"
+# The device's own test signal (its test button), in test mode or not.
+SELF_TEST_KINDS: frozenset[Kind] = frozenset({Kind.SMOKE_TEST, Kind.SELF_TEST})
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +190,11 @@ class Event:
     @property
     def lane(self) -> Lane:
         return lane_of(self.kind)
+
+    @property
+    def is_test(self) -> bool:
+        """A test: from a device in test mode, or the device's own test signal."""
+        return self.values.get(TEST) is True or self.kind in SELF_TEST_KINDS
 
     def to_dict(self) -> dict[str, Any]:
         return {

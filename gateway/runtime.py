@@ -53,6 +53,8 @@ from gateway.site.alerting import (
 from gateway.site.config import InfluxV1Output, InfluxV2Output, SiteConfig, site_rules
 from gateway.site.registry import Registry
 from gateway.store import Store
+from gateway.testmode.service import ACTIONS as TESTMODE_ACTIONS
+from gateway.testmode.service import TestModes
 from gateway.web.console import Changes, Console
 from gateway.web.server import ConsoleServer
 
@@ -181,6 +183,10 @@ class Gateway:
             flap_window=config.alerts.flap_window,
         )
         self.visits = VisitTracker(config, self.store, self.clock, self.alerts, rules)
+        # Test mode and walk tests (docs/installer.md): commands from the CLI, the expiry supervisor.
+        self.testmodes = TestModes(
+            config, self.registry, self.store, self.clock, self.alerts, timezone=rules.settings.timezone
+        )
         built_channels = (
             dict(channels)
             if channels is not None
@@ -300,7 +306,9 @@ class Gateway:
             self._rules_wake.clear()
             self.alerts.tick()
             self.visits.tick()
-            deadlines = [d for d in (self.alerts.next_deadline(), self.visits.next_deadline()) if d is not None]
+            self.testmodes.tick()
+            due = (self.alerts.next_deadline(), self.visits.next_deadline(), self.testmodes.next_deadline())
+            deadlines = [d for d in due if d is not None]
             deadline = min(deadlines, default=None)
             # Without a deadline, look again now and then: nothing is lost by waking early.
             delay = 3600.0 if deadline is None else max(0.0, deadline - self.clock.now())
@@ -317,7 +325,11 @@ class Gateway:
         the CLI stored itself (visit check-ins) without waiting for the next batch."""
         while True:
             for command in await asyncio.to_thread(self.store.commands):
-                result = apply_command(self.alerts, command.body)
+                if command.body.get("action") in TESTMODE_ACTIONS:
+                    result = self.testmodes.apply(command.body)
+                    self._rules_wake.set()  # a new end to watch for
+                else:
+                    result = apply_command(self.alerts, command.body)
                 await asyncio.to_thread(self.store.command_done, command.id, self.clock.now(), result)
                 log.info(
                     "command %s %s by %s via %s: %s",

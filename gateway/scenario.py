@@ -8,7 +8,8 @@ timeline, what people did and were paged, and a verdict.
 A step is an event as the rules see it (stored with ``Store.append``), or a wire message fed
 through the gateway's own ingest (``gateway.scenario_wire``), either way handed to the alert
 path and the visit tracker as the runtime does; or a person's acknowledgement or resolution
-(``AlertPath.acknowledge`` / ``resolve``). Between steps the clock stops at every rule and
+(``AlertPath.acknowledge`` / ``resolve``); or an installer's test-mode command
+(``gateway.testmode.service``, whose supervisor ticks with the rules). Between steps the clock stops at every rule and
 visit deadline (then ``tick()``) and at every time the notifier's tasks sleep until, so
 ladders climb and channels deliver — to recording twins, never out — at their own times. A
 ``restart`` step stops the gateway cleanly (``restart = true``) or abandons its store as a
@@ -57,12 +58,13 @@ from gateway.scenario_wire import WIRE_KEYS, Broker, MqttStep, Wire, WireStep, p
 from gateway.site.config import SiteConfig, load_config, parse_config, site_rules
 from gateway.site.registry import Registry
 from gateway.store import Store
+from gateway.testmode.service import TestModes
 
 __all__ = ["TRANSITIONS", "Result", "Scenario", "ScenarioError", "Seen", "load_scenario", "run_files", "run_scenario"]
 
 SITE_KEYS = ("gateway", "buildings", "households", "residents", "devices", "rules", "alerts", "staff", "visitors",
              "visits", "roster", "channels", "ladders", "routes", "notify", "modbus_buses", "osdp_buses",
-             "modbus_profiles")  # fmt: skip
+             "modbus_profiles", "test_mode")  # fmt: skip
 CHECKPOINT_EVERY = 10.0  # the runtime's housekeeping saves quiet cursors this often (seconds)
 
 
@@ -92,6 +94,7 @@ class Step:
     person: Person | None = None
     while_down: bool = False  # an MQTT message published while the gateway is down
     held: tuple[MqttStep, ...] = ()  # restart: what the broker delivers at boot
+    command: Mapping[str, Any] | None = None  # a test-mode command (gateway.testmode.service)
 
 
 @dataclass(slots=True)
@@ -140,6 +143,8 @@ class Result:
             tier = f"tier {p['tier']}" if p["tier"] else "notice"
             shown.append((p["at"], f"{'page':<10} {p['rule']:<24} {tier} {p['kind']} via {p['channel']} → "
                                    f"{', '.join(p['to']) or '(group)'}"))  # fmt: skip
+        for w in self.records.get("would_have", []):  # what test events would have raised
+            shown.append((w["at"], f"{'would-have':<10} {w['rule']:<24} 级{w['severity']}  {w['device']} (测试模式)"))
         lines.extend(f"   {day_time(s.start, at)}  {text}" for at, text in sorted(shown, key=lambda x: x[0]))
         lines.extend(f"   MISMATCH: {f}" for f in self.failures)
         lines.append(f"   {'PASS' if self.passed else 'FAIL'}")
@@ -210,6 +215,10 @@ def _steps(data: dict[str, Any], registry: Registry, start: float) -> list[Step]
             person = Person(action, rule, by, **extra)
             steps.extend(Step(t, person=person) for t in _times(raw, at, start))
             continue
+        if "testmode" in raw:
+            only(raw, {"at", "testmode"}, where)
+            steps.append(Step(at, command=_testmode(raw["testmode"], f"{where}.testmode")))
+            continue
         wire = [k for k in WIRE_KEYS if k in raw]
         if wire:
             only(raw, {"at", wire[0], "every", "until", "while_down"}, where)
@@ -232,6 +241,27 @@ def _steps(data: dict[str, Any], registry: Registry, start: float) -> list[Step]
         steps.extend(Step(t, device, kind, values) for t in _times(raw, at, start))
     steps.sort(key=lambda s: s.at)  # stable: same-time steps keep the file's order
     return _hold(steps, start)
+
+
+def _testmode(raw: object, where: str) -> dict[str, Any]:
+    """``{start = "building", target = "3", by = "s-zhou", for = "1h"}``, ``{end = "building",
+    target = "3", by = …}``; ``commission = true`` with start: a walk test."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where}: expected a table")
+    only(raw, {"start", "end", "target", "by", "for", "note", "commission"}, where)
+    if ("start" in raw) == ("end" in raw):
+        raise ValueError(f'{where}: start = "<scope>" or end = "<scope>"')
+    scope = str(raw.get("start", raw.get("end")))
+    command: dict[str, Any] = {"scope": scope, "target": str(raw.get("target", "")), "by": req(raw, "by", where)}
+    command["via"] = "scenario"
+    if "start" in raw:
+        command["action"] = "commission_start" if raw.get("commission") else "testmode_start"
+        command["note"] = str(raw.get("note", ""))
+        if "for" in raw:
+            command["for"] = parse_duration(raw["for"])
+    else:
+        command["action"] = "testmode_end"
+    return command
 
 
 def _times(raw: dict[str, Any], at: float, start: float) -> list[float]:
@@ -361,6 +391,8 @@ class _Run:
             self.config, self.store, self.clock, self.alerts, self.twins, timezone=self.rules.settings.timezone
         )
         self.wire = Wire(self.config, self.registry, self.store, self.clock, self._on_stored, self.broker)
+        tz = self.rules.settings.timezone
+        self.testmodes = TestModes(self.config, self.registry, self.store, self.clock, self.alerts, timezone=tz)
         self.alerts.catch_up()
         self.visits.catch_up()
         self.checkpointed = self.clock.now()
@@ -392,12 +424,14 @@ class _Run:
         while True:
             now = self.clock.now()
             due = [self.alerts.next_deadline(), self.visits.next_deadline(), self.clock.next_wake()]
+            due.append(self.testmodes.next_deadline())
             stop = min([target, *(d for d in due if d is not None and d > now)])
             if stop > now:
                 await self.clock.advance(stop - now)
             await _settle()
             self.alerts.tick()
             self.visits.tick()
+            self.testmodes.tick()
             await _settle()
             if self.clock.now() - self.checkpointed >= CHECKPOINT_EVERY:
                 self.alerts.checkpoint()
@@ -416,6 +450,11 @@ class _Run:
                 await self.wire.deliver(list(step.held))
         elif step.person is not None:
             self._person(step.person)
+        elif step.command is not None:
+            result = self.testmodes.apply(step.command)
+            if not result["ok"]:
+                when = day_time(self.s.start, self.clock.now())
+                self.failures.append(f"{step.command['action']} at {when}: {result['error']}")
         elif step.wire is not None:
             await self.wire.feed(step.wire)
         else:

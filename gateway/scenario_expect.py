@@ -36,6 +36,7 @@ WANTED = {
     "page": ("rule", "to", "tier", "channel", "kind", "household"),
     "trail": ("rule", "action", "by", "channel", "household"),
     "visit": ("household", "visitor", "method"),
+    "would_have": ("rule", "device", "severity", "action"),
 }
 Records = dict[str, list[dict[str, Any]]]
 
@@ -159,7 +160,8 @@ class Expectations:
     counters: dict[str, int] = field(default_factory=dict)
 
     KEYS = frozenset({"expect", "expect_not", "expect_none", "expect_page", "expect_no_page", "expect_trail",
-                      "expect_visit", "expect_visit_rate", "expect_malformed", "expect_counters"})  # fmt: skip
+                      "expect_visit", "expect_visit_rate", "expect_malformed", "expect_counters",
+                      "expect_would_have", "expect_no_would_have"})  # fmt: skip
 
     @classmethod
     def parse(cls, data: Mapping[str, Any], start: float) -> Expectations:
@@ -174,8 +176,9 @@ class Expectations:
         if x.expect_none and x.expect:
             raise ValueError("expect_none = true with [[expect]] entries")
         for key, what in (("expect_page", "page"), ("expect_no_page", "page"), ("expect_trail", "trail"),
-                          ("expect_visit", "visit")):  # fmt: skip
-            x.wanted += [_wanted(raw, what, f"{key}[{i}]", start, key == "expect_no_page")
+                          ("expect_visit", "visit"), ("expect_would_have", "would_have"),
+                          ("expect_no_would_have", "would_have")):  # fmt: skip
+            x.wanted += [_wanted(raw, what, f"{key}[{i}]", start, key.startswith("expect_no_"))
                          for i, raw in enumerate(tables(data, key))]  # fmt: skip
         for i, raw in enumerate(tables(data, "expect_visit_rate")):
             only(raw, {"month", "rate", "visited"}, f"expect_visit_rate[{i}]")
@@ -316,10 +319,15 @@ def records(store: Store, timeline: list[Seen], household_of: Callable[[Location
                 "household": where,
             })  # fmt: skip
     visits = [{"at": v.at, "household": v.household, "visitor": v.visitor, "method": v.method} for v in store.visits()]
+    would = [
+        {"at": w.at, "rule": w.rule, "device": w.device_id, "severity": w.severity, "action": w.action}
+        for w in store.would_haves()
+    ]
     return {
         "page": sorted(pages, key=lambda r: r["at"]),
         "trail": sorted(trail, key=lambda r: r["at"]),
         "visit": visits,
+        "would_have": would,
     }
 
 

@@ -206,8 +206,9 @@ class SmokeSim(SimDevice):
 
     def test(self) -> list[Message]:
         """The test button. Where the format has no test message, a real alarm sounds, then clears."""
-        if self.can(Kind.SMOKE_TEST):
-            return self._report(Observation(Kind.SMOKE_TEST))
+        for kind in (Kind.SMOKE_TEST, Kind.SELF_TEST):  # the detector's own, or its maker's generic test
+            if self.can(kind):
+                return self._report(Observation(kind))
         return [*self.alarm(), *self.clear()]
 
     def tamper(self, on: bool = True) -> list[Message]:
@@ -341,10 +342,25 @@ class Z2MDoorContact(Zigbee2MqttDevice, DoorSim):
 
 
 class Z2MSmokeDetector(Zigbee2MqttDevice, SmokeSim):
-    """HS1SA / TS0205; the TS0205 also reports its tamper switch in every message."""
+    """HS1SA / TS0205; the TS0205 also reports its tamper switch in every message. The test
+    button sets the IAS zone's test bit while held: one message with ``test: true``, then the
+    idle state again when it is released."""
+
+    def _setup(self) -> None:
+        super()._setup()
+        self.testing = False
+
+    def test(self) -> list[Message]:
+        if not self.can(Kind.SMOKE_TEST):
+            return super().test()
+        self.testing = True
+        held = self._publish(self._full_state())
+        self.testing = False
+        return [*held, *self._publish(self._full_state())]
 
     def _state(self) -> list[Observation]:
-        return [*super()._state(), Observation(Kind.TAMPER if self.tampered else Kind.TAMPER_CLEAR)]
+        smoke = Observation(Kind.SMOKE_TEST) if self.testing else super()._state()[0]
+        return [smoke, Observation(Kind.TAMPER if self.tampered else Kind.TAMPER_CLEAR)]
 
 
 class Z2MFallRadar(Zigbee2MqttDevice, FallSim):

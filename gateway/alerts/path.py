@@ -14,6 +14,9 @@ alert lifecycle and makes it durable:
   ``repeat_window`` of quiet (notify again), else ``updated``.
 - Every transition is queued in the outbox for MQTT: ``<prefix>/alerts/events`` (a stream of
   transitions) and ``<prefix>/alerts/open/<id>`` (retained; emptied on resolve).
+- Events from devices in test mode (``values["test"]``, marked by the store) raise nothing:
+  the engine lets them calm, never alarm; a shadow engine records what they would have raised
+  (gateway/alerts/shadow.py, docs/installer.md).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from edge_rules import Context, Decision, DeviceInfo, Engine, ResidentInfo, RuleSet
+from gateway.alerts.shadow import Shadow
 from gateway.clock import Clock
 from gateway.errors import StoreError
 from gateway.models import RETAINED, Alert, AlertState, Event
@@ -125,6 +129,7 @@ class AlertPath:
     def _load(self) -> None:
         """(Re)build engine and cursor from what the store holds."""
         self.engine = Engine(self.rules, self.clock, self.context, state=self.store.rule_state())
+        self.shadow = Shadow(self.rules, self.clock, self.context, self.store)  # "would have raised"
         self.cursor = self.store.cursor(CURSOR)
         self._saved_cursor = self.cursor
         self._stale = False
@@ -169,6 +174,7 @@ class AlertPath:
             return []
         now = self.clock.now()
         decisions = self.engine.advance(now)
+        self.shadow.advance(now)
         transitions = self._commit(decisions, self.cursor) if decisions else []
         settled = [a for a, at in self._settling.items() if at <= now]
         if settled:
@@ -176,8 +182,9 @@ class AlertPath:
         return transitions
 
     def next_deadline(self) -> float | None:
-        """The next rule deadline or flapping alert to settle."""
-        due = [d for d in (self.engine.next_deadline(), min(self._settling.values(), default=None)) if d is not None]
+        """The next rule deadline (the shadow engine's too) or flapping alert to settle."""
+        settle = min(self._settling.values(), default=None)
+        due = [d for d in (self.engine.next_deadline(), self.shadow.next_deadline(), settle) if d is not None]
         return min(due, default=None)
 
     def _settle(self, alert_ids: Sequence[str]) -> list[Transition]:
@@ -349,6 +356,7 @@ class AlertPath:
         events = [e for e in events if e.seq > self.cursor]
         if not events:
             return []
+        self.shadow.feed(events, self.engine)  # first: it starts from the engine's state before them
         decisions = [d for ev in events for d in self.engine.feed(ev)]
         retained = frozenset(e.seq for e in events if e.values.get(RETAINED) is True)
         return self._commit(decisions, events[-1].seq, quiet_ok=True, retained=retained)

@@ -10,6 +10,8 @@
     sensegate scenario run FILE…       run scenario files on a virtual clock (0 pass, 1 mismatch, 2 bad file)
     sensegate users set-password|list  who signs in to the console (值班台), docs/console.md
     sensegate tokens create|revoke     API tokens for integrations
+    sensegate testmode start|end|list|show      test mode (测试模式): a scope pages nobody, until it ends
+    sensegate commission start|status|finish|report   walk test (现场调试): every device heard, a report
 
 Exit codes: 0 ok, 2 bad config or arguments, 1 anything else.
 """
@@ -32,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.cli import alerts as alerts_cli
+from gateway.cli import testmode as testmode_cli
 from gateway.cli import users as users_cli
 from gateway.clock import SystemClock
 from gateway.errors import ConfigError, ConfigProblem, SenseGateError
@@ -335,6 +338,11 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"  notifications.{channel}.{state} = {n}")
         for key, health in store.metas("channel.").items():
             print(f"  {key}: {health}")  # a channel's own health (the SMS modem: registration, signal)
+        now = SystemClock().now()
+        for mode in store.test_modes(open_only=True):  # alarms from these page nobody (docs/installer.md)
+            if mode.running(now):
+                left = round((mode.ends_at - now) / 60)
+                print(f"  测试模式 test mode {mode.id}: {mode.label} by {mode.started_by}, {left} min left")
         for alert in store.alerts(open_only=True):
             grade = f"[{alert.severity.label_zh}] {alert.state.value}"
             print(f"  open alert {alert.id} {grade} ×{alert.count} {alert.message_zh}")
@@ -565,6 +573,7 @@ def parser() -> argparse.ArgumentParser:
 
     alerts_cli.add_parser(sub)
     users_cli.add_parser(sub)
+    testmode_cli.add_parser(sub)
 
     sc = sub.add_parser("scenario", help="run scenario files (scenarios/README.md)").add_subparsers(
         dest="scenario_command", required=True

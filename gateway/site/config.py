@@ -51,6 +51,7 @@ from gateway.site.alerting import (
 )
 from gateway.site.console import ConsoleSettings
 from gateway.site.locate import key_lines, line_of
+from gateway.site.testmode import TestModeSettings
 from gateway.site.validation import ID_PATTERN, SECRET_KEYS, URL_PATTERN, FilePath, problems_from_validation
 
 _ID = ID_PATTERN
@@ -444,6 +445,7 @@ class SiteConfig(_Model):
     routes: list[Route] = []
     home_assistant: HaSettings = HaSettings()  # MQTT discovery (docs/home-assistant.md)
     console: ConsoleSettings = ConsoleSettings()  # the duty desk, 值班台 (docs/console.md)
+    test_mode: TestModeSettings = TestModeSettings()  # 测试模式 and walk tests (docs/installer.md)
     # Register maps by model, as in drivers/profiles/*.toml; validated in cross_check with
     # drivers.modbus_profiles.load_profile so a mistake is named by its path in this file.
     modbus_profiles: dict[str, dict[str, Any]] = {}

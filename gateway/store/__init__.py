@@ -1,11 +1,13 @@
 """Durability: the SQLite WAL store of events, outputs, alerts, notifications, visits, commands,
-console users, meta and counters; one ``Store`` composed per aggregate (tables and guarantees: ``base.py``)."""
+console users, test modes and walk tests, meta and counters; one ``Store`` composed per
+aggregate (tables and guarantees: ``base.py``)."""
 
 from gateway.store.alerts import LogRow, OutboxMessage
 from gateway.store.commands import Command
 from gateway.store.events import INGEST_KEYS_KEEP, DeadLetter
 from gateway.store.notifications import Escalation, QueuedNotification
 from gateway.store.store import Store
+from gateway.store.testmode import CommissionRow, SeenRow, TestModeLogRow, TestModeRow, WouldHave
 from gateway.store.users import ApiToken, SessionRow, UserRow
 from gateway.store.visits import VisitRow
 
@@ -13,13 +15,18 @@ __all__ = [
     "INGEST_KEYS_KEEP",
     "ApiToken",
     "Command",
+    "CommissionRow",
     "DeadLetter",
     "Escalation",
     "LogRow",
     "OutboxMessage",
     "QueuedNotification",
+    "SeenRow",
     "SessionRow",
     "Store",
+    "TestModeLogRow",
+    "TestModeRow",
     "UserRow",
     "VisitRow",
+    "WouldHave",
 ]

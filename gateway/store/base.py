@@ -29,6 +29,10 @@ is in its aggregate's module (see docs/store.md for the full picture):
 - ``users.py``: ``users`` (argon2 password hashes of the people who sign in to the console),
   ``sessions`` (signed-in browsers, by the SHA-256 of their id) and ``api_tokens`` (one per
   integration, by the SHA-256 of the token; revocable). See docs/console.md.
+- ``testmode.py``: ``test_modes`` (测试模式: scope, who, until when), the devices each covers,
+  their audit trail, ``would_have`` (what events in test mode would have raised) and walk
+  tests (``commissions``, the devices heard during each, the finished report). It also marks
+  events from devices in test mode inside ``append``'s transaction (docs/installer.md).
 - ``meta.py``: ``meta``, cursors and visit-plan start times; this module: ``counters``,
   lifetime counters, bumped inside every aggregate's transactions.
 

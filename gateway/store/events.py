@@ -13,6 +13,7 @@ from typing import Any
 from gateway.models import Event, Lane
 from gateway.store.base import StoreBase
 from gateway.store.commands import _insert_command
+from gateway.store.testmode import mark_tests
 
 EVENTS_DDL = """
 CREATE TABLE IF NOT EXISTS events (
@@ -114,10 +115,12 @@ class EventsStore(StoreBase):
         lost without a trace. ``commands`` are acknowledgements / resolutions that arrived
         over MQTT, queued for the alert path in the same transaction. ``payloads`` are
         ``(topic, digest)`` of the messages handled, kept per topic as ``last_payload``.
+        Events from devices in test mode are marked as such on the way in (``values["test"]``,
+        gateway/store/testmode.py).
         """
         stored: list[Event] = []
         with self._tx() as db:
-            for ev in events:
+            for ev in mark_tests(db, events):
                 seq = _insert_event(db, ev)
                 stored.append(replace(ev, seq=seq))
                 for name, families in outputs.items():

@@ -9,11 +9,14 @@ from gateway.store.commands import COMMANDS_DDL, CommandsStore
 from gateway.store.events import EVENTS_DDL, EventsStore
 from gateway.store.meta import META_DDL, MetaStore
 from gateway.store.notifications import NOTIFICATIONS_DDL, NotificationsStore
+from gateway.store.testmode import TESTMODE_DDL, TestModeStore
 from gateway.store.users import USERS_DDL, UsersStore
 from gateway.store.visits import VISITS_DDL, VisitsStore
 
 
-class Store(EventsStore, AlertsStore, NotificationsStore, VisitsStore, CommandsStore, UsersStore, MetaStore):
+class Store(
+    EventsStore, AlertsStore, NotificationsStore, VisitsStore, CommandsStore, UsersStore, TestModeStore, MetaStore
+):
     """The gateway's durable store: ``Store(path, max_bytes, synchronous)``."""
 
     _SCHEMA = (
@@ -23,6 +26,7 @@ class Store(EventsStore, AlertsStore, NotificationsStore, VisitsStore, CommandsS
         VISITS_DDL,
         COMMANDS_DDL,
         USERS_DDL,
+        TESTMODE_DDL,
         META_DDL,
         COUNTERS_DDL,
     )

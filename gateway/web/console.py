@@ -77,6 +77,7 @@ from gateway.web.board import (
 from gateway.web.i18n import ROLE_EN, TEXT, pick_lang
 from gateway.web.onetap import onetap_routes
 from gateway.web.openapi import openapi
+from gateway.web.testmode import TestModePages
 
 log = logging.getLogger("sensegate.console")
 
@@ -161,6 +162,7 @@ class Console:
             Route("/api/v1/alerts/{alert_id}", self.api_show),
             Route("/api/v1/alerts/{alert_id}/{action}", self.api_act, methods=["POST"]),
             *onetap_routes(self),
+            *TestModePages(self, timezone).routes(),  # 测试模式 / 现场调试 (gateway/web/testmode.py)
             Mount("/static", StaticFiles(directory=str(static)), name="static"),
         ]
         app = Starlette(routes=routes, max_body_size=MAX_BODY, exception_handlers={HTTPException: self._http_error})

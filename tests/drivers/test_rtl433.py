@@ -198,7 +198,7 @@ def _messages(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, str] | None]:
     msg: dict[str, Any] = {"model": model}
     codes: dict[str, str] | None = None
     if model in ("Kerui-Security", "Chuango-Security", "Generic-Remote"):
-        builtin = {"Kerui-Security": [5, 7, 10, 11, 14, 15], "Chuango-Security": [2, 3, 6, 7, 13]}.get(model, [])
+        builtin = {"Kerui-Security": [5, 7, 10, 11, 14, 15], "Chuango-Security": [0, 2, 3, 6, 7, 13]}.get(model, [])
         extra = draw(st.dictionaries(st.integers(0, 255), _MEANINGS, min_size=0 if builtin else 1, max_size=4))
         codes = {(hex(code) if draw(st.booleans()) else str(code)): kind for code, kind in extra.items()} or None
         field = "cmd_id" if model == "Chuango-Security" else "cmd"

@@ -185,8 +185,8 @@ def _battery() -> st.SearchStrategy[dict[str, Any]]:
 
 # The documented field domains (PROTOCOLS.md §2), written out independently of the codec.
 _FIELDS: dict[str, dict[str, st.SearchStrategy[Any]]] = {
-    "HS1SA": {"smoke": st.booleans(), "enrolled": st.booleans()},
-    "TS0205": {"smoke": st.booleans(), "tamper": st.booleans()},
+    "HS1SA": {"smoke": st.booleans(), "enrolled": st.booleans(), "test": st.booleans()},
+    "TS0205": {"smoke": st.booleans(), "tamper": st.booleans(), "test": st.booleans()},
     "MCCGQ11LM": {"contact": st.booleans(), "temperature": st.integers(-20, 60)},
     "TS0215A_sos": {"action": st.sampled_from(["emergency", ""])},
     "HS1EB": {"action": st.sampled_from(["off", "single", "double", "hold", ""])},

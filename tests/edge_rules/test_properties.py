@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edge_rules import Decision, Engine
-from gateway.models import Event, Kind
+from gateway.models import TEST, Event, Kind
 from tests.edge_rules.helpers import BOTH, CONTEXT, at
 
 DEVICES = [
@@ -74,6 +74,8 @@ def streams(draw: st.DrawFn) -> list[Op]:
             values["present"] = draw(st.booleans())
         if kind is Kind.BATTERY:
             values["battery"] = draw(st.integers(0, 100))
+        if draw(st.integers(0, 3)) == 0:
+            values[TEST] = True  # from a device in test mode
         info = CONTEXT.devices[device]
         assert info.family is not None
         ops.append(("feed", Event(device, info.family, kind, t, t, location=info.location, values=values, seq=seq)))
@@ -151,6 +153,18 @@ def test_no_second_raise_while_open(ops: list[Op]) -> None:
             assert d.dedup_key in open_keys
         else:
             open_keys.remove(d.dedup_key)
+
+
+@FAST
+@given(streams())
+def test_test_events_never_raise_count_or_arm(ops: list[Op]) -> None:
+    """Whatever a test event is, no alert is raised or made worse because of it: it is never the
+    evidence of a raise or an update, except as the last sign of life an absence counts from."""
+    tests = {op[1].seq for op in ops if op[0] == "feed" and op[1].values.get(TEST) is True}
+    types = {r.id: r.type for r in BOTH.rules}
+    for d in run(ops):
+        if d.action != "resolve" and types[d.rule] != "absence":
+            assert not tests.intersection(d.evidence), d
 
 
 def test_export_is_plain_json() -> None:

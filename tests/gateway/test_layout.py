@@ -21,7 +21,7 @@ KERNEL = {"gateway", "gateway.models", "gateway.errors", "gateway.clock", "gatew
 # trails and visits back (gateway/scenario.py grew past what reads well as one file).
 COMPOSERS = {"gateway.runtime", "gateway.scenario", "gateway.scenario_wire", "gateway.scenario_expect"}
 FOUNDATION = ("site", "store")  # what the block is, and durability: below every feature
-FEATURES = ("ingest", "alerts", "outputs", "care", "cli", "web")
+FEATURES = ("ingest", "alerts", "outputs", "care", "testmode", "cli", "web")
 WINGS = FOUNDATION + FEATURES
 
 

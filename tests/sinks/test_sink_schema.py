@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.models import Event, Family, Kind, Location
+from gateway.models import TEST, TEST_MODE, Event, Family, Kind, Location
 from gateway.outputs.sinks import SINKS, InfluxV1Sink, InfluxV2Sink, Sink
 from gateway.outputs.sinks.schema import (
     TAG_KEYS,
@@ -50,8 +50,21 @@ def test_tags_of_every_family() -> None:
 
 
 def test_tag_order_and_full_set() -> None:
-    e = event(model="MCCGQ11LM")
+    e = event(model="MCCGQ11LM", values={TEST: True, TEST_MODE: 3})
     assert tuple(event_tags(e, "gw-01", "xfl")) == TAG_KEYS
+
+
+def test_a_test_is_tagged_and_nothing_else_is() -> None:
+    """In test mode (values.test) or the device's own test signal: test=true; otherwise no tag."""
+    in_test_mode = event(Family.SMOKE, Kind.SMOKE_ALARM, values={TEST: True, TEST_MODE: 3, "linkquality": 80})
+    assert event_tags(in_test_mode, "gw-01", "xfl")["test"] == "true"
+    fields = event_fields(in_test_mode)
+    assert "test" not in fields and fields["test_mode"] == 3.0  # the tag says it; the id stays a field
+    assert ",test=true," in line(in_test_mode)  # tags sorted: after source, before unit
+    assert event_tags(event(Family.SMOKE, Kind.SMOKE_TEST), "gw-01", "xfl")["test"] == "true"
+    assert event_tags(event(Family.SMOKE, Kind.SELF_TEST), "gw-01", "xfl")["test"] == "true"
+    for real in (event(Family.SMOKE, Kind.SMOKE_ALARM), event(Family.SMOKE, Kind.SMOKE_ALARM, values={TEST: False})):
+        assert "test" not in event_tags(real, "gw-01", "xfl")
 
 
 def test_empty_tag_values_are_left_out() -> None:

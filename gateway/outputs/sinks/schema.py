@@ -12,7 +12,10 @@ with a worked example in docs/influxdb.md — change the two together.
                  device, model           event.device_id, event.model
                  event                   event.kind       (door_opened, fall_detected, …)
                  source                  event.source     (zigbee2mqtt, rtl_433, native, …)
-    fields       <each key of event.values>
+                 test                    "true" for a test (event.is_test: a device in test
+                                         mode, or the device's own test signal); left out
+                                         otherwise, so a real event's tag set is unchanged
+    fields       <each key of event.values> but ``test`` (the tag says it)
                      bool   -> boolean
                      number -> float, always (an int 100 then 96.5 would be a type conflict)
                      str    -> string
@@ -40,11 +43,23 @@ from typing import Any
 from influxdb_client.client.write.point import Point
 from influxdb_client.domain.write_precision import WritePrecision
 
-from gateway.models import Event, Scalar
+from gateway.models import TEST, Event, Scalar
 
 _new_point: Any = Point
 
-TAG_KEYS = ("site", "gateway", "building", "unit", "household", "room", "device", "model", "event", "source")
+TAG_KEYS = (
+    "site",
+    "gateway",
+    "building",
+    "unit",
+    "household",
+    "room",
+    "device",
+    "model",
+    "event",
+    "source",
+    "test",
+)
 # Field names the schema uses itself, plus "time", which InfluxDB refuses as a field key.
 RESERVED_FIELDS = frozenset({"seq", "received_at", "time_source", "time"})
 
@@ -73,6 +88,7 @@ def event_tags(event: Event, gateway_id: str, site: str) -> dict[str, str]:
         "model": event.model,
         "event": event.kind.value,
         "source": event.source,
+        "test": "true" if event.is_test else "",
     }
     return {k: v for k, v in tags.items() if v}
 
@@ -90,6 +106,8 @@ def event_fields(event: Event) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     values: Mapping[str, Scalar] = event.values
     for key, value in values.items():
+        if key == TEST:
+            continue  # the tag: a field of the same name would shadow it in queries
         name = f"value_{key}" if key in RESERVED_FIELDS else key
         fields[name] = field_value(value)
     fields["seq"] = int(event.seq)
