@@ -52,6 +52,7 @@ from gateway.site.alerting import (
 from gateway.site.config import InfluxV1Output, InfluxV2Output, SiteConfig, site_rules
 from gateway.site.registry import Registry
 from gateway.store import Store
+from gateway.systemd import SystemdNotify
 from gateway.web.console import Changes, Console
 from gateway.web.server import ConsoleServer
 
@@ -143,8 +144,11 @@ class Gateway:
         serial_opener: Opener | None = None,
         modbus_client_factory: ClientFactory | None = None,
         channels: Mapping[str, Channel] | None = None,
+        systemd: SystemdNotify | None = None,
     ) -> None:
         self.config = config
+        # Under systemd (Type=notify, WatchdogSec=): READY=1, watchdog pings, STOPPING=1.
+        self.systemd = systemd if systemd is not None else SystemdNotify.from_environment()
         self.clock = clock or SystemClock()
         self.console = console if console is not None else (sys.stdout if config.alerts.console else None)
         self.store = open_store(config)
@@ -394,6 +398,14 @@ class Gateway:
     async def _watch_ready(self) -> None:
         await self.ingest.connected.wait()
         self.ready.set()
+        self.systemd.notify(f"STATUS=serving: broker {self.config.mqtt.host}:{self.config.mqtt.port} connected")
+
+    async def _watchdog(self, interval: float) -> None:
+        """Ping systemd's watchdog from the event loop itself: if the loop hangs, the pings stop
+        and systemd restarts the gateway. Real time, not the injected clock: systemd's timer is."""
+        while True:
+            self.systemd.notify("WATCHDOG=1")
+            await asyncio.sleep(interval)
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()
@@ -453,7 +465,14 @@ class Gateway:
                 if wired:
                     others.append(tg.create_task(supervise("serial writer", self.serial.run_writer, self.clock)))
                 others.append(tg.create_task(self._watch_ready()))
+                interval = self.systemd.watchdog_interval
+                if interval is not None:
+                    others.append(tg.create_task(self._watchdog(interval)))
+                # Serving: the store is open, caught up, and every part runs. Not waiting for the
+                # broker: a gateway whose broker is down still takes its wired devices' alarms.
+                self.systemd.notify("READY=1", f"STATUS=serving {len(self.registry.devices)} devices")
                 await stop.wait()
+                self.systemd.notify("STOPPING=1", "STATUS=stopping: flushing outputs")
                 log.info("stopping: no longer accepting; flushing outputs for up to %.0f s", SHUTDOWN_FLUSH)
                 for task in [ingest, *wired]:
                     task.cancel()
