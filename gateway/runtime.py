@@ -32,6 +32,7 @@ from gateway.alerts.path import AlertPath, Transition, console_line
 from gateway.alerts.publisher import OutboxPublisher
 from gateway.care.visits import VisitTracker
 from gateway.clock import Clock, SystemClock
+from gateway.errors import StoreError
 from gateway.ingest.mqtt import DEDUP_WINDOW, MqttIngest
 from gateway.ingest.serial import SerialIngest
 from gateway.log import LogOnce
@@ -52,6 +53,7 @@ from gateway.site.alerting import (
 from gateway.site.config import InfluxV1Output, InfluxV2Output, SiteConfig, site_rules
 from gateway.site.registry import Registry
 from gateway.store import Store
+from gateway.store.lock import StoreLock
 from gateway.systemd import SystemdNotify
 from gateway.web.console import Changes, Console
 from gateway.web.server import ConsoleServer
@@ -410,6 +412,19 @@ class Gateway:
     async def run(self, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()
         self._loop = asyncio.get_running_loop()
+        # One gateway per store, and no restore under it (gateway/store/lock.py).
+        lock = StoreLock(self.store.path)
+        try:
+            lock.acquire()
+        except StoreError:
+            self.store.close()
+            raise
+        try:
+            await self._run(stop)
+        finally:
+            lock.release()
+
+    async def _run(self, stop: asyncio.Event) -> None:
         caught_up = await asyncio.to_thread(self.alerts.catch_up)
         if caught_up:
             log.info("alert path caught up on %d events stored before the last stop", caught_up)

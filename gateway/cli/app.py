@@ -10,6 +10,8 @@
     sensegate scenario run FILE…       run scenario files on a virtual clock (0 pass, 1 mismatch, 2 bad file)
     sensegate users set-password|list  who signs in to the console (值班台), docs/console.md
     sensegate tokens create|revoke     API tokens for integrations
+    sensegate doctor -c site.toml      is the box ready: broker, InfluxDB, serial devices, clock, store, files
+    sensegate backup|restore           an online copy of the store; put one back (gateway stopped)
 
 Exit codes: 0 ok, 2 bad config or arguments, 1 anything else; 141 when the reader of the output
 went away (``| head``), as for a program that SIGPIPE ended. ``doctor`` has its own: 0 all ok,
@@ -36,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.cli import alerts as alerts_cli
+from gateway.cli import installer as installer_cli
 from gateway.cli import users as users_cli
 from gateway.clock import SystemClock
 from gateway.errors import ConfigError, ConfigProblem, SenseGateError
@@ -645,6 +648,7 @@ def parser() -> argparse.ArgumentParser:
 
     alerts_cli.add_parser(sub)
     users_cli.add_parser(sub)
+    installer_cli.add_parser(sub)
 
     sc = sub.add_parser("scenario", help="run scenario files (scenarios/README.md)").add_subparsers(
         dest="scenario_command", required=True
