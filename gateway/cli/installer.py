@@ -61,7 +61,7 @@ def _stamp(t: float) -> str:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from gateway.doctor import Doctor, Level, exit_code
+    from gateway.cli.doctor import Doctor, Level, exit_code
 
     # The secrets may be missing here: that is a finding, not a reason not to look at the rest.
     unset: list[ConfigProblem] = []

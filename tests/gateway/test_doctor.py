@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 import tomli_w
 
+from gateway.cli.doctor import Doctor, Finding, Level, exit_code
 from gateway.clock import SystemClock
-from gateway.doctor import Doctor, Finding, Level, exit_code
 from gateway.site.config import load_config, parse_config
 from gateway.store import Store
 from simulators.block import demo_site
