@@ -33,6 +33,7 @@ from gateway.alerts.publisher import OutboxPublisher
 from gateway.alerts.replies import SmsReplies
 from gateway.care.visits import VisitTracker
 from gateway.clock import Clock, SystemClock
+from gateway.errors import StoreError
 from gateway.ingest.mqtt import DEDUP_WINDOW, MqttIngest
 from gateway.ingest.serial import SerialIngest
 from gateway.log import LogOnce
@@ -53,6 +54,8 @@ from gateway.site.alerting import (
 from gateway.site.config import InfluxV1Output, InfluxV2Output, SiteConfig, site_rules
 from gateway.site.registry import Registry
 from gateway.store import Store
+from gateway.store.lock import StoreLock
+from gateway.systemd import SystemdNotify
 from gateway.testmode.service import ACTIONS as TESTMODE_ACTIONS
 from gateway.testmode.service import TestModes
 from gateway.web.console import Changes, Console
@@ -67,6 +70,8 @@ SHUTDOWN_FLUSH = 5.0
 # How often the gateway looks for what the CLI queued in the store (acknowledgements,
 # check-ins): the time a person waits for "done".
 COMMAND_POLL = 1.0
+# The clock this far behind the newest stored event at start is taken as unsynchronised.
+CLOCK_BEHIND = 300.0
 
 
 def open_store(config: SiteConfig) -> Store:
@@ -146,8 +151,11 @@ class Gateway:
         serial_opener: Opener | None = None,
         modbus_client_factory: ClientFactory | None = None,
         channels: Mapping[str, Channel] | None = None,
+        systemd: SystemdNotify | None = None,
     ) -> None:
         self.config = config
+        # Under systemd (Type=notify, WatchdogSec=): READY=1, watchdog pings, STOPPING=1.
+        self.systemd = systemd if systemd is not None else SystemdNotify.from_environment()
         self.clock = clock or SystemClock()
         self.console = console if console is not None else (sys.stdout if config.alerts.console else None)
         self.store = open_store(config)
@@ -423,10 +431,42 @@ class Gateway:
     async def _watch_ready(self) -> None:
         await self.ingest.connected.wait()
         self.ready.set()
+        self.systemd.notify(f"STATUS=serving: broker {self.config.mqtt.host}:{self.config.mqtt.port} connected")
+
+    async def _watchdog(self, interval: float) -> None:
+        """Ping systemd's watchdog from the event loop itself: if the loop hangs, the pings stop
+        and systemd restarts the gateway. Real time, not the injected clock: systemd's timer is."""
+        while True:
+            self.systemd.notify("WATCHDOG=1")
+            await asyncio.sleep(interval)
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()
         self._loop = asyncio.get_running_loop()
+        # One gateway per store, and no restore under it (gateway/store/lock.py).
+        lock = StoreLock(self.store.path)
+        try:
+            lock.acquire()
+        except StoreError:
+            self.store.close()
+            raise
+        try:
+            await self._run(stop)
+        finally:
+            lock.release()
+
+    async def _run(self, stop: asyncio.Event) -> None:
+        newest = await asyncio.to_thread(self.store.newest_received_at)
+        if newest is not None and self.clock.now() < newest - CLOCK_BEHIND:
+            # A Pi without a real-time clock boots at its last shutdown time, or in 1970, until
+            # NTP answers: events are dated by this clock (sensegate doctor says the same).
+            log.warning(
+                "the clock (%.0f) is %.0f s behind the newest stored event: not synchronised? events are dated "
+                "by it until it is",
+                self.clock.now(),
+                newest - self.clock.now(),
+            )
+            await asyncio.to_thread(self.store.count, {"clock_behind_at_start": 1})
         caught_up = await asyncio.to_thread(self.alerts.catch_up)
         if caught_up:
             log.info("alert path caught up on %d events stored before the last stop", caught_up)
@@ -485,7 +525,14 @@ class Gateway:
                 if wired:
                     others.append(tg.create_task(supervise("serial writer", self.serial.run_writer, self.clock)))
                 others.append(tg.create_task(self._watch_ready()))
+                interval = self.systemd.watchdog_interval
+                if interval is not None:
+                    others.append(tg.create_task(self._watchdog(interval)))
+                # Serving: the store is open, caught up, and every part runs. Not waiting for the
+                # broker: a gateway whose broker is down still takes its wired devices' alarms.
+                self.systemd.notify("READY=1", f"STATUS=serving {len(self.registry.devices)} devices")
                 await stop.wait()
+                self.systemd.notify("STOPPING=1", "STATUS=stopping: flushing outputs")
                 log.info("stopping: no longer accepting; flushing outputs for up to %.0f s", SHUTDOWN_FLUSH)
                 for task in [ingest, *wired]:
                     task.cancel()

@@ -56,7 +56,10 @@ def _where(p: argparse.ArgumentParser) -> None:
     where.add_argument("--store", help="a store file directly (e.g. the demo's, which it prints)")
 
 
-def _store(args: argparse.Namespace, config: SiteConfig | None = None) -> tuple[Store, str]:
+def _store(args: argparse.Namespace, config: SiteConfig | None = None, empty_ok: bool = False) -> tuple[Store, str]:
+    """The store and the site's time zone. ``empty_ok``: before the gateway's first run (no file
+    yet) an empty store in memory, so a listing says "no alerts" (the file is not created here:
+    it would belong to whoever ran the command, not to the gateway's user)."""
     from gateway.runtime import open_store  # the runtime's modules load only for a command that needs them
 
     if args.store:
@@ -65,9 +68,11 @@ def _store(args: argparse.Namespace, config: SiteConfig | None = None) -> tuple[
             raise SenseGateError(f"no store at {path}")
         return Store(path), "Asia/Shanghai"
     config = config or load_config(args.config)
-    if not config.store_path.exists():
-        raise SenseGateError(f"no store yet at {config.store_path} (has the gateway run?)")
     tz = site_rules(config).settings.timezone
+    if not config.store_path.exists():
+        if empty_ok:
+            return Store(":memory:"), tz
+        raise SenseGateError(f"no store yet at {config.store_path} (has the gateway run?)")
     return open_store(config), tz
 
 
@@ -88,7 +93,7 @@ def _line(a: Alert, tz: str) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    store, tz = _store(args)
+    store, tz = _store(args, empty_ok=True)
     try:
         alerts = store.alerts(open_only=not args.all, limit=100_000)
         for a in alerts:

@@ -12,8 +12,12 @@
     sensegate tokens create|revoke     API tokens for integrations
     sensegate testmode start|end|list|show      test mode (测试模式): a scope pages nobody, until it ends
     sensegate commission start|status|finish|report   walk test (现场调试): every device heard, a report
+    sensegate doctor -c site.toml      is the box ready: broker, InfluxDB, serial devices, clock, store, files
+    sensegate backup|restore           an online copy of the store; put one back (gateway stopped)
 
-Exit codes: 0 ok, 2 bad config or arguments, 1 anything else.
+Exit codes: 0 ok, 2 bad config or arguments, 1 anything else; 141 when the reader of the output
+went away (``| head``), as for a program that SIGPIPE ended. ``doctor`` has its own: 0 all ok,
+1 warnings, 2 failures.
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
+import shutil
 import signal
 import socket
 import sys
@@ -34,12 +40,14 @@ from pathlib import Path
 from typing import Any
 
 from gateway.cli import alerts as alerts_cli
+from gateway.cli import installer as installer_cli
 from gateway.cli import testmode as testmode_cli
 from gateway.cli import users as users_cli
 from gateway.clock import SystemClock
 from gateway.errors import ConfigError, ConfigProblem, SenseGateError
 from gateway.log import setup_logging
 from gateway.site.config import SiteConfig, load_config, parse_config, site_rules
+from gateway.store import Store
 
 log = logging.getLogger("sensegate")
 
@@ -137,14 +145,26 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    temporary = not args.data_dir
+    data_dir = Path(args.data_dir).resolve() if args.data_dir else Path(tempfile.mkdtemp(prefix="sensegate-demo-"))
+    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _demo(args, data_dir)
+    finally:
+        if temporary:
+            shutil.rmtree(data_dir, ignore_errors=True)
+            print(f"demo over: removed its store {data_dir} (keep it next time with --data-dir DIR)", flush=True)
+        else:
+            print(f"demo over: its store is in {data_dir}", flush=True)
+
+
+def _demo(args: argparse.Namespace, data_dir: Path) -> int:
     from gateway.broker import LocalBroker
     from gateway.runtime import Gateway
     from gateway.web.auth import hash_password
     from simulators.block import demo_site
     from simulators.runner import SerialSimulators, default_demo_incidents, run_simulation
 
-    data_dir = Path(args.data_dir).resolve() if args.data_dir else Path(tempfile.mkdtemp(prefix="sensegate-demo-"))
-    data_dir.mkdir(parents=True, exist_ok=True)
     # The block's wired devices — an MR60FDA1 fall radar on a UART and an RS-485 bus of Modbus
     # detectors — are simulated on pseudo-terminals in the data dir.
     site = demo_site(
@@ -180,7 +200,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 print("Alerts appear below as they are raised (Ctrl-C to stop).", flush=True)
                 print(
                     f"Nobody acknowledges in a demo, so they climb the ladder (升级) every few minutes; take one with\n"
-                    f"  sensegate alerts ack --store {config.store_path} <alert id> --by s-day",
+                    f"  {self_command()} alerts ack --store {config.store_path} <alert id> --by s-day",
                     flush=True,
                 )
 
@@ -325,8 +345,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     if not config.store_path.exists():
-        print(f"no store yet at {config.store_path}")
-        return 1
+        print(no_events_yet(config))
+        return 0
     store = open_store(config)
     try:
         print(f"store {config.store_path}: {store.event_count()} events, {store.used_bytes()} bytes")
@@ -354,11 +374,18 @@ def cmd_status(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------- rules
 
 
-def _open_store(config: SiteConfig) -> Any:
+def no_events_yet(config: SiteConfig) -> str:
+    return f"no events yet: the gateway has not run with this config (its store will be {config.store_path})"
+
+
+def _open_store(config: SiteConfig) -> Store:
+    """The site's store; before the gateway's first run (no file yet) an empty one in memory, so
+    a read-only command answers "nothing yet" — creating the file here would leave it owned by
+    whoever ran the command, not by the gateway's user."""
     from gateway.runtime import open_store
 
     if not config.store_path.exists():
-        raise SenseGateError(f"no store yet at {config.store_path} (has the gateway run?)")
+        return Store(":memory:")
     return open_store(config)
 
 
@@ -375,6 +402,8 @@ def cmd_rules_explain(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     rules = site_rules(config)
+    if not config.store_path.exists():
+        print(no_events_yet(config))
     store = _open_store(config)
     try:
         print(explain_household(config, store, rules, args.household, SystemClock().now()))
@@ -425,26 +454,79 @@ def cmd_visits_checkin(args: argparse.Namespace) -> int:
 
 
 def cmd_visits_report(args: argparse.Namespace) -> int:
-    from gateway.care.report import build_report, write_report
+    from gateway.care.report import build_report, month_bounds, write_report
 
     config = load_config(args.config)
     tz = site_rules(config).settings.timezone
-    store = _open_store(config)
     try:
-        report = build_report(config, store, args.month, SystemClock().now(), tz)
+        start, end = month_bounds(args.month, tz)
     except ValueError as exc:
         print(f"error: --month: expected {exc}", file=sys.stderr)
         return 2
+    if not config.store_path.exists():
+        print(no_events_yet(config))
+        return 0
+    store = _open_store(config)
+    try:
+        now = SystemClock().now()
+        first = store.first_event_at()
+        if first is None or end <= first:
+            since = "no events yet" if first is None else f"its first event: {_local(first, tz)}"
+            print(f"{args.month}: 网关当时尚未运行，无探访月报 the gateway was not running yet ({since}); no report")
+            return 0
+        if start > now:
+            print(f"{args.month}: 该月尚未开始 this month has not begun; no report")
+            return 0
+        report = build_report(config, store, args.month, now, tz)
     finally:
         store.close()
     for path in write_report(report, Path(args.out), args.lang):
         print(path)
     rate = "—" if report.rate is None else f"{report.rate * 100:.1f} %"
     print(f"{report.month}: 月探访率 {rate} ({report.visited}/{len(report.elders)}), target 100 %")
+    if first > start:
+        print(
+            f"  网关自 {_local(first, tz)} 起运行，此前的探访未记录 "
+            "the gateway started mid-month: visits before then are not recorded"
+        )
     return 0
 
 
+def _local(t: float, tz: str) -> str:
+    from datetime import datetime
+
+    from edge_rules.schedule import zone
+
+    return datetime.fromtimestamp(t, zone(tz)).strftime("%Y-%m-%d %H:%M")
+
+
 # ---------------------------------------------------------------------- main
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("sensegate")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
+def self_command() -> str:
+    """How to run this same ``sensegate`` from another shell, as typed: ``sensegate`` when that
+    name on PATH is this program, else its absolute path (scripts/demo runs .venv/bin/sensegate
+    without activating the venv), else ``python -m gateway.cli`` with this interpreter."""
+    import shlex
+    import shutil
+
+    argv0 = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    if argv0 is not None and argv0.name == "sensegate" and argv0.exists():
+        on_path = shutil.which("sensegate")
+        if on_path is not None and Path(on_path).resolve() == argv0.resolve():
+            return "sensegate"
+        return shlex.quote(str(argv0.resolve()))
+    return f"{shlex.quote(sys.executable)} -m gateway.cli"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -452,6 +534,7 @@ def parser() -> argparse.ArgumentParser:
         prog="sensegate",
         description="SenseGate (智感网关): edge gateway for door, fall, smoke and SOS sensors in a residential block.",
     )
+    p.add_argument("--version", action="version", version=f"sensegate {version()}")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING … (default INFO; demo: WARNING)")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -574,6 +657,7 @@ def parser() -> argparse.ArgumentParser:
     alerts_cli.add_parser(sub)
     users_cli.add_parser(sub)
     testmode_cli.add_parser(sub)
+    installer_cli.add_parser(sub)
 
     sc = sub.add_parser("scenario", help="run scenario files (scenarios/README.md)").add_subparsers(
         dest="scenario_command", required=True
@@ -614,6 +698,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`sensegate alerts list | head`): not an error worth a traceback.
+        # Point stdout at /dev/null so the interpreter's final flush does not fail again.
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

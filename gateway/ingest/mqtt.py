@@ -274,6 +274,11 @@ class MqttIngest:
             if replay:
                 counts["retained_new"] = counts.get("retained_new", 0) + 1
                 decoded = retained_events(decoded)
+            # A device time more than MAX_CLOCK_SKEW from ours is not used to date the event
+            # (registry.py keeps it aside in values["device_time"]): counted, so it is seen.
+            untrusted = sum(1 for e in decoded if "device_time" in e.values)
+            if untrusted:
+                counts["device_time_untrusted"] = counts.get("device_time_untrusted", 0) + untrusted
             events.extend(decoded)
             keys.append((key, now))
         stored = await asyncio.to_thread(

@@ -36,6 +36,10 @@ is in its aggregate's module (see docs/store.md for the full picture):
 - ``meta.py``: ``meta``, cursors and visit-plan start times; this module: ``counters``,
   lifetime counters, bumped inside every aggregate's transactions.
 
+The schema has a version (``PRAGMA user_version``); opening an older store migrates it in one
+transaction, a store from a newer release is refused (``schema.py``: where a new table and where
+a change to an existing one go).
+
 Disk use is bounded by ``max_bytes``. When the live data grows past it, ``enforce_bound``
 gives way in this order, counting each step: (1) events already delivered everywhere and
 already seen by the alert path (``pruned``), oldest first; (2) telemetry events not yet
@@ -54,6 +58,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from gateway.errors import StoreError
+from gateway.store.schema import Migration, open_schema, user_version
 
 COUNTERS_DDL = """
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -76,15 +81,28 @@ class StoreBase:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
             self._db.execute("PRAGMA foreign_keys=OFF")
-            self._db.executescript("".join(self._SCHEMA))
+            self.migrated: list[Migration] = open_schema(self._db, "".join(self._SCHEMA), self.path)
             self._page_size = int(self._db.execute("PRAGMA page_size").fetchone()[0])
         except sqlite3.Error as exc:
+            self._db_close_quietly()
             raise StoreError(f"cannot open store {self.path}: {exc}") from exc
+        except StoreError:
+            self._db_close_quietly()
+            raise
         self.over_bound = False  # true while only protected rows are left above the bound (enforce_bound)
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    def _db_close_quietly(self) -> None:
+        db = getattr(self, "_db", None)
+        if db is not None:
+            db.close()
+
+    def schema_version(self) -> int:
+        with self._lock:
+            return user_version(self._db)
 
     # ------------------------------------------------------------------ helpers
 

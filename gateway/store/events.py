@@ -229,6 +229,12 @@ class EventsStore(StoreBase):
         with self._lock:
             return int(self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
 
+    def newest_received_at(self) -> float | None:
+        """When the newest stored event was received (by this gateway's clock then), if any."""
+        with self._lock:
+            row = self._db.execute("SELECT received_at FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+        return None if row is None else float(row[0])
+
     def last_seq(self) -> int:
         with self._lock:
             row = self._db.execute("SELECT MAX(seq) FROM events").fetchone()
@@ -304,6 +310,8 @@ def _insert_event(db: sqlite3.Connection, ev: Event) -> int:
             json.dumps(body, ensure_ascii=False, separators=(",", ":")),
         ),
     )
+    # When the store first accepted an event: a report for a month before it says so (schema.py).
+    db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('store.first_event_at', ?)", (repr(ev.received_at),))
     return int(cur.lastrowid or 0)
 
 

@@ -35,6 +35,11 @@ class MetaStore(StoreBase):
         with self._tx() as db:
             db.executemany("INSERT OR IGNORE INTO meta(key, value) VALUES (?, ?)", list(items.items()))
 
+    def first_event_at(self) -> float | None:
+        """When this store first accepted an event (its gateway's first day), if it has."""
+        value = self.meta("store.first_event_at")
+        return None if value is None else float(value)
+
     def cursor(self, name: str) -> int:
         with self._lock:
             row = self._db.execute("SELECT value FROM meta WHERE key = ?", (f"cursor.{name}",)).fetchone()

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 GATEWAY = ROOT / "gateway"
 
 KERNEL = {"gateway", "gateway.models", "gateway.errors", "gateway.clock", "gateway.log", "gateway.mqtt_util",
-          "gateway.broker"}  # fmt: skip
+          "gateway.broker", "gateway.systemd"}  # fmt: skip
 # The runtime and the scenario runner wire every wing together. The runner is split in three:
 # scenario_wire feeds wire steps through the ingest wing, scenario_expect reads alerts, pages,
 # trails and visits back (gateway/scenario.py grew past what reads well as one file).
