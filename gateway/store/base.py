@@ -29,6 +29,12 @@ is in its aggregate's module (see docs/store.md for the full picture):
 - ``users.py``: ``users`` (argon2 password hashes of the people who sign in to the console),
   ``sessions`` (signed-in browsers, by the SHA-256 of their id) and ``api_tokens`` (one per
   integration, by the SHA-256 of the token; revocable). See docs/console.md.
+- ``devices.py``: ``device_state``, one row per device: its last report, battery, link quality,
+  tamper, state and last sign of activity, upserted in the transaction that stores its events
+  (one upsert per device per batch) so the console reads devices without scanning ``events``.
+  Never pruned.
+- ``history.py``: no table of its own: indexes on ``alerts`` (time, device, resident) and the
+  console's search of past alerts.
 - ``meta.py``: ``meta``, cursors and visit-plan start times; this module: ``counters``,
   lifetime counters, bumped inside every aggregate's transactions.
 

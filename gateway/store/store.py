@@ -6,14 +6,26 @@ from __future__ import annotations
 from gateway.store.alerts import ALERTS_DDL, AlertsStore
 from gateway.store.base import COUNTERS_DDL
 from gateway.store.commands import COMMANDS_DDL, CommandsStore
+from gateway.store.devices import DEVICE_STATE_DDL, DeviceStateStore
 from gateway.store.events import EVENTS_DDL, EventsStore
+from gateway.store.history import HISTORY_DDL, HistoryStore
 from gateway.store.meta import META_DDL, MetaStore
 from gateway.store.notifications import NOTIFICATIONS_DDL, NotificationsStore
 from gateway.store.users import USERS_DDL, UsersStore
 from gateway.store.visits import VISITS_DDL, VisitsStore
 
 
-class Store(EventsStore, AlertsStore, NotificationsStore, VisitsStore, CommandsStore, UsersStore, MetaStore):
+class Store(
+    EventsStore,
+    AlertsStore,
+    NotificationsStore,
+    VisitsStore,
+    CommandsStore,
+    UsersStore,
+    MetaStore,
+    DeviceStateStore,
+    HistoryStore,
+):
     """The gateway's durable store: ``Store(path, max_bytes, synchronous)``."""
 
     _SCHEMA = (
@@ -25,4 +37,6 @@ class Store(EventsStore, AlertsStore, NotificationsStore, VisitsStore, CommandsS
         USERS_DDL,
         META_DDL,
         COUNTERS_DDL,
+        DEVICE_STATE_DDL,
+        HISTORY_DDL,
     )
