@@ -1,10 +1,11 @@
 """Searching past alerts (告警记录) for the console: by time, building, rule, severity, state, the
 person who acknowledged or resolved them, words in the message, and what they were about
-(devices, residents). Newest first, a page at a time.
+(devices, residents). Newest first, a page at a time. And a household's latest visits.
 
 The ``alerts`` table keeps each alert as JSON; this part adds indexes for the searches the
 console makes often — by time (``raised_at``), by device and by resident (expression indexes
-on the JSON) — so a household card or a page of history reads what it shows, not the table.
+on the JSON), and ``visits`` by household — so a household card or a page of history reads
+what it shows, not the table.
 The other filters are checked on the rows the time order walks through, stopping once a page
 is full (no total count: the next page is offered when there is one more row).
 """
@@ -17,9 +18,11 @@ from dataclasses import dataclass
 
 from gateway.models import Alert
 from gateway.store.base import StoreBase
+from gateway.store.visits import VisitRow, _visit
 
-# Run after ALERTS_DDL (store.py lists it so).
+# Run after ALERTS_DDL and VISITS_DDL (store.py lists it so).
 HISTORY_DDL = """
+CREATE INDEX IF NOT EXISTS visits_household ON visits(household, at);
 CREATE INDEX IF NOT EXISTS alerts_raised_at ON alerts(raised_at);
 CREATE INDEX IF NOT EXISTS alerts_device ON alerts(json_extract(body, '$.device_id'));
 CREATE INDEX IF NOT EXISTS alerts_resident ON alerts(json_extract(body, '$.resident'));
@@ -102,3 +105,11 @@ class HistoryStore(StoreBase):
         with self._lock:
             rows = self._db.execute(sql, (*args, max(0, limit), max(0, offset))).fetchall()
         return [Alert.from_dict(json.loads(r[0])) for r in rows]
+
+    def household_visits(self, household: str, limit: int = 20) -> list[VisitRow]:
+        """The household's latest visit records, newest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, body FROM visits WHERE household = ? ORDER BY at DESC, id DESC LIMIT ?", (household, limit)
+            ).fetchall()
+        return [_visit(i, b) for i, b in rows]
