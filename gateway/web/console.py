@@ -74,6 +74,7 @@ from gateway.web.board import (
 )
 from gateway.web.i18n import ROLE_EN, TEXT, pick_lang
 from gateway.web.openapi import openapi
+from gateway.web.pages import page_routes
 
 log = logging.getLogger("sensegate.console")
 
@@ -159,6 +160,7 @@ class Console:
             Route("/api/v1/alerts/{alert_id}/{action}", self.api_act, methods=["POST"]),
             Mount("/static", StaticFiles(directory=str(static)), name="static"),
         ]
+        routes += page_routes(self)  # 全小区, 楼栋, 住户卡, 设备, 告警记录, 探访 (gateway/web/pages.py)
         app = Starlette(routes=routes, max_body_size=MAX_BODY, exception_handlers={HTTPException: self._http_error})
         app.router.redirect_slashes = False  # /api/v1/alerts/ is no page: 404, not a redirect to one
         self.asgi: ASGIApp = SecurityHeaders(BodyDeadline(app, BODY_SECONDS), hsts=tls)

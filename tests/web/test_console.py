@@ -40,7 +40,9 @@ async def test_nothing_but_the_login_page_static_files_and_healthz_answers_witho
                 assert r.status_code == 200 and "javascript" in r.headers["content-type"]
                 continue
             assert isinstance(route, Route)
-            path = route.path.format(alert_id=alert.id, action="ack", lang="en")
+            path = route.path.format(
+                alert_id=alert.id, action="ack", lang="en", building_id="1", household_id="1-1-101"
+            )
             for method in sorted(route.methods or {"GET"}):
                 if method == "HEAD":
                     continue
