@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from gateway.models import RETAINED, Event, Family, Kind
@@ -124,8 +124,10 @@ def _events(run: list[tuple[int, str]]) -> list[Event]:
     return out
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(run=_runs, cuts=st.lists(st.integers(min_value=1, max_value=24), max_size=4))
+# online → offline → online inside one batch after an online one: the change time is the batch's
+@example(run=[(0, "a"), (9, "a"), (0, "a")], cuts=[1])
 def test_the_summary_is_the_same_whole_split_or_one_by_one(
     tmp_path_factory: pytest.TempPathFactory, run: list[tuple[int, str]], cuts: list[int]
 ) -> None:
