@@ -73,6 +73,7 @@ from gateway.web.board import (
     state_text,
 )
 from gateway.web.i18n import ROLE_EN, TEXT, pick_lang
+from gateway.web.live import LiveBoards
 from gateway.web.openapi import openapi
 from gateway.web.pages import page_routes
 
@@ -143,6 +144,7 @@ class Console:
             lstrip_blocks=True,
         )
         self.templates = env
+        self.live = LiveBoards(self._cards, env.get_template("_board.html"), _sse)
         static = resources.files("gateway.web") / "static"
         routes = [
             Route("/healthz", self.healthz),
@@ -419,8 +421,6 @@ class Console:
             return PlainTextResponse("sign in first", 401)
         lang = self._lang(request)
         session_id = request.cookies.get(self.session_cookie, "")
-        template = self.templates.get_template("_board.html")
-        base = {"t": TEXT[lang], "lang": lang, "csrf": who.csrf}
 
         async def stream() -> AsyncIterator[str]:
             yield "retry: 3000\n\n"
@@ -432,9 +432,8 @@ class Console:
                     return
                 if self.changes.version != seen:
                     seen = self.changes.version
-                    cards, alarm = await self._cards(who, lang)
-                    html = template.render({**base, "cards": cards, "alarm": alarm})
-                    yield _sse("board", html, seen)
+                    yield await self.live.event(who, lang, seen)  # rendered once for all who see the same
+                    yield ": sent\n\n"  # the server keeps no copy of the board while the stream waits
                 else:
                     yield ": ping\n\n"
                 await self.changes.wait(seen, PING_SECONDS)

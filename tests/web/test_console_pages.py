@@ -6,6 +6,7 @@ after, an installer sees every device but no family phone number."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import csv
 import io
@@ -15,11 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from gateway.alerts.commands import apply_command
 from gateway.care.checkin import checkin_event
 from gateway.care.report import build_report
+from gateway.errors import StoreError
 from gateway.models import Alert, AlertState, Family, Kind, Location, Severity
+from gateway.web.auth import Identity, person_identity
+from gateway.web.console import _sse
+from gateway.web.live import LiveBoards
 from tests.gateway.factories import event
 from tests.web.helpers import Desk, desk, sign_in, two_buildings
 
@@ -452,3 +458,42 @@ async def test_the_pages_speak_english_after_the_toggle(tmp_path: Path) -> None:
     assert csv_text.startswith("Resident,Name,Address")
     for page in (site, card, devices):
         assert "History" in page and "Visits" in page  # the navigation
+
+
+# ---------------------------------------------------------------------- the live board's streams
+
+
+async def test_the_live_board_is_read_and_rendered_once_per_change_for_everyone_who_sees_the_same(
+    tmp_path: Path,
+) -> None:
+    d = _desk(tmp_path)
+    alert = d.raise_sos("101-sos")
+    calls: list[tuple[str, str]] = []
+    failing = [True]
+
+    async def cards(who: Identity, lang: str) -> tuple[list[dict[str, Any]], bool]:
+        calls.append((who.actor, lang))
+        if failing[0] and who.actor == "s-fix":
+            failing[0] = False
+            raise StoreError("disk I/O error")
+        return await d.console._cards(who, lang)
+
+    live = LiveBoards(cards, d.console.templates.get_template("_board.html"), _sse)
+    li_one, li_two, wang, fix = (
+        person_identity(d.config, person, csrf=token)
+        for person, token in (("s-li", "tok-one"), ("s-li", "tok-two"), ("s-wang", "tok-three"), ("s-fix", "tok-4"))
+    )
+    assert li_one and li_two and wang and fix
+    one, two, three = await asyncio.gather(
+        live.event(li_one, "zh", 1), live.event(li_two, "zh", 1), live.event(wang, "zh", 1)
+    )
+    assert calls == [("s-li", "zh"), ("s-wang", "zh")]  # two sessions of one view: one read, one render
+    assert one.startswith("id: 1\nevent: board\n") and alert.id in one and alert.id not in three
+    assert 'value="tok-one"' in one and "tok-two" not in one and 'value="tok-two"' in two
+    assert live.placeholder not in one + two + three
+    await live.event(li_one, "en", 1)
+    await live.event(li_one, "zh", 2)
+    assert calls[2:] == [("s-li", "en"), ("s-li", "zh")]  # another language, another change
+    with pytest.raises(StoreError):
+        await live.event(fix, "zh", 2)
+    assert alert.id in await live.event(fix, "zh", 2)  # a failed render is not kept
