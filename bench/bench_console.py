@@ -373,8 +373,10 @@ async def _all(streams: list[Stream], boards: int, progress: asyncio.Event, with
                 progress.clear()
                 await progress.wait()
     except TimeoutError:
-        got = [s.boards for s in streams]
-        raise SystemExit(f"not every console had {boards} board(s) within {within:g} s: {got}, bytes {[s.bytes for s in streams]}") from None
+        got = [(s.boards, s.bytes, s.task is not None and s.task.done()) for s in streams]
+        raise SystemExit(
+            f"not every console had {boards} board(s) within {within:g} s: (boards, bytes, ended) {got}"
+        ) from None
 
 
 @contextlib.contextmanager
