@@ -20,20 +20,42 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import quote, urlencode
 
+import jinja2
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from gateway.alerts.path import AlertPath
+from gateway.clock import Clock
+from gateway.site.config import SiteConfig
+from gateway.store import Store
 from gateway.web.auth import Identity
-from gateway.web.board import age_text
+from gateway.web.board import BoardReader, age_text
 from gateway.web.pages_text import PAGE_TEXT
 from gateway.web.views import BadQuery, DeviceFilter, HistoryFilter, SiteViews, month_after, month_before
 
-if TYPE_CHECKING:
-    from gateway.web.console import Console
+
+class Console(Protocol):
+    """What the pages use of the console app (``gateway.web.console.Console``), named here so
+    that this module does not import the one that imports it."""
+
+    config: SiteConfig
+    store: Store
+    clock: Clock
+    alerts: AlertPath
+    reader: BoardReader
+    templates: jinja2.Environment
+
+    async def identity(self, request: Request) -> Identity | None: ...
+    async def _api_identity(self, request: Request) -> Identity | Response: ...
+    def _to_login(self, request: Request) -> Response: ...
+    def _lang(self, request: Request) -> str: ...
+    def _render(
+        self, request: Request, name: str, status: int = 200, headers: dict[str, str] | None = None, **context: Any
+    ) -> Response: ...
 
 
 def page_routes(console: Console) -> list[Route]:
