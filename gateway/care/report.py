@@ -217,11 +217,20 @@ def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join([line(head), line(["---"] * len(head)), *(line(r) for r in rows)])
 
 
+Table = tuple[list[str], list[list[str]]]  # headings, rows
+
+
+def tables(report: VisitReport, lang: Lang = "zh") -> tuple[Table, Table]:
+    """(per elder, per visit) as headings and rows of text: the CSV's, and the console's print page's."""
+    return (_HEAD[lang], _rows(report, lang)), (_VHEAD[lang], _visit_rows(report, lang))
+
+
 def render_csv(report: VisitReport, lang: Lang = "zh") -> tuple[str, str]:
     """(per elder, per visit) as CSV text, UTF-8 with headings in ``lang``."""
     elders, visits = io.StringIO(), io.StringIO()
-    csv.writer(elders).writerows([_HEAD[lang], *_rows(report, lang)])
-    csv.writer(visits).writerows([_VHEAD[lang], *_visit_rows(report, lang)])
+    (head, rows), (vhead, vrows) = tables(report, lang)
+    csv.writer(elders).writerows([head, *rows])
+    csv.writer(visits).writerows([vhead, *vrows])
     return elders.getvalue(), visits.getvalue()
 
 

@@ -33,6 +33,12 @@ is in its aggregate's module (see docs/store.md for the full picture):
   their audit trail, ``would_have`` (what events in test mode would have raised) and walk
   tests (``commissions``, the devices heard during each, the finished report). It also marks
   events from devices in test mode inside ``append``'s transaction (docs/installer.md).
+- ``devices.py``: ``device_state``, one row per device: its last report, battery, link quality,
+  tamper, state and last sign of activity, upserted in the transaction that stores its events
+  (one upsert per device per batch) so the console reads devices without scanning ``events``.
+  Never pruned.
+- ``history.py``: no table of its own: indexes on ``alerts`` (time, device, resident) and the
+  console's search of past alerts.
 - ``meta.py``: ``meta``, cursors and visit-plan start times; this module: ``counters``,
   lifetime counters, bumped inside every aggregate's transactions.
 

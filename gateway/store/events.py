@@ -13,6 +13,7 @@ from typing import Any
 from gateway.models import Event, Lane
 from gateway.store.base import StoreBase
 from gateway.store.commands import _insert_command
+from gateway.store.devices import upsert_device_states
 from gateway.store.testmode import mark_tests
 
 EVENTS_DDL = """
@@ -126,6 +127,7 @@ class EventsStore(StoreBase):
                 for name, families in outputs.items():
                     if families is None or ev.family.value in families:
                         db.execute("INSERT INTO pending(output, seq) VALUES (?, ?)", (name, seq))
+            upsert_device_states(db, stored)  # one row per device of the batch (store/devices.py)
             db.executemany("INSERT OR REPLACE INTO recent_ingest(key, at) VALUES (?, ?)", ingest_keys)
             for topic, reason, message, payload in rejected:
                 body = {

@@ -6,7 +6,9 @@ from __future__ import annotations
 from gateway.store.alerts import ALERTS_DDL, AlertsStore
 from gateway.store.base import COUNTERS_DDL
 from gateway.store.commands import COMMANDS_DDL, CommandsStore
+from gateway.store.devices import DEVICE_STATE_DDL, DeviceStateStore
 from gateway.store.events import EVENTS_DDL, EventsStore
+from gateway.store.history import HISTORY_DDL, HistoryStore
 from gateway.store.meta import META_DDL, MetaStore
 from gateway.store.notifications import NOTIFICATIONS_DDL, NotificationsStore
 from gateway.store.testmode import TESTMODE_DDL, TestModeStore
@@ -15,7 +17,16 @@ from gateway.store.visits import VISITS_DDL, VisitsStore
 
 
 class Store(
-    EventsStore, AlertsStore, NotificationsStore, VisitsStore, CommandsStore, UsersStore, TestModeStore, MetaStore
+    EventsStore,
+    AlertsStore,
+    NotificationsStore,
+    VisitsStore,
+    CommandsStore,
+    UsersStore,
+    TestModeStore,
+    MetaStore,
+    DeviceStateStore,
+    HistoryStore,
 ):
     """The gateway's durable store: ``Store(path, max_bytes, synchronous)``."""
 
@@ -29,4 +40,6 @@ class Store(
         TESTMODE_DDL,
         META_DDL,
         COUNTERS_DDL,
+        DEVICE_STATE_DDL,
+        HISTORY_DDL,
     )

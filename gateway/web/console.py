@@ -75,8 +75,10 @@ from gateway.web.board import (
     state_text,
 )
 from gateway.web.i18n import ROLE_EN, TEXT, pick_lang
+from gateway.web.live import LiveBoards
 from gateway.web.onetap import onetap_routes
 from gateway.web.openapi import openapi
+from gateway.web.pages import page_routes
 from gateway.web.testmode import TestModePages
 
 log = logging.getLogger("sensegate.console")
@@ -146,6 +148,7 @@ class Console:
             lstrip_blocks=True,
         )
         self.templates = env
+        self.live = LiveBoards(self._cards, env.get_template("_board.html"), _sse)
         static = resources.files("gateway.web") / "static"
         routes = [
             Route("/healthz", self.healthz),
@@ -165,6 +168,7 @@ class Console:
             *TestModePages(self, timezone).routes(),  # 测试模式 / 现场调试 (gateway/web/testmode.py)
             Mount("/static", StaticFiles(directory=str(static)), name="static"),
         ]
+        routes += page_routes(self)  # 全小区, 楼栋, 住户卡, 设备, 告警记录, 探访 (gateway/web/pages.py)
         app = Starlette(routes=routes, max_body_size=MAX_BODY, exception_handlers={HTTPException: self._http_error})
         app.router.redirect_slashes = False  # /api/v1/alerts/ is no page: 404, not a redirect to one
         self.asgi: ASGIApp = SecurityHeaders(BodyDeadline(app, BODY_SECONDS), hsts=tls)
@@ -423,8 +427,6 @@ class Console:
             return PlainTextResponse("sign in first", 401)
         lang = self._lang(request)
         session_id = request.cookies.get(self.session_cookie, "")
-        template = self.templates.get_template("_board.html")
-        base = {"t": TEXT[lang], "lang": lang, "csrf": who.csrf}
 
         async def stream() -> AsyncIterator[str]:
             yield "retry: 3000\n\n"
@@ -436,9 +438,8 @@ class Console:
                     return
                 if self.changes.version != seen:
                     seen = self.changes.version
-                    cards, alarm = await self._cards(who, lang)
-                    html = template.render({**base, "cards": cards, "alarm": alarm})
-                    yield _sse("board", html, seen)
+                    yield await self.live.event(who, lang, seen)  # rendered once for all who see the same
+                    yield ": sent\n\n"  # the server keeps no copy of the board while the stream waits
                 else:
                     yield ": ping\n\n"
                 await self.changes.wait(seen, PING_SECONDS)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway.web.openapi_pages import PAGE_PATHS
+
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _RESULT = {"$ref": "#/components/schemas/CommandResult"}
 
@@ -179,6 +181,7 @@ def openapi(server_url: str = "") -> dict[str, Any]:
             },
         },
     }
+    doc["paths"].update(PAGE_PATHS)  # the site pages' JSON
     if server_url:
         doc["servers"] = [{"url": server_url.rstrip("/")}]
     return doc

@@ -49,6 +49,8 @@ async def test_nothing_but_the_login_page_static_files_and_healthz_answers_witho
                 mode_id=1,
                 commission_id=1,
                 fmt="html",
+                building_id="1",
+                household_id="1-1-101",
             )
             for method in sorted(route.methods or {"GET"}):
                 if method == "HEAD":

@@ -1,0 +1,311 @@
+"""Devices as they stand: the ``device_state`` table, one row per device that has reported,
+kept by the store's writer in the transaction that stores its events (``EventsStore.append``).
+
+The console's pages (household card, building grid, device list) read a device's last report,
+battery, link quality and state from here instead of scanning ``events`` on every page load;
+the events may be pruned to make room, the summary never is (one short row per device).
+
+Cost per batch: the events are folded in memory (``fold``) and written with one upsert per
+device that appears in the batch, whatever the number of its events. A field the batch says
+nothing about keeps its stored value (``coalesce``), so a battery report does not forget the
+door's state and a door event does not forget the battery.
+
+What is kept, and from which events (``gateway.models.Kind``):
+
+- ``last_seen`` / ``last_kind``: the receive time and kind of the latest report. A retained MQTT
+  message replayed on (re)connect (``values.retained``) proves nothing about the device now: it
+  sets the state but not ``last_seen``.
+- ``online``: ``offline`` (the bridge's availability) → 0; ``online`` or any other fresh report
+  → 1. ``online_at``: when it last changed.
+- ``battery`` (percent) and ``battery_low``: ``battery_low`` → 1; a percent under 20 → 1, of 50
+  or more → 0, in between unchanged (the smart_community pack's battery_low rule, and the Home
+  Assistant bridge, use the same hysteresis).
+- ``link_quality``: zigbee2mqtt's ``linkquality`` (LQI, 0–255), when a message carries it.
+- ``tamper``: ``tamper`` → 1, ``tamper_clear`` → 0. ``fault``: ``sensor_fault`` → 1,
+  ``heartbeat`` → 0.
+- ``state`` / ``state_at``: the latest kind that is not supervision (door opened, smoke clear,
+  presence …; ``presence:off`` and ``residence:off`` when ``present`` is false).
+- ``activity_at``: the latest sign of a person (a door, an access grant, presence, motion, a
+  press, a fall radar's report), at the event's time: a household's 最近活动.
+- ``events``: how many events the device has sent since the table existed.
+
+A store made before this table existed fills it as devices report again.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.models import RETAINED, Event, Kind
+from gateway.store.base import StoreBase
+
+DEVICE_STATE_DDL = """
+CREATE TABLE IF NOT EXISTS device_state (
+    device_id TEXT PRIMARY KEY,
+    last_seen REAL,
+    last_kind TEXT NOT NULL,
+    online INTEGER,
+    online_at REAL,
+    battery REAL,
+    battery_at REAL,
+    battery_low INTEGER,
+    link_quality REAL,
+    tamper INTEGER,
+    fault INTEGER,
+    state TEXT,
+    state_at REAL,
+    activity_at REAL,
+    events INTEGER NOT NULL
+) WITHOUT ROWID;
+"""
+
+BATTERY_LOW_BELOW = 20.0  # percent: low (the smart_community pack's battery_low rule)
+BATTERY_OK_FROM = 50.0  # percent: no longer low
+LINKQUALITY = "linkquality"  # zigbee2mqtt's LQI, kept by the codec in the values
+
+SUPERVISION_KINDS = frozenset(
+    {
+        Kind.BATTERY,
+        Kind.BATTERY_LOW,
+        Kind.TAMPER,
+        Kind.TAMPER_CLEAR,
+        Kind.ONLINE,
+        Kind.OFFLINE,
+        Kind.HEARTBEAT,
+        Kind.SENSOR_FAULT,
+        Kind.VISIT,
+    }
+)
+ACTIVITY_KINDS = frozenset(
+    {
+        Kind.DOOR_OPENED,
+        Kind.DOOR_CLOSED,
+        Kind.ACCESS_GRANTED,
+        Kind.MOTION,
+        Kind.SOS_PRESSED,
+        Kind.SOS_CANCELLED,
+        Kind.FALL_DETECTED,
+        Kind.FALL_SUSPECTED,
+        Kind.FALL_CLEARED,
+    }
+)
+_PRESENT_KINDS = frozenset({Kind.PRESENCE, Kind.RESIDENCE})  # activity only when present
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceState:
+    """One device's summary; ``None``: never reported (or not since the table existed)."""
+
+    device_id: str
+    last_seen: float | None = None
+    last_kind: str = ""
+    online: bool | None = None
+    online_at: float | None = None
+    battery: float | None = None
+    battery_at: float | None = None
+    battery_low: bool | None = None
+    link_quality: float | None = None
+    tamper: bool | None = None
+    fault: bool | None = None
+    state: str = ""
+    state_at: float | None = None
+    activity_at: float | None = None
+    events: int = 0
+
+
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _later(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
+def fold(events: Iterable[Event]) -> dict[str, DeviceState]:
+    """What a batch of events (in stored order) says about each device: a partial state per
+    device, ``None`` where the batch says nothing (the upsert keeps the stored value there)."""
+    return _fold(events)[0]
+
+
+def _fold(events: Iterable[Event]) -> tuple[dict[str, DeviceState], set[str]]:
+    """``fold``, and the devices whose online state changed after their first report in the
+    batch: for those ``online_at`` is the batch's whatever the stored state was (for the others
+    it is only when the batch's state differs from the stored one)."""
+    out: dict[str, DeviceState] = {}
+    flipped: set[str] = set()
+    for ev in events:
+        if ev.kind is Kind.VISIT:
+            continue  # a visitor's check-in (pseudo-device "visits") is no report from a device
+        s = out.get(ev.device_id) or DeviceState(ev.device_id)
+        values = ev.values
+        fresh = values.get(RETAINED) is not True
+        last_seen, last_kind, online, online_at = s.last_seen, s.last_kind, s.online, s.online_at
+        if fresh:
+            last_seen, last_kind = _later(s.last_seen, ev.received_at), ev.kind.value
+            now_online = ev.kind is not Kind.OFFLINE
+            if online is None:
+                online, online_at = now_online, ev.received_at
+            elif online is not now_online:
+                online, online_at = now_online, ev.received_at
+                flipped.add(ev.device_id)
+        battery, battery_at, battery_low = s.battery, s.battery_at, s.battery_low
+        tamper, fault, state, state_at, activity_at = s.tamper, s.fault, s.state, s.state_at, s.activity_at
+        link = _number(values.get(LINKQUALITY))
+        match ev.kind:
+            case Kind.BATTERY:
+                percent = _number(values.get("battery"))
+                if percent is not None:
+                    battery, battery_at = percent, ev.event_time
+                    if percent < BATTERY_LOW_BELOW:
+                        battery_low = True
+                    elif percent >= BATTERY_OK_FROM:
+                        battery_low = False
+            case Kind.BATTERY_LOW:
+                battery_low = True
+            case Kind.TAMPER:
+                tamper = True
+            case Kind.TAMPER_CLEAR:
+                tamper = False
+            case Kind.SENSOR_FAULT:
+                fault = True
+            case Kind.HEARTBEAT:
+                fault = False
+            case _:
+                pass
+        if ev.kind not in SUPERVISION_KINDS:
+            present = values.get("present")
+            off = ev.kind in _PRESENT_KINDS and present is False
+            state, state_at = ev.kind.value + (":off" if off else ""), ev.event_time
+            if ev.kind in ACTIVITY_KINDS or (ev.kind in _PRESENT_KINDS and present is True):
+                activity_at = _later(activity_at, ev.event_time)
+        out[ev.device_id] = DeviceState(
+            ev.device_id,
+            last_seen,
+            last_kind,
+            online,
+            online_at,
+            battery,
+            battery_at,
+            battery_low,
+            link if link is not None else s.link_quality,
+            tamper,
+            fault,
+            state,
+            state_at,
+            activity_at,
+            s.events + 1,
+        )
+    return out, flipped
+
+
+_UPSERT = """
+INSERT INTO device_state(device_id, last_seen, last_kind, online, online_at, battery, battery_at, battery_low,
+    link_quality, tamper, fault, state, state_at, activity_at, events)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+ON CONFLICT(device_id) DO UPDATE SET
+    last_kind = CASE WHEN excluded.last_seen IS NOT NULL THEN excluded.last_kind ELSE last_kind END,
+    last_seen = max(coalesce(last_seen, excluded.last_seen), coalesce(excluded.last_seen, last_seen)),
+    online_at = CASE WHEN ?16 OR (excluded.online IS NOT NULL AND excluded.online IS NOT online)
+        THEN excluded.online_at ELSE online_at END,
+    online = coalesce(excluded.online, online),
+    battery = coalesce(excluded.battery, battery),
+    battery_at = coalesce(excluded.battery_at, battery_at),
+    battery_low = coalesce(excluded.battery_low, battery_low),
+    link_quality = coalesce(excluded.link_quality, link_quality),
+    tamper = coalesce(excluded.tamper, tamper),
+    fault = coalesce(excluded.fault, fault),
+    state = CASE WHEN excluded.state != '' THEN excluded.state ELSE state END,
+    state_at = coalesce(excluded.state_at, state_at),
+    activity_at = max(coalesce(activity_at, excluded.activity_at), coalesce(excluded.activity_at, activity_at)),
+    events = events + excluded.events
+"""
+
+
+def _stored(value: bool | None) -> int | None:
+    return None if value is None else int(value)
+
+
+def upsert_device_states(db: sqlite3.Connection, events: Sequence[Event]) -> None:
+    """Inside the transaction that stores ``events``: one upsert per device in the batch."""
+    if not events:
+        return
+    states, flipped = _fold(events)
+    db.executemany(
+        _UPSERT,
+        [
+            (
+                s.device_id,
+                s.last_seen,
+                s.last_kind,
+                _stored(s.online),
+                s.online_at,
+                s.battery,
+                s.battery_at,
+                _stored(s.battery_low),
+                s.link_quality,
+                _stored(s.tamper),
+                _stored(s.fault),
+                s.state,
+                s.state_at,
+                s.activity_at,
+                s.events,
+                s.device_id in flipped,
+            )
+            for s in states.values()
+        ],
+    )
+
+
+_COLUMNS = (
+    "device_id, last_seen, last_kind, online, online_at, battery, battery_at, battery_low, link_quality, "
+    "tamper, fault, state, state_at, activity_at, events"
+)
+
+
+def _flag(value: int | None) -> bool | None:
+    return None if value is None else value == 1
+
+
+def _row(r: tuple[Any, ...]) -> DeviceState:
+    # REAL columns come back as float or None, INTEGER flags as 0, 1 or None: only the flags
+    # need converting (this runs for every device on a site page: 20,000 rows).
+    (device_id, last_seen, last_kind, online, online_at, battery, battery_at, low, link, tamper, fault, state,
+     state_at, activity_at, events) = r  # fmt: skip
+    return DeviceState(
+        device_id,
+        last_seen,
+        last_kind,
+        _flag(online),
+        online_at,
+        battery,
+        battery_at,
+        _flag(low),
+        link,
+        _flag(tamper),
+        _flag(fault),
+        state or "",
+        state_at,
+        activity_at,
+        events,
+    )
+
+
+class DeviceStateStore(StoreBase):
+    def device_states(self, device_ids: Iterable[str] | None = None) -> dict[str, DeviceState]:
+        """The summary of every device that has reported, or of ``device_ids`` among them."""
+        with self._lock:
+            if device_ids is None:
+                rows = self._db.execute(f"SELECT {_COLUMNS} FROM device_state").fetchall()
+            else:
+                wanted = sorted(set(device_ids))
+                rows = []
+                for start in range(0, len(wanted), 500):  # SQLite's limit on parameters
+                    chunk = wanted[start : start + 500]
+                    marks = ",".join("?" * len(chunk))
+                    rows += self._db.execute(
+                        f"SELECT {_COLUMNS} FROM device_state WHERE device_id IN ({marks})", chunk
+                    ).fetchall()
+        return {str(r[0]): _row(r) for r in rows}
