@@ -12,6 +12,7 @@
     sensegate tokens create|revoke     API tokens for integrations
     sensegate testmode start|end|list|show      test mode (测试模式): a scope pages nobody, until it ends
     sensegate commission start|status|finish|report   walk test (现场调试): every device heard, a report
+    sensegate devices -c site.toml     every device: last report, battery, signal, problems (--problem …)
     sensegate doctor -c site.toml      is the box ready: broker, InfluxDB, serial devices, clock, store, files
     sensegate backup|restore           an online copy of the store; put one back (gateway stopped)
 
@@ -40,14 +41,16 @@ from pathlib import Path
 from typing import Any
 
 from gateway.cli import alerts as alerts_cli
+from gateway.cli import devices as devices_cli
 from gateway.cli import installer as installer_cli
 from gateway.cli import testmode as testmode_cli
 from gateway.cli import users as users_cli
+from gateway.cli.stores import no_events_yet
+from gateway.cli.stores import open_or_empty as _open_store
 from gateway.clock import SystemClock
 from gateway.errors import ConfigError, ConfigProblem, SenseGateError
 from gateway.log import setup_logging
 from gateway.site.config import SiteConfig, load_config, parse_config, site_rules
-from gateway.store import Store
 
 log = logging.getLogger("sensegate")
 
@@ -374,21 +377,6 @@ def cmd_status(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------- rules
 
 
-def no_events_yet(config: SiteConfig) -> str:
-    return f"no events yet: the gateway has not run with this config (its store will be {config.store_path})"
-
-
-def _open_store(config: SiteConfig) -> Store:
-    """The site's store; before the gateway's first run (no file yet) an empty one in memory, so
-    a read-only command answers "nothing yet" — creating the file here would leave it owned by
-    whoever ran the command, not by the gateway's user."""
-    from gateway.runtime import open_store
-
-    if not config.store_path.exists():
-        return Store(":memory:")
-    return open_store(config)
-
-
 def cmd_rules_check(args: argparse.Namespace) -> int:
     from gateway.cli.explain import check_rules
 
@@ -656,6 +644,7 @@ def parser() -> argparse.ArgumentParser:
 
     alerts_cli.add_parser(sub)
     users_cli.add_parser(sub)
+    devices_cli.add_parser(sub)
     testmode_cli.add_parser(sub)
     installer_cli.add_parser(sub)
 

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import subprocess
 import sys
+import time
 import tomllib
 import uuid
 from pathlib import Path
@@ -234,3 +236,36 @@ async def test_every_shipped_config_simulates_with_incidents(mosquitto: Mosquitt
                 assert line.endswith("device"), line
     by_name = {path.name: out for path, _, out, _ in results}
     assert "incident at 18 s: smoke in 3-2-502" in by_name["example-site.toml"]  # the flat with a smoke detector
+
+
+def test_devices_lists_every_device_and_filters_by_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Issue 12: the inventory an installer walks the block with, from what the devices really sent.
+    site = minimal_site()
+    site["gateway"]["data_dir"] = "data"
+    path = tmp_path / "site.toml"
+    path.write_text(tomli_w.dumps(site))
+    config = load_config(path)
+    registry = Registry(config)
+    now = time.time()  # the command reads the wall clock: "silent" is measured from now
+    events = registry.decode("zigbee2mqtt/1号楼/101/烟感", b'{"smoke":false,"battery":9,"linkquality":120}', now)
+    events += registry.decode("zigbee2mqtt/1号楼/101/门磁", b'{"contact":true,"battery":95,"linkquality":12}', now)
+    store = Store(config.store_path)
+    store.append(events, {})
+    store.close()
+
+    assert cli(["devices", "-c", str(path), "--json"]) == 0
+    rows = {r["id"]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert set(rows) == {d.id for d in config.devices}  # every device, heard or not
+    assert rows["101-smoke"]["battery"] == 9 and "battery" in rows["101-smoke"]["problems"]
+    assert rows["101-door"]["link_quality"] == 12 and rows["101-door"]["problems"] == ["weak"]
+    assert rows["101-sos"]["last_seen"] is None and rows["101-sos"]["problems"] == ["silent"]
+
+    assert cli(["devices", "-c", str(path), "--problem", "battery"]) == 0
+    out = capsys.readouterr().out
+    assert "101-smoke" in out and "低电量" in out and "101-door" not in out and "共 1 /" in out
+    assert cli(["devices", "-c", str(path), "--problem", "signal", "--lang", "en"]) == 0
+    out = capsys.readouterr().out
+    assert "101-door" in out and "weak signal" in out and "101-smoke" not in out
+    assert cli(["devices", "-c", str(path), "--problem", "silent", "--json"]) == 0
+    silent = {json.loads(line)["id"] for line in capsys.readouterr().out.splitlines()}
+    assert "101-sos" in silent and "101-smoke" not in silent
