@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -18,9 +19,11 @@ from typing import Any
 import pytest
 
 from gateway.runtime import Gateway
+from gateway.site.config import parse_config
 from gateway.web.auth import hash_password
 from tests.gateway.harness import Publisher, eventually, running, site_config
-from tests.servers import Mosquitto
+from tests.receivers import Receiver
+from tests.servers import Mosquitto, free_port
 from tests.web.helpers import PASSWORD, two_buildings
 
 CHROMIUM = "/usr/bin/chromium"
@@ -204,3 +207,48 @@ async def test_the_board_fits_a_360_px_phone_without_scrolling_sideways(
 def test_the_browser_tests_can_run_here() -> None:
     """If chromium is there, the driver Debian pairs with it is too (no silent skip by half)."""
     assert shutil.which("chromium") and shutil.which("chromedriver")
+
+
+async def test_a_one_tap_link_from_a_wecom_page_acknowledges_in_chromium_without_a_password(
+    mosquitto: Mosquitto, tmp_path: Path, browser: Any
+) -> None:
+    # The link as the WeCom robot endpoint received it, opened on a "phone" with no session: the
+    # page shows the alert and one 确认; the tap acknowledges as the paged person, via "link".
+    port = free_port()
+    with Receiver() as rx:
+        site = _site("gw-link")
+        site["console"] = {"enabled": True, "port": port, "public_url": f"http://127.0.0.1:{port}"}
+        site["channels"] = [{"type": "wecom", "id": "wecom", "url": rx.wecom_url, "token": "env:WECOM_KEY"}]
+        site["ladders"][0]["tiers"][0]["to"] = ["on_duty"]
+        for tier in site["ladders"][0]["tiers"]:
+            tier["channels"] = ["wecom"]
+        site["gateway"] = {**site["gateway"], "data_dir": str(tmp_path / "data")}
+        site["mqtt"] = {"host": mosquitto.host, "port": mosquitto.port}
+        site["alerts"] = {"console": False}
+        config = parse_config(site, file="<test>", environ={"WECOM_KEY": rx.wecom_key})
+        async with running(config) as gateway:
+            await _start(gateway)
+            with Publisher(mosquitto.host, mosquitto.port) as pub:
+                pub.publish(SOS_TOPIC, '{"action":"emergency"}')
+
+            def link() -> str | None:
+                for d in rx.deliveries("wecom"):
+                    content = d.body.get("markdown", {}).get("content", "") if d.msgtype == "markdown" else ""
+                    if found := re.search(r"\((http://127\.0\.0\.1:\d+/ack/[^)\s]+)\)", content):
+                        return found.group(1)
+                return None
+
+            url = await eventually(link, what="the one-tap link in the WeCom page")
+            (alert,) = gateway.store.alerts(open_only=True)
+            await asyncio.to_thread(_phone, browser)
+            await asyncio.to_thread(browser.get, url)  # what a chat app's preview would fetch: no act
+            assert gateway.store.alert(alert.id).acked_at is None  # type: ignore[union-attr]
+            await asyncio.to_thread(browser.find_element("css selector", "form.tap button.ack").click)
+            await eventually(lambda: gateway.store.alert(alert.id).acked_at, what="the acknowledgement")  # type: ignore[union-attr]
+            page = await asyncio.to_thread(lambda: browser.find_element("tag name", "body").text)
+            assert "李值班" in page
+            acts = [(r.actor, r.channel) for r in gateway.store.alert_log(alert.id) if r.action == "acknowledged"]
+            assert acts == [("s-li", "link")]
+            fits = "document.documentElement.scrollWidth <= document.documentElement.clientWidth"
+            assert await asyncio.to_thread(browser.execute_script, f"return {fits}")
+            await asyncio.to_thread(_shot, browser, "console-onetap-phone.png", tmp_path)
