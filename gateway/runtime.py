@@ -34,7 +34,7 @@ from gateway.care.visits import VisitTracker
 from gateway.clock import Clock, SystemClock
 from gateway.ingest.mqtt import DEDUP_WINDOW, MqttIngest
 from gateway.ingest.serial import SerialIngest
-from gateway.log import LogOnce
+from gateway.log import LogOnce, summarise_all
 from gateway.models import Event
 from gateway.outputs.forwarder import Forwarder
 from gateway.outputs.home_assistant import HaBridge
@@ -56,7 +56,6 @@ from gateway.web.console import Changes, Console
 from gateway.web.server import ConsoleServer
 
 log = logging.getLogger("sensegate.runtime")
-_ha_log = LogOnce(logging.getLogger("sensegate.home_assistant"))
 
 HOUSEKEEPING_INTERVAL = 10.0
 STATS_INTERVAL = 60.0
@@ -233,6 +232,7 @@ class Gateway:
         ha = config.home_assistant
         self.ha = HaBridge(config, self._ha_publish, ha) if ha.enabled else None
         self._ha_client: aiomqtt.Client | None = None
+        self._ha_log = LogOnce(logging.getLogger("sensegate.home_assistant"), self.clock)
 
     def _on_transition(self, t: Transition) -> None:
         log.info(
@@ -355,7 +355,7 @@ class Gateway:
                         (m.topic.value, m.payload) async for m in client.messages if isinstance(m.payload, bytes)
                     )
             except aiomqtt.MqttError as exc:
-                _ha_log.warning(("down",), "Home Assistant discovery: broker unreachable (%s); retrying", exc)
+                self._ha_log.warning(("down",), "Home Assistant discovery: broker unreachable (%s); retrying", exc)
                 await self.clock.sleep(backoff)
                 backoff = min(backoff * 2, 30.0)
             finally:
@@ -386,6 +386,7 @@ class Gateway:
                 )
             if self.store.over_bound:
                 log.warning("store above its bound with only alarm events and alerts left; keeping them")
+            summarise_all()  # what "log once" kept quiet in the last minute, one line each
             if self.clock.monotonic() - last_stats >= STATS_INTERVAL:
                 last_stats = self.clock.monotonic()
                 stats = await asyncio.to_thread(self.stats)

@@ -80,7 +80,7 @@ class MqttIngest:
         # Acknowledge / resolve alerts over MQTT (gateway.alerts.commands).
         self.command_topic = f"{config.topic_prefix}/alerts/commands"
         self.connects = 0  # subscribed connections so far (a reconnect makes it 2, 3 …)
-        self._log_once = LogOnce(log)
+        self._log_once = LogOnce(log, clock)
         self._queue: asyncio.Queue[_Message] = asyncio.Queue()
         self._connection = 0  # bumped on every connect, from paho's thread
         self._loop: asyncio.AbstractEventLoop | None = None
