@@ -43,6 +43,11 @@ CREATE TABLE IF NOT EXISTS api_tokens (
 """
 
 
+# The shortest API token kept or accepted: "sgt_" and 22 base64url characters, 132 bits.
+# ``sensegate tokens create`` makes 43 (256 bits); an empty or short bearer fails unlooked-up.
+MIN_TOKEN_CHARS = 26
+
+
 def sha256(secret: str) -> str:
     """How session ids and API tokens are kept: random secrets of 256 bits need no salt or
     slow hash (a password does: that is argon2, in the console)."""
@@ -130,7 +135,10 @@ class UsersStore(StoreBase):
     # ------------------------------------------------------------------ API tokens
 
     def add_api_token(self, name: str, token: str, role: str, at: float) -> bool:
-        """Keep a new token (by its hash); False if the name was ever used."""
+        """Keep a new token (by its hash); False if the name was ever used. ``ValueError`` for a
+        token shorter than ``MIN_TOKEN_CHARS``: one that can be guessed is no credential."""
+        if len(token) < MIN_TOKEN_CHARS:
+            raise ValueError(f"an API token has at least {MIN_TOKEN_CHARS} characters")
         with self._tx() as db:
             cur = db.execute(
                 "INSERT OR IGNORE INTO api_tokens(name, token_sha256, role, created_at) VALUES (?, ?, ?, ?)",
@@ -145,7 +153,9 @@ class UsersStore(StoreBase):
             return cur.rowcount == 1
 
     def api_token_by_secret(self, token: str) -> ApiToken | None:
-        """The active token whose secret this is, or None (unknown or revoked)."""
+        """The active token whose secret this is, or None (unknown, revoked, or too short to be one)."""
+        if len(token) < MIN_TOKEN_CHARS:
+            return None
         with self._lock:
             row = self._db.execute(
                 "SELECT name, role, created_at, revoked_at FROM api_tokens "

@@ -203,9 +203,9 @@ async def test_the_json_api_lists_shows_acknowledges_and_resolves_as_its_token(
     mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
     config = site_config(_console_site(_site("gw-api")), tmp_path, mosquitto.host, mosquitto.port)
-    auth = {"Authorization": "Bearer sgt_desk-secret"}
+    auth = {"Authorization": "Bearer sgt_desk-secret-0123456789abcdef"}
     async with running(config) as gateway:
-        gateway.store.add_api_token("desk", "sgt_desk-secret", "duty", gateway.clock.now())
+        gateway.store.add_api_token("desk", "sgt_desk-secret-0123456789abcdef", "duty", gateway.clock.now())
         url = await _console_url(gateway)
         with Publisher(mosquitto.host, mosquitto.port) as pub:
             pub.publish(SOS_TOPIC, '{"action":"emergency"}')
@@ -317,17 +317,21 @@ async def test_the_json_api_refuses_a_revoked_token_and_a_named_person_and_the_l
 ) -> None:
     config = site_config(_console_site(_people_site("gw-api-who")), tmp_path, mosquitto.host, mosquitto.port)
     async with running(config) as gateway:
-        gateway.store.add_api_token("old", "sgt_old", "duty", gateway.clock.now())
+        gateway.store.add_api_token("old", "sgt_old-0123456789abcdefghijkl", "duty", gateway.clock.now())
         gateway.store.revoke_api_token("old", gateway.clock.now())
-        gateway.store.add_api_token("guard-app", "sgt_guard", "duty", gateway.clock.now())
+        gateway.store.add_api_token("guard-app", "sgt_guard-0123456789abcdefghij", "duty", gateway.clock.now())
         url = await _console_url(gateway)
         with Publisher(mosquitto.host, mosquitto.port) as pub:
             pub.publish(SOS_TOPIC, '{"action":"emergency"}')
         (alert,) = await eventually(lambda: gateway.store.alerts(open_only=True), what="the alert")
         async with httpx.AsyncClient(base_url=url) as http:
-            r = await http.post(f"/api/v1/alerts/{alert.id}/ack", json={}, headers={"Authorization": "Bearer sgt_old"})
+            r = await http.post(
+                f"/api/v1/alerts/{alert.id}/ack",
+                json={},
+                headers={"Authorization": "Bearer sgt_old-0123456789abcdefghijkl"},
+            )
             assert r.status_code == 401
-            guard = {"Authorization": "Bearer sgt_guard"}
+            guard = {"Authorization": "Bearer sgt_guard-0123456789abcdefghij"}
             r = await http.post(f"/api/v1/alerts/{alert.id}/resolve", json={"by": "s-wang"}, headers=guard)
             assert r.status_code == 400
             refused_at = gateway.clock.now()
