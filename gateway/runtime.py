@@ -32,6 +32,7 @@ from gateway.alerts.path import AlertPath, Transition, console_line
 from gateway.alerts.publisher import OutboxPublisher
 from gateway.care.visits import VisitTracker
 from gateway.clock import Clock, SystemClock
+from gateway.ingest.health import IngestHealth
 from gateway.ingest.mqtt import DEDUP_WINDOW, MqttIngest
 from gateway.ingest.serial import SerialIngest
 from gateway.log import LogOnce, summarise_all
@@ -200,8 +201,16 @@ class Gateway:
         )
         self._rules_wake = asyncio.Event()
         self._commands_wake = asyncio.Event()
+        self.health = IngestHealth(self.store, self.clock)  # `sensegate status` shows what fails
         self.ingest = MqttIngest(
-            config, self.registry, self.store, self.clock, self.outputs, self._on_stored, self._commands_wake.set
+            config,
+            self.registry,
+            self.store,
+            self.clock,
+            self.outputs,
+            self._on_stored,
+            self._commands_wake.set,
+            self.health,
         )
         self.serial = SerialIngest(
             config,

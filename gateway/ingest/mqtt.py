@@ -32,7 +32,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.alerts.commands import parse_command
 from gateway.clock import Clock
-from gateway.errors import PayloadError, UnknownDeviceError
+from gateway.errors import PayloadError, StoreError, UnknownDeviceError
+from gateway.ingest.health import IngestHealth
 from gateway.ingest.retained import payload_digest, retained_events
 from gateway.log import LogOnce
 from gateway.models import Event
@@ -67,9 +68,11 @@ class MqttIngest:
         outputs: dict[str, frozenset[str] | None],
         on_stored: Callable[[list[Event]], Awaitable[None]],
         on_command: Callable[[], None] | None = None,
+        health: IngestHealth | None = None,
     ) -> None:
         self.config = config
         self.on_command = on_command
+        self.health = health  # whether the link and the commits work, for `sensegate status`
         self.registry = registry
         self.store = store
         self.clock = clock
@@ -111,6 +114,7 @@ class MqttIngest:
         client.will_set(self.status_topic, "offline", qos=1, retain=True)
         client.reconnect_delay_set(1, 30)
         client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_subscribe = self._on_subscribe
@@ -121,6 +125,7 @@ class MqttIngest:
     ) -> None:
         if getattr(rc, "is_failure", False):
             self._log_once.warning(("connect", str(rc)), "broker refused connection: %s", rc)
+            self._failing(f"the broker refused the connection: {rc}")
             return
         self._connection += 1
         subs = [*self.registry.subscriptions(), self.command_topic]
@@ -143,6 +148,9 @@ class MqttIngest:
         failed = [str(rc) for rc in reason_codes if getattr(rc, "is_failure", False)]
         if failed:
             self._log_once.warning(("subscribe",), "broker refused subscriptions: %s", ", ".join(failed))
+            self._failing(f"the broker refused {len(failed)} of {len(reason_codes)} subscriptions: {failed[0]}")
+        elif self.health is not None:
+            self.health.ok("mqtt")
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._on_connected)
 
@@ -154,8 +162,18 @@ class MqttIngest:
         if self._stopping:
             return
         self._log_once.warning(("disconnect",), "disconnected from broker (%s); reconnecting", rc)
+        self._failing(f"disconnected from the broker: {rc}")
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self.connected.clear)
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: object) -> None:
+        m = self.config.mqtt
+        self._log_once.warning(("disconnect",), "cannot reach the broker at %s:%d; retrying", m.host, m.port)
+        self._failing(f"cannot reach the broker at {m.host}:{m.port}")
+
+    def _failing(self, error: str) -> None:
+        if self.health is not None:
+            self.health.failing("mqtt", error)
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         # Runs on paho's thread: never raise (an exception here would stop the network loop).
@@ -207,7 +225,15 @@ class MqttIngest:
                     batch.append(await asyncio.wait_for(self._queue.get(), remaining))
                 except TimeoutError:
                     break
-            stored = await self._commit(batch)
+            try:
+                stored = await self._commit(batch)
+            except StoreError as exc:
+                # Nothing of the batch is acknowledged: the broker keeps it. Supervised: restarted.
+                if self.health is not None:
+                    await asyncio.to_thread(self.health.failing, "store", f"cannot commit messages: {exc}")
+                raise
+            if self.health is not None:
+                self.health.ok("store")
             for msg in batch:
                 # A message from an earlier connection is not acknowledged: its packet id may
                 # name another message now. The broker redelivers it (DUP) on a persistent

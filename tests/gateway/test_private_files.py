@@ -1,10 +1,11 @@
 """What the gateway keeps is its owner's alone, and what it obeys only its owner may change:
 the store (names, phone numbers, password hashes, keys) and its directory are private; a config
 file others may write is refused; one everyone may read is warned about when it holds a secret;
-and an API token that can be guessed is no token."""
+an API token that can be guessed is no token; and ``sensegate status`` says when ingest fails."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import stat
@@ -14,9 +15,13 @@ import pytest
 import tomli_w
 
 from gateway.cli.app import main as cli
+from gateway.ingest.health import failures
+from gateway.runtime import open_store
 from gateway.store import Store
 from gateway.store.users import MIN_TOKEN_CHARS
 from tests.gateway.factories import minimal_site
+from tests.gateway.harness import running, site_config
+from tests.servers import Mosquitto, free_port
 
 
 def mode(path: Path) -> int:
@@ -116,3 +121,40 @@ def test_tokens_create_makes_256_random_bits(tmp_path: Path, capsys: pytest.Capt
         assert token.startswith("sgt_")
         assert len(base64.urlsafe_b64decode(token[4:] + "=")) * 8 >= 128  # 256 bits: token_urlsafe(32)
     assert tokens[0] != tokens[1]
+
+
+@pytest.mark.integration
+async def test_status_shows_when_ingest_fails_and_since_when_then_that_it_works(
+    tmp_path: Path, mosquitto: Mosquitto, capsys: pytest.CaptureFixture[str]
+) -> None:
+    nothing = free_port()  # no broker there
+    config = site_config(minimal_site(), tmp_path, "127.0.0.1", nothing)
+    path = write_site(tmp_path, mqtt={"host": "127.0.0.1", "port": nothing})
+    from gateway.runtime import Gateway
+
+    gateway = Gateway(config)
+    stop = asyncio.Event()
+    task = asyncio.create_task(gateway.run(stop))
+    try:
+        for _ in range(200):
+            if failures(gateway.store):
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 20)
+    assert await asyncio.to_thread(cli, ["status", "-c", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "ingest mqtt: FAILING since 20" in out and f"cannot reach the broker at 127.0.0.1:{nothing}" in out
+
+    config = site_config(minimal_site(), tmp_path, mosquitto.host, mosquitto.port)
+    async with running(config) as gateway:
+        await asyncio.sleep(0.2)
+        assert failures(gateway.store) == []
+    store = open_store(config)
+    try:
+        assert failures(store) == []
+    finally:
+        store.close()
+    assert await asyncio.to_thread(cli, ["status", "-c", str(path)]) == 0
+    assert "ingest: ok" in capsys.readouterr().out
