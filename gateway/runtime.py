@@ -28,7 +28,7 @@ from gateway.alerts.channels.webhook import WebhookChannel
 from gateway.alerts.channels.wecom import WeComChannel
 from gateway.alerts.commands import apply_command
 from gateway.alerts.notify import Notifier
-from gateway.alerts.path import AlertPath, Transition, console_line
+from gateway.alerts.path import TOKEN_ACTOR, AlertPath, Transition, console_line
 from gateway.alerts.publisher import OutboxPublisher
 from gateway.care.visits import VisitTracker
 from gateway.clock import Clock, SystemClock
@@ -36,7 +36,7 @@ from gateway.ingest.health import IngestHealth
 from gateway.ingest.mqtt import DEDUP_WINDOW, MqttIngest
 from gateway.ingest.serial import SerialIngest
 from gateway.log import LogOnce, summarise_all
-from gateway.models import Event
+from gateway.models import Alert, Event
 from gateway.outputs.forwarder import Forwarder
 from gateway.outputs.home_assistant import HaBridge
 from gateway.outputs.sinks import Sink
@@ -53,6 +53,7 @@ from gateway.site.alerting import (
 from gateway.site.config import InfluxV1Output, InfluxV2Output, SiteConfig, site_rules
 from gateway.site.registry import Registry
 from gateway.store import Store
+from gateway.web.auth import token_identity
 from gateway.web.console import Changes, Console
 from gateway.web.server import ConsoleServer
 
@@ -211,6 +212,7 @@ class Gateway:
             self._on_stored,
             self._commands_wake.set,
             self.health,
+            self.publisher.wake.set,
         )
         self.serial = SerialIngest(
             config,
@@ -309,7 +311,15 @@ class Gateway:
         the CLI stored itself (visit check-ins) without waiting for the next batch."""
         while True:
             for command in await asyncio.to_thread(self.store.commands):
-                result = apply_command(self.alerts, command.body)
+                # Over MQTT only signed commands are queued (the ingest proved their key): they
+                # act as token:<name>, within what the token's role may do.
+                signed = command.body.get("via") == "mqtt"
+                result = apply_command(
+                    self.alerts,
+                    command.body,
+                    authenticated=signed,
+                    may_act=self._token_may_act(command.body["by"]) if signed else None,
+                )
                 await asyncio.to_thread(self.store.command_done, command.id, self.clock.now(), result)
                 log.info(
                     "command %s %s by %s via %s: %s",
@@ -342,6 +352,18 @@ class Gateway:
             finally:
                 sleeper.cancel()
                 woken.cancel()
+
+    def _token_may_act(self, actor: str) -> Callable[[Alert], bool] | None:
+        """What an integration's token role lets it acknowledge or resolve (as on the console's
+        API: an installer's, maintenance tickets only); None for an actor that is no token (the
+        alert path refuses one that is unknown or revoked)."""
+        if not actor.startswith(TOKEN_ACTOR):
+            return None
+        token = self.store.api_token(actor[len(TOKEN_ACTOR) :])
+        if token is None:
+            return None
+        identity = token_identity(token.name, token.role)
+        return lambda alert: identity.may_act(alert, "")  # a token sees the whole site
 
     async def _ha_publish(self, topic: str, payload: str, retain: bool) -> None:
         if self._ha_client is None:

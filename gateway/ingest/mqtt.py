@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
@@ -30,9 +31,9 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.alerts.commands import parse_command
+from gateway.alerts.commands import refusal, verify_command
 from gateway.clock import Clock
-from gateway.errors import PayloadError, StoreError, UnknownDeviceError
+from gateway.errors import PayloadError, StoreError, UnauthenticatedError, UnknownDeviceError
 from gateway.ingest.health import IngestHealth
 from gateway.ingest.retained import payload_digest, retained_events
 from gateway.log import LogOnce
@@ -69,9 +70,11 @@ class MqttIngest:
         on_stored: Callable[[list[Event]], Awaitable[None]],
         on_command: Callable[[], None] | None = None,
         health: IngestHealth | None = None,
+        on_answer: Callable[[], None] | None = None,
     ) -> None:
         self.config = config
         self.on_command = on_command
+        self.on_answer = on_answer  # a refused command's answer is in the outbox: publish it
         self.health = health  # whether the link and the commits work, for `sensegate status`
         self.registry = registry
         self.store = store
@@ -250,6 +253,8 @@ class MqttIngest:
         counts: dict[str, int] = {}
         rejected: list[tuple[str, str, str, bytes]] = []
         commands: list[dict[str, Any]] = []
+        nonces: list[tuple[str, str, float]] = []  # of the signed commands queued
+        answers: list[tuple[str, str, str, bool]] = []  # results of commands refused here
         # Topic -> digest of the last message handled on it (the store's, then this batch's), to
         # tell a retained replay from a retained message never seen (gateway/ingest/retained.py).
         replays = {m.topic for m in batch if m.retain and self._keeps_state(m.topic)}
@@ -267,10 +272,12 @@ class MqttIngest:
                     counts["retained_skipped"] = counts.get("retained_skipped", 0) + 1
                     continue
                 try:
-                    commands.append(parse_command(msg.payload, "mqtt"))
+                    command, nonce = await asyncio.to_thread(self._verify, msg.payload, now, nonces)
                 except PayloadError as exc:
-                    self._reject(msg, exc, counts, rejected)
+                    self._refuse(msg, exc, counts, rejected, answers)
                     continue
+                commands.append(command)
+                nonces.append(nonce)
                 keys.append((key, now))
                 continue
             # Availability is current by design and taken as it comes, retained or not.
@@ -303,11 +310,60 @@ class MqttIngest:
             events.extend(decoded)
             keys.append((key, now))
         stored = await asyncio.to_thread(
-            self.store.append, events, self.outputs, keys, counts, rejected, now, commands, payloads.items()
+            self.store.append,
+            events,
+            self.outputs,
+            keys,
+            counts,
+            rejected,
+            now,
+            commands,
+            payloads.items(),
+            answers,
+            nonces,
         )
         if commands and self.on_command is not None:
             self.on_command()
+        if answers and self.on_answer is not None:
+            self.on_answer()
         return stored
+
+    def _verify(
+        self, payload: bytes, now: float, batch: list[tuple[str, str, float]]
+    ) -> tuple[dict[str, Any], tuple[str, str, float]]:
+        """A signed command proved (gateway.alerts.commands); its nonce must be new to the store
+        and to this batch. In a worker thread: it reads the store."""
+        in_batch = {(name, nonce) for name, nonce, _ in batch}
+        return verify_command(
+            payload,
+            now,
+            self.store.mqtt_key,
+            lambda name, nonce: (name, nonce) in in_batch or self.store.nonce_used(name, nonce),
+        )
+
+    def _refuse(
+        self,
+        msg: _Message,
+        exc: PayloadError,
+        counts: dict[str, int],
+        rejected: list[tuple[str, str, str, bytes]],
+        answers: list[tuple[str, str, str, bool]],
+    ) -> None:
+        """A command not queued: counted and kept like bad input, and answered on …/result."""
+        if isinstance(exc, UnauthenticatedError):
+            counts["commands.unauthenticated"] = counts.get("commands.unauthenticated", 0) + 1
+            self._log_once.warning(
+                ("unauthenticated", exc.why),
+                "refused a command on %s: %s (counted as commands.unauthenticated)",
+                msg.topic,
+                exc,
+            )
+            rejected.append((msg.topic, exc.reason, str(exc), msg.payload))
+        else:
+            self._reject(msg, exc, counts, rejected)
+        result = refusal(msg.payload, exc)
+        if result is not None:
+            answers.append(("mqtt", f"{self.command_topic}/result", json.dumps(result, ensure_ascii=False), False))
 
     def _keeps_state(self, topic: str) -> bool:
         """Whether the topic carries a state whose retained copy is checked against the last one

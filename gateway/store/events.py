@@ -13,6 +13,7 @@ from typing import Any
 from gateway.models import Event, Lane
 from gateway.store.base import StoreBase
 from gateway.store.commands import _insert_command
+from gateway.store.users import _insert_nonces
 
 EVENTS_DDL = """
 CREATE TABLE IF NOT EXISTS events (
@@ -103,6 +104,8 @@ class EventsStore(StoreBase):
         now: float = 0.0,
         commands: Sequence[Mapping[str, Any]] = (),
         payloads: Iterable[tuple[str, str]] = (),
+        messages: Sequence[tuple[str, str, str, bool]] = (),
+        nonces: Sequence[tuple[str, str, float]] = (),
     ) -> list[Event]:
         """Insert events in one transaction; return them with ``seq`` set.
 
@@ -114,6 +117,8 @@ class EventsStore(StoreBase):
         lost without a trace. ``commands`` are acknowledgements / resolutions that arrived
         over MQTT, queued for the alert path in the same transaction. ``payloads`` are
         ``(topic, digest)`` of the messages handled, kept per topic as ``last_payload``.
+        ``messages`` go to the outbox (the answer to a command refused at the door);
+        ``nonces`` ``(key name, nonce, ts)`` are those of the signed commands queued here.
         """
         stored: list[Event] = []
         with self._tx() as db:
@@ -137,6 +142,14 @@ class EventsStore(StoreBase):
                 )
             for command in commands:
                 _insert_command(db, command, now)
+            if nonces:
+                _insert_nonces(db, nonces, now)
+            # The outbox is alerts.py's (its _insert_outbox; alerts imports this module through
+            # visits, so the insert is written out here).
+            db.executemany(
+                "INSERT INTO outbox(channel, topic, payload, retain, created_at) VALUES (?, ?, ?, ?, ?)",
+                [(c, t, p, int(r), now) for c, t, p, r in messages],
+            )
             db.executemany(
                 "INSERT INTO last_payload(topic, digest, at) VALUES (?, ?, ?) "
                 "ON CONFLICT(topic) DO UPDATE SET digest = excluded.digest, at = excluded.at",
