@@ -33,7 +33,7 @@ pytestmark = pytest.mark.integration
 
 SHIPPED = Path(__file__).resolve().parents[2] / "config" / "mosquitto"
 USERS = {
-    "sensegate-gateway": "gateway-password",
+    "sensegate": "gateway-password",
     "zigbee2mqtt": "z2m-password",
     "home-assistant": "ha-password",
     "gate-1": "device-password",  # the site's native access controller: user name = device id
@@ -147,7 +147,7 @@ def test_the_shipped_config_has_what_the_installer_guide_promises() -> None:
     blocks = re.split(r"^user ", acl, flags=re.M)
     reads_commands = re.compile(r"^topic (read|readwrite) sensegate/(#|\+/#|\+/alerts/#|\+/alerts/commands)$", re.M)
     readers = [b.split()[0] for b in blocks[1:] if reads_commands.search(b)]
-    assert readers == ["sensegate-gateway"]
+    assert readers == ["sensegate"]
 
 
 def test_nobody_connects_without_a_user_and_password(broker: ShippedMosquitto) -> None:
@@ -162,7 +162,7 @@ def test_nobody_connects_without_a_user_and_password(broker: ShippedMosquitto) -
 async def test_a_device_cannot_command_or_read_commands_and_the_gateway_still_works(
     broker: ShippedMosquitto, tmp_path: Path
 ) -> None:
-    user = "sensegate-gateway"
+    user = "sensegate"
     config = site_config(minimal_site(), tmp_path, broker.host, broker.port, username=user, password=USERS[user])
     prefix = config.topic_prefix
     commands = f"{prefix}/alerts/commands"
