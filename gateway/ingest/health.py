@@ -2,8 +2,9 @@
 status`` (another process) can tell: ``ingest.<part>`` = ``{"error", "since", "last"}`` while a
 part fails, deleted when it works again.
 
-Parts: ``mqtt`` (the broker refused the connection or the subscriptions, cannot be reached, or
-dropped the link) and ``store`` (a batch of messages could not be committed). The meta row is
+Parts: ``mqtt`` (the broker refused the connection or a subscription — Mosquitto 2.0 grants
+subscriptions its ACL denies and delivers nothing, which no client can see —, cannot be
+reached, or dropped the link) and ``store`` (a batch of messages could not be committed). The meta row is
 written only when the state or the error changes, never per message; a failing part keeps its
 first ``since`` across a restart of the gateway until it works again. Writing it is
 best-effort: with the store itself failing, the log says what the row cannot.
