@@ -89,6 +89,7 @@ class MqttIngest:
         self._log_once = LogOnce(log, clock)
         self._queue: asyncio.Queue[_Message] = asyncio.Queue()
         self._connection = 0  # bumped on every connect, from paho's thread
+        self._up = False  # connected (paho's thread)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: mqtt.Client | None = None
         self._stopping = False
@@ -129,7 +130,9 @@ class MqttIngest:
         if getattr(rc, "is_failure", False):
             self._log_once.warning(("connect", str(rc)), "broker refused connection: %s", rc)
             self._failing(f"the broker refused the connection: {rc}")
+            self._up = False
             return
+        self._up = True
         self._connection += 1
         subs = [*self.registry.subscriptions(), self.command_topic]
         client.subscribe([(s, 1) for s in subs])
@@ -165,7 +168,9 @@ class MqttIngest:
         if self._stopping:
             return
         self._log_once.warning(("disconnect",), "disconnected from broker (%s); reconnecting", rc)
-        self._failing(f"disconnected from the broker: {rc}")
+        if self._up:  # after a refused connect, the refusal says more than the disconnect after it
+            self._failing(f"disconnected from the broker: {rc}")
+        self._up = False
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self.connected.clear)
 

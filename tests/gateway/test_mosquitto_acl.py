@@ -25,6 +25,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from gateway.alerts.commands import sign_command
 from gateway.ingest.health import failures
 from gateway.models import AlertState, Kind
+from gateway.runtime import Gateway
 from tests.gateway.factories import minimal_site
 from tests.gateway.harness import eventually, running, site_config
 from tests.servers import Mosquitto
@@ -221,3 +222,16 @@ async def test_a_device_cannot_command_or_read_commands_and_the_gateway_still_wo
         finally:
             for client in (z2m, device, ha):
                 client.close()
+
+
+async def test_a_gateway_the_broker_refuses_says_so_in_status(broker: ShippedMosquitto, tmp_path: Path) -> None:
+    config = site_config(minimal_site(), tmp_path, broker.host, broker.port, username="sensegate", password="wrong")
+    gateway = Gateway(config)
+    stop = asyncio.Event()
+    task = asyncio.create_task(gateway.run(stop))
+    try:
+        (failure,) = await eventually(lambda: failures(gateway.store), what="the ingest failure")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 20)
+    assert failure.part == "mqtt" and failure.error == "the broker refused the connection: Not authorized"
