@@ -5,7 +5,8 @@
     SenseGateError
     ├── ConfigError          a config file is wrong; carries every problem found (file, line, field, expected, found)
     ├── PayloadError         one payload or frame cannot be decoded; counted, logged once, skipped
-    │   └── UnknownDeviceError   well-formed, but from a device the registry does not know
+    │   ├── UnknownDeviceError   well-formed, but from a device the registry does not know
+    │   └── UnauthenticatedError an alert command over MQTT without a valid signature; refused
     ├── TransportError       a broker, serial port or socket failed; the supervisor retries
     ├── SinkError            an output could not take a batch
     │   ├── RetryableSinkError   try again later (timeout, connection refused, 5xx)
@@ -62,6 +63,16 @@ class PayloadError(SenseGateError):
 class UnknownDeviceError(PayloadError):
     def __init__(self, message: str) -> None:
         super().__init__("unknown_device", message)
+
+
+class UnauthenticatedError(PayloadError):
+    """An alert command whose sender is not proved (gateway/alerts/commands.py): unsigned, an
+    unknown or revoked key, a wrong MAC, a time too far from the gateway's clock, a replayed
+    nonce. ``why`` is that, as a short tag; the reason is always ``unauthenticated``."""
+
+    def __init__(self, why: str, message: str) -> None:
+        self.why = why
+        super().__init__("unauthenticated", message)
 
 
 class TransportError(SenseGateError):

@@ -28,16 +28,17 @@ from gateway.alerts.channels.webhook import WebhookChannel
 from gateway.alerts.channels.wecom import WeComChannel
 from gateway.alerts.commands import apply_command
 from gateway.alerts.notify import Notifier
-from gateway.alerts.path import AlertPath, Transition, console_line
+from gateway.alerts.path import TOKEN_ACTOR, AlertPath, Transition, console_line
 from gateway.alerts.publisher import OutboxPublisher
 from gateway.alerts.replies import SmsReplies
 from gateway.care.visits import VisitTracker
 from gateway.clock import Clock, SystemClock
 from gateway.errors import StoreError
+from gateway.ingest.health import IngestHealth
 from gateway.ingest.mqtt import DEDUP_WINDOW, MqttIngest
 from gateway.ingest.serial import SerialIngest
-from gateway.log import LogOnce
-from gateway.models import Event
+from gateway.log import LogOnce, summarise_all
+from gateway.models import Alert, Event
 from gateway.outputs.forwarder import Forwarder
 from gateway.outputs.home_assistant import HaBridge
 from gateway.outputs.sinks import Sink
@@ -58,11 +59,11 @@ from gateway.store.lock import StoreLock
 from gateway.systemd import SystemdNotify
 from gateway.testmode.service import ACTIONS as TESTMODE_ACTIONS
 from gateway.testmode.service import TestModes
+from gateway.web.auth import token_identity
 from gateway.web.console import Changes, Console
 from gateway.web.server import ConsoleServer
 
 log = logging.getLogger("sensegate.runtime")
-_ha_log = LogOnce(logging.getLogger("sensegate.home_assistant"))
 
 HOUSEKEEPING_INTERVAL = 10.0
 STATS_INTERVAL = 60.0
@@ -232,8 +233,17 @@ class Gateway:
         ]
         self._rules_wake = asyncio.Event()
         self._commands_wake = asyncio.Event()
+        self.health = IngestHealth(self.store, self.clock)  # `sensegate status` shows what fails
         self.ingest = MqttIngest(
-            config, self.registry, self.store, self.clock, self.outputs, self._on_stored, self._commands_wake.set
+            config,
+            self.registry,
+            self.store,
+            self.clock,
+            self.outputs,
+            self._on_stored,
+            self._commands_wake.set,
+            self.health,
+            self.publisher.wake.set,
         )
         self.serial = SerialIngest(
             config,
@@ -264,6 +274,7 @@ class Gateway:
         ha = config.home_assistant
         self.ha = HaBridge(config, self._ha_publish, ha) if ha.enabled else None
         self._ha_client: aiomqtt.Client | None = None
+        self._ha_log = LogOnce(logging.getLogger("sensegate.home_assistant"), self.clock)
 
     def _on_transition(self, t: Transition) -> None:
         log.info(
@@ -337,7 +348,15 @@ class Gateway:
                     result = self.testmodes.apply(command.body)
                     self._rules_wake.set()  # a new end to watch for
                 else:
-                    result = apply_command(self.alerts, command.body)
+                    # Over MQTT only signed commands are queued (the ingest proved their key): they
+                    # act as token:<name>, within what the token's role may do.
+                    signed = command.body.get("via") == "mqtt"
+                    result = apply_command(
+                        self.alerts,
+                        command.body,
+                        authenticated=signed,
+                        may_act=self._token_may_act(command.body["by"]) if signed else None,
+                    )
                 await asyncio.to_thread(self.store.command_done, command.id, self.clock.now(), result)
                 log.info(
                     "command %s %s by %s via %s: %s",
@@ -371,6 +390,18 @@ class Gateway:
                 sleeper.cancel()
                 woken.cancel()
 
+    def _token_may_act(self, actor: str) -> Callable[[Alert], bool] | None:
+        """What an integration's token role lets it acknowledge or resolve (as on the console's
+        API: an installer's, maintenance tickets only); None for an actor that is no token (the
+        alert path refuses one that is unknown or revoked)."""
+        if not actor.startswith(TOKEN_ACTOR):
+            return None
+        token = self.store.api_token(actor[len(TOKEN_ACTOR) :])
+        if token is None:
+            return None
+        identity = token_identity(token.name, token.role)
+        return lambda alert: identity.may_act(alert, "")  # a token sees the whole site
+
     async def _ha_publish(self, topic: str, payload: str, retain: bool) -> None:
         if self._ha_client is None:
             raise aiomqtt.MqttError("not connected")
@@ -392,7 +423,7 @@ class Gateway:
                         (m.topic.value, m.payload) async for m in client.messages if isinstance(m.payload, bytes)
                     )
             except aiomqtt.MqttError as exc:
-                _ha_log.warning(("down",), "Home Assistant discovery: broker unreachable (%s); retrying", exc)
+                self._ha_log.warning(("down",), "Home Assistant discovery: broker unreachable (%s); retrying", exc)
                 await self.clock.sleep(backoff)
                 backoff = min(backoff * 2, 30.0)
             finally:
@@ -423,6 +454,7 @@ class Gateway:
                 )
             if self.store.over_bound:
                 log.warning("store above its bound with only alarm events and alerts left; keeping them")
+            summarise_all()  # what "log once" kept quiet in the last minute, one line each
             if self.clock.monotonic() - last_stats >= STATS_INTERVAL:
                 last_stats = self.clock.monotonic()
                 stats = await asyncio.to_thread(self.stats)

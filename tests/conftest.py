@@ -9,6 +9,7 @@ relying on an empty server.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import TypeVar
 
@@ -34,6 +35,15 @@ def _serve(factory: type[S]) -> Iterator[S]:
 # ---------------------------------------------------------------------------------------------
 # Real servers
 # ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _config_files_only_their_owner_may_write() -> Iterator[None]:
+    """Whatever the user's umask (002 on many desktops), the site configs tests write are not
+    group-writable: every command refuses a config file others may write (docs/configuration.md)."""
+    umask = os.umask(0o022)
+    yield
+    os.umask(umask)
 
 
 @pytest.fixture(scope="session")

@@ -109,7 +109,7 @@ class Notifier:
         self.alarm_rules = alerts.rules.alarm_rules
         self.wake: dict[str, asyncio.Event] = {name: asyncio.Event() for name in self.channels}
         self.ladder_wake = asyncio.Event()
-        self._log_once = LogOnce(log)
+        self._log_once = LogOnce(log, clock)
         # (person, channel) → times of capped pages sent to them in the last hour (rebuilt on start).
         self._sent: dict[tuple[str, str], deque[float]] = defaultdict(deque)
         # (channel, people) → the group window alarm pages to them are in, and how many went at once.

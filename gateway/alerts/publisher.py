@@ -31,7 +31,7 @@ class OutboxPublisher:
         self.channel = channel
         self.wake = asyncio.Event()
         self.connected = False
-        self._log_once = LogOnce(log)
+        self._log_once = LogOnce(log, clock)
 
     def _client(self) -> aiomqtt.Client:
         return self.client(f"{self.config.client_id}-pub")

@@ -37,9 +37,11 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Coroutine
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from edge_rules.schedule import zone
 from gateway.cli import alerts as alerts_cli
 from gateway.cli import devices as devices_cli
 from gateway.cli import installer as installer_cli
@@ -353,6 +355,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     store = open_store(config)
     try:
         print(f"store {config.store_path}: {store.event_count()} events, {store.used_bytes()} bytes")
+        print(_ingest_status(store, zone(site_rules(config).settings.timezone), time.time()))
         for name, value in store.counters().items():
             print(f"  {name} = {value}")
         for o in config.outputs:
@@ -372,6 +375,21 @@ def cmd_status(args: argparse.Namespace) -> int:
     finally:
         store.close()
     return 0
+
+
+def _ingest_status(store: Any, tz: Any, now: float) -> str:
+    """``ingest: ok`` or, per failing part, the last error and since when (gateway/ingest/health.py)."""
+    from gateway.ingest.health import failures
+
+    failing = failures(store)
+    if not failing:
+        return "  ingest: ok (no failure recorded by the gateway)"
+    lines = []
+    for f in sorted(failing, key=lambda f: f.part):
+        since = datetime.fromtimestamp(f.since, tz).strftime("%Y-%m-%d %H:%M:%S")
+        minutes = max(0, round((now - f.since) / 60))
+        lines.append(f"  ingest {f.part}: FAILING since {since} ({minutes} min): {f.error}")
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------- rules

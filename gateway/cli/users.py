@@ -3,8 +3,11 @@ sign in to the console (值班台) and which integrations may call its API (docs
 
 People are the site config's staff and registered visitors: the config says who they are and
 what role they have; the store keeps only the argon2 hash of their password. A token is printed
-once, when created; the store keeps its SHA-256. Both take effect on the running gateway at
-once (it reads the store at every sign-in and request)."""
+once, when created; the store keeps its SHA-256. With ``--mqtt`` it is an MQTT signing key
+instead (``sgk_…``): the integration signs alert commands with it (HMAC-SHA256,
+gateway/alerts/commands.py) and the store keeps the key itself, since the gateway computes the
+same MAC. All take effect on the running gateway at once (it reads the store at every sign-in,
+request and command)."""
 
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ from gateway.web.auth import hash_password, people_who_sign_in, person_identity
 from gateway.web.i18n import ROLE_EN
 
 TOKEN_PREFIX = "sgt_"  # recognisable in a leaked file or a secret scanner
+MQTT_KEY_PREFIX = "sgk_"
 
 
 def add_parser(sub: Any) -> None:
@@ -52,13 +56,16 @@ def add_parser(sub: Any) -> None:
     )
     tc = tk.add_parser(
         "create",
-        help="create an API token (printed once)",
+        help="create an API token, or an MQTT signing key with --mqtt (printed once)",
         description="Create an API token for one integration; the audit trail records its actions as "
-        "token:<name>. The token is printed once: keep it in the integration's secret store.",
+        "token:<name>. The token is printed once: keep it in the integration's secret store. With --mqtt, "
+        "a key to sign alert commands over MQTT instead (HMAC-SHA256, docs/interfaces.md): the store "
+        "keeps it as it is (its file is 0600), and it is no bearer token for the console's API.",
     )
     tc.add_argument("-c", "--config", required=True)
     tc.add_argument("name", help="the integration, e.g. home-assistant (letters, digits, . _ -)")
     tc.add_argument("--role", required=True, choices=[r.value for r in ConsoleRole])
+    tc.add_argument("--mqtt", action="store_true", help="an MQTT signing key (sgk_…) instead of an API token")
     tc.set_defaults(func=cmd_token_create)
     tr = tk.add_parser("revoke", help="revoke an API token at once")
     tr.add_argument("-c", "--config", required=True)
@@ -141,14 +148,17 @@ def cmd_token_create(args: argparse.Namespace) -> int:
     if not re.fullmatch(ID_PATTERN, args.name) or len(args.name) > 64:
         raise SenseGateError(f"token name {args.name!r}: letters, digits, '.', '_' or '-', at most 64 characters")
     _, store = _store(args.config)
-    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    # 256 random bits, base64url: no guessing, and no character a shell or JSON needs to escape.
+    secret = (MQTT_KEY_PREFIX if args.mqtt else TOKEN_PREFIX) + secrets.token_urlsafe(32)
+    add = store.add_mqtt_key if args.mqtt else store.add_api_token
     try:
-        if not store.add_api_token(args.name, token, args.role, time.time()):
+        if not add(args.name, secret, args.role, time.time()):
             raise SenseGateError(f"a token named {args.name!r} exists or existed; names are never reused")
     finally:
         store.close()
-    print(f"token {args.name} ({args.role}); shown once, keep it secret:", file=sys.stderr)
-    print(token)
+    what = "MQTT signing key (key_id " + args.name + ")" if args.mqtt else "token " + args.name
+    print(f"{what} ({args.role}); shown once, keep it secret:", file=sys.stderr)
+    print(secret)
     return 0
 
 
@@ -168,11 +178,13 @@ def cmd_token_list(args: argparse.Namespace) -> int:
     tz = zone(site_rules(config).settings.timezone)
     try:
         tokens = store.api_tokens()
+        mqtt = store.mqtt_key_names()
     finally:
         store.close()
     for t in tokens:
         state = "active" if t.active else f"revoked {_when(t.revoked_at, tz)}"
-        print(f"{t.name:<24} {t.role:<17} created {_when(t.created_at, tz)}  {state}")
+        kind = "mqtt key" if t.name in mqtt else "api token"
+        print(f"{t.name:<24} {kind:<9} {t.role:<17} created {_when(t.created_at, tz)}  {state}")
     if not tokens:
         print("no tokens")
     return 0

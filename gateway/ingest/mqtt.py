@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
@@ -30,9 +31,10 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.alerts.commands import parse_command
+from gateway.alerts.commands import refusal, verify_command
 from gateway.clock import Clock
-from gateway.errors import PayloadError, UnknownDeviceError
+from gateway.errors import PayloadError, StoreError, UnauthenticatedError, UnknownDeviceError
+from gateway.ingest.health import IngestHealth
 from gateway.ingest.retained import payload_digest, retained_events
 from gateway.log import LogOnce
 from gateway.models import Event
@@ -67,9 +69,13 @@ class MqttIngest:
         outputs: dict[str, frozenset[str] | None],
         on_stored: Callable[[list[Event]], Awaitable[None]],
         on_command: Callable[[], None] | None = None,
+        health: IngestHealth | None = None,
+        on_answer: Callable[[], None] | None = None,
     ) -> None:
         self.config = config
         self.on_command = on_command
+        self.on_answer = on_answer  # a refused command's answer is in the outbox: publish it
+        self.health = health  # whether the link and the commits work, for `sensegate status`
         self.registry = registry
         self.store = store
         self.clock = clock
@@ -80,9 +86,10 @@ class MqttIngest:
         # Acknowledge / resolve alerts over MQTT (gateway.alerts.commands).
         self.command_topic = f"{config.topic_prefix}/alerts/commands"
         self.connects = 0  # subscribed connections so far (a reconnect makes it 2, 3 …)
-        self._log_once = LogOnce(log)
+        self._log_once = LogOnce(log, clock)
         self._queue: asyncio.Queue[_Message] = asyncio.Queue()
         self._connection = 0  # bumped on every connect, from paho's thread
+        self._up = False  # connected (paho's thread)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: mqtt.Client | None = None
         self._stopping = False
@@ -111,6 +118,7 @@ class MqttIngest:
         client.will_set(self.status_topic, "offline", qos=1, retain=True)
         client.reconnect_delay_set(1, 30)
         client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_subscribe = self._on_subscribe
@@ -121,7 +129,10 @@ class MqttIngest:
     ) -> None:
         if getattr(rc, "is_failure", False):
             self._log_once.warning(("connect", str(rc)), "broker refused connection: %s", rc)
+            self._failing(f"the broker refused the connection: {rc}")
+            self._up = False
             return
+        self._up = True
         self._connection += 1
         subs = [*self.registry.subscriptions(), self.command_topic]
         client.subscribe([(s, 1) for s in subs])
@@ -143,6 +154,9 @@ class MqttIngest:
         failed = [str(rc) for rc in reason_codes if getattr(rc, "is_failure", False)]
         if failed:
             self._log_once.warning(("subscribe",), "broker refused subscriptions: %s", ", ".join(failed))
+            self._failing(f"the broker refused {len(failed)} of {len(reason_codes)} subscriptions: {failed[0]}")
+        elif self.health is not None:
+            self.health.ok("mqtt")
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._on_connected)
 
@@ -154,8 +168,20 @@ class MqttIngest:
         if self._stopping:
             return
         self._log_once.warning(("disconnect",), "disconnected from broker (%s); reconnecting", rc)
+        if self._up:  # after a refused connect, the refusal says more than the disconnect after it
+            self._failing(f"disconnected from the broker: {rc}")
+        self._up = False
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self.connected.clear)
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: object) -> None:
+        m = self.config.mqtt
+        self._log_once.warning(("disconnect",), "cannot reach the broker at %s:%d; retrying", m.host, m.port)
+        self._failing(f"cannot reach the broker at {m.host}:{m.port}")
+
+    def _failing(self, error: str) -> None:
+        if self.health is not None:
+            self.health.failing("mqtt", error)
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         # Runs on paho's thread: never raise (an exception here would stop the network loop).
@@ -207,7 +233,15 @@ class MqttIngest:
                     batch.append(await asyncio.wait_for(self._queue.get(), remaining))
                 except TimeoutError:
                     break
-            stored = await self._commit(batch)
+            try:
+                stored = await self._commit(batch)
+            except StoreError as exc:
+                # Nothing of the batch is acknowledged: the broker keeps it. Supervised: restarted.
+                if self.health is not None:
+                    await asyncio.to_thread(self.health.failing, "store", f"cannot commit messages: {exc}")
+                raise
+            if self.health is not None:
+                self.health.ok("store")
             for msg in batch:
                 # A message from an earlier connection is not acknowledged: its packet id may
                 # name another message now. The broker redelivers it (DUP) on a persistent
@@ -224,6 +258,8 @@ class MqttIngest:
         counts: dict[str, int] = {}
         rejected: list[tuple[str, str, str, bytes]] = []
         commands: list[dict[str, Any]] = []
+        nonces: list[tuple[str, str, float]] = []  # of the signed commands queued
+        answers: list[tuple[str, str, str, bool]] = []  # results of commands refused here
         # Topic -> digest of the last message handled on it (the store's, then this batch's), to
         # tell a retained replay from a retained message never seen (gateway/ingest/retained.py).
         replays = {m.topic for m in batch if m.retain and self._keeps_state(m.topic)}
@@ -241,10 +277,12 @@ class MqttIngest:
                     counts["retained_skipped"] = counts.get("retained_skipped", 0) + 1
                     continue
                 try:
-                    commands.append(parse_command(msg.payload, "mqtt"))
+                    command, nonce = await asyncio.to_thread(self._verify, msg.payload, now, nonces)
                 except PayloadError as exc:
-                    self._reject(msg, exc, counts, rejected)
+                    self._refuse(msg, exc, counts, rejected, answers)
                     continue
+                commands.append(command)
+                nonces.append(nonce)
                 keys.append((key, now))
                 continue
             # Availability is current by design and taken as it comes, retained or not.
@@ -282,11 +320,60 @@ class MqttIngest:
             events.extend(decoded)
             keys.append((key, now))
         stored = await asyncio.to_thread(
-            self.store.append, events, self.outputs, keys, counts, rejected, now, commands, payloads.items()
+            self.store.append,
+            events,
+            self.outputs,
+            keys,
+            counts,
+            rejected,
+            now,
+            commands,
+            payloads.items(),
+            answers,
+            nonces,
         )
         if commands and self.on_command is not None:
             self.on_command()
+        if answers and self.on_answer is not None:
+            self.on_answer()
         return stored
+
+    def _verify(
+        self, payload: bytes, now: float, batch: list[tuple[str, str, float]]
+    ) -> tuple[dict[str, Any], tuple[str, str, float]]:
+        """A signed command proved (gateway.alerts.commands); its nonce must be new to the store
+        and to this batch. In a worker thread: it reads the store."""
+        in_batch = {(name, nonce) for name, nonce, _ in batch}
+        return verify_command(
+            payload,
+            now,
+            self.store.mqtt_key,
+            lambda name, nonce: (name, nonce) in in_batch or self.store.nonce_used(name, nonce),
+        )
+
+    def _refuse(
+        self,
+        msg: _Message,
+        exc: PayloadError,
+        counts: dict[str, int],
+        rejected: list[tuple[str, str, str, bytes]],
+        answers: list[tuple[str, str, str, bool]],
+    ) -> None:
+        """A command not queued: counted and kept like bad input, and answered on …/result."""
+        if isinstance(exc, UnauthenticatedError):
+            counts["commands.unauthenticated"] = counts.get("commands.unauthenticated", 0) + 1
+            self._log_once.warning(
+                ("unauthenticated", exc.why),
+                "refused a command on %s: %s (counted as commands.unauthenticated)",
+                msg.topic,
+                exc,
+            )
+            rejected.append((msg.topic, exc.reason, str(exc), msg.payload))
+        else:
+            self._reject(msg, exc, counts, rejected)
+        result = refusal(msg.payload, exc)
+        if result is not None:
+            answers.append(("mqtt", f"{self.command_topic}/result", json.dumps(result, ensure_ascii=False), False))
 
     def _keeps_state(self, topic: str) -> bool:
         """Whether the topic carries a state whose retained copy is checked against the last one

@@ -95,7 +95,7 @@ class SerialIngest:
         self.outputs = outputs
         self.on_stored = on_stored
         self._queue: asyncio.Queue[Batch] = asyncio.Queue()
-        self._log_once = LogOnce(log)
+        self._log_once = LogOnce(log, clock)
         self.links: dict[str, SerialLink] = {}
         self.latches: dict[str, RadarLatch] = {}
         self.codecs: dict[str, FrameCodec] = {}

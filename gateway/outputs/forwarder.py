@@ -53,7 +53,7 @@ class Forwarder:
         self.backoff_max = backoff_max
         self.rng = rng or random.Random(name)
         self.healthy = True
-        self._log_once = LogOnce(log)
+        self._log_once = LogOnce(log, clock)
 
     async def run(self) -> None:
         backoff = self.backoff_initial

@@ -7,12 +7,18 @@ found, so an installer can fix a whole file in one pass. See docs/configuration.
 Secrets (any `password`, `token`, `secret`, `scbk` or `pin` key) may be written as ``"env:NAME"``
 (read from the environment variable NAME) or ``"file:/path"`` (the file's first line) instead of
 inline. ``run`` needs them; ``check`` lists the ones it cannot read and goes on without them.
+
+The file itself decides what the gateway does and whom it pages: a file its group or others
+may write is refused by every command (``file_mode_problems``), and a file everyone may read
+that holds a secret written into it gets a warning (``warn_inline_secrets``).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import stat
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
@@ -55,6 +61,7 @@ from gateway.site.testmode import TestModeSettings
 from gateway.site.validation import ID_PATTERN, SECRET_KEYS, URL_PATTERN, FilePath, problems_from_validation
 
 _ID = ID_PATTERN
+log = logging.getLogger("sensegate.config")
 
 
 # The config is validated in pydantic's strict mode (``parse_config``): ``lives_alone = "yes"``
@@ -476,16 +483,71 @@ def load_config(path: str | Path, *, unset_secrets: list[ConfigProblem] | None =
     file = str(path)
     try:
         text = Path(path).read_bytes().decode("utf-8")
+        mode = stat.S_IMODE(Path(path).stat().st_mode)
     except FileNotFoundError:
         raise ConfigError([ConfigProblem(file, "", "an existing file", "no such file")]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([ConfigProblem(file, "", "a readable UTF-8 file", str(exc))]) from None
+    problems = file_mode_problems(file, mode)
+    if problems:
+        raise ConfigError(problems)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([ConfigProblem(file, "", "valid TOML", str(exc))]) from None
     base_dir = Path(path).resolve().parent
-    return parse_config(data, file=file, base_dir=base_dir, unset_secrets=unset_secrets, source=text)
+    config = parse_config(data, file=file, base_dir=base_dir, unset_secrets=unset_secrets, source=text)
+    warn_inline_secrets(file, mode, data)
+    return config
+
+
+def file_mode_problems(file: str, mode: int) -> list[ConfigProblem]:
+    """A config file its group or others may write is refused: whoever can change it decides
+    who is paged, and can silence an alarm."""
+    writers = [who for who, bit in (("group", stat.S_IWGRP), ("others", stat.S_IWOTH)) if mode & bit]
+    if not writers:
+        return []
+    return [
+        ConfigProblem(
+            file,
+            "",
+            f"a file only its owner may write (chmod go-w {file})",
+            f"mode {mode:04o}, writable by its {' and '.join(writers)}",
+        )
+    ]
+
+
+def inline_secrets(data: Any, path: str = "") -> list[str]:
+    """The paths of secret keys whose value is written in the file (not ``env:`` / ``file:``)."""
+    found: list[str] = []
+    if isinstance(data, Mapping):
+        for key, value in data.items():
+            sub = f"{path}.{key}" if path else str(key)
+            if key in _SECRET_KEYS and isinstance(value, str):
+                if value and not value.startswith(("env:", "file:")):
+                    found.append(sub)
+            else:
+                found.extend(inline_secrets(value, sub))
+    elif isinstance(data, list):
+        for i, item in enumerate(data):
+            found.extend(inline_secrets(item, f"{path}[{i}]"))
+    return found
+
+
+def warn_inline_secrets(file: str, mode: int, data: Mapping[str, Any]) -> list[str]:
+    """Warn (and return the paths) when a file everyone may read holds secrets written into it."""
+    if not mode & stat.S_IROTH:
+        return []
+    paths = inline_secrets(data)
+    if paths:
+        log.warning(
+            '%s is readable by everyone and holds secrets written into it (%s): use "env:NAME" or '
+            '"file:/path" for them, or chmod o-r %s (docs/configuration.md#secrets)',
+            file,
+            ", ".join(paths),
+            file,
+        )
+    return paths
 
 
 def parse_config(
@@ -989,9 +1051,6 @@ def check_targets(config: SiteConfig) -> list[tuple[str, str, str]]:
 
 def _check_notify(config: SiteConfig, file: str) -> list[ConfigProblem]:
     return [ConfigProblem(file, path, expected, found) for path, expected, found in check_targets(config)]
-
-
-# The HTTP API's bearer token: long enough not to be guessed by trying.
 
 
 def _check_built_at_run(config: SiteConfig, file: str) -> list[ConfigProblem]:

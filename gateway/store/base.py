@@ -54,11 +54,18 @@ make room: when only they are left the store grows past the bound and says so.
 
 All methods are synchronous and thread-safe (one connection behind a lock); async callers
 run them with ``asyncio.to_thread``.
+
+The store holds names, phone numbers and credentials: it is its owner's alone. Its directory is
+created 0700, the database file 0600 before SQLite opens it (SQLite gives the ``-wal`` and
+``-shm`` files the database file's mode), and a store an older version left readable by others
+is narrowed to 0600 when opened. A directory that already exists is left as it is.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
 import threading
 from pathlib import Path
 from typing import ClassVar
@@ -82,14 +89,16 @@ class StoreBase:
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            _private_file(self.path)
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
+            for companion in ("-wal", "-shm"):
+                _private_file(self.path.with_name(self.path.name + companion), create=False)
             self._db.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
             self._db.execute("PRAGMA foreign_keys=OFF")
             self.migrated: list[Migration] = open_schema(self._db, "".join(self._SCHEMA), self.path)
             self._page_size = int(self._db.execute("PRAGMA page_size").fetchone()[0])
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             self._db_close_quietly()
             raise StoreError(f"cannot open store {self.path}: {exc}") from exc
         except StoreError:
@@ -135,6 +144,25 @@ class StoreBase:
     def counters(self) -> dict[str, int]:
         with self._lock:
             return {n: int(v) for n, v in self._db.execute("SELECT name, value FROM counters ORDER BY name")}
+
+
+PRIVATE_FILE = 0o600
+PRIVATE_DIR = 0o700
+
+
+def _private_file(path: Path, *, create: bool = True) -> None:
+    """Make ``path`` readable and writable by its owner only: create it (and its directory, 0700)
+    with that mode, or narrow the mode of one that exists."""
+    if create and not path.parent.exists():
+        path.parent.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        if create:
+            os.close(os.open(path, os.O_CREAT | os.O_RDWR, PRIVATE_FILE))
+        return
+    if mode & 0o077:
+        path.chmod(mode & 0o700)
 
 
 class _Tx:

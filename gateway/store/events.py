@@ -15,6 +15,7 @@ from gateway.store.base import StoreBase
 from gateway.store.commands import _insert_command
 from gateway.store.devices import upsert_device_states
 from gateway.store.testmode import mark_tests
+from gateway.store.users import _insert_nonces
 
 EVENTS_DDL = """
 CREATE TABLE IF NOT EXISTS events (
@@ -105,6 +106,8 @@ class EventsStore(StoreBase):
         now: float = 0.0,
         commands: Sequence[Mapping[str, Any]] = (),
         payloads: Iterable[tuple[str, str]] = (),
+        messages: Sequence[tuple[str, str, str, bool]] = (),
+        nonces: Sequence[tuple[str, str, float]] = (),
     ) -> list[Event]:
         """Insert events in one transaction; return them with ``seq`` set.
 
@@ -118,6 +121,8 @@ class EventsStore(StoreBase):
         ``(topic, digest)`` of the messages handled, kept per topic as ``last_payload``.
         Events from devices in test mode are marked as such on the way in (``values["test"]``,
         gateway/store/testmode.py).
+        ``messages`` go to the outbox (the answer to a command refused at the door);
+        ``nonces`` ``(key name, nonce, ts)`` are those of the signed commands queued here.
         """
         stored: list[Event] = []
         with self._tx() as db:
@@ -142,6 +147,14 @@ class EventsStore(StoreBase):
                 )
             for command in commands:
                 _insert_command(db, command, now)
+            if nonces:
+                _insert_nonces(db, nonces, now)
+            # The outbox is alerts.py's (its _insert_outbox; alerts imports this module through
+            # visits, so the insert is written out here).
+            db.executemany(
+                "INSERT INTO outbox(channel, topic, payload, retain, created_at) VALUES (?, ?, ?, ?, ?)",
+                [(c, t, p, int(r), now) for c, t, p, r in messages],
+            )
             db.executemany(
                 "INSERT INTO last_payload(topic, digest, at) VALUES (?, ?, ?) "
                 "ON CONFLICT(topic) DO UPDATE SET digest = excluded.digest, at = excluded.at",

@@ -1,5 +1,6 @@
 """Meta and cursors: the ``meta`` table, key → text (``cursor.<name>`` positions, visit-plan
-start times, channel health). The ``counters`` table is in ``base.py``, with ``_bump``."""
+start times, channel health, ingest failures: ``ingest.<part>``, gateway/ingest/health.py).
+The ``counters`` table is in ``base.py``, with ``_bump``."""
 
 from __future__ import annotations
 
@@ -22,6 +23,10 @@ class MetaStore(StoreBase):
     def set_meta(self, key: str, value: str) -> None:
         with self._tx() as db:
             _set_meta(db, key, value)
+
+    def delete_meta(self, key: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM meta WHERE key = ?", (key,))
 
     def metas(self, prefix: str) -> dict[str, str]:
         with self._lock:

@@ -10,11 +10,20 @@
 - ``api_tokens``: one per integration, by ``name``: the SHA-256 of the token (the token itself is
   printed once, when created), the role it acts with, when it was created and revoked. A name is
   never reused, so ``token:<name>`` in an audit trail always means the same integration.
+- ``mqtt_keys``: for an integration that commands alerts over MQTT, its HMAC-SHA256 key, kept as
+  it is (the gateway must compute the MAC; a hash would not do). Its token row in ``api_tokens``
+  gives its name, role and revocation; such a token is no bearer for the console's API. The
+  store is 0600 (``base.py``): whoever can read it can sign commands, as root can anyway.
+- ``mqtt_nonces``: the nonces of signed commands accepted in the last ``NONCE_KEEP`` seconds, per
+  key, written in the transaction that queues the command: a command replayed, even after a
+  restart, finds its nonce here (gateway/alerts/commands.py).
 """
 
 from __future__ import annotations
 
 import hashlib
+import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from gateway.store.base import StoreBase
@@ -40,7 +49,28 @@ CREATE TABLE IF NOT EXISTS api_tokens (
     created_at REAL NOT NULL,
     revoked_at REAL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS mqtt_keys (
+    name TEXT PRIMARY KEY,
+    key TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS mqtt_nonces (
+    name TEXT NOT NULL,
+    nonce TEXT NOT NULL,
+    ts REAL NOT NULL,
+    PRIMARY KEY (name, nonce)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS mqtt_nonces_ts ON mqtt_nonces(ts);
 """
+
+# How long an accepted command's nonce is remembered after its own ``ts``: a command is taken
+# while its ts is within ±60 s of the gateway's clock, so after ts + 60 s it is refused anyway;
+# twice that leaves room for the clock being set back a little.
+NONCE_KEEP = 120.0
+
+
+# The shortest API token kept or accepted: "sgt_" and 22 base64url characters, 132 bits.
+# ``sensegate tokens create`` makes 43 (256 bits); an empty or short bearer fails unlooked-up.
+MIN_TOKEN_CHARS = 26
 
 
 def sha256(secret: str) -> str:
@@ -130,7 +160,10 @@ class UsersStore(StoreBase):
     # ------------------------------------------------------------------ API tokens
 
     def add_api_token(self, name: str, token: str, role: str, at: float) -> bool:
-        """Keep a new token (by its hash); False if the name was ever used."""
+        """Keep a new token (by its hash); False if the name was ever used. ``ValueError`` for a
+        token shorter than ``MIN_TOKEN_CHARS``: one that can be guessed is no credential."""
+        if len(token) < MIN_TOKEN_CHARS:
+            raise ValueError(f"an API token has at least {MIN_TOKEN_CHARS} characters")
         with self._tx() as db:
             cur = db.execute(
                 "INSERT OR IGNORE INTO api_tokens(name, token_sha256, role, created_at) VALUES (?, ?, ?, ?)",
@@ -145,11 +178,13 @@ class UsersStore(StoreBase):
             return cur.rowcount == 1
 
     def api_token_by_secret(self, token: str) -> ApiToken | None:
-        """The active token whose secret this is, or None (unknown or revoked)."""
+        """The active token whose secret this is, or None (unknown, revoked, or too short to be one)."""
+        if len(token) < MIN_TOKEN_CHARS:
+            return None
         with self._lock:
             row = self._db.execute(
                 "SELECT name, role, created_at, revoked_at FROM api_tokens "
-                "WHERE token_sha256 = ? AND revoked_at IS NULL",
+                "WHERE token_sha256 = ? AND revoked_at IS NULL AND name NOT IN (SELECT name FROM mqtt_keys)",
                 (sha256(token),),
             ).fetchone()
         return None if row is None else ApiToken(str(row[0]), str(row[1]), float(row[2]), None)
@@ -167,3 +202,50 @@ class UsersStore(StoreBase):
                 "SELECT name, role, created_at, revoked_at FROM api_tokens ORDER BY name"
             ).fetchall()
         return [ApiToken(str(n), str(r), float(c), v) for n, r, c, v in rows]
+
+    # ------------------------------------------------------------------ MQTT signing keys
+
+    def add_mqtt_key(self, name: str, key: str, role: str, at: float) -> bool:
+        """Keep a new integration's MQTT signing key; False if the name was ever used (by a
+        token or a key). ``ValueError`` for a key shorter than ``MIN_TOKEN_CHARS``."""
+        if len(key) < MIN_TOKEN_CHARS:
+            raise ValueError(f"an MQTT key has at least {MIN_TOKEN_CHARS} characters")
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO api_tokens(name, token_sha256, role, created_at) VALUES (?, ?, ?, ?)",
+                (name, sha256(key), role, at),
+            )
+            if cur.rowcount != 1:
+                return False
+            db.execute("INSERT INTO mqtt_keys(name, key) VALUES (?, ?)", (name, key))
+            return True
+
+    def mqtt_key(self, name: str) -> tuple[str, ApiToken] | None:
+        """The signing key of the integration ``name`` and its token row (revoked or not); None
+        if it has none."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT k.key, t.name, t.role, t.created_at, t.revoked_at FROM mqtt_keys k "
+                "JOIN api_tokens t ON t.name = k.name WHERE k.name = ?",
+                (name,),
+            ).fetchone()
+        if row is None:
+            return None
+        return str(row[0]), ApiToken(str(row[1]), str(row[2]), float(row[3]), row[4])
+
+    def mqtt_key_names(self) -> frozenset[str]:
+        with self._lock:
+            return frozenset(str(n) for (n,) in self._db.execute("SELECT name FROM mqtt_keys"))
+
+    def nonce_used(self, name: str, nonce: str) -> bool:
+        """Whether a command signed with ``name``'s key already came with this nonce."""
+        with self._lock:
+            row = self._db.execute("SELECT 1 FROM mqtt_nonces WHERE name = ? AND nonce = ?", (name, nonce)).fetchone()
+        return row is not None
+
+
+def _insert_nonces(db: sqlite3.Connection, nonces: Iterable[tuple[str, str, float]], now: float) -> None:
+    """Remember the nonces ``(key name, nonce, ts)`` of commands queued in this transaction, and
+    forget those whose window has long passed."""
+    db.executemany("INSERT OR IGNORE INTO mqtt_nonces(name, nonce, ts) VALUES (?, ?, ?)", nonces)
+    db.execute("DELETE FROM mqtt_nonces WHERE ts < ?", (now - NONCE_KEEP,))

@@ -1,20 +1,23 @@
 """Acknowledgement from where people are, through a running gateway and a real broker: the
-MQTT command topic, the CLI and the console's JSON API (as its token); notifications on the
-gateway's own MQTT channel.
+MQTT command topic (signed commands, as their key), the CLI and the console's JSON API (as its
+token); notifications on the gateway's own MQTT channel.
 Only a person the site knows may acknowledge: a typo is refused with the ids it is close to,
-and the ladder goes on (on a virtual clock with the notifier's rig, and on each real path)."""
+and the ladder goes on (on a virtual clock with the notifier's rig, and on each real path).
+Over MQTT only a sender that proves itself may: an unsigned, badly signed, stale or replayed
+command is refused as unauthenticated, and the ladder goes on (issue 13)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from gateway.alerts.commands import apply_command
+from gateway.alerts.commands import apply_command, sign_command
 from gateway.cli.app import main as cli
 from gateway.models import AlertState, Family, Kind, Severity
 from gateway.runtime import Gateway
@@ -131,6 +134,24 @@ async def test_staff_a_visitor_or_a_family_contact_acknowledges_and_the_ladder_s
     assert _people_acts(r.store, alert.id) == [("acknowledged", by)]
 
 
+def _key(gateway: Gateway, name: str, role: str = "duty") -> str:
+    """An MQTT signing key for an integration, as `sensegate tokens create NAME --mqtt` makes."""
+    key = f"sgk_{name}-test-key-0123456789abcdefghij"
+    assert gateway.store.add_mqtt_key(name, key, role, gateway.clock.now())
+    return key
+
+
+def _signed(command: dict[str, Any], name: str, key: str, ts: float | None = None) -> str:
+    return json.dumps(sign_command(command, name, key, int(time.time() if ts is None else ts)), ensure_ascii=False)
+
+
+def _results(results: Subscriber) -> Any:
+    def result(request_id: str) -> dict[str, Any] | None:
+        return next((r for r in results.json() if r["request_id"] == request_id), None)
+
+    return result
+
+
 async def test_an_sos_is_paged_on_mqtt_and_acknowledged_over_the_command_topic(
     mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
@@ -138,8 +159,10 @@ async def test_an_sos_is_paged_on_mqtt_and_acknowledged_over_the_command_topic(
     prefix = config.topic_prefix
     notes = Subscriber(mosquitto.host, mosquitto.port, f"{prefix}/notifications/#")
     results = Subscriber(mosquitto.host, mosquitto.port, f"{prefix}/alerts/commands/result")
+    result = _results(results)
     try:
         async with running(config) as gateway:
+            key = _key(gateway, "duty-app")
             with Publisher(mosquitto.host, mosquitto.port) as pub:
                 pub.publish(SOS_TOPIC, '{"action":"emergency"}')
                 (page,) = await eventually(notes.json, what="the page")
@@ -147,17 +170,23 @@ async def test_an_sos_is_paged_on_mqtt_and_acknowledged_over_the_command_topic(
                 alert_id = page["alert_id"]
                 assert alert_id in page["text"]
                 pub.publish(f"{prefix}/alerts/commands", "{not json")
-                pub.publish(
-                    f"{prefix}/alerts/commands",
-                    json.dumps({"action": "ack", "alert": alert_id[:6], "by": "s-li", "request_id": "r1"}),
-                )
-                (result,) = await eventually(results.json, what="the command result")
-                assert result["ok"] and result["request_id"] == "r1" and result["alert"]["acked_by"] == "s-li"
+                # Issue 13: any client of the broker acknowledged, in anyone's name, by a prefix.
+                claim = {"action": "ack", "alert": alert_id[:6], "by": "s-li", "request_id": "r0"}
+                pub.publish(f"{prefix}/alerts/commands", json.dumps(claim))
+                refused = await eventually(lambda: result("r0"), what="the refusal")
+                assert refused["ok"] is False and refused["reason"] == "unauthenticated"
+                assert refused["action"] == "ack" and "must be signed" in refused["error"]
+                command = {"action": "ack", "alert": alert_id, "request_id": "r1"}
+                pub.publish(f"{prefix}/alerts/commands", _signed(command, "duty-app", key))
+                taken = await eventually(lambda: result("r1"), what="the command result")
+                assert taken["ok"] and taken["alert"]["acked_by"] == "token:duty-app"
                 acked = await eventually(lambda: len(notes.json()) == 2 and notes.json()[1], what="the ack notice")
-                assert acked["kind"] == "acknowledged" and "李值班" in acked["text"]
+                assert acked["kind"] == "acknowledged" and "duty-app" in acked["text"]
                 alert = gateway.store.alert(alert_id)
                 assert alert is not None and alert.state is AlertState.ACKNOWLEDGED and alert.acked_via == "mqtt"
-                assert gateway.store.counters().get("malformed.bad_command") == 1
+                counters = gateway.store.counters()
+                assert counters.get("malformed.bad_command") == 1 and counters.get("commands.unauthenticated") == 1
+                assert [r["reason"] for r in gateway.store.rejected_payloads()] == ["bad_command", "unauthenticated"]
     finally:
         notes.close()
         results.close()
@@ -203,9 +232,9 @@ async def test_the_json_api_lists_shows_acknowledges_and_resolves_as_its_token(
     mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
     config = site_config(_console_site(_site("gw-api")), tmp_path, mosquitto.host, mosquitto.port)
-    auth = {"Authorization": "Bearer sgt_desk-secret"}
+    auth = {"Authorization": "Bearer sgt_desk-secret-0123456789abcdef"}
     async with running(config) as gateway:
-        gateway.store.add_api_token("desk", "sgt_desk-secret", "duty", gateway.clock.now())
+        gateway.store.add_api_token("desk", "sgt_desk-secret-0123456789abcdef", "duty", gateway.clock.now())
         url = await _console_url(gateway)
         with Publisher(mosquitto.host, mosquitto.port) as pub:
             pub.publish(SOS_TOPIC, '{"action":"emergency"}')
@@ -235,51 +264,111 @@ async def test_the_json_api_lists_shows_acknowledges_and_resolves_as_its_token(
         assert body["notifications"] and body["notifications"][0]["state"] == "sent"
 
 
-async def test_an_ack_over_mqtt_by_an_unknown_person_is_refused_and_the_ladder_climbs(
+async def test_a_resolve_from_any_client_of_the_broker_no_longer_silences_a_smoke_alarm(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    # Issue 13, as reported: `mosquitto_pub -t <prefix>/alerts/commands -m '{"action":"resolve",
+    # "alert":"49db","by":"s-li"}'` resolved a smoke alarm. Any client: a Wi-Fi plug is one.
+    config = site_config(_site("gw-ack-anyone"), tmp_path, mosquitto.host, mosquitto.port)
+    commands = f"{config.topic_prefix}/alerts/commands"
+    results = Subscriber(mosquitto.host, mosquitto.port, f"{commands}/result")
+    try:
+        async with running(config) as gateway:
+            with Publisher(mosquitto.host, mosquitto.port, client_id="wifi-plug") as plug:
+                plug.publish("zigbee2mqtt/1号楼/101/烟感", '{"smoke": true, "battery": 100}')
+                (alert,) = await eventually(lambda: gateway.store.alerts(open_only=True), what="the smoke alert")
+                for alert_id in (alert.id[:4], alert.id):
+                    command = {"action": "resolve", "alert": alert_id, "by": "s-li", "request_id": alert_id}
+                    plug.publish(commands, json.dumps(command))
+                refusals = await eventually(lambda: len(results.json()) == 2 and results.json(), what="2 answers")
+            assert [(r["request_id"], r["ok"], r["reason"]) for r in refusals] == [
+                (alert.id[:4], False, "unauthenticated"),
+                (alert.id, False, "unauthenticated"),
+            ]
+            still = gateway.store.alert(alert.id)
+            assert still is not None and still.is_open and still.resolved_by == ""
+            assert gateway.store.commands(pending_only=False) == []  # nothing was even queued
+            assert gateway.store.counters()["commands.unauthenticated"] == 2
+    finally:
+        results.close()
+
+
+async def test_mqtt_commands_that_prove_no_sender_are_refused_and_the_ladder_climbs(
     mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
     config = site_config(_people_site("gw-ack-who"), tmp_path, mosquitto.host, mosquitto.port)
     prefix = config.topic_prefix
     notes = Subscriber(mosquitto.host, mosquitto.port, f"{prefix}/notifications/#")
     results = Subscriber(mosquitto.host, mosquitto.port, f"{prefix}/alerts/commands/result")
-
-    def result(request_id: str) -> dict[str, Any] | None:
-        return next((r for r in results.json() if r["request_id"] == request_id), None)
-
+    result = _results(results)
     try:
         async with running(config) as gateway:
+            key = _key(gateway, "guard-app")
+            installer = _key(gateway, "maintenance-app", role="installer")
             with Publisher(mosquitto.host, mosquitto.port) as pub:
                 pub.publish(SOS_TOPIC, '{"action":"emergency"}')
                 (page,) = await eventually(notes.json, what="the page")
                 alert_id = page["alert_id"]
-                for by, request_id in (("s-lii", "typo"), ("nobody-here", "nobody")):
-                    command = {"action": "ack", "alert": alert_id, "by": by, "request_id": request_id}
-                    pub.publish(f"{prefix}/alerts/commands", json.dumps(command))
-                typo = await eventually(lambda: result("typo"), what="the refusal of s-lii")
-                nobody = await eventually(lambda: result("nobody"), what="the refusal of nobody-here")
-                assert typo == {
-                    "action": "ack",
-                    "request_id": "typo",
-                    "ok": False,
-                    "error": "unknown person 's-lii'; did you mean 's-li'?",
-                    "reason": "unknown_person",
-                    "suggestions": ["s-li"],
+                ack = {"action": "ack", "alert": alert_id}
+                attempts = {
+                    "claim": json.dumps({**ack, "by": "s-li", "request_id": "claim"}),
+                    "wrong-key": _signed({**ack, "request_id": "wrong-key"}, "guard-app", "sgk_" + "x" * 40),
+                    "stale": _signed({**ack, "request_id": "stale"}, "guard-app", key, time.time() - 300),
+                    "no-key": _signed({**ack, "request_id": "no-key"}, "nobody", key),
                 }
-                assert not nobody["ok"] and nobody["suggestions"] == [] and "'nobody-here'" in nobody["error"]
+                for payload in attempts.values():
+                    pub.publish(f"{prefix}/alerts/commands", payload)
+                for request_id in attempts:
+                    refused = await eventually(lambda r=request_id: result(r), what=f"the refusal of {request_id}")
+                    assert refused["ok"] is False and refused["reason"] == "unauthenticated", refused
+                # An installer's key may only take maintenance tickets, as on the console's API.
+                resolve = {"action": "resolve", "alert": alert_id, "request_id": "installer"}
+                pub.publish(f"{prefix}/alerts/commands", _signed(resolve, "maintenance-app", installer))
+                forbidden = await eventually(lambda: result("installer"), what="the installer's refusal")
+                assert forbidden["ok"] is False and forbidden["reason"] == "forbidden"
                 assert len(notes.json()) == 1  # refused before tier 1 was due …
                 climbed = await eventually(lambda: len(notes.json()) > 1 and notes.json()[1], what="tier 1")
                 assert climbed["kind"] == "escalated" and [p["id"] for p in climbed["recipients"]] == ["s-wang"]
                 alert = gateway.store.alert(alert_id)
                 assert alert is not None and alert.state is AlertState.ESCALATED and alert.acked_by == ""
                 assert _people_acts(gateway.store, alert_id) == []
-                # … and a registered visitor may take it.
-                command = {"action": "ack", "alert": alert_id, "by": "v-zhang", "request_id": "visitor"}
-                pub.publish(f"{prefix}/alerts/commands", json.dumps(command))
-                taken = await eventually(lambda: result("visitor"), what="the visitor's ack")
-                assert taken["ok"] and taken["alert"]["acked_by"] == "v-zhang"
-                assert _people_acts(gateway.store, alert_id) == [("acknowledged", "v-zhang")]
+                # … and the guard's app, signing, may take it — once.
+                signed = _signed({**ack, "request_id": "guard"}, "guard-app", key)
+                pub.publish(f"{prefix}/alerts/commands", signed)
+                taken = await eventually(lambda: result("guard"), what="the guard app's ack")
+                assert taken["ok"] and taken["alert"]["acked_by"] == "token:guard-app"
+                pub.publish(f"{prefix}/alerts/commands", signed)  # replayed by whoever saw it
+                await eventually(lambda: len([r for r in results.json() if r["request_id"] == "guard"]) == 2)
+                replayed = [r for r in results.json() if r["request_id"] == "guard"][1]
+                assert replayed["reason"] == "unauthenticated" and "nonce was used already" in replayed["error"]
+                assert _people_acts(gateway.store, alert_id) == [("acknowledged", "token:guard-app")]
+                assert gateway.store.counters()["commands.unauthenticated"] == len(attempts) + 1
     finally:
         notes.close()
+        results.close()
+
+
+async def test_a_signed_command_replayed_after_a_restart_is_refused(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    config = site_config(_site("gw-ack-replay"), tmp_path, mosquitto.host, mosquitto.port)
+    prefix = config.topic_prefix
+    results = Subscriber(mosquitto.host, mosquitto.port, f"{prefix}/alerts/commands/result")
+    try:
+        async with running(config) as gateway:
+            key = _key(gateway, "duty-app")
+            with Publisher(mosquitto.host, mosquitto.port) as pub:
+                pub.publish(SOS_TOPIC, '{"action":"emergency"}')
+                (alert,) = await eventually(lambda: gateway.store.alerts(open_only=True), what="the alert")
+                signed = _signed({"action": "resolve", "alert": alert.id, "request_id": "r"}, "duty-app", key)
+                pub.publish(f"{prefix}/alerts/commands", signed)
+                await eventually(lambda: results.json(), what="the result")
+        async with running(config) as gateway:  # same store: the nonce is remembered
+            with Publisher(mosquitto.host, mosquitto.port) as pub:
+                pub.publish(f"{prefix}/alerts/commands", signed)
+                await eventually(lambda: len(results.json()) == 2, what="the second result")
+            first, second = results.json()
+            assert first["ok"] and second["reason"] == "unauthenticated" and "nonce" in second["error"]
+            assert gateway.store.counters()["commands.unauthenticated"] == 1
+    finally:
         results.close()
 
 
@@ -317,17 +406,21 @@ async def test_the_json_api_refuses_a_revoked_token_and_a_named_person_and_the_l
 ) -> None:
     config = site_config(_console_site(_people_site("gw-api-who")), tmp_path, mosquitto.host, mosquitto.port)
     async with running(config) as gateway:
-        gateway.store.add_api_token("old", "sgt_old", "duty", gateway.clock.now())
+        gateway.store.add_api_token("old", "sgt_old-0123456789abcdefghijkl", "duty", gateway.clock.now())
         gateway.store.revoke_api_token("old", gateway.clock.now())
-        gateway.store.add_api_token("guard-app", "sgt_guard", "duty", gateway.clock.now())
+        gateway.store.add_api_token("guard-app", "sgt_guard-0123456789abcdefghij", "duty", gateway.clock.now())
         url = await _console_url(gateway)
         with Publisher(mosquitto.host, mosquitto.port) as pub:
             pub.publish(SOS_TOPIC, '{"action":"emergency"}')
         (alert,) = await eventually(lambda: gateway.store.alerts(open_only=True), what="the alert")
         async with httpx.AsyncClient(base_url=url) as http:
-            r = await http.post(f"/api/v1/alerts/{alert.id}/ack", json={}, headers={"Authorization": "Bearer sgt_old"})
+            r = await http.post(
+                f"/api/v1/alerts/{alert.id}/ack",
+                json={},
+                headers={"Authorization": "Bearer sgt_old-0123456789abcdefghijkl"},
+            )
             assert r.status_code == 401
-            guard = {"Authorization": "Bearer sgt_guard"}
+            guard = {"Authorization": "Bearer sgt_guard-0123456789abcdefghij"}
             r = await http.post(f"/api/v1/alerts/{alert.id}/resolve", json={"by": "s-wang"}, headers=guard)
             assert r.status_code == 400
             refused_at = gateway.clock.now()

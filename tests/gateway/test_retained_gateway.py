@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from gateway.alerts.commands import sign_command
 from gateway.alerts.path import RETAINED_EN, RETAINED_ZH
 from gateway.models import RETAINED, AlertState, Kind
 from gateway.runtime import Gateway
@@ -141,15 +142,18 @@ async def test_an_alarm_a_person_resolved_is_not_raised_again_on_restart(site: S
     site.z2m_state(SMOKE_ON)
     async with running(site.config) as gateway:
         (alert,) = await eventually(lambda: gateway.store.alerts(), what="the smoke alert")
-        command = {"action": "resolve", "alert": alert.id, "by": "staff-1", "note": "厨房油烟，已确认无火情"}
-        site.publish(f"{site.config.topic_prefix}/alerts/commands", json.dumps(command, ensure_ascii=False))
+        key = "sgk_duty-desk-test-key-0123456789abcdef"
+        gateway.store.add_mqtt_key("duty-desk", key, "duty", gateway.clock.now())
+        command = {"action": "resolve", "alert": alert.id, "note": "厨房油烟，已确认无火情"}
+        signed = sign_command(command, "duty-desk", key, int(gateway.clock.now()))
+        site.publish(f"{site.config.topic_prefix}/alerts/commands", json.dumps(signed, ensure_ascii=False))
         await eventually(lambda: not gateway.store.alerts(open_only=True), what="the alert resolved")
     # The detector's retained message still says smoke: true, from before the resolution.
     skipped = site.skipped()
     async with running(site.config) as gateway:
         await _replayed(gateway, skipped)
         (resolved,) = gateway.store.alerts()
-    assert (resolved.id, resolved.state, resolved.resolved_by) == (alert.id, AlertState.RESOLVED, "staff-1")
+    assert (resolved.id, resolved.state, resolved.resolved_by) == (alert.id, AlertState.RESOLVED, "token:duty-desk")
 
 
 async def test_a_retained_alarm_newer_than_the_clear_last_seen_raises_an_alert(site: Site) -> None:

@@ -207,8 +207,8 @@ async def test_a_token_acts_as_itself_a_by_in_the_body_is_refused_and_a_revoked_
 ) -> None:
     d = desk(tmp_path)
     alert = d.raise_sos()
-    d.store.add_api_token("ha", "sgt_secret-one", "duty", d.clock.now())
-    auth = {"Authorization": "Bearer sgt_secret-one"}
+    d.store.add_api_token("ha", "sgt_secret-one-0123456789abcdef", "duty", d.clock.now())
+    auth = {"Authorization": "Bearer sgt_secret-one-0123456789abcdef"}
     async with d.client() as client:
         r = await client.get("/api/v1/alerts", headers=auth)
         assert r.status_code == 200 and [a["id"] for a in r.json()["alerts"]] == [alert.id]
@@ -225,7 +225,7 @@ async def test_a_token_acts_as_itself_a_by_in_the_body_is_refused_and_a_revoked_
         assert r.status_code == 401
     assert _acts(d, alert.id) == [("acknowledged", "token:ha", "api")]
     # A claim (CLI, MQTT) cannot name a token, even a live one.
-    d.store.add_api_token("bot", "sgt_secret-two", "manager", d.clock.now())
+    d.store.add_api_token("bot", "sgt_secret-two-0123456789abcdef", "manager", d.clock.now())
     claim = apply_command(d.alerts, {"action": "resolve", "alert": alert.id, "by": "token:bot", "via": "mqtt"})
     assert not claim["ok"] and claim["reason"] == "unknown_person"
     assert d.store.alert(alert.id).is_open  # type: ignore[union-attr]
@@ -298,8 +298,8 @@ async def test_security_headers_on_every_response(tmp_path: Path) -> None:
 async def test_bad_bodies_get_4xx(tmp_path: Path) -> None:
     d = desk(tmp_path)
     alert = d.raise_sos()
-    d.store.add_api_token("t", "sgt_t", "manager", d.clock.now())
-    auth = {"Authorization": "Bearer sgt_t"}
+    d.store.add_api_token("t", "sgt_t-0123456789abcdefghijklmn", "manager", d.clock.now())
+    auth = {"Authorization": "Bearer sgt_t-0123456789abcdefghijklmn"}
     async with d.client() as client:
         r = await client.post(f"/api/v1/alerts/{alert.id}/ack", content=b"{not json", headers=auth)
         assert r.status_code == 400
@@ -318,7 +318,7 @@ async def test_bad_bodies_get_4xx(tmp_path: Path) -> None:
 
 async def test_the_openapi_description_names_exactly_the_json_api(tmp_path: Path) -> None:
     d = desk(tmp_path)
-    d.store.add_api_token("t", "sgt_t", "duty", d.clock.now())
+    d.store.add_api_token("t", "sgt_t-0123456789abcdefghijklmn", "duty", d.clock.now())
     routes = d.console.asgi.app.app.routes  # type: ignore[attr-defined]
     api = {
         (r.path.replace("{action}", verb), m.lower())
@@ -329,7 +329,9 @@ async def test_the_openapi_description_names_exactly_the_json_api(tmp_path: Path
     }
     async with d.client() as client:
         assert (await client.get("/api/openapi.json")).status_code == 401
-        doc = (await client.get("/api/openapi.json", headers={"Authorization": "Bearer sgt_t"})).json()
+        doc = (
+            await client.get("/api/openapi.json", headers={"Authorization": "Bearer sgt_t-0123456789abcdefghijklmn"})
+        ).json()
     described = {(p, m) for p, ops in doc["paths"].items() for m in ops}
     assert doc["openapi"].startswith("3.1") and described == api
 
@@ -373,7 +375,7 @@ async def test_no_password_hash_or_secret_reaches_the_log(tmp_path: Path, caplog
     d = desk(tmp_path)
     d.set_password("s-li")
     alert = d.raise_sos()
-    d.store.add_api_token("ha", "sgt_do-not-log-me", "duty", d.clock.now())
+    d.store.add_api_token("ha", "sgt_do-not-log-me-0123456789abcd", "duty", d.clock.now())
     async with d.client() as client:
         await sign_in(client, "s-li", "wrong-secret-pw")
         await sign_in(client, "wrong-secret-in-id-field", "wrong-secret-pw2")
@@ -381,13 +383,21 @@ async def test_no_password_hash_or_secret_reaches_the_log(tmp_path: Path, caplog
         session = r.cookies.get("sg_session") or client.cookies.get("sg_session")
         csrf = form_token((await client.get("/")).text)
         await client.post(f"/alerts/{alert.id}/ack", data={"csrf": csrf})
-        await client.get("/api/v1/alerts", headers={"Authorization": "Bearer sgt_do-not-log-me"})
+        await client.get("/api/v1/alerts", headers={"Authorization": "Bearer sgt_do-not-log-me-0123456789abcd"})
     text = caplog.text
     assert "failed sign-in as 's-li'" in text and "failed sign-in as an unknown id" in text
     assert "s-li signed in" in text and f"ack {alert.id} by s-li via console: ok" in text
     hashed = d.store.user("s-li")
     assert hashed is not None and session
-    for secret in (PASSWORD, "wrong-secret", hashed.password_hash, "$argon2", "sgt_do-not-log-me", session, csrf):
+    for secret in (
+        PASSWORD,
+        "wrong-secret",
+        hashed.password_hash,
+        "$argon2",
+        "sgt_do-not-log-me-0123456789abcd",
+        session,
+        csrf,
+    ):
         assert secret not in text
 
 

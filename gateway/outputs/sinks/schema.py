@@ -31,21 +31,22 @@ duplicating them. InfluxDB keeps one point per (measurement, tag set, time), so 
 tag set and the field names are the identity of a stored event.
 
 A key of ``event.values`` that collides with ``seq``, ``received_at``, ``time_source`` or
-``time`` (InfluxDB refuses that one) is stored as ``value_<key>``. Non-finite floats (NaN,
-±inf) are left out: line protocol cannot carry them. ``event.raw`` is not stored.
+``time`` (InfluxDB refuses that one), or is empty, is stored as ``value_<key>``. Non-finite
+floats (NaN, ±inf) are left out: line protocol cannot carry them. ``event.raw`` is not stored.
+
+Names and tag values are stored as ``line_protocol.storable`` makes them: as they are, except
+what line protocol cannot carry (a backslash before ``,`` ``=`` space ``"`` or at the end
+becomes ``＼``; a newline or a lone surrogate becomes U+FFFD). ``event_tags`` and
+``event_fields`` return them in that stored form, so what they say is what a query returns.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
-
-from influxdb_client.client.write.point import Point
-from influxdb_client.domain.write_precision import WritePrecision
 
 from gateway.models import TEST, Event, Scalar
-
-_new_point: Any = Point
+from gateway.outputs.sinks import line_protocol
+from gateway.outputs.sinks.line_protocol import FieldValue, storable, storable_string
 
 TAG_KEYS = (
     "site",
@@ -90,50 +91,43 @@ def event_tags(event: Event, gateway_id: str, site: str) -> dict[str, str]:
         "source": event.source,
         "test": "true" if event.is_test else "",
     }
-    return {k: v for k, v in tags.items() if v}
+    return {k: storable(v) for k, v in tags.items() if v}
 
 
 def field_value(value: Scalar) -> bool | float | str:
-    """The stored type of one event value: bool stays bool, every number is a float, text stays text."""
+    """The stored type of one event value: bool stays bool, every number is a float, text stays
+    text (a lone surrogate in it becomes U+FFFD)."""
     if isinstance(value, bool):
         return value
     if isinstance(value, int | float):
         return float(value)
-    return str(value)
+    return storable_string(str(value))
 
 
-def event_fields(event: Event) -> dict[str, Any]:
-    fields: dict[str, Any] = {}
+def field_name(key: str) -> str:
+    """The stored name of the field for the event value ``key``."""
+    return storable(f"value_{key}" if key in RESERVED_FIELDS or not key else key)
+
+
+def event_fields(event: Event) -> dict[str, FieldValue]:
+    """The field set as stored. Two keys that are stored under one name (``a\\`` and ``a＼``):
+    the later one in ``event.values`` wins; the schema's own three fields always do."""
+    fields: dict[str, FieldValue] = {}
     values: Mapping[str, Scalar] = event.values
     for key, value in values.items():
         if key == TEST:
             continue  # the tag: a field of the same name would shadow it in queries
-        name = f"value_{key}" if key in RESERVED_FIELDS else key
-        fields[name] = field_value(value)
+        fields[field_name(key)] = field_value(value)
     fields["seq"] = int(event.seq)
     fields["received_at"] = float(event.received_at)
-    fields["time_source"] = event.time_source
+    fields["time_source"] = storable_string(event.time_source)
     return fields
-
-
-def event_point(event: Event, gateway_id: str, site: str) -> Point:
-    """One event as an ``influxdb_client.Point`` with nanosecond time."""
-    point: Point = _build_point(event, gateway_id, site)
-    return point
 
 
 def events_to_line_protocol(events: Iterable[Event], gateway_id: str, site: str) -> bytes:
     """The events as InfluxDB line protocol (UTF-8, one line each, ns precision)."""
-    lines = (str(_build_point(e, gateway_id, site).to_line_protocol()) for e in events)
-    return "\n".join(line for line in lines if line).encode("utf-8")
-
-
-def _build_point(event: Event, gateway_id: str, site: str) -> Any:
-    # Point's methods carry no annotations, hence Any rather than an ignore on each call.
-    point = _new_point(event.family.value)
-    for key, tag in event_tags(event, gateway_id, site).items():
-        point.tag(key, tag)
-    for key, value in event_fields(event).items():
-        point.field(key, value)
-    point.time(point_time_ns(event), WritePrecision.NS)
-    return point
+    lines = (
+        line_protocol.line(e.family.value, event_tags(e, gateway_id, site), event_fields(e), point_time_ns(e))
+        for e in events
+    )
+    return "\n".join(text for text in lines if text).encode("utf-8")

@@ -1,0 +1,74 @@
+"""The line-protocol encoder (gateway/outputs/sinks/line_protocol.py): pure, no server. What a
+real InfluxDB makes of it is tests/sinks/test_line_protocol_influx.py."""
+
+from __future__ import annotations
+
+import re
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway.outputs.sinks.line_protocol import field_value, line, name, storable, storable_string
+from gateway.outputs.sinks.schema import event_fields, events_to_line_protocol
+from tests.sinks.sample_events import event
+
+SPECIAL = st.sampled_from([",", "=", " ", '"', "\\", "\n", "\r", "\t", "#", "\x00"])
+TEXT = st.text(st.one_of(SPECIAL, st.characters(), st.characters(categories=["Cs"])), max_size=20)
+
+
+def test_a_key_ending_in_a_backslash_gets_a_stand_in_instead_of_an_unparsable_line() -> None:
+    # Issue 13: "path\\=1" is read by InfluxDB as the key "path=1" with no value: refused.
+    assert storable("path\\") == "path＼"
+    assert name("path\\") == "path＼"
+    assert line("door", {"device": "d\\"}, {"path\\": 1.0}, 5) == "door,device=d＼ path＼=1 5"
+
+
+def test_escapes_of_names_tag_values_and_strings() -> None:
+    assert name("卫生间, 北 =侧") == "卫生间\\,\\ 北\\ \\=侧"
+    assert name('a\\b"c\td') == 'a\\b"c\td'  # a backslash before an ordinary character is literal
+    assert name('a\\"b') == 'a＼"b'  # … but before a quote InfluxDB would drop it
+    assert name("a\\,b") == "a＼\\,b"
+    assert name("line\nnext") == "line\ufffdnext"
+    assert name("\t\x00a\tb") == "\ufffd\ufffda\tb"  # InfluxDB would skip them as white space
+    assert field_value('say "hi" \\ 你好\n') == '"say \\"hi\\" \\\\ 你好\n"'
+    assert field_value("\ud800") == '"\ufffd"'
+    assert (field_value(True), field_value(7), field_value(100.0), field_value(96.5)) == ("true", "7i", "100", "96.5")
+    assert field_value(1e16) == "1e+16" and field_value(float("nan")) is None
+
+
+def test_a_point_without_a_writable_field_is_no_line() -> None:
+    assert line("door", {"device": "d"}, {"x": float("inf")}, 1) == ""
+    assert line("door", {"device": "d", "room": ""}, {"x": 1.0}, 1) == "door,device=d x=1 1"
+
+
+def test_empty_and_reserved_value_keys_are_renamed_and_the_schemas_fields_win() -> None:
+    fields = event_fields(event(seq=3, values={"": 1, "time": 2, "seq\\": 4}))
+    assert fields["value_"] == 1.0 and fields["value_time"] == 2.0 and fields["seq＼"] == 4.0
+    assert fields["seq"] == 3
+
+
+@given(TEXT)
+def test_storable_is_idempotent_and_changes_only_what_line_protocol_cannot_carry(text: str) -> None:
+    stored = storable(text)
+    assert storable(stored) == stored
+    stored.encode("utf-8")  # never a lone surrogate
+    unwritable = re.search(r'\\(?=[,= "]|\Z)|\n|[\ud800-\udfff]|^[\t\x00]', text)
+    assert (stored == text) == (unwritable is None)
+    assert len(stored) == len(text)
+
+
+@given(TEXT)
+def test_a_string_field_value_keeps_everything_but_lone_surrogates(text: str) -> None:
+    stored = storable_string(text)
+    assert (stored == text) == (re.search("[\ud800-\udfff]", text) is None)
+
+
+@given(st.dictionaries(TEXT, st.one_of(st.booleans(), st.floats(), st.integers(), TEXT), max_size=6), TEXT)
+def test_every_event_encodes_to_one_line_of_valid_utf8(
+    values: dict[str, bool | float | int | str], device: str
+) -> None:
+    e = event(values=values, device_id=device or "d")
+    body = events_to_line_protocol([e], "gw", "site")
+    # A newline only ever inside a string value: the point stays one line.
+    in_strings = sum(v.count("\n") for v in event_fields(e).values() if isinstance(v, str))
+    assert body.decode("utf-8").count("\n") == in_strings
