@@ -38,7 +38,7 @@ from datetime import datetime
 from edge_rules.schedule import Window, format_duration_zh, zone
 from gateway.alerts.channels.base import Channel, Notification, Recipient
 from gateway.alerts.invites import Invites
-from gateway.alerts.path import AlertPath, Transition
+from gateway.alerts.path import TOKEN_ACTOR, AlertPath, Transition
 from gateway.clock import Clock
 from gateway.errors import RejectedBatchError, RetryableSinkError
 from gateway.log import LogOnce
@@ -551,6 +551,8 @@ class Notifier:
         )
 
     def _name(self, person: str) -> str:
+        if person.startswith(TOKEN_ACTOR):  # an integration acting with its own key or token
+            return f"系统接口{person[len(TOKEN_ACTOR) :]}"
         return self.people.names.get(person) or person or "值班人员"
 
     # ------------------------------------------------------------------ delivery

@@ -464,3 +464,16 @@ async def test_everyone_paged_by_sms_is_texted_who_acknowledged_except_who_did(t
     assert r.to("sms") == [("raised", ("contact:r1:0", "day")), ("acknowledged", ("contact:r1:0",))]
     (note,) = [n for n in r.twins["sms"].sent if n.kind == "acknowledged"]
     assert "已由李白班确认" in note.text
+
+
+async def test_an_acknowledgement_by_an_integration_names_it_as_one(tmp_path: Path) -> None:
+    r = rig(tmp_path)
+    r.store.add_api_token("duty-app", "sgt_" + "x" * 40, "duty", r.clock.now())
+    async with r.running():
+        r.feed(Kind.SOS_PRESSED, Family.SOS, "101-sos")
+        await settle()
+        (alert,) = r.store.alerts(open_only=True)
+        r.alerts.acknowledge(alert.id, "token:duty-app", "api")
+        await r.advance(10)
+    (note,) = [n for n in r.twins["sms"].sent if n.kind == "acknowledged"]
+    assert "已由系统接口duty-app确认" in note.text and "token:" not in note.text
