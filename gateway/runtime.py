@@ -269,7 +269,7 @@ class Gateway:
                 self.changes,
                 timezone=rules.settings.timezone,
             )
-            self.console_server = ConsoleServer(self.desk.asgi, config.console, self.desk.close)
+            self.console_server = ConsoleServer(self.desk.asgi, config.console, self.desk.close, self.clock.now)
         self._loop: asyncio.AbstractEventLoop | None = None
         ha = config.home_assistant
         self.ha = HaBridge(config, self._ha_publish, ha) if ha.enabled else None

@@ -38,6 +38,7 @@ import secrets
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from drivers.native import load_json
 from gateway.alerts.path import TOKEN_ACTOR, AlertPath, LifecycleError, UnknownPersonError
 from gateway.errors import PayloadError, UnauthenticatedError
 from gateway.models import Alert
@@ -125,8 +126,8 @@ def refusal(payload: bytes | str, exc: PayloadError) -> dict[str, Any] | None:
     (``reason`` ``unauthenticated`` or ``bad_command``); None for a payload that is not even a
     JSON object (nobody to answer)."""
     try:
-        data = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
+        data = load_json(payload.encode() if isinstance(payload, str) else payload, "command")
+    except PayloadError:
         return None
     if not isinstance(data, dict):
         return None
@@ -142,8 +143,8 @@ def refusal(payload: bytes | str, exc: PayloadError) -> dict[str, Any] | None:
 
 def _object(payload: bytes | str) -> dict[str, Any]:
     try:
-        data = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
+        data = load_json(payload.encode() if isinstance(payload, str) else payload, "command")
+    except PayloadError as exc:  # size, UTF-8, strict JSON, no absurd nesting
         raise PayloadError("bad_command", f"command is not JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise PayloadError("bad_command", "command must be a JSON object")

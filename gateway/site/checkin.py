@@ -7,11 +7,11 @@ check-in is built in ``gateway.care.checkin``.
 
 from __future__ import annotations
 
-import json
 import math
 from datetime import datetime
 from typing import Any
 
+from drivers.native import load_json
 from gateway.errors import PayloadError
 from gateway.models import Event, Family, Kind, Location
 from gateway.site.config import Household, SiteConfig
@@ -50,10 +50,7 @@ def visit_event(
 
 def decode_checkin(config: SiteConfig, payload: bytes, received_at: float) -> Event:
     """``{"household": "3-2-502", "visitor": "v1", "time"?: epoch s | ISO 8601, "note"?: str}``."""
-    try:
-        data = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PayloadError("bad_json", f"visit check-in: {exc}") from None
+    data = load_json(payload, "visit check-in")  # size, UTF-8, strict JSON, no absurd nesting
     if not isinstance(data, dict):
         raise PayloadError("wrong_type", "visit check-in: expected a JSON object")
     household, visitor, note = data.get("household"), data.get("visitor"), data.get("note", "")

@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import json
 import logging
 import secrets
 from collections.abc import AsyncIterator
@@ -49,10 +48,12 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from drivers.native import load_json
 from gateway.alerts.commands import MAX_NOTE, apply_command
 from gateway.alerts.notify import Notifier
 from gateway.alerts.path import AlertPath, LifecycleError
 from gateway.clock import Clock
+from gateway.errors import PayloadError
 from gateway.models import Alert
 from gateway.site.config import SiteConfig
 from gateway.store import Store
@@ -606,8 +607,8 @@ class Console:
             return JSONResponse({"error": "a signed-in browser sends its CSRF token in X-CSRF-Token"}, 403)
         raw = await request.body()
         try:
-            data = json.loads(raw) if raw.strip() else {}
-        except ValueError as exc:
+            data = load_json(raw, "body") if raw.strip() else {}  # strict JSON, no absurd nesting
+        except PayloadError as exc:
             return JSONResponse({"error": f"body is not JSON: {exc}"}, 400)
         if not isinstance(data, dict):
             return JSONResponse({"error": "body must be a JSON object"}, 400)

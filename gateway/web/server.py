@@ -9,6 +9,10 @@ Why uvicorn (with Starlette) and how it is held:
   signals, so ``capture_signals`` is a no-op here.
 - Cancelling the task (the gateway stopping) asks uvicorn to shut down: no new connections,
   event streams ended (``on_stop``), at most ``GRACE`` seconds for requests in flight.
+- Connections: at most ``MAX_CONNECTIONS`` open, ``MAX_PER_CLIENT`` from one address; one more
+  is closed as it is accepted (counted, logged once), so a flood of half-open connections cannot
+  take the file descriptors the gateway's other parts need. Requests: at most ``RATE`` a second
+  from one address, in bursts of ``BURST`` (429 with ``Retry-After`` beyond; on the gateway's clock).
 - Limits: at most ``LIMIT_CONCURRENCY`` connections and requests at once (503 beyond), request
   head at most 16 KiB (h11; bigger is a 400), a request head must arrive within ``HEAD_SECONDS``
   of the connection or of the previous response (408, then closed: a slow client holds no slot
@@ -26,7 +30,7 @@ from collections.abc import Callable, Generator
 
 import h11
 import uvicorn
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from gateway.errors import TransportError
@@ -35,6 +39,10 @@ from gateway.site.console import ConsoleSettings
 log = logging.getLogger("sensegate.console")
 
 LIMIT_CONCURRENCY = 64
+MAX_CONNECTIONS = 256
+MAX_PER_CLIENT = 32
+RATE = 20.0  # requests a second from one address, sustained
+BURST = 100.0  # and at once (a board with its static files is a handful)
 KEEP_ALIVE = 5
 HEAD_SECONDS = 10.0
 HEAD_MAX_BYTES = 16 * 1024
@@ -55,9 +63,24 @@ class _H11(H11Protocol):
 
     _head_timer: asyncio.TimerHandle | None = None
 
+    refused = 0  # connections closed as they were accepted, over a limit (all servers of the process)
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[arg-type]
+        if self._over_limit():
+            _H11.refused += 1
+            if _H11.refused == 1:
+                log.warning("console: too many connections; new ones are closed at once (counted)")
+            transport.close()
+            return
         self._arm_head()
+
+    def _over_limit(self) -> bool:
+        if len(self.connections) > MAX_CONNECTIONS:
+            return True
+        host = self.client[0] if self.client else None
+        same = [c for c in self.connections if (getattr(c, "client", None) or (None,))[0] == host]
+        return len(same) > MAX_PER_CLIENT
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
@@ -91,9 +114,45 @@ class _H11(H11Protocol):
         self.transport.close()
 
 
+class RateLimit:
+    """At most ``rate`` requests a second from one client address, in bursts of ``burst``: a
+    token bucket per address (the oldest forgotten past ``remember``); beyond, 429."""
+
+    def __init__(self, app: ASGIApp, now: Callable[[], float], rate: float = RATE, burst: float = BURST) -> None:
+        self.app, self.now, self.rate, self.burst = app, now, rate, burst
+        self.buckets: dict[str, tuple[float, float]] = {}  # address → (tokens, at)
+        self.remember = 4096
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        host = (scope.get("client") or ("?", 0))[0]
+        now = self.now()
+        tokens, at = self.buckets.pop(host, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - at) * self.rate)
+        if len(self.buckets) >= self.remember:
+            del self.buckets[next(iter(self.buckets))]
+        if tokens < 1.0:
+            self.buckets[host] = (tokens, now)
+            wait = str(max(1, round((1.0 - tokens) / self.rate)))
+            headers = [(b"content-length", b"0"), (b"retry-after", wait.encode()), (b"connection", b"close")]
+            await send({"type": "http.response.start", "status": 429, "headers": headers})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        self.buckets[host] = (tokens - 1.0, now)
+        await self.app(scope, receive, send)
+
+
 class ConsoleServer:
-    def __init__(self, app: ASGIApp, settings: ConsoleSettings, on_stop: Callable[[], None] = lambda: None) -> None:
-        self.app = app
+    def __init__(
+        self,
+        app: ASGIApp,
+        settings: ConsoleSettings,
+        on_stop: Callable[[], None] = lambda: None,
+        now: Callable[[], float] | None = None,
+    ) -> None:
+        self.app = app if now is None else RateLimit(app, now)
         self.settings = settings
         self.on_stop = on_stop
         self.port: int | None = None  # once bound

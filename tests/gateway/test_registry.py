@@ -108,3 +108,18 @@ def test_wired_devices_get_located_events_from_their_driver() -> None:
     with pytest.raises(ValueError, match="MQTT device"):
         registry.device_events("101-door", [Observation(Kind.DOOR_OPENED)], "", NOW, "x")
     assert registry.subscriptions() == ["zigbee2mqtt/#"]  # only the MQTT device's format
+
+
+def test_a_deeply_nested_payload_is_a_payload_error_on_every_topic() -> None:
+    # json.loads raises RecursionError on absurd nesting: a crash of the ingest, redelivered by
+    # the broker forever, if any decoder let it through (the check-in decoder did).
+    site = minimal_site(visitors=[{"id": "v1", "name": "张社工", "role": "volunteer", "households": ["1-1-101"]}])
+    site["devices"].append({"id": "n1", "family": "door", "model": "native", "household": "1-1-101",
+                            "mqtt": {"format": "native"}})  # fmt: skip
+    config = parse_config(site, environ={})
+    registry = Registry(config)
+    deep = b"[" * 30_000 + b"]" * 30_000
+    topics = ["zigbee2mqtt/1号楼/101/烟感", f"{config.mqtt.native_base}/n1", f"{config.topic_prefix}/visits/checkin"]
+    for topic in topics:
+        with pytest.raises(PayloadError):
+            registry.decode(topic, deep, 0.0)

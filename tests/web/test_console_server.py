@@ -5,7 +5,10 @@ gets a 4xx and the server serves the next request."""
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -126,3 +129,98 @@ async def test_the_board_shows_the_ladder_from_a_running_gateway(mosquitto: Mosq
             board = (await client.get("/")).text
     assert "第1级 → 李值班 · app" in board  # who was paged, on which channel
     assert "下一级：第2级 → 孙经理 · app" in board  # who is next (and when, in local time)
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+FLOOD = """
+import socket, sys
+held = [socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5) for _ in range(int(sys.argv[2]))]
+print("ready", flush=True)
+sys.stdin.read()  # hold them, saying nothing, until the test is done
+"""
+
+
+async def test_a_thousand_half_open_connections_take_no_more_than_the_caps_and_the_gateway_serves_on(
+    mosquitto: Mosquitto, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Issue 13, item 3: about 1,000 half-open connections from the LAN exhausted the process's
+    # file descriptors (ulimit 1024), the InfluxDB forwarder failed with EMFILE, and releasing
+    # them wrote 23,284 log lines. Now every connection over the caps is closed as it is accepted.
+    config = site_config(_site("gw-desk-flood"), tmp_path, mosquitto.host, mosquitto.port)
+    async with running(config) as gateway:
+        url = await _url(gateway)
+        port = gateway.console_server.port  # type: ignore[union-attr]
+        server._H11.refused = 0
+        before = _open_fds()
+        # Another process, as an attacker on the LAN would be: its sockets are not the gateway's.
+        flood = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", FLOOD, str(port), "1000", stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+        try:
+            assert await asyncio.wait_for(flood.stdout.readline(), 60) == b"ready\n"  # type: ignore[union-attr]
+            await eventually(lambda: server._H11.refused >= 1000 - server.MAX_PER_CLIENT, what="the refusals")
+            await asyncio.sleep(0.5)
+            assert _open_fds() - before <= server.MAX_PER_CLIENT + 8  # what the flood holds of the gateway
+            # The gateway's other parts go on: an SOS is stored and alerted during the flood …
+            with Publisher(mosquitto.host, mosquitto.port) as pub:
+                pub.publish(SOS_TOPIC, '{"action":"emergency"}')
+            await eventually(lambda: gateway.store.alerts(open_only=True), what="an SOS alert during the flood")
+            # … and the console serves the next client at once (here the same address, which the
+            # flood's own connections have used up to its cap: it waits for the head deadline).
+        finally:
+            flood.stdin.close()  # type: ignore[union-attr]
+            await asyncio.wait_for(flood.wait(), 10)
+        await eventually(lambda: _open_fds() <= before + 8, within=20, what="the connections released")
+        async with httpx.AsyncClient(base_url=url, timeout=5) as client:
+            assert (await client.get("/healthz")).status_code == 200
+    floods = [r for r in caplog.records if "too many connections" in r.getMessage()]
+    assert len(floods) <= 1 and len(caplog.records) < 100
+
+
+async def test_one_client_sending_too_fast_is_told_to_wait(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    config = site_config(_site("gw-desk-rate"), tmp_path, mosquitto.host, mosquitto.port)
+    async with running(config) as gateway:
+        url = await _url(gateway)
+        async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+            statuses = [(await client.get("/healthz")).status_code for _ in range(int(server.BURST) + 30)]
+            assert statuses[: int(server.BURST) - 10] == [200] * (int(server.BURST) - 10)
+            assert 429 in statuses
+            r = await client.get("/healthz")
+            if r.status_code == 429:
+                assert int(r.headers["retry-after"]) >= 1
+
+
+async def test_a_bad_length_or_a_deeply_nested_note_gets_a_4xx_and_the_server_serves_on(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    config = site_config(_site("gw-desk-nested"), tmp_path, mosquitto.host, mosquitto.port)
+    async with running(config) as gateway:
+        url = await _url(gateway)
+        port = gateway.console_server.port  # type: ignore[union-attr]
+        token = "sgt_nested-0123456789abcdefghij"
+        gateway.store.add_api_token("t", token, "manager", gateway.clock.now())
+
+        def raw(head: bytes, body: bytes = b"") -> bytes:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                s.sendall(head + body)
+                chunks = []
+                try:
+                    while chunk := s.recv(65536):
+                        chunks.append(chunk)
+                except (ConnectionResetError, TimeoutError):
+                    pass
+                return b"".join(chunks)
+
+        post = f"POST /api/v1/alerts/ffffffffffff/ack HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {token}\r\n"
+        for length in (b"abc", b"-1"):
+            answer = await asyncio.to_thread(raw, post.encode() + b"Content-Length: " + length + b"\r\n\r\n", b"{}")
+            assert answer.startswith(b"HTTP/1.1 4"), answer[:60]
+        nested = b'{"note": ' + b"[" * 8000 + b"]" * 8000 + b"}"
+        head = post.encode() + b"Content-Type: application/json\r\nContent-Length: " + str(len(nested)).encode()
+        answer = await asyncio.to_thread(raw, head + b"\r\n\r\n", nested)
+        assert answer.startswith(b"HTTP/1.1 4"), answer[:60]
+        async with httpx.AsyncClient(base_url=url, timeout=5) as client:
+            assert (await client.get("/healthz")).status_code == 200
