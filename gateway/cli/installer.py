@@ -65,7 +65,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
     # The secrets may be missing here: that is a finding, not a reason not to look at the rest.
     unset: list[ConfigProblem] = []
-    config = load_config(args.config, unset_secrets=unset)
+    config = load_config(args.config, unset_secrets=unset, mode_problems=[])  # a mode is a finding below
     doctor = Doctor(config, Path(args.config), now=time.time, probe_seconds=args.probe)
     for problem in unset:
         doctor.add(

@@ -474,12 +474,19 @@ class SiteConfig(_Model):
 # --------------------------------------------------------------------------- loading
 
 
-def load_config(path: str | Path, *, unset_secrets: list[ConfigProblem] | None = None) -> SiteConfig:
+def load_config(
+    path: str | Path,
+    *,
+    unset_secrets: list[ConfigProblem] | None = None,
+    mode_problems: list[ConfigProblem] | None = None,
+) -> SiteConfig:
     """Read, validate and cross-check a site config file. Raises ``ConfigError``.
 
     A secret whose environment variable is unset or whose file cannot be read is a config
     error, unless ``unset_secrets`` is given (by commands that do not use the secrets:
-    ``check``, ``simulate``): then it is listed there and the config holds a stand-in for it."""
+    ``check``, ``simulate``): then it is listed there and the config holds a stand-in for it.
+    Likewise a file others may write, unless ``mode_problems`` is given (``doctor``, which
+    reports it with the rest)."""
     file = str(path)
     try:
         text = Path(path).read_bytes().decode("utf-8")
@@ -489,8 +496,10 @@ def load_config(path: str | Path, *, unset_secrets: list[ConfigProblem] | None =
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([ConfigProblem(file, "", "a readable UTF-8 file", str(exc))]) from None
     problems = file_mode_problems(file, mode)
-    if problems:
+    if problems and mode_problems is None:
         raise ConfigError(problems)
+    if mode_problems is not None:
+        mode_problems.extend(problems)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

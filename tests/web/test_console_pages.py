@@ -31,6 +31,8 @@ from tests.web.helpers import Desk, desk, sign_in, two_buildings
 
 HOUR = 3600.0
 
+TOKEN_AUTH = {"Authorization": "Bearer sgt_pages-token-0123456789abcdef"}
+
 
 def _site() -> dict[str, Any]:
     """Two buildings (see helpers.two_buildings) with family contacts and phones, a community
@@ -115,16 +117,16 @@ async def test_the_household_card_shows_residents_contacts_visitors_devices_acti
 async def test_the_household_card_as_json_has_the_raw_figures(tmp_path: Path) -> None:
     d = _desk(tmp_path)
     _report(d, "101-smoke", Kind.BATTERY, Family.SMOKE, ago=60, battery=12, linkquality=31)
-    d.store.add_api_token("ha", "sgt_pages-token", "duty", d.clock.now())
+    d.store.add_api_token("ha", "sgt_pages-token-0123456789abcdef", "duty", d.clock.now())
     async with d.client() as client:
-        r = await client.get("/api/v1/households/1-1-101", headers={"Authorization": "Bearer sgt_pages-token"})
+        r = await client.get("/api/v1/households/1-1-101", headers=TOKEN_AUTH)
         assert r.status_code == 200
         card = r.json()
         smoke = next(x for x in card["devices"] if x["id"] == "101-smoke")
         assert smoke["battery"] == 12 and smoke["link_quality"] == 31 and smoke["last_seen"] == d.clock.now() - 60
         assert smoke["problems"] == ["battery", "weak"]
         assert card["residents"][0]["contacts"][0]["phone"] == "13800000003"
-        r = await client.get("/api/v1/households/1-9-999", headers={"Authorization": "Bearer sgt_pages-token"})
+        r = await client.get("/api/v1/households/1-9-999", headers=TOKEN_AUTH)
         assert r.status_code == 404
         assert (await client.get("/api/v1/households/1-1-101")).status_code == 401
 
@@ -201,8 +203,8 @@ async def test_an_installer_sees_every_household_and_device_but_no_family_phone(
 
 async def test_pages_need_a_person_and_tokens_get_json_only(tmp_path: Path) -> None:
     d = _desk(tmp_path)
-    d.store.add_api_token("ha", "sgt_pages-token", "manager", d.clock.now())
-    auth = {"Authorization": "Bearer sgt_pages-token"}
+    d.store.add_api_token("ha", "sgt_pages-token-0123456789abcdef", "manager", d.clock.now())
+    auth = TOKEN_AUTH
     async with d.client() as client:
         r = await client.get("/households/1-1-101", headers=auth)
         assert r.status_code == 303 and r.headers["location"].startswith("/login?next=%2Fhouseholds%2F1-1-101")
