@@ -88,11 +88,13 @@ class StoreBase:
         self.path = Path(path)
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
+        on_disk = str(path) != ":memory:"  # SQLite's in-memory database: no file to make private
         try:
-            _private_file(self.path)
+            if on_disk:
+                _private_file(self.path)
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
-            for companion in ("-wal", "-shm"):
+            for companion in ("-wal", "-shm") if on_disk else ():
                 _private_file(self.path.with_name(self.path.name + companion), create=False)
             self._db.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
             self._db.execute("PRAGMA foreign_keys=OFF")

@@ -158,3 +158,10 @@ async def test_status_shows_when_ingest_fails_and_since_when_then_that_it_works(
         store.close()
     assert await asyncio.to_thread(cli, ["status", "-c", str(path)]) == 0
     assert "ingest: ok" in capsys.readouterr().out
+
+
+def test_an_in_memory_store_leaves_no_file_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Read-only commands open ":memory:" before the gateway's first run: that is no file name.
+    monkeypatch.chdir(tmp_path)
+    Store(":memory:").close()
+    assert list(tmp_path.iterdir()) == []
