@@ -98,9 +98,9 @@ class Decision:
 
 class _Device:
     """A device as the indexed engine sees it, built at its first event and kept: the subjects
-    each rule keeps state for through it (by rule position; rules with the same ``per`` and
-    ``applies_to`` share one tuple), each one's duration for the rule (window, within) and the
-    bits of the rule conditions it can meet (index.py)."""
+    rules keep state for through it (one tuple per ``per`` and ``applies_to``: ``subjects[spec]``),
+    each one's duration for each rule (window, within; by rule position) and the bits of the
+    rule conditions it can meet (index.py)."""
 
     __slots__ = ("durations", "info", "mask", "subjects")
 
@@ -195,10 +195,10 @@ class Engine:
         try:
             if self.indexed:
                 device = self._devices.get(event.device_id) or self._device(event)
-                info, subjects = device.info, device.subjects
+                info, subjects, durations, spec = device.info, device.subjects, device.durations, self._spec_of
                 mask = device.mask & self._triggers.event_mask(event.kind, event.family)
                 for pos in self._triggers.rules(mask):
-                    out.extend(self._evaluate(self.rules[pos], event, info, t, subjects[pos], device.durations[pos]))
+                    out.extend(self._evaluate(self.rules[pos], event, info, t, subjects[spec[pos]], durations[pos]))
             else:
                 info = self.context.device(event.device_id) or self._stranger(event)
                 for rule in self.rules:
@@ -390,14 +390,15 @@ class Engine:
         residents = info.residents
         at = rule.applies_to
         if at.filters_residents:
-            residents = tuple(
+            kept = tuple(
                 r
                 for r in residents
                 if (at.lives_alone is None or r.lives_alone == at.lives_alone)
                 and (at.risk_tier is None or r.risk_tier in at.risk_tier)
             )
-            if not residents:
+            if not kept:
                 return []
+            residents = residents if len(kept) == len(residents) else kept  # share the tuple when all pass
         loc = info.location
         base = {"building": info.building, "household": info.household, "device": info.id}
         per = rule.per
@@ -432,16 +433,16 @@ class Engine:
         (which never changes), built afresh for each event of a device it does not know."""
         known = self.context.device(event.device_id)
         info = known or self._stranger(event)
-        by_spec = tuple(tuple(self._subjects(rule, info)) for rule in self._spec_rules)
-        subjects = tuple(by_spec[spec] for spec in self._spec_of)
-        mask = self._triggers.device_mask(info, (pos for pos, subj in enumerate(subjects) if subj))
+        subjects = tuple(tuple(self._subjects(rule, info)) for rule in self._spec_rules)
+        of = [subjects[spec] for spec in self._spec_of]  # by rule position
+        mask = self._triggers.device_mask(info, (pos for pos, subj in enumerate(of) if subj))
         # Durations of the rules the device can trigger that have one; devices alike (report
         # interval, residents' tiers and thresholds) share these tuples.
         timed = {pos for pos in self._triggers.rules(mask) if not isinstance(self.rules[pos], MatchRule)}
         durations = self._intern(
             tuple(
                 self._intern(tuple(self._duration(self.rules[pos], s, info) for s in subj)) if pos in timed else ()
-                for pos, subj in enumerate(subjects)
+                for pos, subj in enumerate(of)
             )
         )
         device = _Device(info, mask, subjects, durations)
