@@ -194,7 +194,7 @@ class Engine:
         self._event_keys = set()
         try:
             if self.indexed:
-                device = self._devices.get(event.device_id) or self._device(event)
+                device = self._devices.get(event.device_id) or self._device_of(event)
                 info, subjects, durations, spec = device.info, device.subjects, device.durations, self._spec_of
                 mask = device.mask & self._triggers.event_mask(event.kind, event.family)
                 for pos in self._triggers.rules(mask):
@@ -211,7 +211,7 @@ class Engine:
         """The rules ``feed(event)`` shows the event to, in rule order (the index's choice)."""
         if not self.indexed:
             return list(self.rules)
-        device = self._devices.get(event.device_id) or self._device(event)
+        device = self._devices.get(event.device_id) or self._device_of(event)
         mask = device.mask & self._triggers.event_mask(event.kind, event.family)
         return [self.rules[pos] for pos in self._triggers.rules(mask)]
 
@@ -428,11 +428,18 @@ class Engine:
             id=event.device_id, family=event.family, building=event.location.building, location=event.location
         )
 
-    def _device(self, event: Event) -> _Device:
-        """Subjects and condition bits of the event's device; kept for a device of the context
-        (which never changes), built afresh for each event of a device it does not know."""
+    def _device_of(self, event: Event) -> _Device:
+        """The event's device: kept for a device of the context (which never changes), built
+        afresh for each event of a device it does not know."""
         known = self.context.device(event.device_id)
-        info = known or self._stranger(event)
+        return self._view(self._stranger(event)) if known is None else self._keep(known)
+
+    def _keep(self, info: DeviceInfo) -> _Device:
+        device = self._devices[info.id] = self._view(info)
+        return device
+
+    def _view(self, info: DeviceInfo) -> _Device:
+        """Subjects, durations and condition bits of a device."""
         subjects = tuple(tuple(self._subjects(rule, info)) for rule in self._spec_rules)
         of = [subjects[spec] for spec in self._spec_of]  # by rule position
         mask = self._triggers.device_mask(info, (pos for pos, subj in enumerate(of) if subj))
@@ -445,10 +452,7 @@ class Engine:
                 for pos, subj in enumerate(of)
             )
         )
-        device = _Device(info, mask, subjects, durations)
-        if known is not None:
-            self._devices[known.id] = device
-        return device
+        return _Device(info, mask, subjects, durations)
 
     def _intern(self, value: tuple[Any, ...]) -> tuple[Any, ...]:
         return self._interned.setdefault(value, value)
@@ -456,8 +460,13 @@ class Engine:
     def _subject_again(self, rule: AnyRule, st: State) -> Subject | None:
         """Rebuild the subject of a state entry from the context (at a deadline)."""
         device = st.get("device", "")
-        info = self.context.device(device) or DeviceInfo(id=device)
-        return next((s for s in self._subjects(rule, info) if s.id == st["subject"]), None)
+        known = self.context.device(device)
+        if self.indexed and known is not None:
+            view = self._devices.get(device) or self._keep(known)
+            subjects: Sequence[Subject] = view.subjects[self._spec_of[self._index[rule.id]]]
+        else:
+            subjects = self._subjects(rule, known or DeviceInfo(id=device))
+        return next((s for s in subjects if s.id == st["subject"]), None)
 
     @staticmethod
     def _key(rule: AnyRule, subj: Subject) -> str:

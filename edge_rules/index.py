@@ -33,9 +33,12 @@ class RuleIndex:
             (pos, cond) for pos, rule in enumerate(rules) for cond in rule.conditions()
         )
         bits = [0] * len(rules)
-        for bit, (pos, _) in enumerate(self.conditions):
+        of_rule: list[list[tuple[int, Condition]]] = [[] for _ in rules]
+        for bit, (pos, cond) in enumerate(self.conditions):
             bits[pos] |= 1 << bit
+            of_rule[pos].append((1 << bit, cond))
         self.rule_bits: tuple[int, ...] = tuple(bits)
+        self._of_rule = tuple(tuple(x) for x in of_rule)
         self._by_event: dict[tuple[Kind, Family], int] = {}
         self._rules: dict[int, tuple[int, ...]] = {}
 
@@ -52,13 +55,11 @@ class RuleIndex:
 
     def device_mask(self, info: DeviceInfo, rules: Iterable[int]) -> int:
         """Bits of the conditions of ``rules`` (positions) that this device can meet."""
-        wanted = 0
-        for pos in rules:
-            wanted |= self.rule_bits[pos]
         mask = 0
-        for bit, (_, cond) in enumerate(self.conditions):
-            if wanted >> bit & 1 and cond.static_match(info):
-                mask |= 1 << bit
+        for pos in rules:
+            for bit, cond in self._of_rule[pos]:
+                if cond.static_match(info):
+                    mask |= bit
         return mask
 
     def rules(self, mask: int) -> tuple[int, ...]:
