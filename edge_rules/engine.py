@@ -144,7 +144,7 @@ class Engine:
         self.indexed = indexed
         self._triggers = RuleIndex(self.rules)
         self._devices: dict[str, _Device] = {}
-        self._interned: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        self._durations: dict[tuple[object, ...], tuple[tuple[float | None, ...], ...]] = {}
         specs: dict[tuple[object, ...], int] = {}
         self._spec_of: tuple[int, ...] = tuple(
             specs.setdefault((r.per, r.applies_to.lives_alone, _frozen(r.applies_to.risk_tier)), len(specs))
@@ -443,19 +443,22 @@ class Engine:
         subjects = tuple(tuple(self._subjects(rule, info)) for rule in self._spec_rules)
         of = [subjects[spec] for spec in self._spec_of]  # by rule position
         mask = self._triggers.device_mask(info, (pos for pos, subj in enumerate(of) if subj))
-        # Durations of the rules the device can trigger that have one; devices alike (report
-        # interval, residents' tiers and thresholds) share these tuples.
-        timed = {pos for pos in self._triggers.rules(mask) if not isinstance(self.rules[pos], MatchRule)}
-        durations = self._intern(
-            tuple(
-                self._intern(tuple(self._duration(self.rules[pos], s, info) for s in subj)) if pos in timed else ()
+        # The durations of the rules it can trigger (window, within; by rule position, one per
+        # subject) follow from the rules, the report interval and the residents' filters, tiers
+        # and own thresholds — not from who they are: devices alike share one tuple.
+        alike = (
+            mask,
+            info.report_interval,
+            tuple((r.lives_alone, r.risk_tier, r.thresholds) for r in info.residents),
+        )
+        durations = self._durations.get(alike)
+        if durations is None:
+            timed = {pos for pos in self._triggers.rules(mask) if not isinstance(self.rules[pos], MatchRule)}
+            durations = self._durations[alike] = tuple(
+                tuple(self._duration(self.rules[pos], s, info) for s in subj) if pos in timed else ()
                 for pos, subj in enumerate(of)
             )
-        )
         return _Device(info, mask, subjects, durations)
-
-    def _intern(self, value: tuple[Any, ...]) -> tuple[Any, ...]:
-        return self._interned.setdefault(value, value)
 
     def _subject_again(self, rule: AnyRule, st: State) -> Subject | None:
         """Rebuild the subject of a state entry from the context (at a deadline)."""

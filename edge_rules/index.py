@@ -33,12 +33,17 @@ class RuleIndex:
             (pos, cond) for pos, rule in enumerate(rules) for cond in rule.conditions()
         )
         bits = [0] * len(rules)
-        of_rule: list[list[tuple[int, Condition]]] = [[] for _ in rules]
+        any_device = [0] * len(rules)  # conditions every device meets
+        tested: list[list[tuple[int, Condition]]] = [[] for _ in rules]  # the others
         for bit, (pos, cond) in enumerate(self.conditions):
             bits[pos] |= 1 << bit
-            of_rule[pos].append((1 << bit, cond))
+            if cond.any_device:
+                any_device[pos] |= 1 << bit
+            else:
+                tested[pos].append((1 << bit, cond))
         self.rule_bits: tuple[int, ...] = tuple(bits)
-        self._of_rule = tuple(tuple(x) for x in of_rule)
+        self._any_device = tuple(any_device)
+        self._tested = tuple(tuple(x) for x in tested)
         self._by_event: dict[tuple[Kind, Family], int] = {}
         self._rules: dict[int, tuple[int, ...]] = {}
 
@@ -57,7 +62,8 @@ class RuleIndex:
         """Bits of the conditions of ``rules`` (positions) that this device can meet."""
         mask = 0
         for pos in rules:
-            for bit, cond in self._of_rule[pos]:
+            mask |= self._any_device[pos]
+            for bit, cond in self._tested[pos]:
                 if cond.static_match(info):
                     mask |= bit
         return mask

@@ -145,6 +145,18 @@ class Condition(_Model):
             return False
         return self.public is None or self.public == (info.household == "")
 
+    @property
+    def any_device(self) -> bool:
+        """Whether ``static_match`` holds for every device (no test on the device's place)."""
+        return (
+            self.family is None
+            and self.device is None
+            and self.room is None
+            and self.household is None
+            and self.building is None
+            and self.public is None
+        )
+
     def event_match(self, kind: Kind, family: Family) -> bool:
         """What can be known from the event's kind and family alone (the engine's rule index)."""
         if self.kind is not None and kind not in self.kind:
