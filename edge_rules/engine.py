@@ -145,6 +145,7 @@ class Engine:
         self._triggers = RuleIndex(self.rules)
         self._devices: dict[str, _Device] = {}
         self._durations: dict[tuple[object, ...], tuple[tuple[float | None, ...], ...]] = {}
+        # Rules with the same per and applies_to have the same subjects through a device.
         specs: dict[tuple[object, ...], int] = {}
         self._spec_of: tuple[int, ...] = tuple(
             specs.setdefault((r.per, r.applies_to.lives_alone, _frozen(r.applies_to.risk_tier)), len(specs))
