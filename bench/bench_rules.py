@@ -1,15 +1,24 @@
 """Rule-evaluation cost: events/s through the engine, and memory for many pending timers.
 
-Not a test: figures to watch. Both shipped packs (elderly_care, smart_community) run on a
-synthetic estate of households with the four usual devices (door contact, smoke detector,
-fall radar, SOS button), a third of them elders living alone.
+Not a test: figures to watch. Both shipped packs (elderly_care, smart_community) run on one of
+two sites: ``estate``, a synthetic estate of households with the four usual devices (door
+contact, smoke detector, fall radar, SOS button), a third of them elders living alone; or
+``demo``, the demo block (``simulators.block.demo_site``, any size) with the runtime's own
+context (``gateway.alerts.path.rule_context``) and its simulated routine (``BlockActivity``)
+decoded by the registry from the real payloads.
 
-    .venv/bin/python bench/bench_rules.py                     # 2,000 devices, 200,000 events
+    .venv/bin/python bench/bench_rules.py                     # estate: 2,000 devices, 200,000 events
     .venv/bin/python bench/bench_rules.py --devices 2000 --events 200000 --timers 100000
+    .venv/bin/python bench/bench_rules.py --site demo --compare --timers 0
+    .venv/bin/python bench/bench_rules.py --site demo --buildings 50 --households 100 --compare
+    .venv/bin/python bench/bench_rules.py --site demo --profile 20 --timers 0
 
-1. **throughput**: a day of mixed traffic (doors, radar motion and presence, check-ins, the
-   odd alarm) fed in time order through ``Engine.feed``, with ``advance`` between events as the
-   gateway's timer task does; events/s over the whole run (decisions included).
+1. **throughput**: traffic fed in time order through ``Engine.feed``, with ``advance`` between
+   events as the gateway's timer task does; events/s and µs per event over the run (decisions
+   included; the first ``advance``, which arms every absence timer, is not timed). With
+   ``--compare``, the engine evaluating every rule for every event (``indexed=False``) and the
+   indexed one run alternately on the same events, ``--repeat`` times each, and must decide
+   the same; ``--profile N`` prints the N costliest functions of one indexed run (cProfile).
 2. **timers**: enough lone-elder households that the absence / held / sequence rules keep
    ``--timers`` deadlines pending; memory measured with tracemalloc (Python heap growth from
    before the engine was built) and the size of the exported state as the store would hold it.
@@ -18,19 +27,29 @@ fall radar, SOS button), a third of them elders living alone.
 from __future__ import annotations
 
 import argparse
+import cProfile
+import dataclasses
 import json
+import pstats
 import random
+import statistics
 import sys
 import time
 import tracemalloc
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge_rules import Context, DeviceInfo, Engine, ResidentInfo, load_rules
-from gateway.models import Event, Family, Kind, Location
+from edge_rules import Context, Decision, DeviceInfo, Engine, ResidentInfo, RuleSet, load_rules
+from gateway.alerts.path import rule_context
+from gateway.models import Event, Family, Kind, Location, Scalar
+from gateway.site.config import parse_config
+from gateway.site.registry import Registry
+from simulators.activity import BlockActivity
+from simulators.block import demo_site
 
 T0 = datetime(2026, 3, 2, 0, 0, tzinfo=ZoneInfo("Asia/Shanghai")).timestamp()
 DEVICES_PER_HOME = 4
@@ -66,7 +85,7 @@ def estate(households: int, rng: random.Random) -> Context:
 def traffic(context: Context, n: int, rng: random.Random) -> list[Event]:
     """``n`` events over a day, mostly routine, about one alarm per thousand."""
     devices = context.sorted_devices()
-    routine = {
+    routine: dict[Family, list[tuple[Kind, dict[str, Scalar]]]] = {
         Family.DOOR: [(Kind.DOOR_OPENED, {}), (Kind.DOOR_CLOSED, {}), (Kind.BATTERY, {"battery": 90.0})],
         Family.FALL: [
             (Kind.MOTION, {"state": "moving"}),
@@ -83,6 +102,7 @@ def traffic(context: Context, n: int, rng: random.Random) -> list[Event]:
     for seq, t in enumerate(times, 1):
         d = rng.choice(devices)
         assert d.family is not None
+        values: dict[str, Scalar]
         if d.family in alarms and rng.random() < 0.001:
             kind, values = alarms[d.family], {}
         else:
@@ -91,24 +111,111 @@ def traffic(context: Context, n: int, rng: random.Random) -> list[Event]:
     return events
 
 
-def bench_throughput(devices: int, n: int, seed: int) -> None:
-    rng = random.Random(seed)
-    context = estate(devices // DEVICES_PER_HOME, rng)
-    rules = load_rules("elderly_care", "smart_community")
-    events = traffic(context, n, rng)
-    engine = Engine(rules, None, context)
-    decisions = 0
+def demo_traffic(buildings: int, households: int, n: int, seed: int) -> tuple[Context, list[Event], str]:
+    """The demo block's routine from 07:00 for a day or ``n`` events, whichever ends first, as
+    the registry decodes it; the context is the runtime's (``rule_context``)."""
+    config = parse_config(demo_site(buildings, households))
+    registry = Registry(config)
+    start = T0 + 7 * 3600
+    activity = BlockActivity(config, random.Random(seed), start_time=start, speed=1.0)
+    events: list[Event] = []
+    for emission in activity.emissions(until=86_400):
+        for ev in registry.decode(emission.topic, emission.payload, start + emission.when):
+            events.append(dataclasses.replace(ev, seq=len(events) + 1))
+        if len(events) >= n:
+            del events[n:]
+            break
+    hours = (events[-1].received_at - start) / 3600 if events else 0.0
+    return rule_context(registry), events, f"{len(config.households)} households, 07:00 + {hours:.1f} h"
+
+
+def site_traffic(args: argparse.Namespace) -> tuple[Context, list[Event], str]:
+    if args.site == "demo":
+        return demo_traffic(args.buildings, args.households, args.events, args.seed)
+    rng = random.Random(args.seed)
+    context = estate(args.devices // DEVICES_PER_HOME, rng)
+    return context, traffic(context, args.events, rng), f"{args.devices // DEVICES_PER_HOME} households, a day"
+
+
+def run(
+    rules: RuleSet, context: Context, events: Sequence[Event], indexed: bool
+) -> tuple[float, list[Decision], Engine]:
+    """Seconds to feed ``events`` (with an ``advance`` after each), the decisions, the engine."""
+    engine = Engine(rules, None, context, indexed=indexed)
+    decisions = engine.advance(events[0].event_time)  # arms the absence timers: not timed
     start = time.perf_counter()
-    engine.advance(T0)
     for ev in events:
-        decisions += len(engine.feed(ev))
-        decisions += len(engine.advance(ev.event_time))
-    decisions += len(engine.advance(T0 + 86_400))
+        decisions += engine.feed(ev)
+        decisions += engine.advance(ev.event_time)
     elapsed = time.perf_counter() - start
-    print(
-        f"throughput     {n / elapsed:10.0f} events/s  ({n} events, {len(context.devices)} devices, "
-        f"{len(rules.rules)} rules, {decisions} decisions, {elapsed:.1f} s)"
+    return elapsed, decisions, engine
+
+
+def device_cost(rules: RuleSet, context: Context, events: Sequence[Event]) -> str:
+    """What the indexed engine keeps per device that sent an event (subjects, durations,
+    condition bits): the time to work it out (once per device, at its first event; part of the
+    indexed runs above) and the heap it takes (tracemalloc, in a second, untimed pass)."""
+    first: dict[str, Event] = {}
+    for ev in events:
+        first.setdefault(ev.device_id, ev)
+    engine = Engine(rules, None, context)
+    start = time.perf_counter()
+    for ev in first.values():
+        engine.rules_for(ev)
+    elapsed = time.perf_counter() - start
+    engine = Engine(rules, None, context)
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    for ev in first.values():
+        engine.rules_for(ev)
+    grown = tracemalloc.get_traced_memory()[0] - base
+    tracemalloc.stop()
+    n = max(len(first), 1)
+    return (
+        f"{len(first)} devices, worked out in {elapsed:.2f} s ({elapsed / n * 1e6:.0f} µs/device), "
+        f"{grown / 2**20:.1f} MiB ({grown / n:.0f} B/device)"
     )
+
+
+def bench_throughput(args: argparse.Namespace) -> None:
+    context, events, what = site_traffic(args)
+    rules = load_rules("elderly_care", "smart_community")
+    n = len(events)
+    print(f"throughput     site {args.site}: {len(context.devices)} devices, {what}, {n} events, {len(rules)} rules")
+    modes = (False, True) if args.compare else (True,)
+    times: dict[bool, list[float]] = {m: [] for m in modes}
+    outcome: dict[bool, tuple[list[Decision], list[tuple[str, object]]]] = {}
+    for r in range(args.repeat):
+        # Alternate which goes first, so that a neighbour's burst of load hits both alike.
+        for indexed in modes if r % 2 == 0 else modes[::-1]:
+            elapsed, decisions, engine = run(rules, context, events, indexed)
+            times[indexed].append(elapsed)
+            outcome[indexed] = (decisions, list(engine.export()))
+    for indexed in modes:
+        best, median = min(times[indexed]), statistics.median(times[indexed])
+        name = "indexed" if indexed else "every rule"
+        print(
+            f"  {name:10}  best {n / best:8.0f} events/s {best / n * 1e6:6.1f} µs/event"
+            f"   median {n / median:8.0f} events/s {median / n * 1e6:6.1f} µs/event   "
+            f"({len(outcome[indexed][0])} decisions; runs {', '.join(f'{t:.2f}' for t in times[indexed])} s)"
+        )
+    if args.compare:
+        ratios = [a / b for a, b in zip(times[False], times[True], strict=True)]
+        same = outcome[False] == outcome[True]
+        print(
+            f"  ratio       every rule / indexed time: best {min(times[False]) / min(times[True]):.2f}, "
+            f"median {statistics.median(times[False]) / statistics.median(times[True]):.2f}, "
+            f"per repetition {', '.join(f'{x:.2f}' for x in ratios)}; "
+            f"decisions and state {'identical' if same else 'DIFFER'}"
+        )
+        if not same:
+            raise SystemExit(1)
+        print(f"  kept per device by the indexed engine: {device_cost(rules, context, events)}")
+    if args.profile:
+        profile = cProfile.Profile()
+        profile.runcall(run, rules, context, events, True)
+        print(f"  cProfile of one indexed run, top {args.profile} by own time:")
+        pstats.Stats(profile, stream=sys.stdout).strip_dirs().sort_stats("tottime").print_stats(args.profile)
 
 
 def bench_timers(target: int, seed: int) -> None:
@@ -139,13 +246,20 @@ def bench_timers(target: int, seed: int) -> None:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--devices", type=int, default=2000)
-    p.add_argument("--events", type=int, default=200_000)
-    p.add_argument("--timers", type=int, default=100_000)
+    p.add_argument("--site", choices=("estate", "demo"), default="estate")
+    p.add_argument("--devices", type=int, default=2000, help="estate: devices (4 per household)")
+    p.add_argument("--buildings", type=int, default=2, help="demo: buildings")
+    p.add_argument("--households", type=int, default=20, help="demo: households per building")
+    p.add_argument("--events", type=int, default=200_000, help="at most this many events")
+    p.add_argument("--compare", action="store_true", help="every rule (indexed=False) against the indexed engine")
+    p.add_argument("--repeat", type=int, default=1, help="runs of each engine (alternating)")
+    p.add_argument("--profile", type=int, default=0, metavar="N", help="cProfile an indexed run: top N")
+    p.add_argument("--timers", type=int, default=100_000, help="0: skip the timers part")
     p.add_argument("--seed", type=int, default=1)
     args = p.parse_args()
-    bench_throughput(args.devices, args.events, args.seed)
-    bench_timers(args.timers, args.seed)
+    bench_throughput(args)
+    if args.timers:
+        bench_timers(args.timers, args.seed)
     return 0
 
 

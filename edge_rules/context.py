@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Literal
 
 from gateway.models import Family, Location
@@ -48,10 +49,11 @@ class DeviceInfo:
 
 
 class Context:
-    """The devices of a site, by id. Immutable once built."""
+    """The devices of a site, by id. Immutable once built: the engine keeps what it works out
+    per device (subjects, durations, the rules it can trigger) for the engine's whole life."""
 
     def __init__(self, devices: Iterable[DeviceInfo] = ()) -> None:
-        self.devices: Mapping[str, DeviceInfo] = {d.id: d for d in devices}
+        self.devices: Mapping[str, DeviceInfo] = MappingProxyType({d.id: d for d in devices})
 
     def device(self, device_id: str) -> DeviceInfo | None:
         return self.devices.get(device_id)

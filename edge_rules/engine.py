@@ -1,7 +1,9 @@
 """The rule engine: events and time in, alert decisions out. Pure and deterministic.
 
 ``feed(event)`` first fires every deadline up to the event's time, then evaluates the event
-against every rule in rule order. ``advance(now)`` fires every deadline ≤ now in order of
+against the rules it can trigger, in rule order (edge_rules/index.py: an event no condition of a
+rule can match is not shown to it; ``indexed=False`` shows it every rule, the reference the
+property tests compare against). ``advance(now)`` fires every deadline ≤ now in order of
 (deadline, rule order, state key). Time never goes backwards: an event older than the
 engine's time is evaluated at the engine's time. "Within T" is strict: an awaited event at
 exactly T is too late, a count window of 60 s holds events less than 60 s apart.
@@ -29,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from edge_rules.context import Context, DeviceInfo, ResidentInfo
+from edge_rules.index import RuleIndex
 from edge_rules.rules import (
     AbsenceRule,
     AnyRule,
@@ -52,6 +55,10 @@ MAX_EVIDENCE = 20
 _CLOCK_KEY = "clock"
 _ALERT = "alert:"
 _RULE = "rule:"
+
+
+def _frozen(values: Iterable[str] | None) -> frozenset[str] | None:
+    return None if values is None else frozenset(values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +104,27 @@ class Decision:
         return (self.action, self.rule, self.dedup_key, int(self.severity), self.at)
 
 
+class _Device:
+    """A device as the indexed engine sees it, built at its first event and kept: the subjects
+    rules keep state for through it (one tuple per ``per`` and ``applies_to``: ``subjects[spec]``),
+    each one's duration for each rule (window, within; by rule position) and the bits of the
+    rule conditions it can meet (index.py)."""
+
+    __slots__ = ("durations", "info", "mask", "subjects")
+
+    def __init__(
+        self,
+        info: DeviceInfo,
+        mask: int,
+        subjects: tuple[tuple[Subject, ...], ...],
+        durations: tuple[tuple[float | None, ...], ...],
+    ) -> None:
+        self.info = info
+        self.mask = mask
+        self.subjects = subjects
+        self.durations = durations
+
+
 class Engine:
     def __init__(
         self,
@@ -107,6 +135,7 @@ class Engine:
         state: Iterable[tuple[str, Mapping[str, Any]]] | None = None,
         settings: Settings | None = None,
         tests_are_real: bool = False,
+        indexed: bool = True,
     ) -> None:
         if isinstance(rules, RuleSet):
             settings = settings or rules.settings
@@ -115,9 +144,24 @@ class Engine:
         self.tests_are_real = tests_are_real
         self.tz = self.settings.timezone
         self.clock = clock
-        self.context = context or Context()
+        self._context = context or Context()
         self.rules: tuple[AnyRule, ...] = tuple(r for r in rules if r.enabled)
         self._index = {r.id: i for i, r in enumerate(self.rules)}
+        # Rules that can see an event, by its kind and family and its device (index.py); the
+        # per-device part is built at a device's first event and kept, which is sound because
+        # the context cannot change under an engine (a changed site is a new Context and a new
+        # Engine, as at a restart).
+        self.indexed = indexed
+        self._triggers = RuleIndex(self.rules)
+        self._devices: dict[str, _Device] = {}
+        self._durations: dict[tuple[object, ...], tuple[tuple[float | None, ...], ...]] = {}
+        # Rules with the same per and applies_to have the same subjects through a device.
+        specs: dict[tuple[object, ...], int] = {}
+        self._spec_of: tuple[int, ...] = tuple(
+            specs.setdefault((r.per, r.applies_to.lives_alone, _frozen(r.applies_to.risk_tier)), len(specs))
+            for r in self.rules
+        )
+        self._spec_rules: tuple[AnyRule, ...] = tuple(self.rules[self._spec_of.index(i)] for i in range(len(specs)))
         self._windows: dict[str, Window | None] = {
             r.id: r.schedule.window(self.tz) if isinstance(r, AbsenceRule | HeldRule) and r.schedule else None
             for r in self.rules
@@ -148,22 +192,41 @@ class Engine:
     def now(self) -> float | None:
         return self._now
 
+    @property
+    def context(self) -> Context:
+        """The site as the engine was built with; fixed for the engine's life (read-only)."""
+        return self._context
+
     def feed(self, event: Event) -> list[Decision]:
         t = event.received_at if self.settings.time_source == "received" else event.event_time
         out = self._advance_to(t)
         t = max(t, self._now) if self._now is not None else t
         self._set_now(t)
-        info = self.context.device(event.device_id) or DeviceInfo(
-            id=event.device_id, family=event.family, building=event.location.building, location=event.location
-        )
         self._event_keys = set()
         calm = event.values.get(TEST) is True and not self.tests_are_real
         try:
-            for rule in self.rules:
-                out.extend(self._evaluate(rule, event, info, t, calm))
+            if self.indexed:
+                device = self._devices.get(event.device_id) or self._device_of(event)
+                info, subjects, durations, spec = device.info, device.subjects, device.durations, self._spec_of
+                mask = device.mask & self._triggers.event_mask(event.kind, event.family)
+                for pos in self._triggers.rules(mask):
+                    rule = self.rules[pos]
+                    out.extend(self._evaluate(rule, event, info, t, subjects[spec[pos]], durations[pos], calm))
+            else:
+                info = self.context.device(event.device_id) or self._stranger(event)
+                for rule in self.rules:
+                    out.extend(self._evaluate(rule, event, info, t, self._subjects(rule, info), calm=calm))
         finally:
             self._event_keys = None
         return out
+
+    def rules_for(self, event: Event) -> list[AnyRule]:
+        """The rules ``feed(event)`` shows the event to, in rule order (the index's choice)."""
+        if not self.indexed:
+            return list(self.rules)
+        device = self._devices.get(event.device_id) or self._device_of(event)
+        mask = device.mask & self._triggers.event_mask(event.kind, event.family)
+        return [self.rules[pos] for pos in self._triggers.rules(mask)]
 
     def feed_all(self, events: Iterable[Event]) -> list[Decision]:
         out: list[Decision] = []
@@ -340,14 +403,15 @@ class Engine:
         residents = info.residents
         at = rule.applies_to
         if at.filters_residents:
-            residents = tuple(
+            kept = tuple(
                 r
                 for r in residents
                 if (at.lives_alone is None or r.lives_alone == at.lives_alone)
                 and (at.risk_tier is None or r.risk_tier in at.risk_tier)
             )
-            if not residents:
+            if not kept:
                 return []
+            residents = residents if len(kept) == len(residents) else kept  # share the tuple when all pass
         loc = info.location
         base = {"building": info.building, "household": info.household, "device": info.id}
         per = rule.per
@@ -370,11 +434,55 @@ class Engine:
             for r in residents
         ]
 
+    @staticmethod
+    def _stranger(event: Event) -> DeviceInfo:
+        """A device the context does not know, as far as its event tells."""
+        return DeviceInfo(
+            id=event.device_id, family=event.family, building=event.location.building, location=event.location
+        )
+
+    def _device_of(self, event: Event) -> _Device:
+        """The event's device: kept for a device of the context (which never changes), built
+        afresh for each event of a device it does not know."""
+        known = self.context.device(event.device_id)
+        return self._view(self._stranger(event)) if known is None else self._keep(known)
+
+    def _keep(self, info: DeviceInfo) -> _Device:
+        device = self._devices[info.id] = self._view(info)
+        return device
+
+    def _view(self, info: DeviceInfo) -> _Device:
+        """Subjects, durations and condition bits of a device."""
+        subjects = tuple(tuple(self._subjects(rule, info)) for rule in self._spec_rules)
+        of = [subjects[spec] for spec in self._spec_of]  # by rule position
+        mask = self._triggers.device_mask(info, (pos for pos, subj in enumerate(of) if subj))
+        # The durations of the rules it can trigger (window, within; by rule position, one per
+        # subject) follow from the rules, the report interval and the residents' filters, tiers
+        # and own thresholds — not from who they are: devices alike share one tuple.
+        alike = (
+            mask,
+            info.report_interval,
+            tuple((r.lives_alone, r.risk_tier, r.thresholds) for r in info.residents),
+        )
+        durations = self._durations.get(alike)
+        if durations is None:
+            timed = {pos for pos in self._triggers.rules(mask) if not isinstance(self.rules[pos], MatchRule)}
+            durations = self._durations[alike] = tuple(
+                tuple(self._duration(self.rules[pos], s, info) for s in subj) if pos in timed else ()
+                for pos, subj in enumerate(of)
+            )
+        return _Device(info, mask, subjects, durations)
+
     def _subject_again(self, rule: AnyRule, st: State) -> Subject | None:
         """Rebuild the subject of a state entry from the context (at a deadline)."""
         device = st.get("device", "")
-        info = self.context.device(device) or DeviceInfo(id=device)
-        return next((s for s in self._subjects(rule, info) if s.id == st["subject"]), None)
+        known = self.context.device(device)
+        if self.indexed and known is not None:
+            view = self._devices.get(device) or self._keep(known)
+            subjects: Sequence[Subject] = view.subjects[self._spec_of[self._index[rule.id]]]
+        else:
+            subjects = self._subjects(rule, known or DeviceInfo(id=device))
+        return next((s for s in subjects if s.id == st["subject"]), None)
 
     @staticmethod
     def _key(rule: AnyRule, subj: Subject) -> str:
@@ -386,15 +494,25 @@ class Engine:
 
     # ------------------------------------------------------------------ evaluation
 
-    def _evaluate(self, rule: AnyRule, ev: Event, info: DeviceInfo, t: float, calm: bool = False) -> list[Decision]:
-        """``calm``: a test event — it may reset, end and resolve, never raise, count or arm."""
-        subjects = self._subjects(rule, info)
+    def _evaluate(
+        self,
+        rule: AnyRule,
+        ev: Event,
+        info: DeviceInfo,
+        t: float,
+        subjects: Sequence[Subject],
+        durations: Sequence[float | None] | None = None,
+        calm: bool = False,
+    ) -> list[Decision]:
+        """``durations``: the rule's duration for each subject when known in advance (the
+        indexed engine keeps them per device), else worked out here. ``calm``: a test event —
+        it may reset, end and resolve, never raise, count or arm."""
         if not subjects:
             return []
         out: list[Decision] = []
         seq = ev.seq
-        clears = rule.resolve_conditions()
-        if clears and any_match(clears, ev, info, t, self.tz):
+        clears = rule.auto_resolve
+        if isinstance(clears, list) and any_match(clears, ev, info, t, self.tz):
             for s in subjects:
                 out.extend(self._resolve(rule, s, t, [seq]))
         tz = self.tz
@@ -406,12 +524,12 @@ class Engine:
                     out.extend(self._emit(rule, s, t, [seq], count=1))
         elif isinstance(rule, AbsenceRule):
             if any_match(rule.when, ev, info, t, tz):
-                for s in subjects:
+                durations = durations or [self._duration(rule, s, info) for s in subjects]
+                for s, duration in zip(subjects, durations, strict=True):
                     key = self._key(rule, s)
                     st = self._state.get(key)
                     if st is not None and st.get("fired") and rule.auto_resolve is True:
                         out.extend(self._resolve(rule, s, t, [seq]))
-                    duration = self._duration(rule, s, info)
                     if duration is None:
                         continue
                     self._put(
@@ -428,29 +546,35 @@ class Engine:
                     )
         elif isinstance(rule, CountRule):
             if any_match(rule.when, ev, info, t, tz):
-                for s in subjects:
-                    out.extend(self._count(rule, s, info, t, seq))
+                durations = durations or [self._duration(rule, s, info) for s in subjects]
+                for s, duration in zip(subjects, durations, strict=True):
+                    out.extend(self._count(rule, s, info, t, seq, duration))
         elif isinstance(rule, CorrelationRule):
             if any_match(rule.when, ev, info, t, tz):
-                for s in subjects:
-                    out.extend(self._correlate(rule, s, info, t, seq))
+                durations = durations or [self._duration(rule, s, info) for s in subjects]
+                for s, duration in zip(subjects, durations, strict=True):
+                    out.extend(self._correlate(rule, s, info, t, seq, duration))
         elif isinstance(rule, SequenceRule):
             is_a = any_match(rule.first, ev, info, t, tz)
             is_b = any_match(rule.then, ev, info, t, tz)
             if is_a or is_b:
-                for s in subjects:
-                    out.extend(self._sequence(rule, s, info, t, seq, is_a, is_b))
+                durations = durations or [self._duration(rule, s, info) for s in subjects]
+                for s, duration in zip(subjects, durations, strict=True):
+                    out.extend(self._sequence(rule, s, info, t, seq, is_a, is_b, duration))
         elif isinstance(rule, HeldRule):
             is_start = not calm and any_match(rule.start, ev, info, t, tz)
             is_end = any_match(rule.end, ev, info, t, tz)
             if is_start or is_end:
-                for s in subjects:
-                    out.extend(self._held(rule, s, info, t, seq, is_start, is_end))
+                durations = durations or [self._duration(rule, s, info) for s in subjects]
+                for s, duration in zip(subjects, durations, strict=True):
+                    out.extend(self._held(rule, s, info, t, seq, is_start, is_end, duration))
         return out
 
-    def _count(self, rule: CountRule, s: Subject, info: DeviceInfo, t: float, seq: int) -> list[Decision]:
+    def _count(
+        self, rule: CountRule, s: Subject, info: DeviceInfo, t: float, seq: int, duration: float | None
+    ) -> list[Decision]:
         key = self._key(rule, s)
-        window = self._duration(rule, s, info) or rule.window
+        window = duration or rule.window
         st = self._state.get(key)
         items = [x for x in (st["items"] if st else []) if x[0] > t - window] + [[t, seq]]
         items = items[-max(rule.count, MAX_EVIDENCE) :]
@@ -459,9 +583,11 @@ class Engine:
             return []
         return self._emit(rule, s, t, [x[1] for x in items], count=len(items), duration=window)
 
-    def _correlate(self, rule: CorrelationRule, s: Subject, info: DeviceInfo, t: float, seq: int) -> list[Decision]:
+    def _correlate(
+        self, rule: CorrelationRule, s: Subject, info: DeviceInfo, t: float, seq: int, duration: float | None
+    ) -> list[Decision]:
         key = self._key(rule, s)
-        window = self._duration(rule, s, info) or rule.window
+        window = duration or rule.window
         st = self._state.get(key)
         seen: dict[str, list[Any]] = {d: v for d, v in (st["devices"] if st else {}).items() if v[0] > t - window}
         seen[info.id] = [t, seq]
@@ -473,11 +599,19 @@ class Engine:
         return self._emit(rule, s, t, evidence, count=len(seen), duration=window)
 
     def _sequence(
-        self, rule: SequenceRule, s: Subject, info: DeviceInfo, t: float, seq: int, is_a: bool, is_b: bool
+        self,
+        rule: SequenceRule,
+        s: Subject,
+        info: DeviceInfo,
+        t: float,
+        seq: int,
+        is_a: bool,
+        is_b: bool,
+        duration: float | None,
     ) -> list[Decision]:
         key = self._key(rule, s)
         st = self._state.get(key)
-        within = self._duration(rule, s, info) or rule.within
+        within = duration or rule.within
         gap = rule.min_gap or 0.0
         out: list[Decision] = []
         if rule.mode == "not_preceded_by":
@@ -504,7 +638,15 @@ class Engine:
         return out
 
     def _held(
-        self, rule: HeldRule, s: Subject, info: DeviceInfo, t: float, seq: int, is_start: bool, is_end: bool
+        self,
+        rule: HeldRule,
+        s: Subject,
+        info: DeviceInfo,
+        t: float,
+        seq: int,
+        is_start: bool,
+        is_end: bool,
+        duration: float | None,
     ) -> list[Decision]:
         key = self._key(rule, s)
         st = self._state.get(key)
@@ -514,11 +656,16 @@ class Engine:
                 return self._resolve(rule, s, t, [*st["seqs"], seq])
             return []
         if st is None and is_start and not is_end:
-            duration = self._duration(rule, s, info) or rule.duration
             self._put(
                 key,
                 self._rule_state(
-                    rule, s, info.id, since=t, seqs=[seq], fired=False, deadline=self._deadline(rule, t, duration)
+                    rule,
+                    s,
+                    info.id,
+                    since=t,
+                    seqs=[seq],
+                    fired=False,
+                    deadline=self._deadline(rule, t, duration or rule.duration),
                 ),
             )
         return []

@@ -145,12 +145,28 @@ class Condition(_Model):
             return False
         return self.public is None or self.public == (info.household == "")
 
+    @property
+    def any_device(self) -> bool:
+        """Whether ``static_match`` holds for every device (no test on the device's place)."""
+        return (
+            self.family is None
+            and self.device is None
+            and self.room is None
+            and self.household is None
+            and self.building is None
+            and self.public is None
+        )
+
+    def event_match(self, kind: Kind, family: Family) -> bool:
+        """What can be known from the event's kind and family alone (the engine's rule index)."""
+        if self.kind is not None and kind not in self.kind:
+            return False
+        if self.kind_not is not None and kind in self.kind_not:
+            return False
+        return self.family is None or family in self.family
+
     def matches(self, ev: Event, info: DeviceInfo, t: float, tz: str) -> bool:
-        if self.kind is not None and ev.kind not in self.kind:
-            return False
-        if self.kind_not is not None and ev.kind in self.kind_not:
-            return False
-        if self.family is not None and ev.family not in self.family:
+        if not self.event_match(ev.kind, ev.family):
             return False
         if not self.static_match(info):
             return False
@@ -221,6 +237,18 @@ class _Rule(_Model):
 
     def resolve_conditions(self) -> list[Condition]:
         return list(self.auto_resolve) if isinstance(self.auto_resolve, list) else []
+
+    def conditions(self) -> list[Condition]:
+        """Every condition an event is tested against — ``when``, ``first``, ``then``, ``start``,
+        ``end``, a list ``auto_resolve`` — found by walking the fields, so that a condition field
+        added later cannot be missed by the engine's index (an event no condition of a rule can
+        match leaves the rule alone: no decision, no state)."""
+        out: list[Condition] = []
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, list) and all(isinstance(c, Condition) for c in value):
+                out.extend(value)
+        return out
 
 
 class MatchRule(_Rule):
