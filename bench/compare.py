@@ -1,0 +1,1093 @@
+"""Issue 14's acceptance harness: SenseGate against Node-RED 4 and a bare paho subscriber, on the
+same paced zigbee2mqtt traffic, at rising rates.
+
+    .venv/bin/python bench/compare.py                                # 1k,3k,6k,10k,15k msg/s, 20 s each
+    .venv/bin/python bench/compare.py --rates 1000,3000 --seconds 15 --plot /tmp/compare.png
+
+For each offered rate, and for each system in turn, from scratch (loopback only, temp dirs):
+
+1. a real Mosquitto (``tests.servers.Mosquitto``: the shipped ``max_inflight_messages 1000`` and
+   ``max_queued_messages 100000``, so a subscriber that falls far enough behind loses messages
+   at the broker, as it would on site) and a fresh database in one real InfluxDB 1.x;
+2. the system under test, in its own process:
+   - **SenseGate**: ``python -m gateway.cli run -c …`` on a ``simulators.block.demo_site`` of
+     ``--households`` households (four zigbee2mqtt devices each), both rule packs, store
+     ``synchronous = "full"``, an ``influxdb_v1`` output;
+   - **Node-RED** 4 (installed with npm into ``--node-red-dir``, ``bench/nodered-flow.json``):
+     mqtt in (QoS 1) → JSON → a function making one point per message → node-red-contrib-influxdb
+     (one write per message); JSON → switch on ``smoke`` → mqtt out (an alert);
+   - **paho**: ``bench/paho_subscriber.py``, QoS 1, ``json.loads`` and a counter;
+3. a publisher process sends the same pre-generated messages to all three: zigbee2mqtt state
+   messages from the simulators (door contacts, radars, check-ins), one in ``SMOKE_EVERY`` a
+   smoke alarm on a detector not used before in that run (followed by its all-clear), paced in
+   10 ms ticks at QoS 1 for ``--seconds``, with at most ``MAX_UNACKED`` messages the broker has
+   not acknowledged (a broker that cannot keep up shows as a lower published rate);
+4. this process samples what the system has delivered (SenseGate: events in its store, then
+   points in InfluxDB; Node-RED: points in InfluxDB, every second; paho: messages counted) every
+   0.25 s until everything is there or ``--drain`` seconds after the last publish, listens for the
+   alerts, and reads CPU time and memory of the system's processes from /proc.
+
+It prints a table at 1,000 msg/s (smoke → alert p50/p99, CPU seconds per 1,000 messages, RSS
+idle/peak) and one per offered rate (published, % delivered, how far behind it fell), and draws
+them with matplotlib (``pip install -e '.[bench]'``) to ``--plot``. Every wait has a deadline;
+each rate's broker, system and temp dir are removed at the end. See docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import contextlib
+import json
+import math
+import multiprocessing
+import os
+import pickle
+import random
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import paho.mqtt.client as mqtt  # noqa: E402
+from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
+
+from bench.bench_ingest import Publisher, percentile, start_gateway  # noqa: E402
+from gateway.site.config import SiteConfig, parse_config  # noqa: E402
+from gateway.store import Store  # noqa: E402
+from simulators.block import demo_site, render_toml  # noqa: E402
+from simulators.devices import (  # noqa: E402
+    Message,
+    Z2MDoorContact,
+    Z2MFallRadar,
+    Z2MSmokeDetector,
+    Zigbee2MqttDevice,
+    simulators_for,
+)
+from tests.servers import InfluxDB1, Mosquitto, ServerError, free_port  # noqa: E402
+
+NODE_RED = "node-red@4.1.8"  # the issue compares with Node-RED 4; npm's latest is 5.x
+INFLUX_NODE = "node-red-contrib-influxdb@0.7.0"
+NPM_PACKAGES = (NODE_RED, INFLUX_NODE)
+NODE_RED_DIR = Path.home() / ".cache" / "sensegate-bench" / "node-red"
+FLOW = Path(__file__).with_name("nodered-flow.json")
+PAHO_SUBSCRIBER = Path(__file__).with_name("paho_subscriber.py")
+
+SMOKE_EVERY = 1000  # one message in this many is a smoke alarm
+# Right after each smoke alarm the publisher sends this topic a stamp that only the listener
+# reads: publisher → broker → listener, the harness's own share of an alert's latency.
+ECHO_TOPIC = "bench/echo"
+TICK = 0.01  # publisher pacing, seconds
+# Messages the publisher may have sent and the broker not yet acknowledged. Beyond paho's
+# in-flight window (1,000) they wait inside paho, and past 65,535 a packet id comes round again
+# and paho refuses the publish; a broker that cannot keep up must show as a lower published
+# rate, not as messages this process holds.
+MAX_UNACKED = 2000
+SAMPLE = 0.25  # delivered-count sampling, seconds
+START_WITHIN = 120.0  # a system not delivering its first probe message by then has failed to start
+HOUSEHOLDS_PER_BUILDING = 100
+# Z2M adds its OTA state to every device that can be updated (all of these models can); the
+# gateway's codec ignores it, Node-RED's flow skips it (not a scalar). It brings the messages to
+# the size the issue measured (~210 bytes with the topic).
+Z2M_UPDATE = {"installed_version": 16777241, "latest_version": 16777241, "state": "idle"}
+SYSTEMS = ("sensegate", "nodered", "paho")
+LABEL = {"sensegate": "SenseGate", "nodered": "Node-RED", "paho": "paho"}
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# ---------------------------------------------------------------------- the site and its traffic
+
+
+def bench_site(households: int, data_dir: Path) -> dict[str, Any]:
+    """``demo_site`` at ``households`` (100 a building), its MQTT devices only: the demo's wired
+    radar and RS-485 bus would have the gateway retry serial ports this machine does not have."""
+    buildings = max(1, round(households / HOUSEHOLDS_PER_BUILDING))
+    site = demo_site(buildings, max(1, households // buildings), gateway_id="bench", data_dir=str(data_dir))
+    site.pop("modbus_buses", None)
+    site["devices"] = [d for d in site["devices"] if "mqtt" in d]
+    site["alerts"] = {"console": False}
+    site["store"] = {"synchronous": "full"}
+    site["rules"] = {"packs": ["elderly_care", "smart_community"]}
+    return site
+
+
+@dataclass
+class Plan:
+    """One rate's messages, the same for every system."""
+
+    topics: list[str]
+    payloads: list[bytes]
+    events: list[int]  # cumulative: events[i] = events the first i messages decode to
+    smoke: dict[int, str]  # message index → the alarmed detector's device id
+
+    def __len__(self) -> int:
+        return len(self.topics)
+
+
+class Z2MTraffic:
+    """zigbee2mqtt state messages from the simulators (which speak through the gateway's codec):
+    doors opening and closing, radars seeing people come and go, check-ins of every device; one
+    in ``SMOKE_EVERY`` a smoke alarm on a detector not used before in the plan, then its clear."""
+
+    def __init__(self, config: SiteConfig, seed: int) -> None:
+        self.rng = random.Random(seed)
+        sims = simulators_for(config.devices, config.mqtt, seed=seed)
+        self.z2m = [s for s in sims.values() if isinstance(s, Zigbee2MqttDevice)]
+        self.doors = [s for s in self.z2m if isinstance(s, Z2MDoorContact)]
+        self.radars = [s for s in self.z2m if isinstance(s, Z2MFallRadar)]
+        self.detectors = [s for s in self.z2m if isinstance(s, Z2MSmokeDetector)]
+        self.topic_device = {s.topic: s.id for s in self.z2m}
+
+    def routine(self) -> list[Message]:
+        pick = self.rng.random()
+        if pick < 0.35:
+            door = self.rng.choice(self.doors)
+            return door.close() if door.is_open else door.open()
+        if pick < 0.55:
+            radar = self.rng.choice(self.radars)
+            return radar.presence(not radar.present)
+        return self.rng.choice(self.z2m).check_in()
+
+    def plan(self, count: int) -> Plan:
+        detectors = self.rng.sample(self.detectors, len(self.detectors))
+        topics: list[str] = []
+        payloads: list[bytes] = []
+        events = [0]
+        smoke: dict[int, str] = {}
+
+        def add(messages: list[Message]) -> None:
+            for m in messages:
+                body = json.loads(m.payload)
+                body["update"] = Z2M_UPDATE
+                topics.append(m.topic)
+                payloads.append(json.dumps(body, separators=(",", ":")).encode())
+                events.append(events[-1] + len(m.kinds))
+
+        while len(topics) < count:
+            if len(topics) % SMOKE_EVERY == SMOKE_EVERY // 2 and detectors:
+                detector = detectors.pop()
+                smoke[len(topics)] = detector.id
+                add(detector.alarm())
+                add(detector.clear())
+            else:
+                add(self.routine())
+        return Plan(topics[:count], payloads[:count], events[: count + 1], smoke)
+
+
+# ---------------------------------------------------------------------- the publisher process
+
+
+def publish_worker(
+    plan_path: str, host: str, port: int, rate: float, seconds: float, out_path: str, ready: Any, go: Any
+) -> None:
+    """Runs in its own process (so the pacing does not share a GIL with the sampling): publishes
+    the plan at ``rate`` for ``seconds`` and writes what it did to ``out_path`` as JSON, once as
+    the last message goes out and again when the broker has acknowledged them all (or 30 s on)."""
+    with open(plan_path, "rb") as f:
+        topics, payloads = pickle.load(f)
+    pub = Publisher(host, port)
+    progress: list[tuple[float, int]] = []
+    smoke_sent: dict[int, float] = {}
+    smoke_at = set(json.loads(Path(plan_path + ".smoke").read_text()))
+    ready.set()
+    if not go.wait(60):
+        pub.close()
+        return
+    start = time.monotonic()
+    sent = 0
+    limit = min(len(topics), int(rate * seconds))
+    while (now := time.monotonic()) < start + seconds and sent < limit:
+        due = min(limit, int((now - start) * rate) + 1)
+        while sent < due and pub.sent - pub.acked < MAX_UNACKED:
+            if sent in smoke_at:
+                smoke_sent[sent] = time.monotonic()  # the clock starts as the payload goes out
+                pub.publish(topics[sent], payloads[sent])
+                pub.publish(ECHO_TOPIC, repr(time.monotonic()).encode())
+            else:
+                pub.publish(topics[sent], payloads[sent])
+            sent += 1
+        progress.append((time.monotonic(), sent))
+        time.sleep(max(0.0, TICK - (time.monotonic() - now)))
+    end = time.monotonic()
+
+    def write(acked: int) -> None:
+        smoke = {str(k): v for k, v in smoke_sent.items()}
+        d = {"start": start, "end": end, "sent": sent, "acked": acked, "progress": progress, "smoke": smoke}
+        Path(out_path + ".part").write_text(json.dumps(d))
+        os.replace(out_path + ".part", out_path)
+
+    write(pub.acked)
+    deadline = end + 30
+    while pub.acked < pub.sent and time.monotonic() < deadline:
+        time.sleep(0.01)
+    write(pub.acked)
+    pub.close()
+
+
+@dataclass
+class Published:
+    start: float
+    end: float
+    sent: int
+    acked: int
+    progress: list[tuple[float, int]]
+    smoke: dict[int, float]  # message index → time.monotonic() as it went out
+
+    @classmethod
+    def read(cls, path: Path) -> Published:
+        d = json.loads(path.read_text())
+        return cls(
+            d["start"],
+            d["end"],
+            d["sent"],
+            d["acked"],
+            [(t, n) for t, n in d["progress"]],
+            {int(k): v for k, v in d["smoke"].items()},
+        )
+
+
+# ---------------------------------------------------------------------- /proc
+
+
+def process_tree(root: int) -> list[int]:
+    """``root`` and its descendants, from /proc (Linux)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo += children.get(pid, [])
+    return out
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """User + system CPU of the processes, their reaped children included."""
+    total = 0
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+    return total / CLK_TCK
+
+
+def memory_mib(pids: Sequence[int], key: str) -> float:
+    """``VmRSS`` (now) or ``VmHWM`` (peak) summed over the processes, MiB."""
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith(key + ":"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None, within: float = 20.0) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(within)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def influx_count(influx: InfluxDB1, db: str, field_key: str, measurement: str = "/.*/") -> int:
+    rows = influx.query(db, f'SELECT COUNT("{field_key}") FROM {measurement}')
+    return sum(int(r.get("count", 0)) for r in rows)
+
+
+# ---------------------------------------------------------------------- the systems
+
+
+class System:
+    """One system under test, started fresh for one rate."""
+
+    name = ""
+    unit = "messages"  # what ``delivered`` counts
+    alert_topic: str | None = None
+    sample_every = SAMPLE  # seconds between two ``delivered`` reads
+
+    def __init__(
+        self, tmp: Path, broker: Mosquitto, influx: InfluxDB1, db: str, site: dict[str, Any], traffic: Z2MTraffic
+    ) -> None:
+        self.tmp, self.broker, self.influx, self.db = tmp, broker, influx, db
+        self.site = site  # as the config file says it
+        self.config = parse_config(site, str(tmp / "bench-site.toml"), tmp)
+        self.topic_device = traffic.topic_device
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = tmp / f"{self.name}.log"
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def delivered(self) -> int:
+        """Units delivered so far, warm-up included (cheap: sampled 4 times a second)."""
+        raise NotImplementedError
+
+    def final(self) -> int:
+        """Units delivered, exactly (may be slower)."""
+        return self.delivered()
+
+    def influx_points(self) -> int | None:
+        """Points in InfluxDB, when that is not what ``delivered`` already counts."""
+        return None
+
+    def alert_device(self, payload: bytes) -> str | None:
+        """The device an alert message is for, or None when it is not an alert we time."""
+        return None
+
+    def pids(self) -> list[int]:
+        return process_tree(self.proc.pid) if self.proc is not None and self.proc.poll() is None else []
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_errors(self) -> int:
+        """Error lines in the system's log (Node-RED logs a failed InfluxDB write there)."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return 0
+        return sum(1 for line in text.splitlines() if "[error]" in line or " ERROR " in line or "Traceback" in line)
+
+    def log_tail(self) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-20:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+
+
+class SenseGate(System):
+    name = "sensegate"
+    unit = "events"
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self._db_conn: sqlite3.Connection | None = None
+        self.alert_topic = f"{self.config.topic_prefix}/alerts/events"
+
+    def start(self) -> None:
+        site = dict(self.site)
+        site["mqtt"] = {**site["mqtt"], "host": self.broker.host, "port": self.broker.port}
+        output = {"type": "influxdb_v1", "name": "influx", "url": self.influx.url, "database": self.db}
+        site["outputs"] = [{**output, "create_database": True}]
+        path = self.tmp / "bench-site.toml"
+        path.write_text(render_toml(site), encoding="utf-8")
+        path.chmod(0o600)
+        self.proc = start_gateway(path, self.log_path)
+
+    def _conn(self) -> sqlite3.Connection | None:
+        if self._db_conn is None and self.config.store_path.exists():
+            self._db_conn = sqlite3.connect(self.config.store_path, timeout=5.0, check_same_thread=False)
+        return self._db_conn
+
+    def delivered(self) -> int:
+        conn = self._conn()
+        if conn is None:
+            return 0
+        try:
+            row = conn.execute("SELECT MAX(seq) FROM events").fetchone()
+        except sqlite3.OperationalError:  # the gateway has not made its tables yet
+            return 0
+        return int(row[0] or 0)
+
+    def final(self) -> int:
+        store = Store(self.config.store_path)
+        try:
+            return store.event_count()
+        finally:
+            store.close()
+
+    def influx_points(self) -> int | None:
+        try:
+            return influx_count(self.influx, self.db, "seq")
+        except ServerError:  # the gateway makes the database with its first write
+            return 0
+
+    def alert_device(self, payload: bytes) -> str | None:
+        try:
+            body = json.loads(payload)
+        except ValueError:
+            return None
+        # The alarm's own rule transition: not its resolution, nor what people did about it.
+        if body.get("transition") == "resolved" or not str(body.get("actor", "")).startswith("rule:"):
+            return None
+        device = body.get("alert", {}).get("device_id")
+        return str(device) if device else None
+
+    def stop(self) -> None:
+        if self._db_conn is not None:
+            self._db_conn.close()
+            self._db_conn = None
+        super().stop()
+
+
+class NodeRed(System):
+    name = "nodered"
+    alert_topic = "nodered/alerts"
+    sample_every = 1.0  # a COUNT over every point so far: not 4 times a second
+
+    def start(self) -> None:
+        red = NODE_RED_DIR / "node_modules" / "node-red" / "red.js"
+        self.port = free_port()
+        flow = json.loads(FLOW.read_text(encoding="utf-8"))
+        for node in flow:
+            if node["type"] == "mqtt-broker":
+                node.update(broker=self.broker.host, port=str(self.broker.port))
+            elif node["type"] == "influxdb":
+                node.update(hostname=self.influx.host, port=str(self.influx.port), database=self.db)
+        user_dir = self.tmp / "node-red"
+        user_dir.mkdir()
+        (user_dir / "flows.json").write_text(json.dumps(flow), encoding="utf-8")
+        settings = user_dir / "settings.js"
+        settings.write_text(
+            "module.exports = "
+            + json.dumps(
+                {
+                    "uiHost": "127.0.0.1",  # loopback only: the editor needs no login here
+                    "uiPort": self.port,
+                    "flowFile": "flows.json",
+                    "credentialSecret": False,
+                    "logging": {"console": {"level": "warn", "metrics": False, "audit": False}},
+                    "telemetry": {"enabled": False},
+                    "diagnostics": {"enabled": False},
+                    "editorTheme": {"projects": {"enabled": False}, "tours": False},
+                    "externalModules": {"autoInstall": False, "palette": {"allowInstall": False}},
+                },
+                indent=2,
+            )
+            + ";\n"
+        )
+        self.influx.create_database(self.db)
+        log = open(self.log_path, "wb")  # noqa: SIM115 - lives as long as the process
+        self.proc = subprocess.Popen(
+            ["node", str(red), "--settings", str(settings), "--userDir", str(user_dir)],
+            cwd=user_dir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def delivered(self) -> int:
+        return influx_count(self.influx, self.db, "linkquality", '"zigbee2mqtt"')
+
+    def alert_device(self, payload: bytes) -> str | None:
+        try:
+            body = json.loads(payload)
+        except ValueError:
+            return None
+        return self.topic_device.get(str(body.get("topic", "")))
+
+
+class Paho(System):
+    name = "paho"
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self._count = 0
+        self._reader: threading.Thread | None = None
+        self._log: IO[bytes] | None = None
+
+    def start(self) -> None:
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(PAHO_SUBSCRIBER),
+                "--host",
+                self.broker.host,
+                "--port",
+                str(self.broker.port),
+                "--max-seconds",
+                "900",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            stdin=subprocess.DEVNULL,
+        )
+        self._reader = threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True)
+        self._reader.start()
+
+    def _read(self, out: IO[bytes]) -> None:
+        for line in out:
+            parts = line.split()
+            if len(parts) >= 2 and parts[0] == b"count":
+                self._count = int(parts[1])
+
+    def delivered(self) -> int:
+        return self._count
+
+    def stop(self) -> None:
+        super().stop()
+        if self._log is not None:
+            self._log.close()
+
+
+SYSTEM_CLASSES: dict[str, type[System]] = {"sensegate": SenseGate, "nodered": NodeRed, "paho": Paho}
+
+
+# ---------------------------------------------------------------------- one system at one rate
+
+
+@dataclass
+class Run:
+    system: str
+    rate: float
+    seconds: float
+    messages: int = 0  # published (PUBACKed by the broker)
+    published_rate: float = math.nan
+    unit: str = "messages"
+    expected: int = 0  # units the published messages should become
+    delivered: int = 0  # units there when the wait ended
+    influx: int | None = None  # SenseGate: points in InfluxDB then
+    behind: float = math.nan  # the oldest undelivered message's age, at its worst (s)
+    caught_up: float | None = None  # s after the last publish when everything was there
+    cpu: float = math.nan  # CPU seconds of the system's processes, publish start → wait end
+    rss_idle: float = math.nan
+    rss_peak: float = math.nan
+    latencies: list[float] = field(default_factory=list)  # smoke → alert, ms
+    echoes: list[float] = field(default_factory=list)  # publisher → broker → listener, ms
+    alarms: int = 0
+    broker_dropped: int | None = None
+    log_errors: int = 0
+    error: str = ""
+
+    @property
+    def delivered_pct(self) -> float:
+        return 100.0 * self.delivered / self.expected if self.expected else math.nan
+
+    @property
+    def influx_pct(self) -> float:
+        return 100.0 * self.influx / self.expected if self.influx is not None and self.expected else math.nan
+
+    @property
+    def cpu_per_1k(self) -> float:
+        handled = self.messages * min(1.0, self.delivered / self.expected) if self.expected else 0
+        return 1000 * self.cpu / handled if handled else math.nan
+
+
+class AlertListener:
+    """Subscribes to a system's alert topic (and the broker's dropped-message counter)."""
+
+    DROPPED = "$SYS/broker/publish/messages/dropped"
+
+    def __init__(self, broker: Mosquitto, topic: str | None) -> None:
+        self.received: list[tuple[float, bytes]] = []
+        self.echoes: list[float] = []  # ms from the publisher's stamp to here
+        self.dropped: int | None = None
+        self._subscribed = threading.Event()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-listener", protocol=mqtt.MQTTv311)
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = lambda *a: self._subscribed.set()
+        topics = [(self.DROPPED, 0), (ECHO_TOPIC, 1)] + ([(topic, 1)] if topic else [])
+        self.client.on_connect = lambda c, *a: c.subscribe(topics)
+        self.client.connect(broker.host, broker.port, keepalive=600)
+        self.client.loop_start()
+        if not self._subscribed.wait(10):
+            raise SystemExit("bench: the alert listener could not subscribe")
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic == self.DROPPED:
+            with contextlib.suppress(ValueError):
+                self.dropped = int(msg.payload)
+            return
+        if msg.topic == ECHO_TOPIC:
+            with contextlib.suppress(ValueError):
+                self.echoes.append((time.monotonic() - float(msg.payload)) * 1000)
+            return
+        self.received.append((time.monotonic(), bytes(msg.payload)))
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def lag(published: Published, units: list[int], samples: list[tuple[float, int]]) -> float:
+    """The largest age of the oldest undelivered unit over the samples, seconds.
+
+    ``units[i]`` is how many units the first i messages make; ``published.progress`` says when
+    each message went out; a sample (t, d) with d units delivered means unit d+1 was still
+    missing at t."""
+    times = [published.start] + [t for t, _ in published.progress]
+    counts = [0] + [units[n] for _, n in published.progress]
+    worst = 0.0
+    for t, d in samples:
+        if d >= counts[-1] or t < published.start:
+            continue
+        i = bisect.bisect_right(counts, d)  # the first progress mark past d: unit d+1 was out by then
+        worst = max(worst, t - times[i])
+    return worst
+
+
+def run_one(
+    system_name: str, rate: float, plan: Plan, plan_path: Path, site: dict[str, Any], args: argparse.Namespace
+) -> Run:
+    run = Run(system_name, rate, args.seconds)
+    tmp = Path(tempfile.mkdtemp(prefix=f"sensegate-compare-{system_name}-"))
+    broker = Mosquitto(extra_config=["sys_interval 1"])
+    influx: InfluxDB1 = args.influx
+    db = f"bench_{system_name}_{int(rate)}"
+    with contextlib.suppress(Exception):
+        influx.drop_database(db)
+    system: System | None = None
+    listener: AlertListener | None = None
+    worker: multiprocessing.process.BaseProcess | None = None
+    probe: Publisher | None = None
+    try:
+        broker.start()
+        data_dir = tmp / "data"
+        the_site = {**site, "gateway": {**site["gateway"], "data_dir": str(data_dir)}}
+        system = SYSTEM_CLASSES[system_name](tmp, broker, influx, db, the_site, args.traffic)
+        run.unit = system.unit
+        listener = AlertListener(broker, system.alert_topic)
+        system.start()
+
+        # Warm up: a door's check-in until the system has it (so it has subscribed), then rest.
+        probe = Publisher(broker.host, broker.port)
+        door = plan.topics[0], plan.payloads[0]
+        deadline = time.monotonic() + START_WITHIN
+        while system.delivered() == 0:
+            if not system.alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"{LABEL[system_name]} did not start:\n{system.log_tail()}")
+            probe.publish(*door)
+            time.sleep(0.5)
+        probe.close()
+        probe = None
+        time.sleep(2.0)
+        baseline = system.final()
+        base_sample = system.delivered()
+        influx_baseline = baseline  # SenseGate forwards every stored event, the warm-up's too
+        pids = system.pids()
+        run.rss_idle = memory_mib(pids, "VmRSS")
+
+        ctx = multiprocessing.get_context("spawn")
+        ready, go = ctx.Event(), ctx.Event()
+        out_path = tmp / "published.json"
+        worker = ctx.Process(
+            target=publish_worker,
+            args=(str(plan_path), broker.host, broker.port, rate, args.seconds, str(out_path), ready, go),
+            daemon=True,
+        )
+        worker.start()
+        if not ready.wait(60):
+            raise RuntimeError("the publisher process did not connect")
+        cpu0 = cpu_seconds(pids)
+        go.set()
+        samples: list[tuple[float, int]] = []
+        hard_stop = time.monotonic() + args.seconds * 2 + args.drain + 90
+        published: Published | None = None
+        while time.monotonic() < hard_stop:
+            now = time.monotonic()
+            samples.append((now, system.delivered() - base_sample))
+            if published is None and out_path.exists():
+                published = Published.read(out_path)
+            elif published is None and not worker.is_alive():
+                raise RuntimeError("the publisher process failed")
+            if published is not None:
+                units = plan.events if system.unit == "events" else list(range(len(plan) + 1))
+                expected = units[published.sent]
+                got = samples[-1][1]
+                if got >= expected and run.caught_up is None:
+                    run.caught_up = max(0.0, now - published.end)
+                done = got >= expected
+                if isinstance(system, SenseGate) and done:
+                    points = system.influx_points()
+                    done = points is not None and points - influx_baseline >= expected
+                alerts_in = len(smoke_alerts(system, listener, plan, published)) >= len(published.smoke)
+                if (done and alerts_in) or now > published.end + args.drain:
+                    break
+            time.sleep(max(0.0, system.sample_every - (time.monotonic() - now)))
+        if published is None:
+            raise RuntimeError("the publisher did not finish in time")
+        run.cpu = cpu_seconds(pids) - cpu0
+        run.rss_peak = memory_mib(pids, "VmHWM")
+        worker.join(35)  # it waits up to 30 s for the broker's last acknowledgements
+        published = Published.read(out_path)
+        run.messages = published.acked
+        run.published_rate = published.sent / max(1e-9, published.end - published.start)
+        units = plan.events if system.unit == "events" else list(range(len(plan) + 1))
+        run.expected = units[published.sent]
+        run.delivered = system.final() - baseline
+        if isinstance(system, SenseGate):
+            points = system.influx_points()
+            run.influx = None if points is None else points - influx_baseline
+        run.behind = lag(published, units, samples)
+        matched = smoke_alerts(system, listener, plan, published)
+        run.alarms = len(published.smoke) if system.alert_topic else 0
+        run.latencies = sorted(matched.values())
+        run.echoes = sorted(listener.echoes)
+        run.broker_dropped = listener.dropped
+        run.log_errors = system.log_errors()
+        if published.acked < published.sent:
+            run.error = f"{published.sent - published.acked} publishes never acknowledged by the broker"
+        return run
+    except (RuntimeError, ServerError, OSError, SystemExit) as exc:  # one failed run does not end the others
+        run.error = str(exc) or type(exc).__name__
+        return run
+    finally:
+        if worker is not None and worker.is_alive():
+            worker.terminate()
+            worker.join(5)
+        if probe is not None:
+            probe.close()
+        if listener is not None:
+            listener.close()
+        if system is not None:
+            system.stop()
+        broker.cleanup()
+        with contextlib.suppress(Exception):
+            influx.drop_database(db)
+        if args.keep:
+            print(f"    kept: {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def smoke_alerts(system: System, listener: AlertListener, plan: Plan, published: Published) -> dict[str, float]:
+    """Each smoke alarm's first alert after it went out: device → latency in ms."""
+    sent = {plan.smoke[i]: t for i, t in published.smoke.items()}
+    out: dict[str, float] = {}
+    for at, payload in list(listener.received):
+        device = system.alert_device(payload)
+        if device in sent and device not in out and at >= sent[device]:
+            out[device] = (at - sent[device]) * 1000
+    return out
+
+
+# ---------------------------------------------------------------------- output
+
+
+def fmt(value: float | None, spec: str = ".1f", none: str = "—") -> str:
+    return none if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
+
+
+def headline(runs: list[Run], systems: Sequence[str]) -> str:
+    """The table at 1,000 msg/s (or the offered rate nearest it)."""
+    rates = sorted({r.rate for r in runs})
+    at = min(rates, key=lambda r: abs(r - 1000))
+    lines = [
+        f"at {at:,.0f} msg/s offered",
+        f"{'system':<10} {'smoke → alert p50':>18} {'p99':>9} {'n':>4}   {'CPU s / 1,000 msgs':>18}   "
+        f"{'RSS idle':>9} {'peak':>8}",
+    ]
+    for name in systems:
+        run = next((r for r in runs if r.system == name and r.rate == at), None)
+        if run is None:
+            continue
+        if run.error and math.isnan(run.cpu):
+            lines.append(f"{LABEL[name]:<10} failed: {run.error.splitlines()[0]}")
+            continue
+        lat = run.latencies
+        alarms = f"{len(lat)}" + (f"/{run.alarms}" if run.alarms != len(lat) else "")
+        lines.append(
+            f"{LABEL[name]:<10} {fmt(percentile(lat, 0.5)) + ' ms' if lat else '—':>18} "
+            f"{fmt(percentile(lat, 0.99)) + ' ms' if lat else '—':>9} {alarms if run.alarms else '—':>4}   "
+            f"{fmt(run.cpu_per_1k, '.3f'):>18}   {fmt(run.rss_idle, '.0f'):>5} MiB {fmt(run.rss_peak, '.0f'):>4} MiB"
+        )
+    echoes = sorted(e for r in runs if r.rate == at for e in r.echoes)
+    if echoes:
+        lines.append(
+            f"(the harness's own share, publisher → broker → listener at the same moments: p50 "
+            f"{percentile(echoes, 0.5):.1f} ms, p99 {percentile(echoes, 0.99):.1f} ms, n={len(echoes)})"
+        )
+    return "\n".join(lines)
+
+
+def per_rate(runs: list[Run], systems: Sequence[str]) -> str:
+    lines = [
+        f"{'offered':>8} {'system':<10} {'published':>10} {'delivered':>10} {'InfluxDB':>9} {'behind':>8} "
+        f"{'caught up':>10} {'alert p99':>10} {'harness':>8} {'CPU s/1k':>9} {'RSS peak':>9}  notes"
+    ]
+    for rate in sorted({r.rate for r in runs}):
+        for name in systems:
+            run = next((r for r in runs if r.system == name and r.rate == rate), None)
+            if run is None:
+                continue
+            if run.error and not run.messages:
+                lines.append(f"{rate:>8,.0f} {LABEL[name]:<10} failed: {run.error.splitlines()[0]}")
+                continue
+            notes = []
+            if run.delivered < run.expected:
+                notes.append(f"{run.expected - run.delivered:,} {run.unit} not in by the end of the wait")
+            if run.broker_dropped:
+                notes.append(f"the broker dropped {run.broker_dropped:,} messages (queue full): lost")
+            elif run.delivered < run.expected and run.broker_dropped == 0:
+                notes.append("the broker dropped none")
+            if run.log_errors:
+                notes.append(f"{run.log_errors} error lines in its log")
+            if run.alarms and len(run.latencies) < run.alarms:
+                notes.append(f"{run.alarms - len(run.latencies)} of {run.alarms} alarms without an alert")
+            if run.error:
+                notes.append(run.error)
+            caught = f"+{run.caught_up:.1f} s" if run.caught_up is not None else "no"
+            lines.append(
+                f"{rate:>8,.0f} {LABEL[name]:<10} {run.published_rate:>10,.0f} "
+                f"{fmt(run.delivered_pct, '.2f') + ' %':>10} "
+                f"{fmt(run.influx_pct, '.1f') + ' %' if run.influx is not None else '':>9} {fmt(run.behind) + ' s':>8} "
+                f"{caught:>10} {fmt(percentile(run.latencies, 0.99), '.0f') + ' ms' if run.latencies else '—':>10} "
+                f"{fmt(percentile(run.echoes, 0.5), '.0f') + ' ms' if run.echoes else '—':>8} "
+                f"{fmt(run.cpu_per_1k, '.3f'):>9} {fmt(run.rss_peak, '.0f') + ' MiB':>9}  {'; '.join(notes)}"
+            )
+    return "\n".join(lines)
+
+
+def ceilings(runs: list[Run], systems: Sequence[str]) -> str:
+    """The zero-loss ceiling: the highest offered rate up to which every rate was delivered in
+    full by the end of the wait, with nothing dropped by the broker."""
+    parts = []
+    for name in systems:
+        mine = sorted((r for r in runs if r.system == name), key=lambda r: r.rate)
+        ceiling: float | None = None
+        for r in mine:
+            if r.error or not r.expected or r.delivered < r.expected or r.broker_dropped:
+                break
+            ceiling = r.rate
+        if ceiling is None:
+            parts.append(f"{LABEL[name]} below {mine[0].rate:,.0f}" if mine else f"{LABEL[name]} —")
+            continue
+        top = next(r for r in mine if r.rate == ceiling)
+        # When the publisher fell short of the offered rate, the rate it did reach is what was shown.
+        reached = f" (published {top.published_rate:,.0f})" if top.published_rate < 0.95 * top.rate else ""
+        highest = " — the highest tried" if ceiling == mine[-1].rate else ""
+        parts.append(f"{LABEL[name]} {'≥ ' if highest else ''}{ceiling:,.0f}{reached}{highest}")
+    return "zero-loss ceiling (every message delivered by the end of the wait), msg/s offered: " + "; ".join(parts)
+
+
+def plot(runs: list[Run], systems: Sequence[str], path: Path, title: str) -> None:
+    try:
+        # Only with the ``bench`` extra; mypy checks it where that is installed.
+        import matplotlib  # type: ignore[import-not-found, unused-ignore]
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        print(f"no plot: matplotlib is not installed (pip install -e '.[bench]'); wanted {path}", file=sys.stderr)
+        return
+    colours = {"sensegate": "tab:blue", "nodered": "tab:red", "paho": "tab:grey"}
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(13, 4), dpi=90)
+    for name in systems:
+        mine = sorted((r for r in runs if r.system == name and r.messages), key=lambda r: r.rate)
+        if not mine:
+            continue
+        x = [r.rate for r in mine]
+        c = colours[name]
+        ax1.plot(x, [r.delivered_pct for r in mine], "o-", color=c, label=LABEL[name])
+        if name == "sensegate":
+            ax1.plot(x, [r.influx_pct for r in mine], "o--", color=c, alpha=0.6, label="SenseGate → InfluxDB")
+        with_alerts = [r for r in mine if r.latencies]
+        if with_alerts:
+            x2 = [r.rate for r in with_alerts]
+            ax2.plot(x2, [percentile(r.latencies, 0.99) for r in with_alerts], "-", color=c, label=LABEL[name])
+            for r in with_alerts:  # hollow: some alarms had no alert by the end of the wait
+                full = len(r.latencies) >= r.alarms
+                ax2.plot(r.rate, percentile(r.latencies, 0.99), "o", color=c, mfc=c if full else "none")
+        ax3.plot(x, [r.rss_peak for r in mine], "o-", color=c, label=LABEL[name])
+    ax1.set(title="delivered by the end of the wait", xlabel="offered msg/s", ylabel="%", ylim=(0, 105))
+    ax2.set(
+        title="smoke → alert on MQTT, p99 (hollow: alerts missing)", xlabel="offered msg/s", ylabel="ms", yscale="log"
+    )
+    ax2.axhline(20, color="green", lw=0.8, ls=":", label="target 20 ms")
+    ax3.set(title="peak RSS (VmHWM)", xlabel="offered msg/s", ylabel="MiB", ylim=(0, None))
+    ax3.axhline(100, color="green", lw=0.8, ls=":", label="target 100 MB")
+    rates = sorted({r.rate for r in runs})
+    for ax in (ax1, ax2, ax3):
+        ax.set_xticks(rates, [f"{r / 1000:g}k" for r in rates])
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    print(f"plot: {path} ({path.stat().st_size // 1024} KiB)")
+
+
+# ---------------------------------------------------------------------- main
+
+
+def ensure_node_red() -> bool:
+    """Node-RED and the InfluxDB node in the cache folder, installed with npm if missing."""
+    if (NODE_RED_DIR / "node_modules" / "node-red" / "red.js").exists() and (
+        NODE_RED_DIR / "node_modules" / "node-red-contrib-influxdb"
+    ).exists():
+        return True
+    if shutil.which("npm") is None:
+        print("Node-RED skipped: npm is not installed", file=sys.stderr)
+        return False
+    NODE_RED_DIR.mkdir(parents=True, exist_ok=True)
+    print(f"installing {NODE_RED} and {INFLUX_NODE} into {NODE_RED_DIR} …", flush=True)
+    try:
+        done = subprocess.run(
+            ["npm", "install", "--prefix", str(NODE_RED_DIR), "--no-audit", "--no-fund", "--omit=dev", *NPM_PACKAGES],
+            capture_output=True,
+            timeout=600,
+        )
+    except subprocess.TimeoutExpired:
+        print("Node-RED skipped: npm install took over 10 minutes", file=sys.stderr)
+        return False
+    if done.returncode != 0:
+        print(f"Node-RED skipped: npm install failed:\n{done.stderr.decode(errors='replace')[-2000:]}", file=sys.stderr)
+        return False
+    return True
+
+
+def node_red_version() -> str:
+    try:
+        return str(json.loads((NODE_RED_DIR / "node_modules" / "node-red" / "package.json").read_text())["version"])
+    except (OSError, ValueError, KeyError):
+        return "?"
+
+
+def main(argv: list[str] | None = None) -> int:
+    global NODE_RED_DIR
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument("--rates", default="1000,3000,6000,10000,15000", help="offered msg/s, comma-separated")
+    p.add_argument("--seconds", type=float, default=20.0, help="publishing time per rate (default 20)")
+    p.add_argument("--drain", type=float, default=10.0, help="seconds to wait after the last publish (default 10)")
+    p.add_argument("--systems", default=",".join(SYSTEMS), help=f"any of {','.join(SYSTEMS)}")
+    p.add_argument("--households", type=int, default=5000, help="site size: 4 zigbee2mqtt devices each (default 5000)")
+    p.add_argument("--plot", type=Path, default=None, help="write the PNG here")
+    p.add_argument("--write-docs", action="store_true", help="plot to docs/img/performance.png (unless --plot)")
+    p.add_argument("--node-red-dir", type=Path, default=NODE_RED_DIR, help=f"npm prefix (default {NODE_RED_DIR})")
+    p.add_argument("--seed", type=int, default=14)
+    p.add_argument("--keep", action="store_true", help="keep each run's temp dir (config, store, logs)")
+    p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    p.add_argument("--from-json", type=Path, default=None, help="print and plot results saved with --json; run nothing")
+    args = p.parse_args(argv)
+    NODE_RED_DIR = args.node_red_dir
+    rates = [float(r) for r in args.rates.split(",") if r.strip()]
+    systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    unknown = set(systems) - set(SYSTEMS)
+    if unknown or not systems or not rates:
+        p.error(f"--systems takes {','.join(SYSTEMS)}; --rates a list of numbers")
+    if args.plot is None and args.write_docs:
+        args.plot = ROOT / "docs" / "img" / "performance.png"
+    if args.from_json is not None:
+        saved = json.loads(args.from_json.read_text(encoding="utf-8"))
+        loaded = [Run(**r) for r in saved["runs"]]
+        report(loaded, [s for s in SYSTEMS if any(r.system == s for r in loaded)], args.plot, saved["title"])
+        return 0
+    if "nodered" in systems and not ensure_node_red():
+        systems.remove("nodered")
+
+    load_before = os.getloadavg()
+    started = time.monotonic()
+    site = bench_site(args.households, Path("data"))
+    config = parse_config(site, "bench-site.toml", Path(tempfile.gettempdir()))
+    traffic = Z2MTraffic(config, args.seed)
+    args.traffic = traffic
+    zdevices = len(traffic.z2m)
+    print(
+        f"site: {len(config.households)} households, {len(config.devices)} devices ({zdevices} on zigbee2mqtt); "
+        f"both rule packs; store synchronous=full"
+    )
+    print(
+        f"machine: {os.cpu_count()} cores, load average {load_before[0]:.1f} {load_before[1]:.1f} {load_before[2]:.1f} "
+        f"at start; Node-RED {node_red_version() if 'nodered' in systems else '—'}, paho-mqtt {mqtt_version()}, "
+        f"Python {sys.version.split()[0]}",
+        flush=True,
+    )
+    args.influx = InfluxDB1()
+    args.influx.start()
+    runs: list[Run] = []
+    shape_printed = False
+    try:
+        for rate in rates:
+            plan = traffic.plan(int(rate * args.seconds))
+            if not shape_printed:
+                n = len(plan)
+                print(
+                    f"traffic: zigbee2mqtt at QoS 1, payload {sum(map(len, plan.payloads)) / n:.0f} B + topic "
+                    f"{sum(len(t.encode()) for t in plan.topics) / n:.0f} B a message, "
+                    f"{plan.events[-1] / n:.2f} events a message (as SenseGate decodes them), "
+                    f"1 in {SMOKE_EVERY} a smoke alarm; {args.seconds:g} s a rate, drain up to {args.drain:g} s\n",
+                    flush=True,
+                )
+                shape_printed = True
+            with tempfile.NamedTemporaryFile(prefix="sensegate-compare-plan-", suffix=".pickle", delete=False) as f:
+                pickle.dump((plan.topics, plan.payloads), f)
+                plan_path = Path(f.name)
+            Path(str(plan_path) + ".smoke").write_text(json.dumps(sorted(plan.smoke)))
+            try:
+                for name in systems:
+                    print(f"  {rate:,.0f} msg/s  {LABEL[name]} …", end="", flush=True)
+                    t0 = time.monotonic()
+                    run = run_one(name, rate, plan, plan_path, site, args)
+                    runs.append(run)
+                    summary = (
+                        f" {run.published_rate:,.0f} msg/s published, {fmt(run.delivered_pct, '.2f')} % delivered"
+                        if run.messages
+                        else f" failed: {run.error.splitlines()[0] if run.error else '?'}"
+                    )
+                    print(f"{summary} ({time.monotonic() - t0:.0f} s)", flush=True)
+            finally:
+                plan_path.unlink(missing_ok=True)
+                Path(str(plan_path) + ".smoke").unlink(missing_ok=True)
+    finally:
+        args.influx.cleanup()
+    load_after = os.getloadavg()
+    print(
+        f"\nload average {load_after[0]:.1f} {load_after[1]:.1f} {load_after[2]:.1f} at the end; "
+        f"{time.monotonic() - started:.0f} s in all"
+    )
+    title = (
+        f"{datetime.now():%Y-%m-%d}: {len(config.households)} households, {zdevices} zigbee2mqtt devices, "
+        f"{args.seconds:g} s a rate; {os.cpu_count()} shared cores, load average {load_before[0]:.1f} → "
+        f"{load_after[0]:.1f}"
+    )
+    if args.json is not None:
+        args.json.write_text(json.dumps({"title": title, "runs": [asdict(r) for r in runs]}, indent=1))
+    report(runs, systems, args.plot, title)
+    return 0 if all(not r.error for r in runs) else 1
+
+
+def report(runs: list[Run], systems: Sequence[str], plot_path: Path | None, title: str) -> None:
+    print()
+    print(headline(runs, systems))
+    print()
+    print(per_rate(runs, systems))
+    print()
+    print(ceilings(runs, systems))
+    if plot_path is not None:
+        plot(runs, systems, plot_path, title)
+
+
+def mqtt_version() -> str:
+    from importlib.metadata import version
+
+    return version("paho-mqtt")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
