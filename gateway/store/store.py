@@ -17,7 +17,7 @@ from gateway.store.visits import VISITS_DDL, VisitsStore
 class Store(
     EventsStore, AlertsStore, NotificationsStore, VisitsStore, CommandsStore, UsersStore, TestModeStore, MetaStore
 ):
-    """The gateway's durable store: ``Store(path, max_bytes, synchronous)``."""
+    """The gateway's durable store: ``Store(path, max_bytes, synchronous, reserve_bytes=None)``."""
 
     _SCHEMA = (
         EVENTS_DDL,
