@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import secrets
@@ -39,6 +40,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
+from gateway.alerts.system import DISK_META
 from gateway.cli import alerts as alerts_cli
 from gateway.cli import installer as installer_cli
 from gateway.cli import testmode as testmode_cli
@@ -48,6 +50,7 @@ from gateway.errors import ConfigError, ConfigProblem, SenseGateError
 from gateway.log import setup_logging
 from gateway.site.config import SiteConfig, load_config, parse_config, site_rules
 from gateway.store import Store
+from gateway.store.disk import DiskState
 
 log = logging.getLogger("sensegate")
 
@@ -350,6 +353,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     store = open_store(config)
     try:
         print(f"store {config.store_path}: {store.event_count()} events, {store.used_bytes()} bytes")
+        for line in disk_lines(store.disk_state(), store.meta(DISK_META)):
+            print(f"  {line}")
         for name, value in store.counters().items():
             print(f"  {name} = {value}")
         for o in config.outputs:
@@ -369,6 +374,21 @@ def cmd_status(args: argparse.Namespace) -> int:
     finally:
         store.close()
     return 0
+
+
+def disk_lines(state: DiskState, kept: str | None) -> list[str]:
+    """The store's disk for ``status``: its files against the bound, the filesystem, the reserve,
+    and — from what the running gateway last wrote (``meta disk.state``) — a full disk."""
+    lines = [
+        f"disk: store files {state.store_bytes} bytes (WAL {state.wal_bytes}) of max_bytes {state.max_bytes}; "
+        f"filesystem free {state.free_bytes} bytes; reserve {state.reserve_bytes} of {state.reserve_target} bytes"
+    ]
+    gateway = json.loads(kept) if kept else {}
+    if gateway.get("full"):
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(gateway.get("at", 0))))
+        what = "telemetry refused (the broker holds it)" if gateway.get("refusing") else "oldest telemetry dropped"
+        lines.append(f"磁盘已满 DISK FULL since {since}: alarms stored and paged, {what}; free disk space")
+    return lines
 
 
 # ---------------------------------------------------------------------- rules
