@@ -248,8 +248,11 @@ class DiskStore(StoreBase):
         return (pages - free) * self._page_size
 
     def _room(self) -> int:
-        """What live data may use: the bound less the WAL, or on a full disk what the file held."""
-        room = max(self.max_bytes - self.wal_bytes - SHM_BYTES, self.max_bytes // 2)
+        """What live data may use: the bound less twice the WAL's size (SQLite checkpoints it
+        once it holds ``wal_bytes``, after the transaction that took it there: one more batch, or
+        one eviction step, each smaller than ``wal_bytes``) and its shared memory; on a full disk,
+        what the database file held then (the WAL file is written again from its start)."""
+        room = max(self.max_bytes - 2 * self.wal_bytes - SHM_BYTES, self.max_bytes // 2)
         return min(room, self._frozen) if self._full else room
 
     def _slack(self, room: int) -> int:
@@ -286,27 +289,25 @@ class DiskStore(StoreBase):
         if self._managed and not self._recovering:
             self._enter_full("a write failed: database or disk is full")
 
-    def _make_room(self, db: sqlite3.Connection, events: Sequence[Event]) -> None:
-        """Before ``events`` are written, inside their transaction: room for them within the
-        bound (on a full disk, within the database file) by eviction. Only in the gateway."""
+    def _make_room(self, events: Sequence[Event]) -> None:
+        """Before ``events`` are written (their transaction not begun): room for them within the
+        bound — on a full disk, within the database file — by eviction. Only in the gateway."""
         if not self._managed or not events:
             return
-        room = self._room()
-        need = _bytes(events)
-        # The batch's pages land in the WAL (which may go past its size by one transaction) and,
-        # at the next checkpoint, in the database file: both must fit under the bound. On a full
-        # disk only the file counts: the WAL file is written again from its start, not grown.
-        mark = room if self._full else room - need
-        live = self._live(db)
-        if live + need > mark:
-            self._evict(db, mark - need - self._slack(room), self._processed_seq(db))
-            live = self._live(db)
-        if self._full:
-            # Refuse telemetry once its room is gone; take it again once there is some slack.
+        with self._lock:
+            self._before_write()
+            room = self._room()
+            need = _bytes(events)
+            live = self._live(self._db)
             if live + need > room:
-                self._set_refusing(True)
-            elif live + self._slack(room) <= room:
-                self._set_refusing(False)
+                self._evict_steps(room - need - self._slack(room), self._processed_seq(self._db))
+                live = self._live(self._db)
+            if self._full:
+                # Refuse telemetry once its room is gone; take it again once there is some slack.
+                if live + need > room:
+                    self._set_refusing(True)
+                elif live + self._slack(room) <= room:
+                    self._set_refusing(False)
 
     def _processed_seq(self, db: sqlite3.Connection) -> int:
         if self._processed is not None:
@@ -328,7 +329,7 @@ class DiskStore(StoreBase):
             if first:
                 self._frozen = _size(self.path)
             room = self._room()
-            removed = self._evict_tx(room - self._slack(room))
+            removed = self._evict_steps(room - self._slack(room), self._processed_seq(self._db))
             log.warning(
                 "store %s: the disk is full (%s): released %d bytes of the reserve, removed %s; "
                 "telemetry may use %d bytes, alarms are always stored",
@@ -375,18 +376,23 @@ class DiskStore(StoreBase):
         except sqlite3.Error as exc:
             log.warning("store %s: checkpoint (%s) failed: %s", self.path, mode, exc)
 
-    def _evict_tx(self, target: int) -> dict[str, int]:
-        """``_evict`` a step per transaction (the lock held), so that the WAL is checkpointed in
-        between. A failure (the disk still full) stops it quietly."""
+    def _evict_steps(self, target: int, processed: int, general: bool = False) -> dict[str, int]:
+        """``_evict`` one step per transaction (the lock held, no transaction open). Before each
+        step the WAL is checkpointed, so that the step's pages — a deletion touches pages all over
+        the indexes — are written over the WAL's start instead of growing it past the bound. A
+        failure (the disk still full) stops it, logged."""
         removed = {"pruned": 0, "dropped": 0}
-        while True:
+        rows = max(_STEP_MIN, min(_STEP_MAX, self.wal_bytes // ROW_BYTES))
+        while self._live(self._db) > target:
+            self._checkpoint("PASSIVE")
             step = {"pruned": 0, "dropped": 0}
             with self._tx_quiet() as db:
                 if db is not None:
-                    step = self._evict(db, target, self._processed_seq(db), max_rows=_STEP_MAX)
+                    step = self._evict(db, target, processed, general, max_rows=rows)
             removed = {k: removed[k] + step[k] for k in removed}
-            if sum(step.values()) < _STEP_MAX:
-                return removed
+            if not any(step.values()):
+                break
+        return removed
 
     def _tx_quiet(self) -> _QuietTx:
         return _QuietTx(self)
@@ -425,24 +431,19 @@ class DiskStore(StoreBase):
         """Bring live data under the bound (housekeeping); returns what was removed.
 
         ``processed_seq`` is the alert path's cursor: nothing after it is removed, so no event
-        is thinned before the rules have seen it. One step per transaction (at most
-        ``_STEP_MAX`` rows: the WAL is checkpointed in between). A WAL grown past twice its size
-        (a reader held it) is truncated. ``over_bound``: only protected rows are left above it."""
-        removed = {"pruned": 0, "dropped": 0}
-        while True:
-            with self._tx() as db:
-                room = self._room()
-                live = self._live(db)
-                step = {"pruned": 0, "dropped": 0}
-                if live > room:
-                    step = self._evict(db, room - self._slack(room), processed_seq, general=True, max_rows=_STEP_MAX)
-                    live = self._live(db)
-                if self._full and live + self._slack(room) <= room:
-                    self._set_refusing(False)
-            removed = {k: removed[k] + step[k] for k in removed}
-            if sum(step.values()) < _STEP_MAX:
-                break
+        is thinned before the rules have seen it. Unlike the check on every write it also finds
+        delivered events among undelivered ones (a scan). A WAL grown past twice its size (a
+        reader held it) is truncated. ``over_bound``: only protected rows are left above it."""
         with self._lock:
+            if self._managed:
+                self._before_write()
+            room = self._room()
+            removed = {"pruned": 0, "dropped": 0}
+            if self._live(self._db) > room:
+                removed = self._evict_steps(room - self._slack(room), processed_seq, general=True)
+            live = self._live(self._db)
+            if self._full and live + self._slack(room) <= room:
+                self._set_refusing(False)
             self.over_bound = live > room
             if _size(self.path.with_name(self.path.name + "-wal")) > 2 * self.wal_bytes:
                 self._checkpoint("TRUNCATE")

@@ -116,8 +116,8 @@ class EventsStore(DiskStore):
         gateway/store/testmode.py).
         """
         stored: list[Event] = []
+        self._make_room(events)  # the disk bound, checked on every write (disk.py)
         with self._tx() as db:
-            self._make_room(db, events)  # the disk bound, checked on every write (disk.py)
             for ev in mark_tests(db, events):
                 seq = _insert_event(db, ev)
                 stored.append(replace(ev, seq=seq))
