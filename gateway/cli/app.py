@@ -353,7 +353,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     store = open_store(config)
     try:
         print(f"store {config.store_path}: {store.event_count()} events, {store.used_bytes()} bytes")
-        for line in disk_lines(store.disk_state(), store.meta(DISK_META)):
+        tz = site_rules(config).settings.timezone
+        for line in disk_lines(store.disk_state(), store.meta(DISK_META), tz):
             print(f"  {line}")
         for name, value in store.counters().items():
             print(f"  {name} = {value}")
@@ -376,7 +377,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def disk_lines(state: DiskState, kept: str | None) -> list[str]:
+def disk_lines(state: DiskState, kept: str | None, tz: str) -> list[str]:
     """The store's disk for ``status``: its files against the bound, the filesystem, the reserve,
     and — from what the running gateway last wrote (``meta disk.state``) — a full disk."""
     lines = [
@@ -385,7 +386,7 @@ def disk_lines(state: DiskState, kept: str | None) -> list[str]:
     ]
     gateway = json.loads(kept) if kept else {}
     if gateway.get("full"):
-        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(gateway.get("at", 0))))
+        since = _local(float(gateway.get("at", 0)), tz)
         what = "telemetry refused (the broker holds it)" if gateway.get("refusing") else "oldest telemetry dropped"
         lines.append(f"磁盘已满 DISK FULL since {since}: alarms stored and paged, {what}; free disk space")
     return lines
