@@ -207,6 +207,8 @@ class MqttIngest:
         while True:
             batch = await self._gather(s.commit_batch, s.commit_interval_ms / 1000)
             if not batch:
+                if self._carry:  # refusals not counted yet: nothing else is coming to carry them
+                    await self._commit([])
                 continue
             try:
                 stored, held = await self._commit(batch)

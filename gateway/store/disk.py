@@ -330,7 +330,9 @@ class DiskStore(StoreBase):
                 self._frozen = _size(self.path)
             room = self._room()
             removed = self._evict_steps(room - self._slack(room), self._processed_seq(self._db))
-            log.warning(
+            # Once the reserve is gone every failed write comes here: say it when something changed.
+            log.log(
+                logging.WARNING if first or freed or any(removed.values()) else logging.DEBUG,
                 "store %s: the disk is full (%s): released %d bytes of the reserve, removed %s; "
                 "telemetry may use %d bytes, alarms are always stored",
                 self.path,
@@ -444,7 +446,7 @@ class DiskStore(StoreBase):
             live = self._live(self._db)
             if self._full and live + self._slack(room) <= room:
                 self._set_refusing(False)
-            self.over_bound = live > room
+            self.over_bound = live > room and not self._full  # a full disk is the disk watch's to say
             if _size(self.path.with_name(self.path.name + "-wal")) > 2 * self.wal_bytes:
                 self._checkpoint("TRUNCATE")
         return removed

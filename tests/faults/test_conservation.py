@@ -33,6 +33,7 @@ def wait(check: object, within: float, what: str) -> None:
         time.sleep(0.2)
 
 
+@pytest.mark.timeout(1200)  # the long mode's five minutes of load and the drain after them
 def test_every_acknowledged_id_reaches_influxdb_once_and_every_alarm_alerts_once(
     mode: Mode, influxdb_v1: InfluxDB1, tmp_path: Path, ensure_started: list[Server]
 ) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sqlite3
 import stat
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -32,7 +33,7 @@ def alarms(n: int) -> list:  # type: ignore[type-arg]
 
 
 def integrity(path: Path) -> str:
-    with sqlite3.connect(path) as db:
+    with closing(sqlite3.connect(path)) as db:
         return str(db.execute("PRAGMA integrity_check").fetchone()[0])
 
 
