@@ -61,9 +61,6 @@ SHM_BYTES = 32 * 1024
 _STEP_MIN, _STEP_MAX = 20, 5000
 # A full disk: whether the room is back is looked at most this often.
 RECHECK_SECONDS = 1.0
-# The alert path's cursor (gateway/alerts/path.py): no event after it is evicted, so none is
-# thinned before the rules have seen it.
-_ALERTS_CURSOR = "cursor.alerts"
 
 _PRUNE_OLD = "SELECT seq FROM events WHERE seq < ? ORDER BY seq LIMIT ?"
 _PRUNE_ANY = (
@@ -208,7 +205,8 @@ class DiskStore(StoreBase):
         """Keep the disk from now on (the gateway; a CLI command does not): fill the reserve,
         check the filesystem before every write, evict as writes need. ``processed_seq`` is the
         alert path's cursor (read from the store's thread: an int); ``on_change`` is called on
-        each change of ``full`` or ``refusing`` (from the store's thread)."""
+        each change of ``full`` or ``refusing``, from the store's thread with its lock held: it
+        must not call the store (the gateway's only wakes its disk watch)."""
         with self._lock:
             self._processed = processed_seq
             self._on_change = on_change
@@ -300,7 +298,7 @@ class DiskStore(StoreBase):
             need = _bytes(events)
             live = self._live(self._db)
             if live + need > room:
-                self._evict_steps(room - need - self._slack(room), self._processed_seq(self._db))
+                self._evict_steps(room - need - self._slack(room), self._processed_seq())
                 live = self._live(self._db)
             if self._full:
                 # Refuse telemetry once its room is gone; take it again once there is some slack.
@@ -309,11 +307,10 @@ class DiskStore(StoreBase):
                 elif live + self._slack(room) <= room:
                     self._set_refusing(False)
 
-    def _processed_seq(self, db: sqlite3.Connection) -> int:
-        if self._processed is not None:
-            return self._processed()
-        row = db.execute("SELECT value FROM meta WHERE key = ?", (_ALERTS_CURSOR,)).fetchone()
-        return int(row[0]) if row else 0
+    def _processed_seq(self) -> int:
+        """The alert path's cursor: no event after it is evicted, so none is thinned before the
+        rules have seen it (0, nothing evictable, until the gateway says)."""
+        return self._processed() if self._processed is not None else 0
 
     # ------------------------------------------------------------------ a full disk
 
@@ -329,7 +326,7 @@ class DiskStore(StoreBase):
             if first:
                 self._frozen = _size(self.path)
             room = self._room()
-            removed = self._evict_steps(room - self._slack(room), self._processed_seq(self._db))
+            removed = self._evict_steps(room - self._slack(room), self._processed_seq())
             # Once the reserve is gone every failed write comes here: say it when something changed.
             log.log(
                 logging.WARNING if first or freed or any(removed.values()) else logging.DEBUG,
