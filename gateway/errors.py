@@ -11,7 +11,8 @@
     ├── SinkError            an output could not take a batch
     │   ├── RetryableSinkError   try again later (timeout, connection refused, 5xx)
     │   └── RejectedBatchError   the database says the data is malformed; retrying will not help
-    └── StoreError           the local durable store failed (disk full, corrupt file)
+    └── StoreError           the local durable store failed (corrupt file, I/O error)
+        └── StoreFullError   its filesystem is full: the store made what room it could; try once more
 
 Rule: an input problem never escapes as anything but ``PayloadError``; codecs raise nothing
 else, whatever bytes they are given.
@@ -93,3 +94,9 @@ class RejectedBatchError(SinkError):
 
 class StoreError(SenseGateError):
     pass
+
+
+class StoreFullError(StoreError):
+    """A write failed because the store's filesystem is full (SQLITE_FULL). By the time it is
+    raised the store has rolled the transaction back and made what room it could (its reserve,
+    eviction: docs/store.md, "A full disk"), so the same write is worth trying once more."""

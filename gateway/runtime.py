@@ -31,6 +31,7 @@ from gateway.alerts.notify import Notifier
 from gateway.alerts.path import TOKEN_ACTOR, AlertPath, Transition, console_line
 from gateway.alerts.publisher import OutboxPublisher
 from gateway.alerts.replies import SmsReplies
+from gateway.alerts.system import DISK_META, disk_decision
 from gateway.care.visits import VisitTracker
 from gateway.clock import Clock, SystemClock
 from gateway.errors import StoreError
@@ -73,11 +74,20 @@ SHUTDOWN_FLUSH = 5.0
 COMMAND_POLL = 1.0
 # The clock this far behind the newest stored event at start is taken as unsynchronised.
 CLOCK_BEHIND = 300.0
+# How often the disk watch looks at the store's filesystem when nothing is written (has the room
+# come back?); the store itself looks before every write.
+DISK_CHECK = 5.0
 
 
 def open_store(config: SiteConfig) -> Store:
-    """The site's store, with its configured bound and durability."""
-    return Store(config.store_path, int(config.store.max_bytes), config.store.synchronous)
+    """The site's store, with its configured bound, reserve and durability."""
+    reserve = config.store.reserve_bytes
+    return Store(
+        config.store_path,
+        int(config.store.max_bytes),
+        config.store.synchronous,
+        reserve_bytes=None if reserve is None else int(reserve),
+    )
 
 
 def build_channel(settings: ChannelSettings, config: SiteConfig, store: Store, clock: Clock) -> Channel:
@@ -234,6 +244,7 @@ class Gateway:
         self._rules_wake = asyncio.Event()
         self._commands_wake = asyncio.Event()
         self.health = IngestHealth(self.store, self.clock)  # `sensegate status` shows what fails
+        self._disk_wake = asyncio.Event()
         self.ingest = MqttIngest(
             config,
             self.registry,
@@ -435,7 +446,46 @@ class Gateway:
             "pending": {f.name: self.store.pending_count(f.name) for f in self.forwarders},
             "outbox": len(self.store.outbox_batch("mqtt", 10_000)),
             "store_bytes": self.store.used_bytes(),
+            "disk": self.store.disk_state().to_dict(),
         }
+
+    def _disk_changed(self) -> None:
+        """The store's disk became full, started or stopped refusing telemetry, or has room
+        again (called from the store's thread, its lock held)."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._disk_wake.set)
+
+    async def _disk_watch(self) -> None:
+        """A full disk is an alert (``gateway_disk_full``, gateway/alerts/system.py): raised when
+        the store's disk is full, reworded when it refuses telemetry, resolved when the room is
+        back. Also looks at the filesystem every ``DISK_CHECK`` s, for the room coming back while
+        nothing is written; ``sensegate status`` shows the state kept in ``meta disk.state``."""
+        shown: tuple[bool, bool] | None = None
+        while True:
+            self._disk_wake.clear()
+            state = await asyncio.to_thread(self.store.check_disk)
+            if (state.full, state.refusing) != shown:
+                shown = (state.full, state.refusing)
+                now = self.clock.now()
+                decided = self.alerts.external([disk_decision(state, self.config.gateway.id, now)])
+                if state.full or decided:
+                    log.warning(
+                        "disk %s: %d bytes free, store %d bytes, reserve %d bytes",
+                        "full, refusing telemetry" if state.refusing else "full" if state.full else "has room again",
+                        state.free_bytes,
+                        state.store_bytes,
+                        state.reserve_bytes,
+                    )
+                await asyncio.to_thread(
+                    self.store.set_meta, DISK_META, json.dumps({**state.to_dict(), "at": now}, ensure_ascii=False)
+                )
+            sleeper = asyncio.ensure_future(self.clock.sleep(DISK_CHECK))
+            woken = asyncio.ensure_future(self._disk_wake.wait())
+            try:
+                await asyncio.wait({sleeper, woken}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                sleeper.cancel()
+                woken.cancel()
 
     async def _housekeeping(self) -> None:
         last_stats = self.clock.monotonic()
@@ -499,6 +549,8 @@ class Gateway:
                 newest - self.clock.now(),
             )
             await asyncio.to_thread(self.store.count, {"clock_behind_at_start": 1})
+        # From here on this process keeps the store's disk: its reserve, eviction on every write.
+        await asyncio.to_thread(self.store.manage_disk, lambda: self.alerts.cursor, self._disk_changed)
         caught_up = await asyncio.to_thread(self.alerts.catch_up)
         if caught_up:
             log.info("alert path caught up on %d events stored before the last stop", caught_up)
@@ -531,6 +583,7 @@ class Gateway:
                 others = [tg.create_task(supervise(f"output {f.name}", f.run, self.clock)) for f in self.forwarders]
                 others.append(tg.create_task(supervise("alert publisher", self.publisher.run, self.clock)))
                 others.append(tg.create_task(supervise("housekeeping", self._housekeeping, self.clock)))
+                others.append(tg.create_task(supervise("disk watch", self._disk_watch, self.clock)))
                 others.append(tg.create_task(supervise("rule timers", self._rule_timer, self.clock)))
                 others.append(tg.create_task(supervise("commands", self._commands, self.clock)))
                 if self.ha is not None:

@@ -305,6 +305,6 @@ class Wire:
             batch.append(_Message(0, mid, s.qos, s.dup, s.retain, s.topic, s.payload))
         # The ingest's own commit decides each message (gateway/ingest/mqtt.py), so a scenario
         # follows the runtime when that decision changes.
-        stored = await self.mqtt._commit(batch)
+        stored, _ = await self.mqtt._commit(batch)
         if stored:
             await self.on_stored(stored)

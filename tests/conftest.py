@@ -77,3 +77,13 @@ def ensure_started() -> Iterator[list[Server]]:
 # ---------------------------------------------------------------------------------------------
 # Lead's fixtures (runtime, store, config) go below this line.
 # ---------------------------------------------------------------------------------------------
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    # Here, not in tests/faults/conftest.py: pytest registers options only from the root conftest.
+    parser.addoption(
+        "--faults-long",
+        action="store_true",
+        help="run the fault suite (tests/faults) long: minutes of load and dozens of kills, not CI's short mode "
+        "(or set SENSEGATE_FAULTS=long)",
+    )

@@ -21,6 +21,7 @@ alert lifecycle and makes it durable:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -30,7 +31,7 @@ from dataclasses import dataclass, replace
 from edge_rules import Context, Decision, DeviceInfo, Engine, ResidentInfo, RuleSet
 from gateway.alerts.shadow import Shadow
 from gateway.clock import Clock
-from gateway.errors import StoreError
+from gateway.errors import StoreError, StoreFullError
 from gateway.models import RETAINED, Alert, AlertState, Event
 from gateway.site.people import People, unknown_person
 from gateway.site.registry import Registry
@@ -312,17 +313,22 @@ class AlertPath:
         (default: where it is) in one transaction; then tell ``notify``."""
         at = self.clock.now()
         position = self.cursor if cursor is None else cursor
+        save = functools.partial(
+            self.store.save_alerts,
+            [t.alert for t in transitions],
+            [m for t in transitions for m in self._messages(t)],
+            cursor=(CURSOR, position),
+            now=at,
+            rule_state=self.engine.dirty(),
+            visits=visits,
+            more_cursors=more_cursors,
+            log=[t.log_row(at) for t in transitions],
+        )
         try:
-            self.store.save_alerts(
-                [t.alert for t in transitions],
-                [m for t in transitions for m in self._messages(t)],
-                cursor=(CURSOR, position),
-                now=at,
-                rule_state=self.engine.dirty(),
-                visits=visits,
-                more_cursors=more_cursors,
-                log=[t.log_row(at) for t in transitions],
-            )
+            try:
+                save()
+            except StoreFullError:
+                save()  # the store has made room (docs/store.md, "A full disk"): an alert goes in
         except StoreError:
             # The engine has moved on but the disk has not: rebuild from the disk on next use.
             self._stale = True

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import secrets
@@ -42,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_rules.schedule import zone
+from gateway.alerts.system import DISK_META
 from gateway.cli import alerts as alerts_cli
 from gateway.cli import devices as devices_cli
 from gateway.cli import installer as installer_cli
@@ -53,6 +55,7 @@ from gateway.clock import SystemClock
 from gateway.errors import ConfigError, ConfigProblem, SenseGateError
 from gateway.log import setup_logging
 from gateway.site.config import SiteConfig, load_config, parse_config, site_rules
+from gateway.store.disk import DiskState
 
 log = logging.getLogger("sensegate")
 
@@ -355,7 +358,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     store = open_store(config)
     try:
         print(f"store {config.store_path}: {store.event_count()} events, {store.used_bytes()} bytes")
-        print(_ingest_status(store, zone(site_rules(config).settings.timezone), time.time()))
+        tz = site_rules(config).settings.timezone
+        print(_ingest_status(store, zone(tz), time.time()))
+        for line in disk_lines(store.disk_state(), store.meta(DISK_META), tz):
+            print(f"  {line}")
         for name, value in store.counters().items():
             print(f"  {name} = {value}")
         for o in config.outputs:
@@ -390,6 +396,21 @@ def _ingest_status(store: Any, tz: Any, now: float) -> str:
         minutes = max(0, round((now - f.since) / 60))
         lines.append(f"  ingest {f.part}: FAILING since {since} ({minutes} min): {f.error}")
     return "\n".join(lines)
+
+
+def disk_lines(state: DiskState, kept: str | None, tz: str) -> list[str]:
+    """The store's disk for ``status``: its files against the bound, the filesystem, the reserve,
+    and — from what the running gateway last wrote (``meta disk.state``) — a full disk."""
+    lines = [
+        f"disk: store files {state.store_bytes} bytes (WAL {state.wal_bytes}) of max_bytes {state.max_bytes}; "
+        f"filesystem free {state.free_bytes} bytes; reserve {state.reserve_bytes} of {state.reserve_target} bytes"
+    ]
+    gateway = json.loads(kept) if kept else {}
+    if gateway.get("full"):
+        since = _local(float(gateway.get("at", 0)), tz)
+        what = "telemetry refused (the broker holds it)" if gateway.get("refusing") else "oldest telemetry dropped"
+        lines.append(f"磁盘已满 DISK FULL since {since}: alarms stored and paged, {what}; free disk space")
+    return lines
 
 
 # ---------------------------------------------------------------------- rules

@@ -11,6 +11,10 @@ malformed-payload records and counters in one transaction, then acknowledges eve
 of the batch and hands the stored events on. The broker's in-flight window is the
 back-pressure: it sends no more unacknowledged messages than it allows.
 
+While the store refuses telemetry (its disk is full: docs/store.md), a message whose events are
+all telemetry is not acknowledged: the broker keeps it, and it is offered to the store again
+once it takes telemetry. Alarms are committed and acknowledged as ever.
+
 Retained messages (the broker's last message per topic, replayed on every subscribe) are
 checked against the digest of the last message handled on their topic: a replay is skipped, a
 retained message never seen gives its alarm states, marked retained (gateway/ingest/retained.py).
@@ -33,11 +37,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.alerts.commands import refusal, verify_command
 from gateway.clock import Clock
-from gateway.errors import PayloadError, StoreError, UnauthenticatedError, UnknownDeviceError
+from gateway.errors import PayloadError, StoreError, StoreFullError, UnauthenticatedError, UnknownDeviceError
 from gateway.ingest.health import IngestHealth
 from gateway.ingest.retained import payload_digest, retained_events
 from gateway.log import LogOnce
-from gateway.models import Event
+from gateway.models import Event, Lane
 from gateway.site.config import SiteConfig
 from gateway.site.registry import Registry
 from gateway.store import Store
@@ -46,6 +50,13 @@ log = logging.getLogger("sensegate.ingest")
 
 # Keys of accepted messages are kept this long to recognise a redelivery after a crash.
 DEDUP_WINDOW = 3600.0
+# Telemetry-only messages held unacknowledged while the store refuses telemetry: at most this
+# many, so that the rest of the broker's in-flight window (Mosquitto's max_inflight_messages, 20
+# by default) stays open for alarms. Beyond it the oldest held message is acknowledged without
+# being stored, and counted (refused_dropped).
+HOLD_MAX = 10
+# Held messages are offered to the store again this often when nothing else arrives.
+HOLD_RECHECK = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +104,8 @@ class MqttIngest:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: mqtt.Client | None = None
         self._stopping = False
+        self._held: list[_Message] = []  # telemetry the store refused, not acknowledged
+        self._carry: dict[str, int] = {}  # counts committed with the next batch
 
     # ------------------------------------------------------------------ paho side (its thread)
 
@@ -198,6 +211,7 @@ class MqttIngest:
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._queue = asyncio.Queue()  # after a restart, nothing from the old client is acknowledged
+        self._held = []
         client = self._client = self._make_client()
         m = self.config.mqtt
         client.connect_async(m.host, m.port, keepalive=m.keepalive)
@@ -217,24 +231,18 @@ class MqttIngest:
     async def _write_loop(self, client: mqtt.Client) -> None:
         s = self.config.store
         while True:
-            batch = [await self._queue.get()]
-            deadline = self.clock.monotonic() + s.commit_interval_ms / 1000
-            while len(batch) < s.commit_batch:
-                try:
-                    batch.append(self._queue.get_nowait())
-                    continue
-                except asyncio.QueueEmpty:
-                    pass
-                remaining = deadline - self.clock.monotonic()
-                if remaining <= 0:
-                    break
-                try:
-                    # The group-commit window is a real-time latency budget, not a rule timer.
-                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
-                except TimeoutError:
-                    break
+            batch = await self._gather(s.commit_batch, s.commit_interval_ms / 1000)
+            if not batch:
+                if self._carry:  # refusals not counted yet: nothing else is coming to carry them
+                    await self._commit([])
+                continue
             try:
-                stored = await self._commit(batch)
+                try:
+                    stored, held = await self._commit(batch)
+                except StoreFullError:
+                    # The store has made what room it could (its reserve, eviction): once more. With
+                    # no room left for telemetry, telemetry-only messages are held back this time.
+                    stored, held = await self._commit(batch)
             except StoreError as exc:
                 # Nothing of the batch is acknowledged: the broker keeps it. Supervised: restarted.
                 if self.health is not None:
@@ -242,20 +250,74 @@ class MqttIngest:
                 raise
             if self.health is not None:
                 self.health.ok("store")
+            kept = {id(m) for m in held}
             for msg in batch:
                 # A message from an earlier connection is not acknowledged: its packet id may
                 # name another message now. The broker redelivers it (DUP) on a persistent
                 # session, and that copy is recognised as already stored and acknowledged.
-                if msg.qos > 0 and msg.connection == self._connection:
+                if id(msg) not in kept and msg.qos > 0 and msg.connection == self._connection:
                     client.ack(msg.mid, msg.qos)
+            self._hold(client, held)
             if stored:
                 await self.on_stored(stored)
 
-    async def _commit(self, batch: list[_Message]) -> list[Event]:
+    async def _gather(self, limit: int, window: float) -> list[_Message]:
+        """The next batch: held messages again once the store takes telemetry, then whatever
+        arrives within the group-commit window. Empty when held messages are still refused."""
+        # Held messages from an earlier connection are the broker's again: it redelivers them.
+        self._held = [m for m in self._held if m.connection == self._connection]
+        batch: list[_Message] = []
+        if self._held and not self.store.refusing_telemetry:
+            batch, self._held = self._held, []
+        elif self._held:
+            try:
+                batch.append(await asyncio.wait_for(self._queue.get(), HOLD_RECHECK))
+            except TimeoutError:
+                return []
+        else:
+            batch.append(await self._queue.get())
+        deadline = self.clock.monotonic() + window
+        while len(batch) < limit:
+            try:
+                batch.append(self._queue.get_nowait())
+                continue
+            except asyncio.QueueEmpty:
+                pass
+            remaining = deadline - self.clock.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                # The group-commit window is a real-time latency budget, not a rule timer.
+                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+            except TimeoutError:
+                break
+        return batch
+
+    def _hold(self, client: mqtt.Client, held: list[_Message]) -> None:
+        """Keep refused telemetry unacknowledged (the broker keeps it too), at most ``HOLD_MAX``."""
+        if held:
+            self._carry["refused"] = self._carry.get("refused", 0) + len(held)
+            self._log_once.warning(
+                ("refused",), "store refuses telemetry (disk full): telemetry messages are not acknowledged"
+            )
+        elif not self._held:
+            self._log_once.reset(("refused",))
+        self._held.extend(held)
+        while len(self._held) > HOLD_MAX:
+            msg = self._held.pop(0)
+            if msg.qos > 0 and msg.connection == self._connection:
+                client.ack(msg.mid, msg.qos)
+            self._carry["refused_dropped"] = self._carry.get("refused_dropped", 0) + 1
+
+    async def _commit(self, batch: list[_Message]) -> tuple[list[Event], list[_Message]]:
+        """Decode and commit a batch; the stored events, and the messages held back (telemetry
+        only, while the store refuses telemetry: not stored, not to be acknowledged)."""
         now = self.clock.now()
+        refusing = self.store.refusing_telemetry
         events: list[Event] = []
+        held: list[_Message] = []
         keys: list[tuple[str, float]] = []
-        counts: dict[str, int] = {}
+        counts: dict[str, int] = dict(self._carry)
         rejected: list[tuple[str, str, str, bytes]] = []
         commands: list[dict[str, Any]] = []
         nonces: list[tuple[str, str, float]] = []  # of the signed commands queued
@@ -307,6 +369,9 @@ class MqttIngest:
                 if state:  # so its retained copy is not rejected again on every subscribe
                     handled[msg.topic] = payloads[msg.topic] = digest
                 continue
+            if refusing and decoded and all(e.lane is Lane.TELEMETRY for e in decoded):
+                held.append(msg)
+                continue
             if state:
                 handled[msg.topic] = payloads[msg.topic] = digest
             if replay:
@@ -332,11 +397,12 @@ class MqttIngest:
             answers,
             nonces,
         )
+        self._carry = {}
         if commands and self.on_command is not None:
             self.on_command()
         if answers and self.on_answer is not None:
             self.on_answer()
-        return stored
+        return stored, held
 
     def _verify(
         self, payload: bytes, now: float, batch: list[tuple[str, str, float]]

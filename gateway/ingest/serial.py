@@ -49,9 +49,9 @@ from drivers.osdp_link import ChannelOpener, OsdpLink, PdDown, PdEvent, PdUp, op
 from drivers.radar_latch import RadarLatch
 from drivers.serial_link import Frames, LinkDown, LinkItem, LinkUp, Opener, SerialLink, open_serial
 from gateway.clock import Clock
-from gateway.errors import PayloadError
+from gateway.errors import PayloadError, StoreFullError
 from gateway.log import LogOnce
-from gateway.models import Event, Kind, Observation
+from gateway.models import Event, Kind, Lane, Observation
 from gateway.site.config import SiteConfig, site_profiles
 from gateway.site.registry import Registry
 from gateway.store import Store
@@ -382,11 +382,25 @@ class SerialIngest:
         if not (batch.events or batch.counts or batch.rejected):
             return
         now = self.clock.now()
-        stored = await asyncio.to_thread(
-            self.store.append, batch.events, self.outputs, (), batch.counts, batch.rejected, now
-        )
+        append = functools.partial(self.store.append, outputs=self.outputs, rejected=batch.rejected, now=now)
+        try:
+            stored = await asyncio.to_thread(append, self._admitted(batch), counts=batch.counts)
+        except StoreFullError:
+            # The store has made what room it could (docs/store.md, "A full disk"): once more.
+            stored = await asyncio.to_thread(append, self._admitted(batch), counts=batch.counts)
         if stored:
             await self.on_stored(stored)
+
+    def _admitted(self, batch: Batch) -> list[Event]:
+        """The batch's events, less its telemetry while the store refuses telemetry (a full
+        disk): a wired device has no broker to keep it, so it is dropped, and counted."""
+        if not self.store.refusing_telemetry:
+            return batch.events
+        kept = [e for e in batch.events if e.lane is Lane.ALARM]
+        if len(kept) < len(batch.events):
+            batch.counts["refused_dropped"] = batch.counts.get("refused_dropped", 0) + len(batch.events) - len(kept)
+        batch.events = kept
+        return kept
 
     async def drain(self) -> None:
         """Commit whatever is queued (on an orderly stop, after the device tasks are cancelled)."""

@@ -121,11 +121,18 @@ class MqttSettings(_Model):
     native_base: str = "sensegate/in"
 
 
+# A smaller reserve would checkpoint the WAL every few pages (its size is a quarter of the reserve).
+RESERVE_MIN = 256 * 1024
+
+
 class StoreSettings(_Model):
     path: FilePath | None = None  # default: <data_dir>/store.sqlite3
     max_bytes: ByteSize = ByteSize(512 * 1024 * 1024)
     # "full" survives a power cut; "normal" only a crash of the process.
     synchronous: Literal["full", "normal"] = "full"
+    # Held on the store's filesystem for the day it fills up (docs/store.md, "A full disk"):
+    # default 1/16 of max_bytes within 1-8 MiB; 0: none.
+    reserve_bytes: ByteSize | None = None
     # Group commit: events are written in batches before the broker is acknowledged.
     commit_batch: Annotated[int, Field(ge=1, le=10_000)] = 500
     commit_interval_ms: Annotated[int, Field(ge=0, le=1000)] = 5
@@ -793,6 +800,9 @@ def cross_check(config: SiteConfig, file: str) -> list[ConfigProblem]:
     problems.extend(_check_people(config, file))
     problems.extend(_check_notify(config, file))
     problems.extend(_check_built_at_run(config, file))
+    reserve = config.store.reserve_bytes
+    if reserve is not None and 0 < reserve < RESERVE_MIN:
+        problems.append(ConfigProblem(file, "store.reserve_bytes", "0 (no reserve) or at least 256KiB", str(reserve)))
 
     z2m_names: dict[str, int] = {}
     rtl_keys: dict[tuple[str, str, str], int] = {}

@@ -15,8 +15,9 @@ is in its aggregate's module (see docs/store.md for the full picture):
   enough (Mosquitto's ``max_inflight_messages`` is 20 by default, 1000 in our advice).
   ``last_payload(topic, digest)``: the last MQTT message handled on each topic, to tell a
   retained message replayed on subscribe from one never seen (gateway/ingest/retained.py);
-  one row per topic the ingest decodes (unknown devices leave none), never pruned. Also the
-  disk bound (``enforce_bound``, ``used_bytes``).
+  one row per topic the ingest decodes (unknown devices leave none), never pruned.
+- ``disk.py``: no table; the disk bound (``enforce_bound``, ``_make_room`` on every write of
+  events), the reserve file and a full filesystem (docs/store.md, "A full disk").
 - ``alerts.py``: ``alerts`` and ``outbox``, alerts and the messages about them still to be
   published; ``alert_log``, each alert's audit trail; ``rule_state``, the rule engine's
   timers, windows and open-alert bookkeeping, saved in the same transaction as the alerts and
@@ -46,11 +47,12 @@ The schema has a version (``PRAGMA user_version``); opening an older store migra
 transaction, a store from a newer release is refused (``schema.py``: where a new table and where
 a change to an existing one go).
 
-Disk use is bounded by ``max_bytes``. When the live data grows past it, ``enforce_bound``
-gives way in this order, counting each step: (1) events already delivered everywhere and
+Disk use is bounded by ``max_bytes``, the WAL counted (disk.py). Before events are written,
+room is made in this order, counting each step: (1) events already delivered everywhere and
 already seen by the alert path (``pruned``), oldest first; (2) telemetry events not yet
 delivered (``dropped``), oldest first. Alarm-lane events and alerts are never removed to
-make room: when only they are left the store grows past the bound and says so.
+make room: when only they are left the store grows past the bound and says so. A full
+filesystem releases a reserve file and refuses telemetry before it refuses an alarm.
 
 All methods are synchronous and thread-safe (one connection behind a lock); async callers
 run them with ``asyncio.to_thread``.
@@ -70,7 +72,7 @@ import threading
 from pathlib import Path
 from typing import ClassVar
 
-from gateway.errors import StoreError
+from gateway.errors import StoreError, StoreFullError
 from gateway.store.schema import Migration, open_schema, user_version
 
 COUNTERS_DDL = """
@@ -126,6 +128,13 @@ class StoreBase:
     def _tx(self) -> _Tx:
         return _Tx(self)
 
+    def _before_write(self) -> None:
+        """Called with the lock held, before a write transaction begins (disk.py: the disk's room)."""
+
+    def _on_full(self) -> None:
+        """Called with the lock held, after a write failed with SQLITE_FULL and was rolled back
+        (disk.py: release the reserve, evict, checkpoint)."""
+
     @staticmethod
     def _bump(db: sqlite3.Connection, counts: dict[str, int]) -> None:
         for name, n in counts.items():
@@ -168,30 +177,53 @@ def _private_file(path: Path, *, create: bool = True) -> None:
 
 
 class _Tx:
-    """``with store._tx() as db``: hold the lock, BEGIN IMMEDIATE … COMMIT (or ROLLBACK)."""
+    """``with store._tx() as db``: hold the lock, BEGIN IMMEDIATE … COMMIT (or ROLLBACK).
+
+    Before BEGIN the store looks at its disk (``_before_write``); a write that fails with
+    SQLITE_FULL is rolled back, the store makes room (``_on_full``) and ``StoreFullError`` says
+    that the same write is worth trying once more (gateway/store/disk.py)."""
 
     def __init__(self, store: StoreBase) -> None:
         self._store = store
 
     def __enter__(self) -> sqlite3.Connection:
-        self._store._lock.acquire()
+        store = self._store
+        store._lock.acquire()
         try:
-            self._store._db.execute("BEGIN IMMEDIATE")
+            store._before_write()
+            store._db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
-            self._store._lock.release()
-            raise StoreError(f"store {self._store.path}: {exc}") from exc
-        return self._store._db
+            store._lock.release()
+            raise StoreError(f"store {store.path}: {exc}") from exc
+        except BaseException:
+            store._lock.release()
+            raise
+        return store._db
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        db = self._store._db
+        store = self._store
+        db = store._db
+        failed = exc if isinstance(exc, sqlite3.Error) else None
         try:
             if exc_type is None:
-                db.execute("COMMIT")
-            else:
+                try:
+                    db.execute("COMMIT")
+                except sqlite3.Error as err:
+                    failed = err
+            # SQLite rolls a transaction back itself after some failures (a full disk at COMMIT).
+            if db.in_transaction:
                 db.execute("ROLLBACK")
+            if failed is not None and is_full(failed):
+                store._on_full()
         except sqlite3.Error as err:
-            raise StoreError(f"store {self._store.path}: {err}") from err
+            raise StoreError(f"store {store.path}: {err}") from err
         finally:
-            self._store._lock.release()
-        if isinstance(exc, sqlite3.Error):
-            raise StoreError(f"store {self._store.path}: {exc}") from exc
+            store._lock.release()
+        if failed is not None:
+            error = StoreFullError if is_full(failed) else StoreError
+            raise error(f"store {store.path}: {failed}") from failed
+
+
+def is_full(exc: sqlite3.Error) -> bool:
+    """SQLITE_FULL: the filesystem refused to grow the database or its WAL (ENOSPC)."""
+    return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL

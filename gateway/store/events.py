@@ -1,6 +1,6 @@
 """Events and their delivery to outputs: the ``events``, ``pending``, ``dead_letter``,
-``recent_ingest`` and ``last_payload`` tables, and the disk bound (``enforce_bound``,
-``used_bytes``)."""
+``recent_ingest`` and ``last_payload`` tables. The disk bound and what gives way to it are in
+``disk.py``."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from gateway.models import Event, Lane
-from gateway.store.base import StoreBase
+from gateway.models import Event
 from gateway.store.commands import _insert_command
 from gateway.store.devices import upsert_device_states
+from gateway.store.disk import DiskStore
 from gateway.store.testmode import mark_tests
 from gateway.store.users import _insert_nonces
 
@@ -55,9 +55,6 @@ CREATE TABLE IF NOT EXISTS last_payload (
 ) WITHOUT ROWID;
 """
 
-# One pruning step removes about as many rows as the excess needs (by average row size),
-# within these limits, then re-measures: dropping more telemetry than needed loses data.
-_PRUNE_MIN, _PRUNE_MAX = 20, 5000
 # Keys of accepted MQTT messages kept for recognising redeliveries (see recent_ingest).
 INGEST_KEYS_KEEP = 20_000
 # Dead letters kept for inspection; older ones go first when the table is longer.
@@ -75,7 +72,7 @@ class DeadLetter:
     event: Event
 
 
-class EventsStore(StoreBase):
+class EventsStore(DiskStore):
     # ------------------------------------------------------------------ ingest
 
     def seen_recently(self, key: str) -> bool:
@@ -125,6 +122,7 @@ class EventsStore(StoreBase):
         ``nonces`` ``(key name, nonce, ts)`` are those of the signed commands queued here.
         """
         stored: list[Event] = []
+        self._make_room(events)  # the disk bound, checked on every write (disk.py)
         with self._tx() as db:
             for ev in mark_tests(db, events):
                 seq = _insert_event(db, ev)
@@ -254,59 +252,6 @@ class EventsStore(StoreBase):
         with self._lock:
             row = self._db.execute("SELECT MAX(seq) FROM events").fetchone()
         return int(row[0] or 0)
-
-    # ------------------------------------------------------------------ size and the disk bound
-
-    def used_bytes(self) -> int:
-        with self._lock:
-            return self._used_bytes()
-
-    def _used_bytes(self) -> int:
-        pages = int(self._db.execute("PRAGMA page_count").fetchone()[0])
-        free = int(self._db.execute("PRAGMA freelist_count").fetchone()[0])
-        return (pages - free) * self._page_size
-
-    def enforce_bound(self, processed_seq: int) -> dict[str, int]:
-        """Bring live data under ``max_bytes``; returns what was removed.
-
-        ``processed_seq`` is the alert path's cursor: nothing after it is removed, so no event
-        is thinned before the rules have seen it.
-        """
-        removed = {"pruned": 0, "dropped": 0}
-        with self._lock:
-            if self._used_bytes() <= self.max_bytes:
-                self.over_bound = False
-                return removed
-        for step, sql in (
-            (
-                "pruned",
-                "SELECT seq FROM events WHERE seq <= ? AND NOT EXISTS "
-                "(SELECT 1 FROM pending p WHERE p.seq = events.seq) ORDER BY seq LIMIT ?",
-            ),
-            ("dropped", "SELECT seq FROM events WHERE seq <= ? AND lane = ? ORDER BY seq LIMIT ?"),
-        ):
-            while True:
-                with self._tx() as db:
-                    used = self._used_bytes()
-                    if used <= self.max_bytes:
-                        break
-                    rows = int(db.execute("SELECT COUNT(*) FROM events").fetchone()[0]) or 1
-                    chunk = min(_PRUNE_MAX, max(_PRUNE_MIN, (used - self.max_bytes) * rows // used + 1))
-                    args: tuple[object, ...] = (
-                        (processed_seq, chunk) if step == "pruned" else (processed_seq, Lane.TELEMETRY.value, chunk)
-                    )
-                    seqs = [r[0] for r in db.execute(sql, args).fetchall()]
-                    if not seqs:
-                        break
-                    marks = ",".join("?" * len(seqs))
-                    if step == "dropped":
-                        db.execute(f"DELETE FROM pending WHERE seq IN ({marks})", seqs)
-                    db.execute(f"DELETE FROM events WHERE seq IN ({marks})", seqs)
-                    self._bump(db, {step: len(seqs)})
-                    removed[step] += len(seqs)
-        with self._lock:
-            self.over_bound = self._used_bytes() > self.max_bytes
-        return removed
 
 
 def _insert_event(db: sqlite3.Connection, ev: Event) -> int:

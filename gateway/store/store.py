@@ -28,7 +28,7 @@ class Store(
     DeviceStateStore,
     HistoryStore,
 ):
-    """The gateway's durable store: ``Store(path, max_bytes, synchronous)``."""
+    """The gateway's durable store: ``Store(path, max_bytes, synchronous, reserve_bytes=None)``."""
 
     _SCHEMA = (
         EVENTS_DDL,

@@ -58,6 +58,13 @@ def test_status_shows_counters_queues_and_open_alerts(tmp_path: Path, capsys: py
     assert "  accepted = 2" in out and "  malformed.bad_json = 2" in out
     assert "  pending.influx = 2" in out
     assert "[一级(特别重大)]" in out and "【紧急呼叫】" in out
+    assert "  disk: store files " in out and "DISK FULL" not in out
+
+    store = Store(config.store_path)  # what the running gateway writes while its disk is full
+    store.set_meta("disk.state", json.dumps({"full": True, "refusing": True, "at": 1_767_225_600.0}))
+    store.close()
+    assert cli(["status", "-c", str(path)]) == 0
+    assert "磁盘已满 DISK FULL since 2026-01-01 08:00" in capsys.readouterr().out  # the site's time
 
 
 def _site_with_an_sos(tmp_path: Path) -> tuple[Path, str]:

@@ -42,6 +42,14 @@ def test_minimal_site_is_valid_and_derives_defaults() -> None:
     assert config.store_path.name == "store.sqlite3"
 
 
+def test_the_stores_reserve_is_none_or_enough_for_a_checkpoint() -> None:
+    assert parse_config(minimal_site(store={"reserve_bytes": "2MiB"}), environ={}).store.reserve_bytes == 2 << 20
+    assert parse_config(minimal_site(store={"reserve_bytes": 0}), environ={}).store.reserve_bytes == 0
+    assert parse_config(minimal_site(), environ={}).store.reserve_bytes is None  # 1/16 of max_bytes
+    (p,) = problems(minimal_site(store={"reserve_bytes": "64KiB"}))
+    assert p == "site.toml: store.reserve_bytes: expected 0 (no reserve) or at least 256KiB, found 65536"
+
+
 def test_unknown_key_names_the_path_and_the_allowed_keys() -> None:
     site = minimal_site(mqtt={"hots": "x"})
     (p,) = problems(site)

@@ -69,7 +69,7 @@ class Rig:
         for topic, payload, retain in messages:
             self._mid += 1
             batch.append(_Message(1, self._mid, 0, False, retain, topic, payload))
-        stored = await self.ingest._commit(batch)
+        stored, _ = await self.ingest._commit(batch)
         await self._stored(stored)
         return stored
 
