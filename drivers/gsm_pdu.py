@@ -320,19 +320,7 @@ def _udh(header: bytes) -> Concat | None:
 
 def decode_submit(pdu: bytes | str) -> Submit:
     """Decode one SMS-SUBMIT (SMSC field first, as sent after ``AT+CMGS``), UCS2 only."""
-    if isinstance(pdu, str):
-        try:
-            data = bytes.fromhex(pdu)
-        except ValueError as exc:
-            raise PayloadError("bad_value", f"PDU is not hex: {pdu[:40]!r}") from exc
-    elif isinstance(pdu, bytes | bytearray | memoryview):
-        data = bytes(pdu)
-    else:
-        raise PayloadError("wrong_type", f"PDU must be bytes or hex, not {type(pdu).__name__}")
-    if not data:
-        raise PayloadError("empty", "empty PDU")
-    if len(data) > 1 + 11 + 1 + 1 + 12 + 2 + 7 + 1 + MAX_USER_DATA:
-        raise PayloadError("too_large", f"{len(data)} octets is longer than any SMS-SUBMIT")
+    data = _data(pdu, 1 + 11 + 1 + 1 + 12 + 2 + 7 + 1 + MAX_USER_DATA, "SMS-SUBMIT")
     reader = _Reader(data)
     smsc = _smsc(reader)
     fo = reader.octet("the first octet")
@@ -548,7 +536,7 @@ def _alphabet(dcs: int) -> int:
     raise PayloadError("bad_value", f"DCS 0x{dcs:02X}: reserved coding group")
 
 
-def _data(pdu: bytes | str, most: int) -> bytes:
+def _data(pdu: bytes | str, most: int, what: str = "SMS PDU") -> bytes:
     if isinstance(pdu, str):
         try:
             data = bytes.fromhex(pdu)
@@ -561,7 +549,7 @@ def _data(pdu: bytes | str, most: int) -> bytes:
     if not data:
         raise PayloadError("empty", "empty PDU")
     if len(data) > most:
-        raise PayloadError("too_large", f"{len(data)} octets is longer than any SMS PDU")
+        raise PayloadError("too_large", f"{len(data)} octets is longer than any {what}")
     return data
 
 

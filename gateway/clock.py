@@ -85,3 +85,15 @@ class VirtualClock:
     def set(self, when: float) -> None:
         """Jump to an absolute time without waking anyone (for setting up a scenario)."""
         self._now = when
+
+
+async def sleep_or_wake(clock: Clock, delay: float, wake: asyncio.Event) -> None:
+    """Sleep ``delay`` on ``clock``, or less if ``wake`` is set meanwhile (a loop that has a next
+    deadline and can be told of new work)."""
+    sleeper = asyncio.ensure_future(clock.sleep(delay))
+    woken = asyncio.ensure_future(wake.wait())
+    try:
+        await asyncio.wait({sleeper, woken}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        sleeper.cancel()
+        woken.cancel()

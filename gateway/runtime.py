@@ -33,7 +33,7 @@ from gateway.alerts.publisher import OutboxPublisher
 from gateway.alerts.replies import SmsReplies
 from gateway.alerts.system import DISK_META, disk_decision
 from gateway.care.visits import VisitTracker
-from gateway.clock import Clock, SystemClock
+from gateway.clock import Clock, SystemClock, sleep_or_wake
 from gateway.errors import StoreError
 from gateway.ingest.health import IngestHealth
 from gateway.ingest.mqtt import DEDUP_WINDOW, MqttIngest
@@ -342,13 +342,7 @@ class Gateway:
             deadline = min(deadlines, default=None)
             # Without a deadline, look again now and then: nothing is lost by waking early.
             delay = 3600.0 if deadline is None else max(0.0, deadline - self.clock.now())
-            sleeper = asyncio.ensure_future(self.clock.sleep(delay))
-            woken = asyncio.ensure_future(self._rules_wake.wait())
-            try:
-                await asyncio.wait({sleeper, woken}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                sleeper.cancel()
-                woken.cancel()
+            await sleep_or_wake(self.clock, delay, self._rules_wake)
 
     async def _commands(self) -> None:
         """Apply what people queued (ack / resolve from the CLI and MQTT), and pick up events
@@ -393,13 +387,7 @@ class Gateway:
             if await asyncio.to_thread(self.store.last_seq) > self.alerts.cursor:
                 await self._on_stored(await asyncio.to_thread(self.store.events_after, self.alerts.cursor))
             self._commands_wake.clear()
-            sleeper = asyncio.ensure_future(self.clock.sleep(COMMAND_POLL))
-            woken = asyncio.ensure_future(self._commands_wake.wait())
-            try:
-                await asyncio.wait({sleeper, woken}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                sleeper.cancel()
-                woken.cancel()
+            await sleep_or_wake(self.clock, COMMAND_POLL, self._commands_wake)
 
     def _token_may_act(self, actor: str) -> Callable[[Alert], bool] | None:
         """What an integration's token role lets it acknowledge or resolve (as on the console's
@@ -479,13 +467,7 @@ class Gateway:
                 await asyncio.to_thread(
                     self.store.set_meta, DISK_META, json.dumps({**state.to_dict(), "at": now}, ensure_ascii=False)
                 )
-            sleeper = asyncio.ensure_future(self.clock.sleep(DISK_CHECK))
-            woken = asyncio.ensure_future(self._disk_wake.wait())
-            try:
-                await asyncio.wait({sleeper, woken}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                sleeper.cancel()
-                woken.cancel()
+            await sleep_or_wake(self.clock, DISK_CHECK, self._disk_wake)
 
     async def _housekeeping(self) -> None:
         last_stats = self.clock.monotonic()

@@ -39,7 +39,7 @@ from edge_rules.schedule import Window, format_duration_zh, zone
 from gateway.alerts.channels.base import Channel, Notification, Recipient
 from gateway.alerts.invites import Invites
 from gateway.alerts.path import TOKEN_ACTOR, AlertPath, Transition
-from gateway.clock import Clock
+from gateway.clock import Clock, sleep_or_wake
 from gateway.errors import RejectedBatchError, RetryableSinkError
 from gateway.log import LogOnce
 from gateway.models import Alert, Severity
@@ -579,7 +579,7 @@ class Notifier:
                     continue
                 nxt = self.store.next_notification_due(name)
                 delay = 60.0 if nxt is None else max(0.0, nxt - self.clock.now())
-                await _sleep_or_wake(self.clock, delay, wake)
+                await sleep_or_wake(self.clock, delay, wake)
         finally:
             await channel.close()
 
@@ -718,17 +718,7 @@ class Notifier:
             self.tick()
             nxt = self.next_deadline()
             delay = 3600.0 if nxt is None else max(0.0, nxt - self.clock.now())
-            await _sleep_or_wake(self.clock, delay, self.ladder_wake)
-
-
-async def _sleep_or_wake(clock: Clock, delay: float, wake: asyncio.Event) -> None:
-    sleeper = asyncio.ensure_future(clock.sleep(delay))
-    woken = asyncio.ensure_future(wake.wait())
-    try:
-        await asyncio.wait({sleeper, woken}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        sleeper.cancel()
-        woken.cancel()
+            await sleep_or_wake(self.clock, delay, self.ladder_wake)
 
 
 def _batches(due: Sequence[QueuedNotification]) -> list[list[QueuedNotification]]:
