@@ -38,7 +38,6 @@ import random
 import re
 import secrets
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -56,7 +55,7 @@ if str(ROOT) not in sys.path:
 
 import httpx  # noqa: E402
 
-from bench.bench_ingest import start_gateway  # noqa: E402
+from bench.bench_ingest import start_gateway, stop_process  # noqa: E402
 from edge_rules.schedule import zone  # noqa: E402
 from gateway.models import Alert, AlertState, Event, Family, Kind, Location, Severity  # noqa: E402
 from gateway.site.config import SiteConfig, parse_config  # noqa: E402
@@ -531,13 +530,7 @@ async def bench(args: argparse.Namespace) -> int:
             print(f"               an acknowledgement reached all {n} boards in {ms(reached)}")
             return 0
         finally:
-            if gateway is not None and gateway.poll() is None:
-                gateway.send_signal(signal.SIGTERM)
-                try:
-                    gateway.wait(20)
-                except subprocess.TimeoutExpired:
-                    gateway.kill()
-                    gateway.wait()
+            stop_process(gateway)
             broker.cleanup()
 
 

@@ -183,6 +183,18 @@ def write_config(tmp: Path, broker: Mosquitto, buildings: int, households: int) 
     return path
 
 
+def stop_process(proc: subprocess.Popen[bytes] | None, within: float = 20.0) -> None:
+    """SIGTERM, then a kill after ``within`` seconds: a gateway (or any helper process) stopped."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(within)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def start_gateway(config_path: Path, log_path: Path, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
     """``python -m gateway.cli run -c <config>`` in its own process; ``env`` is added to this
     process's environment (secrets the config names as ``env:…``)."""
@@ -470,13 +482,7 @@ async def bench(args: argparse.Namespace) -> int:
     finally:
         if pub is not None:
             pub.close()
-        if gateway is not None and gateway.poll() is None:
-            gateway.send_signal(signal.SIGTERM)
-            try:
-                gateway.wait(20)
-            except subprocess.TimeoutExpired:
-                gateway.kill()
-                gateway.wait()
+        stop_process(gateway)
         if watch is not None:
             watch.close()
         broker.cleanup()

@@ -34,7 +34,6 @@ import math
 import os
 import random
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -49,7 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.bench_ingest import Publisher, StoreWatch, Traffic, peak_rss_mib, percentile, start_gateway  # noqa: E402
+from bench.bench_ingest import Publisher, StoreWatch, Traffic, peak_rss_mib, percentile, start_gateway, stop_process  # noqa: E402
 from gateway.site.config import SiteConfig, parse_config  # noqa: E402
 from gateway.store import Store  # noqa: E402
 from simulators.block import demo_site, render_toml  # noqa: E402
@@ -308,13 +307,7 @@ async def one_rate(args: argparse.Namespace, rate: float, seed: int) -> RateRun:
     finally:
         if pub is not None:
             pub.close()
-        if gateway is not None and gateway.poll() is None:
-            gateway.send_signal(signal.SIGTERM)
-            try:
-                gateway.wait(20)
-            except subprocess.TimeoutExpired:
-                gateway.kill()
-                gateway.wait()
+        stop_process(gateway)
         if watch is not None:
             watch.close()
         receiver.close()

@@ -45,7 +45,6 @@ import os
 import pickle
 import random
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -65,7 +64,7 @@ if str(ROOT) not in sys.path:
 import paho.mqtt.client as mqtt  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
-from bench.bench_ingest import Publisher, percentile, start_gateway  # noqa: E402
+from bench.bench_ingest import Publisher, percentile, start_gateway, stop_process  # noqa: E402
 from gateway.site.config import SiteConfig, parse_config  # noqa: E402
 from gateway.store import Store  # noqa: E402
 from simulators.block import demo_site, render_toml  # noqa: E402
@@ -306,17 +305,6 @@ def memory_mib(pids: Sequence[int], key: str) -> float:
         except OSError:
             continue
     return total / 1024
-
-
-def stop_process(proc: subprocess.Popen[bytes] | None, within: float = 20.0) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(within)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def influx_count(influx: InfluxDB1, db: str, field_key: str, measurement: str = "/.*/") -> int:
