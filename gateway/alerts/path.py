@@ -370,10 +370,12 @@ class AlertPath:
     def _commit(
         self, decisions: list[Decision], cursor: int, quiet_ok: bool = False, retained: frozenset[int] = frozenset()
     ) -> list[Transition]:
-        if not decisions and quiet_ok:
+        transitions = self._transitions(decisions, retained) if decisions else []
+        if not transitions and quiet_ok:
+            # Decisions that changed no alert (a door closing resolves nothing open) are
+            # replayed to the same end after a crash: an fsync per batch would buy nothing.
             self.cursor = cursor  # saved at the next checkpoint
             return []
-        transitions = self._transitions(decisions, retained)
         if not transitions and not self.engine.has_dirty() and cursor == self._saved_cursor:
             return []
         return self._save(transitions, cursor)
