@@ -200,6 +200,7 @@ class Gateway:
             notify=self._on_transition,
             flap_threshold=config.alerts.flap_threshold,
             flap_window=config.alerts.flap_window,
+            on_outbox=self.publisher.offer,
         )
         self.visits = VisitTracker(config, self.store, self.clock, self.alerts, rules)
         # Test mode and walk tests (docs/installer.md): commands from the CLI, the expiry supervisor.
@@ -301,7 +302,6 @@ class Gateway:
         # watching the terminal: that is what dedup is for.
         if t.kind not in ("updated", "notified"):
             self._print(console_line(t))
-        self.publisher.wake.set()
         self._changed()
         if self.ha is not None:
             self.ha.note_alert(t.alert)

@@ -35,7 +35,7 @@ from gateway.errors import StoreError, StoreFullError
 from gateway.models import RETAINED, Alert, AlertState, Event
 from gateway.site.people import People, unknown_person
 from gateway.site.registry import Registry
-from gateway.store import LogRow, Store, VisitRow
+from gateway.store import LogRow, OutboxMessage, Store, VisitRow
 
 log = logging.getLogger("sensegate.alerts")
 
@@ -113,6 +113,7 @@ class AlertPath:
         *,
         flap_threshold: int = 3,
         flap_window: float = 600.0,
+        on_outbox: Callable[[list[OutboxMessage]], None] | None = None,
     ) -> None:
         self.registry = registry
         self.store = store
@@ -121,6 +122,9 @@ class AlertPath:
         self.rules = rules
         self.repeat_window = repeat_window
         self.notify = notify
+        # The outbox messages a save queued, handed straight to the publisher: it publishes them
+        # without reading them back (gateway/alerts/publisher.py).
+        self.on_outbox = on_outbox
         self.flap_threshold = flap_threshold
         self.flap_window = flap_window
         self.context = rule_context(registry)
@@ -326,14 +330,16 @@ class AlertPath:
         )
         try:
             try:
-                save()
+                queued = save()
             except StoreFullError:
-                save()  # the store has made room (docs/store.md, "A full disk"): an alert goes in
+                queued = save()  # the store has made room (docs/store.md, "A full disk"): an alert goes in
         except StoreError:
             # The engine has moved on but the disk has not: rebuild from the disk on next use.
             self._stale = True
             raise
         self.cursor = self._saved_cursor = position
+        if self.on_outbox is not None and queued:
+            self.on_outbox(queued)
         if self.notify is not None:
             for t in transitions:
                 self.notify(t)
