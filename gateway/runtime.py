@@ -243,6 +243,7 @@ class Gateway:
             if isinstance(c, SmsSettings) and c.replies and isinstance(sms := built_channels.get(c.id), SmsChannel)
         ]
         self._rules_wake = asyncio.Event()
+        self._rules_due: float | None = None  # when the rule timer wakes next by itself
         self._commands_wake = asyncio.Event()
         self.health = IngestHealth(self.store, self.clock)  # `sensegate status` shows what fails
         self._disk_wake = asyncio.Event()
@@ -327,7 +328,11 @@ class Gateway:
             self.ha.update(events)
         self.alerts.process(events)
         self.visits.process(events)  # visits recorded from these events (and check-ins from the CLI)
-        self._rules_wake.set()  # the events may have set an earlier deadline
+        # Wake the timer only for a deadline earlier than the one it sleeps to: waking it for
+        # every batch cost three store reads on the loop per batch.
+        due = [d for d in (self.alerts.next_deadline(), self.visits.next_deadline()) if d is not None]
+        if due and (self._rules_due is None or min(due) < self._rules_due):
+            self._rules_wake.set()
 
     async def _rule_timer(self) -> None:
         """Fire rule deadlines (no activity, held open, no recovery …) and visit plans
@@ -342,6 +347,7 @@ class Gateway:
             deadline = min(deadlines, default=None)
             # Without a deadline, look again now and then: nothing is lost by waking early.
             delay = 3600.0 if deadline is None else max(0.0, deadline - self.clock.now())
+            self._rules_due = self.clock.now() + delay
             await sleep_or_wake(self.clock, delay, self._rules_wake)
 
     async def _commands(self) -> None:
