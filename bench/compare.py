@@ -28,10 +28,12 @@ For each offered rate, and for each system in turn, from scratch (loopback only,
 4. this process samples what the system has delivered (SenseGate: events in its store, then
    points in InfluxDB; Node-RED: points in InfluxDB, every second; paho: messages counted) every
    0.25 s until everything is there or ``--drain`` seconds after the last publish, listens for the
-   alerts, and reads CPU time and memory of the system's processes from /proc.
+   alerts, and reads CPU time, memory and bytes written of the system's processes from /proc;
+   ``perf record`` on the fsync and fdatasync tracepoints counts their syncs (when perf can).
 
 It prints a table at 1,000 msg/s (smoke → alert p50/p99, CPU seconds per 1,000 messages, RSS
-idle/peak) and one per offered rate (published, % delivered, how far behind it fell), and draws
+idle/peak, fsyncs a second, storage writes per 1,000 messages and a day) and one per offered
+rate (published, % delivered, how far behind it fell, the same figures), and draws
 them with matplotlib (``pip install -e '.[bench]'``) to ``--plot``. Every wait has a deadline;
 each rate's broker, system and temp dir are removed at the end. See docs/performance.md.
 """
@@ -47,7 +49,9 @@ import multiprocessing
 import os
 import pickle
 import random
+import select
 import shutil
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -55,7 +59,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -466,6 +470,115 @@ def memory_mib(pids: Sequence[int], key: str) -> float:
     return total / 1024
 
 
+def storage_written(pids: Iterable[int]) -> dict[int, int]:
+    """Bytes the processes have sent towards storage (``/proc/<pid>/io``: ``write_bytes`` less
+    ``cancelled_write_bytes``, pages dirtied and then truncated before they reached the disk),
+    every thread of each process counted. It is what the kernel charges to the process as it
+    dirties page-cache pages (once per page between two writebacks, so a 4 KiB page per fsync'd
+    commit at least) and direct I/O; the filesystem's own journal writes are not in it. By
+    process, so that one that ends or starts during the run is not counted against the others."""
+    out = {}
+    for pid in pids:
+        try:
+            fields = dict(line.split(": ") for line in Path(f"/proc/{pid}/io").read_text().splitlines())
+        except (OSError, ValueError):
+            continue
+        out[pid] = int(fields.get("write_bytes", 0)) - int(fields.get("cancelled_write_bytes", 0))
+    return out
+
+
+class SyncCounter:
+    """fsync and fdatasync calls of the system's processes, their threads and children, timed:
+    ``perf record`` on the syscalls' kernel tracepoints. The kernel writes a small record per call
+    into a buffer perf drains: no ptrace stop (``strace -p`` would stop the process at every
+    system call, and slow a gateway that makes hundreds a second), and threads started after it
+    attached are followed too (``perf stat`` adds theirs only when they exit). Clock
+    CLOCK_MONOTONIC, the same as ``time.monotonic()``, so the calls line up with the publisher's
+    progress."""
+
+    EVENTS = ("syscalls:sys_enter_fsync", "syscalls:sys_enter_fdatasync")
+
+    @staticmethod
+    def unavailable() -> str | None:
+        """Why fsyncs cannot be counted here, or None when they can."""
+        perf = shutil.which("perf")
+        if perf is None:
+            return "perf is not installed (Debian: apt-get install linux-perf)"
+        try:
+            done = subprocess.run(
+                [perf, "stat", "-x,", "-e", ",".join(SyncCounter.EVENTS), "true"],
+                capture_output=True,
+                timeout=30,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"perf failed: {exc}"
+        if done.returncode != 0 or b"not supported" in done.stderr or b"<not" in done.stderr:
+            last = (done.stderr.decode(errors="replace").strip().splitlines() or ["?"])[-1]
+            return f"perf cannot count syscall tracepoints here (root, or kernel.perf_event_paranoid = -1): {last}"
+        return None
+
+    def __init__(self, pids: Sequence[int], data: Path) -> None:
+        self.data = data
+        self.log_path = data.with_suffix(".log")
+        # Started with its events off (-D -1); "enable" on the control pipe turns them on and perf
+        # answers "ack" once they are: the count starts at a known moment, after the attach.
+        ctl_r, self._ctl = os.pipe()
+        self._ack, ack_w = os.pipe()
+        command = [
+            *("perf", "record", "-q", "-D", "-1", "--control", f"fd:{ctl_r},{ack_w}", "-k", "CLOCK_MONOTONIC"),
+            *("-e", ",".join(self.EVENTS), "-p", ",".join(map(str, pids)), "-o", str(data)),
+        ]
+        try:
+            with open(self.log_path, "wb") as log:
+                self.proc = subprocess.Popen(
+                    command, pass_fds=(ctl_r, ack_w), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+                )
+        finally:
+            os.close(ctl_r)
+            os.close(ack_w)
+
+    def log_tail(self) -> str:
+        try:
+            return " ".join(self.log_path.read_text(errors="replace").split()[-30:])
+        except OSError:
+            return ""
+
+    def enable(self, within: float = 20.0) -> bool:
+        """Counting from now on; False when perf did not say it started in time."""
+        try:
+            os.write(self._ctl, b"enable\n")
+            ready, _, _ = select.select([self._ack], [], [], within)
+            return bool(ready) and os.read(self._ack, 64).startswith(b"ack")
+        except OSError:  # perf has already exited: its log says why
+            return False
+
+    def stop(self, read: bool = True) -> list[float] | None:
+        """The calls' times (time.monotonic()), sorted; None when perf left nothing readable (or
+        not ``read``)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for fd in (self._ctl, self._ack):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        if not read:
+            return None
+        done = subprocess.run(
+            ["perf", "script", "-i", str(self.data), "-F", "time"], capture_output=True, timeout=120, check=False
+        )
+        if done.returncode != 0:
+            return None
+        times = []
+        for line in done.stdout.decode().splitlines():
+            with contextlib.suppress(ValueError):
+                times.append(float(line.strip().rstrip(":")))
+        return sorted(times)
+
+
 def influx_count(influx: InfluxDB1, db: str, field_key: str, measurement: str = "/.*/") -> int:
     rows = influx.query(db, f'SELECT COUNT("{field_key}") FROM {measurement}')
     return sum(int(r.get("count", 0)) for r in rows)
@@ -730,6 +843,11 @@ class Run:
     log_errors: int = 0
     error: str = ""
     publisher: str = "paho-mqtt"  # what published; results saved before the raw publisher were paho's
+    written: float = math.nan  # bytes the system's processes sent towards storage, as ``cpu``
+    fsyncs: int | None = None  # fsync + fdatasync calls of the system's processes, as ``cpu``
+    fsync_rate: float = math.nan  # of them, a second, while the publisher was publishing
+    fsync_peak: float = math.nan  # the most in one second, publish start → wait end
+    fsync_note: str = ""  # why they were not counted
     publisher_cpu: float = math.nan  # the publisher process's CPU seconds while publishing
 
     @property
@@ -752,6 +870,15 @@ class Run:
     @property
     def cpu_per_1k(self) -> float:
         return 1000 * self.cpu / self.handled if self.handled else math.nan
+
+    @property
+    def written_mb_per_1k(self) -> float:
+        return 1000 * self.written / self.handled / 1e6 if self.handled else math.nan
+
+    @property
+    def written_gb_per_day(self) -> float:
+        """At the offered rate, all day: what an SD card would be asked to take."""
+        return self.written / self.handled * self.rate * 86400 / 1e9 if self.handled else math.nan
 
 
 class AlertListener:
@@ -827,6 +954,7 @@ def run_one(
     listener: AlertListener | None = None
     worker: multiprocessing.process.BaseProcess | None = None
     probe: Publisher | None = None
+    sync: SyncCounter | None = None
     try:
         broker.start()
         data_dir = tmp / "data"
@@ -865,6 +993,15 @@ def run_one(
         worker.start()
         if not ready.wait(60):
             raise RuntimeError("the publisher process did not connect")
+        if args.sync_unavailable is not None:
+            run.fsync_note = args.sync_unavailable
+        else:
+            sync = SyncCounter(pids, tmp / "fsync.perf")
+            if not sync.enable():
+                run.fsync_note = f"perf did not start: {sync.log_tail() or 'no answer in 20 s'}"
+                sync.stop(read=False)
+                sync = None
+        written0 = storage_written(pids)
         cpu0 = cpu_seconds(pids)
         go.set()
         samples: list[tuple[float, int]] = []
@@ -894,6 +1031,9 @@ def run_one(
         if published is None:
             raise RuntimeError("the publisher did not finish in time")
         run.cpu = cpu_seconds(pids) - cpu0
+        written1 = storage_written({*pids, *system.pids()})
+        run.written = sum(written1.get(pid, 0) - written0.get(pid, 0) for pid in written1)
+        wait_end = time.monotonic()
         run.rss_peak = memory_mib(pids, "VmHWM")
         worker.join(35)  # it waits up to 30 s for the broker's last acknowledgements
         published = Published.read(out_path)
@@ -913,6 +1053,13 @@ def run_one(
         run.echoes = sorted(listener.echoes)
         run.broker_dropped = listener.dropped
         run.log_errors = system.log_errors()
+        if sync is not None:
+            calls = sync.stop()
+            if calls is None:
+                run.fsync_note = f"perf recorded nothing readable: {sync.log_tail() or '(no log)'}"
+            else:
+                count_syncs(run, calls, published, wait_end)
+            sync = None
         if published.acked < published.sent:
             run.error = f"{published.sent - published.acked} publishes never acknowledged by the broker"
         return run
@@ -920,6 +1067,8 @@ def run_one(
         run.error = str(exc) or type(exc).__name__
         return run
     finally:
+        if sync is not None:
+            sync.stop(read=False)
         if worker is not None and worker.is_alive():
             worker.terminate()
             worker.join(5)
@@ -936,6 +1085,19 @@ def run_one(
             print(f"    kept: {tmp}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def count_syncs(run: Run, calls: list[float], published: Published, wait_end: float) -> None:
+    """fsyncs a second while publishing, and the most in any one second up to the end of the wait."""
+    window = [t for t in calls if published.start <= t <= wait_end]
+    run.fsyncs = len(window)
+    publishing = sum(1 for t in window if t <= published.end)
+    run.fsync_rate = publishing / max(1e-9, published.end - published.start)
+    per_second: dict[int, int] = {}
+    for t in window:
+        second = int(t - published.start)
+        per_second[second] = per_second.get(second, 0) + 1
+    run.fsync_peak = max(per_second.values(), default=0)
 
 
 def smoke_alerts(system: System, listener: AlertListener, plan: Plan, published: Published) -> dict[str, float]:
@@ -981,8 +1143,9 @@ def headline(runs: list[Run], systems: Sequence[str]) -> str:
     lines = [
         f"at {at:,.0f} msg/s offered",
         f"{'system':<{w}} {'smoke → alert p50':>18} {'p99':>9} {'n':>4}   {'CPU s / 1,000 msgs':>18}   "
-        f"{'RSS idle':>9} {'peak':>8}",
+        f"{'RSS idle':>9} {'peak':>8}   {'fsync/s':>7} {'peak':>5}   {'written MB/1k':>13} {'GB/day':>7}",
     ]
+    notes = set()
     for name, pub, label in rows:
         run = find(runs, name, pub, at)
         if run is None:
@@ -996,13 +1159,24 @@ def headline(runs: list[Run], systems: Sequence[str]) -> str:
             f"{label:<{w}} {fmt(percentile(lat, 0.5)) + ' ms' if lat else '—':>18} "
             f"{fmt(percentile(lat, 0.99)) + ' ms' if lat else '—':>9} {alarms if run.alarms else '—':>4}   "
             f"{fmt(run.cpu_per_1k, '.3f'):>18}   {fmt(run.rss_idle, '.0f'):>5} MiB {fmt(run.rss_peak, '.0f'):>4} MiB"
+            f"   {fmt(run.fsync_rate, '.0f'):>7} {fmt(run.fsync_peak, '.0f'):>5}   "
+            f"{fmt(run.written_mb_per_1k, '.2f'):>13} {fmt(run.written_gb_per_day, '.1f'):>7}"
         )
+        if run.fsync_note:
+            notes.add(run.fsync_note)
     echoes = sorted(e for r in runs if r.rate == at for e in r.echoes)
     if echoes:
         lines.append(
             f"(the harness's own share, publisher → broker → listener at the same moments: p50 "
             f"{percentile(echoes, 0.5):.1f} ms, p99 {percentile(echoes, 0.99):.1f} ms, n={len(echoes)})"
         )
+    lines += [
+        "(fsync/s: fsync + fdatasync calls of the system's processes a second while publishing, and the most in one",
+        " second. written: the bytes they sent towards storage (/proc/<pid>/io write_bytes), per 1,000 messages and",
+        " for a day at this rate; not in it: the filesystem's journal, the broker's files, and InfluxDB's (a separate",
+        " server: its writes are the same for every system that stores the same points).)",
+    ]
+    lines += [f"(fsyncs not counted: {note})" for note in sorted(notes)]
     return "\n".join(lines)
 
 
@@ -1012,7 +1186,7 @@ def per_rate(runs: list[Run], systems: Sequence[str]) -> str:
     lines = [
         f"{'offered':>8} {'system':<{w}} {'published':>10} {'delivered':>10} {'InfluxDB':>9} {'behind':>8} "
         f"{'caught up':>10} {'alert p99':>10} {'harness':>8} {'CPU s/1k':>9} {'RSS peak':>9} "
-        f"{'pub s/1k':>8}  notes"
+        f"{'fsync/s':>7} {'peak':>5} {'MB/1k':>6} {'GB/day':>7} {'pub s/1k':>8}  notes"
     ]
     for rate in sorted({r.rate for r in runs}):
         for name, pub, label in rows:
@@ -1043,6 +1217,8 @@ def per_rate(runs: list[Run], systems: Sequence[str]) -> str:
                 f"{caught:>10} {fmt(percentile(run.latencies, 0.99), '.0f') + ' ms' if run.latencies else '—':>10} "
                 f"{fmt(percentile(run.echoes, 0.5), '.0f') + ' ms' if run.echoes else '—':>8} "
                 f"{fmt(run.cpu_per_1k, '.3f'):>9} {fmt(run.rss_peak, '.0f') + ' MiB':>9} "
+                f"{fmt(run.fsync_rate, '.0f'):>7} {fmt(run.fsync_peak, '.0f'):>5} "
+                f"{fmt(run.written_mb_per_1k, '.2f'):>6} {fmt(run.written_gb_per_day, '.1f'):>7} "
                 f"{fmt(run.publisher_cpu_per_1k, '.3f'):>8}  {'; '.join(notes)}"
             )
     return "\n".join(lines)
@@ -1220,7 +1396,9 @@ def main(argv: list[str] | None = None) -> int:
         f"Python {sys.version.split()[0]}",
         flush=True,
     )
-    print(f"publisher: {' and '.join(publishers)}")
+    args.sync_unavailable = SyncCounter.unavailable()
+    fsyncs = f"NOT counted: {args.sync_unavailable}" if args.sync_unavailable else "counted by perf (tracepoints)"
+    print(f"storage: bytes written from /proc/<pid>/io; fsyncs {fsyncs}; publisher {' and '.join(publishers)}")
     args.influx = InfluxDB1()
     args.influx.start()
     runs: list[Run] = []
