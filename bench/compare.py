@@ -3,6 +3,7 @@ same paced zigbee2mqtt traffic, at rising rates.
 
     .venv/bin/python bench/compare.py                                # 1k,3k,6k,10k,15k msg/s, 20 s each
     .venv/bin/python bench/compare.py --rates 1000,3000 --seconds 15 --plot /tmp/compare.png
+    .venv/bin/python bench/compare.py --quick                        # SenseGate at 1k and 3k: ~2 minutes
 
 For each offered rate, and for each system in turn, from scratch (loopback only, temp dirs):
 
@@ -21,14 +22,18 @@ For each offered rate, and for each system in turn, from scratch (loopback only,
    messages from the simulators (door contacts, radars, check-ins), one in ``SMOKE_EVERY`` a
    smoke alarm on a detector not used before in that run (followed by its all-clear), paced in
    10 ms ticks at QoS 1 for ``--seconds``, with at most ``MAX_UNACKED`` messages the broker has
-   not acknowledged (a broker that cannot keep up shows as a lower published rate);
+   not acknowledged (a broker that cannot keep up shows as a lower published rate). Its PUBLISH
+   packets are encoded before the clock starts and written to a plain socket, a tick's worth at
+   a time (``--publisher paho-mqtt``: the first publisher, through paho, for comparison);
 4. this process samples what the system has delivered (SenseGate: events in its store, then
    points in InfluxDB; Node-RED: points in InfluxDB, every second; paho: messages counted) every
    0.25 s until everything is there or ``--drain`` seconds after the last publish, listens for the
-   alerts, and reads CPU time and memory of the system's processes from /proc.
+   alerts, and reads CPU time, memory and bytes written of the system's processes from /proc;
+   ``perf record`` on the fsync and fdatasync tracepoints counts their syncs (when perf can).
 
 It prints a table at 1,000 msg/s (smoke → alert p50/p99, CPU seconds per 1,000 messages, RSS
-idle/peak) and one per offered rate (published, % delivered, how far behind it fell), and draws
+idle/peak, fsyncs a second, storage writes per 1,000 messages and a day) and one per offered
+rate (published, % delivered, how far behind it fell, the same figures), and draws
 them with matplotlib (``pip install -e '.[bench]'``) to ``--plot``. Every wait has a deadline;
 each rate's broker, system and temp dir are removed at the end. See docs/performance.md.
 """
@@ -44,14 +49,17 @@ import multiprocessing
 import os
 import pickle
 import random
+import select
 import shutil
+import signal
+import socket
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -103,6 +111,9 @@ HOUSEHOLDS_PER_BUILDING = 100
 # the size the issue measured (~210 bytes with the topic).
 Z2M_UPDATE = {"installed_version": 16777241, "latest_version": 16777241, "state": "idle"}
 SYSTEMS = ("sensegate", "nodered", "paho")
+# ``--quick``: SenseGate alone at its ordinary load and 3× that, for a before/after comparison
+# of one change in about two minutes.
+QUICK = ("--systems", "sensegate", "--rates", "1000,3000", "--seconds", "15", "--drain", "10")
 LABEL = {"sensegate": "SenseGate", "nodered": "Node-RED", "paho": "paho"}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -188,52 +199,202 @@ class Z2MTraffic:
 
 # ---------------------------------------------------------------------- the publisher process
 
+# Bench tooling, not the gateway's MQTT: the four MQTT 3.1.1 packets the publisher needs,
+# framed here from the OASIS standard (§2.2.3 remaining length, §3.1 CONNECT, §3.2 CONNACK,
+# §3.3 PUBLISH, §3.4 PUBACK, §3.14 DISCONNECT). With paho every publish cost this process a
+# Python call chain, a lock and a wake-up of paho's network thread, and the publisher (not the
+# system) was the limit from about 3,000–6,000 msg/s on two shared cores; encoded once before the
+# clock starts, a tick's messages leave in one ``send``.
+PUBLISH_QOS1 = 0x32  # type 3, DUP 0, QoS 1, RETAIN 0
+PUBACK = 4
+# Packet ids: plan messages cycle through 1..PLAN_IDS, echoes through the rest, so neither has to
+# know how many of the other went before. A packet id may be used again once acknowledged; with
+# at most MAX_UNACKED in flight and Mosquitto acknowledging one connection in order, an id
+# PLAN_IDS messages back was acknowledged long before.
+PLAN_IDS = 60000
+ECHO_IDS = 65535 - PLAN_IDS
+
+
+def remaining_length(n: int) -> bytes:
+    """§2.2.3: seven bits a byte, least significant first, the top bit set when more follow."""
+    out = bytearray()
+    while True:
+        n, digit = n >> 7, n & 0x7F
+        out.append(digit | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def mqtt_string(b: bytes) -> bytes:
+    return len(b).to_bytes(2, "big") + b
+
+
+def publish_packet(topic: bytes, payload: bytes, packet_id: int) -> bytes:
+    """A QoS 1 PUBLISH: fixed header, topic, packet id, payload (§3.3)."""
+    body = mqtt_string(topic) + packet_id.to_bytes(2, "big") + payload
+    return bytes([PUBLISH_QOS1]) + remaining_length(len(body)) + body
+
+
+class RawPublisher:
+    """One MQTT 3.1.1 connection on a plain socket: ``send`` writes pre-encoded PUBLISH packets, a
+    reader thread counts the PUBACKs (plan messages and echoes apart, by packet id)."""
+
+    def __init__(self, host: str, port: int, client_id: bytes = b"bench-pub") -> None:
+        self.sent = 0  # packets written, echoes included
+        self.acked = 0  # PUBACKs read, echoes included
+        self.plan_acked = 0
+        self.sock = socket.create_connection((host, port), timeout=10)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # Clean session, keep alive 0 (§3.1.2.10: off; the connection lives for one run).
+        body = mqtt_string(b"MQTT") + bytes([4, 0x02]) + (0).to_bytes(2, "big") + mqtt_string(client_id)
+        self.sock.sendall(b"\x10" + remaining_length(len(body)) + body)
+        connack = b""
+        while len(connack) < 4:
+            chunk = self.sock.recv(4 - len(connack))
+            if not chunk:
+                raise SystemExit("bench publisher: the broker closed the connection before CONNACK")
+            connack += chunk
+        if connack[0] != 0x20 or connack[3] != 0:
+            raise SystemExit(f"bench publisher: CONNACK {connack.hex()}: refused")
+        self.sock.settimeout(None)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def send(self, packets: bytes, count: int) -> None:
+        self.sock.sendall(packets)
+        self.sent += count
+
+    def _read(self) -> None:
+        buf = b""
+        while True:
+            try:
+                chunk = self.sock.recv(65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            buf += chunk
+            i, end = 0, len(buf)
+            while i + 2 <= end:
+                # Remaining length: up to four bytes after the first (§2.2.3).
+                n, shift, j = 0, 0, i + 1
+                while j < end and j < i + 5:
+                    n |= (buf[j] & 0x7F) << shift
+                    shift += 7
+                    j += 1
+                    if not buf[j - 1] & 0x80:
+                        break
+                else:
+                    break  # the length is not all here yet
+                if j + n > end:
+                    break
+                if buf[i] >> 4 == PUBACK and n >= 2:
+                    self.acked += 1
+                    if int.from_bytes(buf[j : j + 2], "big") <= PLAN_IDS:
+                        self.plan_acked += 1
+                i = j + n
+            buf = buf[i:]
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.sendall(b"\xe0\x00")  # DISCONNECT: no will, a clean goodbye
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+        self._reader.join(5)
+
+
+PUBLISHERS = ("raw", "paho-mqtt")
+
 
 def publish_worker(
-    plan_path: str, host: str, port: int, rate: float, seconds: float, out_path: str, ready: Any, go: Any
+    plan_path: str,
+    host: str,
+    port: int,
+    rate: float,
+    seconds: float,
+    out_path: str,
+    ready: Any,
+    go: Any,
+    publisher: str = "raw",
 ) -> None:
     """Runs in its own process (so the pacing does not share a GIL with the sampling): publishes
     the plan at ``rate`` for ``seconds`` and writes what it did to ``out_path`` as JSON, once as
-    the last message goes out and again when the broker has acknowledged them all (or 30 s on)."""
+    the last message goes out and again when the broker has acknowledged them all (or 30 s on).
+
+    ``publisher``: ``raw`` (pre-encoded packets on a socket) or ``paho-mqtt`` (the harness's
+    first publisher, kept to measure the two against each other)."""
     with open(plan_path, "rb") as f:
         topics, payloads = pickle.load(f)
-    pub = Publisher(host, port)
+    smoke_at: list[int] = sorted(json.loads(Path(plan_path + ".smoke").read_text()))
+    raw: RawPublisher | None = None
+    pub: Publisher | None = None
+    conn: RawPublisher | Publisher
+    if publisher == "raw":
+        pairs = enumerate(zip(topics, payloads, strict=True))
+        packets = [publish_packet(t.encode(), p, i % PLAN_IDS + 1) for i, (t, p) in pairs]
+        conn = raw = RawPublisher(host, port)
+    else:
+        conn = pub = Publisher(host, port)
     progress: list[tuple[float, int]] = []
     smoke_sent: dict[int, float] = {}
-    smoke_at = set(json.loads(Path(plan_path + ".smoke").read_text()))
     ready.set()
     if not go.wait(60):
-        pub.close()
+        conn.close()
         return
     start = time.monotonic()
+    cpu0 = time.process_time()
     sent = 0
+    echoes = 0
     limit = min(len(topics), int(rate * seconds))
     while (now := time.monotonic()) < start + seconds and sent < limit:
         due = min(limit, int((now - start) * rate) + 1)
-        while sent < due and pub.sent - pub.acked < MAX_UNACKED:
-            if sent in smoke_at:
-                smoke_sent[sent] = time.monotonic()  # the clock starts as the payload goes out
-                pub.publish(topics[sent], payloads[sent])
-                pub.publish(ECHO_TOPIC, repr(time.monotonic()).encode())
-            else:
-                pub.publish(topics[sent], payloads[sent])
-            sent += 1
+        while sent < due and (room := MAX_UNACKED - (conn.sent - conn.acked)) > 0:
+            upto = min(due, sent + room)
+            k = bisect.bisect_left(smoke_at, sent)
+            smoke = smoke_at[k] if k < len(smoke_at) and smoke_at[k] < upto else None
+            plain = upto if smoke is None else smoke  # the messages before the next smoke alarm
+            if plain > sent:
+                if raw is not None:
+                    raw.send(b"".join(packets[sent:plain]), plain - sent)
+                elif pub is not None:
+                    for i in range(sent, plain):
+                        pub.publish(topics[i], payloads[i])
+                sent = plain
+            if smoke is None:
+                continue
+            smoke_sent[smoke] = time.monotonic()  # the clock starts as the payload goes out
+            stamp = repr(time.monotonic()).encode()
+            if raw is not None:
+                raw.send(
+                    packets[smoke] + publish_packet(ECHO_TOPIC.encode(), stamp, PLAN_IDS + 1 + echoes % ECHO_IDS), 2
+                )
+            elif pub is not None:
+                pub.publish(topics[smoke], payloads[smoke])
+                pub.publish(ECHO_TOPIC, stamp)
+            echoes += 1
+            sent = smoke + 1
         progress.append((time.monotonic(), sent))
         time.sleep(max(0.0, TICK - (time.monotonic() - now)))
     end = time.monotonic()
+    cpu = time.process_time() - cpu0  # every thread of this process: paho's or the PUBACK reader too
+
+    def plan_acked() -> int:
+        # paho's callback cannot tell an echo's PUBACK from a message's; the broker acknowledges
+        # in order, so the echoes (one in SMOKE_EVERY) are taken off the count once they are in.
+        return raw.plan_acked if raw is not None else max(0, min(sent, conn.acked - echoes))
 
     def write(acked: int) -> None:
         smoke = {str(k): v for k, v in smoke_sent.items()}
-        d = {"start": start, "end": end, "sent": sent, "acked": acked, "progress": progress, "smoke": smoke}
+        d = {"start": start, "end": end, "sent": sent, "acked": acked, "progress": progress, "smoke": smoke, "cpu": cpu}
         Path(out_path + ".part").write_text(json.dumps(d))
         os.replace(out_path + ".part", out_path)
 
-    write(pub.acked)
+    write(plan_acked())
     deadline = end + 30
-    while pub.acked < pub.sent and time.monotonic() < deadline:
+    while conn.acked < conn.sent and time.monotonic() < deadline:
         time.sleep(0.01)
-    write(pub.acked)
-    pub.close()
+    write(plan_acked())
+    conn.close()
 
 
 @dataclass
@@ -244,6 +405,7 @@ class Published:
     acked: int
     progress: list[tuple[float, int]]
     smoke: dict[int, float]  # message index → time.monotonic() as it went out
+    cpu: float  # the publisher's own CPU seconds, first publish → last
 
     @classmethod
     def read(cls, path: Path) -> Published:
@@ -255,6 +417,7 @@ class Published:
             d["acked"],
             [(t, n) for t, n in d["progress"]],
             {int(k): v for k, v in d["smoke"].items()},
+            d["cpu"],
         )
 
 
@@ -305,6 +468,115 @@ def memory_mib(pids: Sequence[int], key: str) -> float:
         except OSError:
             continue
     return total / 1024
+
+
+def storage_written(pids: Iterable[int]) -> dict[int, int]:
+    """Bytes the processes have sent towards storage (``/proc/<pid>/io``: ``write_bytes`` less
+    ``cancelled_write_bytes``, pages dirtied and then truncated before they reached the disk),
+    every thread of each process counted. It is what the kernel charges to the process as it
+    dirties page-cache pages (once per page between two writebacks, so a 4 KiB page per fsync'd
+    commit at least) and direct I/O; the filesystem's own journal writes are not in it. By
+    process, so that one that ends or starts during the run is not counted against the others."""
+    out = {}
+    for pid in pids:
+        try:
+            fields = dict(line.split(": ") for line in Path(f"/proc/{pid}/io").read_text().splitlines())
+        except (OSError, ValueError):
+            continue
+        out[pid] = int(fields.get("write_bytes", 0)) - int(fields.get("cancelled_write_bytes", 0))
+    return out
+
+
+class SyncCounter:
+    """fsync and fdatasync calls of the system's processes, their threads and children, timed:
+    ``perf record`` on the syscalls' kernel tracepoints. The kernel writes a small record per call
+    into a buffer perf drains: no ptrace stop (``strace -p`` would stop the process at every
+    system call, and slow a gateway that makes hundreds a second), and threads started after it
+    attached are followed too (``perf stat`` adds theirs only when they exit). Clock
+    CLOCK_MONOTONIC, the same as ``time.monotonic()``, so the calls line up with the publisher's
+    progress."""
+
+    EVENTS = ("syscalls:sys_enter_fsync", "syscalls:sys_enter_fdatasync")
+
+    @staticmethod
+    def unavailable() -> str | None:
+        """Why fsyncs cannot be counted here, or None when they can."""
+        perf = shutil.which("perf")
+        if perf is None:
+            return "perf is not installed (Debian: apt-get install linux-perf)"
+        try:
+            done = subprocess.run(
+                [perf, "stat", "-x,", "-e", ",".join(SyncCounter.EVENTS), "true"],
+                capture_output=True,
+                timeout=30,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"perf failed: {exc}"
+        if done.returncode != 0 or b"not supported" in done.stderr or b"<not" in done.stderr:
+            last = (done.stderr.decode(errors="replace").strip().splitlines() or ["?"])[-1]
+            return f"perf cannot count syscall tracepoints here (root, or kernel.perf_event_paranoid = -1): {last}"
+        return None
+
+    def __init__(self, pids: Sequence[int], data: Path) -> None:
+        self.data = data
+        self.log_path = data.with_suffix(".log")
+        # Started with its events off (-D -1); "enable" on the control pipe turns them on and perf
+        # answers "ack" once they are: the count starts at a known moment, after the attach.
+        ctl_r, self._ctl = os.pipe()
+        self._ack, ack_w = os.pipe()
+        command = [
+            *("perf", "record", "-q", "-D", "-1", "--control", f"fd:{ctl_r},{ack_w}", "-k", "CLOCK_MONOTONIC"),
+            *("-e", ",".join(self.EVENTS), "-p", ",".join(map(str, pids)), "-o", str(data)),
+        ]
+        try:
+            with open(self.log_path, "wb") as log:
+                self.proc = subprocess.Popen(
+                    command, pass_fds=(ctl_r, ack_w), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+                )
+        finally:
+            os.close(ctl_r)
+            os.close(ack_w)
+
+    def log_tail(self) -> str:
+        try:
+            return " ".join(self.log_path.read_text(errors="replace").split()[-30:])
+        except OSError:
+            return ""
+
+    def enable(self, within: float = 20.0) -> bool:
+        """Counting from now on; False when perf did not say it started in time."""
+        try:
+            os.write(self._ctl, b"enable\n")
+            ready, _, _ = select.select([self._ack], [], [], within)
+            return bool(ready) and os.read(self._ack, 64).startswith(b"ack")
+        except OSError:  # perf has already exited: its log says why
+            return False
+
+    def stop(self, read: bool = True) -> list[float] | None:
+        """The calls' times (time.monotonic()), sorted; None when perf left nothing readable (or
+        not ``read``)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for fd in (self._ctl, self._ack):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        if not read:
+            return None
+        done = subprocess.run(
+            ["perf", "script", "-i", str(self.data), "-F", "time"], capture_output=True, timeout=120, check=False
+        )
+        if done.returncode != 0:
+            return None
+        times = []
+        for line in done.stdout.decode().splitlines():
+            with contextlib.suppress(ValueError):
+                times.append(float(line.strip().rstrip(":")))
+        return sorted(times)
 
 
 def influx_count(influx: InfluxDB1, db: str, field_key: str, measurement: str = "/.*/") -> int:
@@ -570,6 +842,17 @@ class Run:
     broker_dropped: int | None = None
     log_errors: int = 0
     error: str = ""
+    publisher: str = "paho-mqtt"  # what published; results saved before the raw publisher were paho's
+    written: float = math.nan  # bytes the system's processes sent towards storage, as ``cpu``
+    fsyncs: int | None = None  # fsync + fdatasync calls of the system's processes, as ``cpu``
+    fsync_rate: float = math.nan  # of them, a second, while the publisher was publishing
+    fsync_peak: float = math.nan  # the most in one second, publish start → wait end
+    fsync_note: str = ""  # why they were not counted
+    publisher_cpu: float = math.nan  # the publisher process's CPU seconds while publishing
+
+    @property
+    def publisher_cpu_per_1k(self) -> float:
+        return 1000 * self.publisher_cpu / self.messages if self.messages else math.nan
 
     @property
     def delivered_pct(self) -> float:
@@ -580,9 +863,22 @@ class Run:
         return 100.0 * self.influx / self.expected if self.influx is not None and self.expected else math.nan
 
     @property
+    def handled(self) -> float:
+        """Messages the system dealt with: what was published, less what it had not by the end."""
+        return self.messages * min(1.0, self.delivered / self.expected) if self.expected else 0.0
+
+    @property
     def cpu_per_1k(self) -> float:
-        handled = self.messages * min(1.0, self.delivered / self.expected) if self.expected else 0
-        return 1000 * self.cpu / handled if handled else math.nan
+        return 1000 * self.cpu / self.handled if self.handled else math.nan
+
+    @property
+    def written_mb_per_1k(self) -> float:
+        return 1000 * self.written / self.handled / 1e6 if self.handled else math.nan
+
+    @property
+    def written_gb_per_day(self) -> float:
+        """At the offered rate, all day: what an SD card would be asked to take."""
+        return self.written / self.handled * self.rate * 86400 / 1e9 if self.handled else math.nan
 
 
 class AlertListener:
@@ -639,9 +935,15 @@ def lag(published: Published, units: list[int], samples: list[tuple[float, int]]
 
 
 def run_one(
-    system_name: str, rate: float, plan: Plan, plan_path: Path, site: dict[str, Any], args: argparse.Namespace
+    system_name: str,
+    rate: float,
+    plan: Plan,
+    plan_path: Path,
+    site: dict[str, Any],
+    args: argparse.Namespace,
+    publisher: str = "raw",
 ) -> Run:
-    run = Run(system_name, rate, args.seconds)
+    run = Run(system_name, rate, args.seconds, publisher=publisher)
     tmp = Path(tempfile.mkdtemp(prefix=f"sensegate-compare-{system_name}-"))
     broker = Mosquitto(extra_config=["sys_interval 1"])
     influx: InfluxDB1 = args.influx
@@ -652,6 +954,7 @@ def run_one(
     listener: AlertListener | None = None
     worker: multiprocessing.process.BaseProcess | None = None
     probe: Publisher | None = None
+    sync: SyncCounter | None = None
     try:
         broker.start()
         data_dir = tmp / "data"
@@ -684,12 +987,21 @@ def run_one(
         out_path = tmp / "published.json"
         worker = ctx.Process(
             target=publish_worker,
-            args=(str(plan_path), broker.host, broker.port, rate, args.seconds, str(out_path), ready, go),
+            args=(str(plan_path), broker.host, broker.port, rate, args.seconds, str(out_path), ready, go, publisher),
             daemon=True,
         )
         worker.start()
         if not ready.wait(60):
             raise RuntimeError("the publisher process did not connect")
+        if args.sync_unavailable is not None:
+            run.fsync_note = args.sync_unavailable
+        else:
+            sync = SyncCounter(pids, tmp / "fsync.perf")
+            if not sync.enable():
+                run.fsync_note = f"perf did not start: {sync.log_tail() or 'no answer in 20 s'}"
+                sync.stop(read=False)
+                sync = None
+        written0 = storage_written(pids)
         cpu0 = cpu_seconds(pids)
         go.set()
         samples: list[tuple[float, int]] = []
@@ -719,10 +1031,14 @@ def run_one(
         if published is None:
             raise RuntimeError("the publisher did not finish in time")
         run.cpu = cpu_seconds(pids) - cpu0
+        written1 = storage_written({*pids, *system.pids()})
+        run.written = sum(written1.get(pid, 0) - written0.get(pid, 0) for pid in written1)
+        wait_end = time.monotonic()
         run.rss_peak = memory_mib(pids, "VmHWM")
         worker.join(35)  # it waits up to 30 s for the broker's last acknowledgements
         published = Published.read(out_path)
         run.messages = published.acked
+        run.publisher_cpu = published.cpu
         run.published_rate = published.sent / max(1e-9, published.end - published.start)
         units = plan.events if system.unit == "events" else list(range(len(plan) + 1))
         run.expected = units[published.sent]
@@ -737,6 +1053,13 @@ def run_one(
         run.echoes = sorted(listener.echoes)
         run.broker_dropped = listener.dropped
         run.log_errors = system.log_errors()
+        if sync is not None:
+            calls = sync.stop()
+            if calls is None:
+                run.fsync_note = f"perf recorded nothing readable: {sync.log_tail() or '(no log)'}"
+            else:
+                count_syncs(run, calls, published, wait_end)
+            sync = None
         if published.acked < published.sent:
             run.error = f"{published.sent - published.acked} publishes never acknowledged by the broker"
         return run
@@ -744,6 +1067,8 @@ def run_one(
         run.error = str(exc) or type(exc).__name__
         return run
     finally:
+        if sync is not None:
+            sync.stop(read=False)
         if worker is not None and worker.is_alive():
             worker.terminate()
             worker.join(5)
@@ -760,6 +1085,19 @@ def run_one(
             print(f"    kept: {tmp}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def count_syncs(run: Run, calls: list[float], published: Published, wait_end: float) -> None:
+    """fsyncs a second while publishing, and the most in any one second up to the end of the wait."""
+    window = [t for t in calls if published.start <= t <= wait_end]
+    run.fsyncs = len(window)
+    publishing = sum(1 for t in window if t <= published.end)
+    run.fsync_rate = publishing / max(1e-9, published.end - published.start)
+    per_second: dict[int, int] = {}
+    for t in window:
+        second = int(t - published.start)
+        per_second[second] = per_second.get(second, 0) + 1
+    run.fsync_peak = max(per_second.values(), default=0)
 
 
 def smoke_alerts(system: System, listener: AlertListener, plan: Plan, published: Published) -> dict[str, float]:
@@ -780,50 +1118,83 @@ def fmt(value: float | None, spec: str = ".1f", none: str = "—") -> str:
     return none if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
 
 
+def entries(runs: list[Run], systems: Sequence[str]) -> list[tuple[str, str, str]]:
+    """(system, publisher, label) in the order to print them; the publisher is in the label only
+    when the runs had more than one."""
+    publishers = list(dict.fromkeys(r.publisher for r in runs))
+    return [
+        (name, pub, LABEL[name] + (f" ← {pub}" if len(publishers) > 1 else ""))
+        for name in systems
+        for pub in publishers
+        if any(r.system == name and r.publisher == pub for r in runs)
+    ]
+
+
+def find(runs: list[Run], name: str, publisher: str, rate: float) -> Run | None:
+    return next((r for r in runs if r.system == name and r.publisher == publisher and r.rate == rate), None)
+
+
 def headline(runs: list[Run], systems: Sequence[str]) -> str:
     """The table at 1,000 msg/s (or the offered rate nearest it)."""
     rates = sorted({r.rate for r in runs})
     at = min(rates, key=lambda r: abs(r - 1000))
+    rows = entries(runs, systems)
+    w = max([10] + [len(label) for *_, label in rows])
     lines = [
         f"at {at:,.0f} msg/s offered",
-        f"{'system':<10} {'smoke → alert p50':>18} {'p99':>9} {'n':>4}   {'CPU s / 1,000 msgs':>18}   "
-        f"{'RSS idle':>9} {'peak':>8}",
+        f"{'system':<{w}} {'smoke → alert p50':>18} {'p99':>9} {'n':>4}   {'CPU s / 1,000 msgs':>18}   "
+        f"{'RSS idle':>9} {'peak':>8}   {'fsync/s':>7} {'peak':>5}   {'written MB/1k':>13} {'GB/day':>7}",
     ]
-    for name in systems:
-        run = next((r for r in runs if r.system == name and r.rate == at), None)
+    notes = set()
+    for name, pub, label in rows:
+        run = find(runs, name, pub, at)
         if run is None:
             continue
         if run.error and math.isnan(run.cpu):
-            lines.append(f"{LABEL[name]:<10} failed: {run.error.splitlines()[0]}")
+            lines.append(f"{label:<{w}} failed: {run.error.splitlines()[0]}")
             continue
         lat = run.latencies
         alarms = f"{len(lat)}" + (f"/{run.alarms}" if run.alarms != len(lat) else "")
         lines.append(
-            f"{LABEL[name]:<10} {fmt(percentile(lat, 0.5)) + ' ms' if lat else '—':>18} "
+            f"{label:<{w}} {fmt(percentile(lat, 0.5)) + ' ms' if lat else '—':>18} "
             f"{fmt(percentile(lat, 0.99)) + ' ms' if lat else '—':>9} {alarms if run.alarms else '—':>4}   "
             f"{fmt(run.cpu_per_1k, '.3f'):>18}   {fmt(run.rss_idle, '.0f'):>5} MiB {fmt(run.rss_peak, '.0f'):>4} MiB"
+            f"   {fmt(run.fsync_rate, '.0f'):>7} {fmt(run.fsync_peak, '.0f'):>5}   "
+            f"{fmt(run.written_mb_per_1k, '.2f'):>13} {fmt(run.written_gb_per_day, '.1f'):>7}"
         )
+        if run.fsync_note:
+            notes.add(run.fsync_note)
     echoes = sorted(e for r in runs if r.rate == at for e in r.echoes)
     if echoes:
         lines.append(
             f"(the harness's own share, publisher → broker → listener at the same moments: p50 "
             f"{percentile(echoes, 0.5):.1f} ms, p99 {percentile(echoes, 0.99):.1f} ms, n={len(echoes)})"
         )
+    lines += [
+        "(fsync/s: fsync + fdatasync calls of the system's processes a second while publishing, and the most in one",
+        " second. written: the bytes they sent towards storage (/proc/<pid>/io write_bytes), per 1,000 messages and",
+        " for a day at this rate; not in it: the filesystem's journal, the broker's files, and InfluxDB's (a separate",
+        " server: its writes are the same for every system that stores the same points).)",
+    ]
+    lines += [f"(fsyncs not counted: {note})" for note in sorted(notes)]
     return "\n".join(lines)
 
 
 def per_rate(runs: list[Run], systems: Sequence[str]) -> str:
+    rows = entries(runs, systems)
+    w = max([10] + [len(label) for *_, label in rows])
     lines = [
-        f"{'offered':>8} {'system':<10} {'published':>10} {'delivered':>10} {'InfluxDB':>9} {'behind':>8} "
-        f"{'caught up':>10} {'alert p99':>10} {'harness':>8} {'CPU s/1k':>9} {'RSS peak':>9}  notes"
+        f"{'offered':>8} {'system':<{w}} {'published':>10} {'delivered':>10} {'InfluxDB':>9} {'behind':>8} "
+        f"{'caught up':>10} {'alert p99':>10} {'harness':>8} {'CPU s/1k':>9} {'RSS peak':>9} "
+        f"{'fsync/s':>7} {'peak':>5} {'MB/1k':>6} {'GB/day':>7} {'pub s/1k':>8}  notes"
     ]
     for rate in sorted({r.rate for r in runs}):
-        for name in systems:
-            run = next((r for r in runs if r.system == name and r.rate == rate), None)
+        for name, pub, label in rows:
+            run = find(runs, name, pub, rate)
             if run is None:
                 continue
             if run.error and not run.messages:
-                lines.append(f"{rate:>8,.0f} {LABEL[name]:<10} failed: {run.error.splitlines()[0]}")
+                lines.append(f"{rate:>8,.0f} {label:<{w}} failed: {run.error.splitlines()[0]}")
                 continue
             notes = []
             if run.delivered < run.expected:
@@ -840,12 +1211,15 @@ def per_rate(runs: list[Run], systems: Sequence[str]) -> str:
                 notes.append(run.error)
             caught = f"+{run.caught_up:.1f} s" if run.caught_up is not None else "no"
             lines.append(
-                f"{rate:>8,.0f} {LABEL[name]:<10} {run.published_rate:>10,.0f} "
+                f"{rate:>8,.0f} {label:<{w}} {run.published_rate:>10,.0f} "
                 f"{fmt(run.delivered_pct, '.2f') + ' %':>10} "
                 f"{fmt(run.influx_pct, '.1f') + ' %' if run.influx is not None else '':>9} {fmt(run.behind) + ' s':>8} "
                 f"{caught:>10} {fmt(percentile(run.latencies, 0.99), '.0f') + ' ms' if run.latencies else '—':>10} "
                 f"{fmt(percentile(run.echoes, 0.5), '.0f') + ' ms' if run.echoes else '—':>8} "
-                f"{fmt(run.cpu_per_1k, '.3f'):>9} {fmt(run.rss_peak, '.0f') + ' MiB':>9}  {'; '.join(notes)}"
+                f"{fmt(run.cpu_per_1k, '.3f'):>9} {fmt(run.rss_peak, '.0f') + ' MiB':>9} "
+                f"{fmt(run.fsync_rate, '.0f'):>7} {fmt(run.fsync_peak, '.0f'):>5} "
+                f"{fmt(run.written_mb_per_1k, '.2f'):>6} {fmt(run.written_gb_per_day, '.1f'):>7} "
+                f"{fmt(run.publisher_cpu_per_1k, '.3f'):>8}  {'; '.join(notes)}"
             )
     return "\n".join(lines)
 
@@ -854,21 +1228,21 @@ def ceilings(runs: list[Run], systems: Sequence[str]) -> str:
     """The zero-loss ceiling: the highest offered rate up to which every rate was delivered in
     full by the end of the wait, with nothing dropped by the broker."""
     parts = []
-    for name in systems:
-        mine = sorted((r for r in runs if r.system == name), key=lambda r: r.rate)
+    for name, pub, label in entries(runs, systems):
+        mine = sorted((r for r in runs if r.system == name and r.publisher == pub), key=lambda r: r.rate)
         ceiling: float | None = None
         for r in mine:
             if r.error or not r.expected or r.delivered < r.expected or r.broker_dropped:
                 break
             ceiling = r.rate
         if ceiling is None:
-            parts.append(f"{LABEL[name]} below {mine[0].rate:,.0f}" if mine else f"{LABEL[name]} —")
+            parts.append(f"{label} below {mine[0].rate:,.0f}" if mine else f"{label} —")
             continue
         top = next(r for r in mine if r.rate == ceiling)
         # When the publisher fell short of the offered rate, the rate it did reach is what was shown.
         reached = f" (published {top.published_rate:,.0f})" if top.published_rate < 0.95 * top.rate else ""
         highest = " — the highest tried" if ceiling == mine[-1].rate else ""
-        parts.append(f"{LABEL[name]} {'≥ ' if highest else ''}{ceiling:,.0f}{reached}{highest}")
+        parts.append(f"{label} {'≥ ' if highest else ''}{ceiling:,.0f}{reached}{highest}")
     return "zero-loss ceiling (every message delivered by the end of the wait), msg/s offered: " + "; ".join(parts)
 
 
@@ -884,23 +1258,25 @@ def plot(runs: list[Run], systems: Sequence[str], path: Path, title: str) -> Non
         return
     colours = {"sensegate": "tab:blue", "nodered": "tab:red", "paho": "tab:grey"}
     fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(13, 4), dpi=90)
-    for name in systems:
-        mine = sorted((r for r in runs if r.system == name and r.messages), key=lambda r: r.rate)
+    first_publisher = runs[0].publisher if runs else ""
+    for name, pub, label in entries(runs, systems):
+        mine = sorted((r for r in runs if r.system == name and r.publisher == pub and r.messages), key=lambda r: r.rate)
         if not mine:
             continue
         x = [r.rate for r in mine]
         c = colours[name]
-        ax1.plot(x, [r.delivered_pct for r in mine], "o-", color=c, label=LABEL[name])
+        ls = "-" if pub == first_publisher else ":"
+        ax1.plot(x, [r.delivered_pct for r in mine], "o" + ls, color=c, label=label)
         if name == "sensegate":
-            ax1.plot(x, [r.influx_pct for r in mine], "o--", color=c, alpha=0.6, label="SenseGate → InfluxDB")
+            ax1.plot(x, [r.influx_pct for r in mine], "o--", color=c, alpha=0.6, label=f"{label} → InfluxDB")
         with_alerts = [r for r in mine if r.latencies]
         if with_alerts:
             x2 = [r.rate for r in with_alerts]
-            ax2.plot(x2, [percentile(r.latencies, 0.99) for r in with_alerts], "-", color=c, label=LABEL[name])
+            ax2.plot(x2, [percentile(r.latencies, 0.99) for r in with_alerts], ls, color=c, label=label)
             for r in with_alerts:  # hollow: some alarms had no alert by the end of the wait
                 full = len(r.latencies) >= r.alarms
                 ax2.plot(r.rate, percentile(r.latencies, 0.99), "o", color=c, mfc=c if full else "none")
-        ax3.plot(x, [r.rss_peak for r in mine], "o-", color=c, label=LABEL[name])
+        ax3.plot(x, [r.rss_peak for r in mine], "o" + ls, color=c, label=label)
     ax1.set(title="delivered by the end of the wait", xlabel="offered msg/s", ylabel="%", ylim=(0, 105))
     ax2.set(
         title="smoke → alert on MQTT, p99 (hollow: alerts missing)", xlabel="offered msg/s", ylabel="ms", yscale="log"
@@ -972,13 +1348,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep", action="store_true", help="keep each run's temp dir (config, store, logs)")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     p.add_argument("--from-json", type=Path, default=None, help="print and plot results saved with --json; run nothing")
+    p.add_argument(
+        "--publisher",
+        default="raw",
+        help=f"any of {','.join(PUBLISHERS)}: raw (pre-encoded packets on a socket, the default) or the first "
+        "publisher, paho-mqtt; with both, each system runs once with each, alternately",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"before/after check in about 2 minutes: defaults {' '.join(QUICK)} (options given still win)",
+    )
+    if "--quick" in (sys.argv[1:] if argv is None else argv):
+        p.set_defaults(**{k.lstrip("-"): v for k, v in zip(QUICK[::2], QUICK[1::2], strict=True)})
     args = p.parse_args(argv)
     NODE_RED_DIR = args.node_red_dir
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    publishers = [s.strip() for s in args.publisher.split(",") if s.strip()]
     unknown = set(systems) - set(SYSTEMS)
-    if unknown or not systems or not rates:
-        p.error(f"--systems takes {','.join(SYSTEMS)}; --rates a list of numbers")
+    if unknown or not systems or not rates or not publishers or set(publishers) - set(PUBLISHERS):
+        p.error(f"--systems takes {','.join(SYSTEMS)}; --publisher {','.join(PUBLISHERS)}; --rates a list of numbers")
     if args.plot is None and args.write_docs:
         args.plot = ROOT / "docs" / "img" / "performance.png"
     if args.from_json is not None:
@@ -1006,6 +1396,9 @@ def main(argv: list[str] | None = None) -> int:
         f"Python {sys.version.split()[0]}",
         flush=True,
     )
+    args.sync_unavailable = SyncCounter.unavailable()
+    fsyncs = f"NOT counted: {args.sync_unavailable}" if args.sync_unavailable else "counted by perf (tracepoints)"
+    print(f"storage: bytes written from /proc/<pid>/io; fsyncs {fsyncs}; publisher {' and '.join(publishers)}")
     args.influx = InfluxDB1()
     args.influx.start()
     runs: list[Run] = []
@@ -1028,10 +1421,11 @@ def main(argv: list[str] | None = None) -> int:
                 plan_path = Path(f.name)
             Path(str(plan_path) + ".smoke").write_text(json.dumps(sorted(plan.smoke)))
             try:
-                for name in systems:
-                    print(f"  {rate:,.0f} msg/s  {LABEL[name]} …", end="", flush=True)
+                for name, publisher in [(n, pub) for n in systems for pub in publishers]:
+                    by = f" ← {publisher}" if len(publishers) > 1 else ""
+                    print(f"  {rate:,.0f} msg/s  {LABEL[name]}{by} …", end="", flush=True)
                     t0 = time.monotonic()
-                    run = run_one(name, rate, plan, plan_path, site, args)
+                    run = run_one(name, rate, plan, plan_path, site, args, publisher)
                     runs.append(run)
                     summary = (
                         f" {run.published_rate:,.0f} msg/s published, {fmt(run.delivered_pct, '.2f')} % delivered"
