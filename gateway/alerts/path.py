@@ -7,8 +7,9 @@ alert lifecycle and makes it durable:
   engine's changed state and the cursor are saved in one transaction, so an event accepted
   just before a crash still raises its alert after it, and every timer resumes where it was.
   Batches that change no alert only move cursor and engine state in memory; ``checkpoint``
-  saves them every few seconds (replaying them after a crash is harmless: the engine is
-  deterministic and they decide nothing again).
+  saves them every few seconds, or the batch that leaves ``CHECKPOINT_DIRTY`` engine entries
+  unsaved (replaying them after a crash is harmless: the engine is deterministic and they
+  decide nothing again).
 - One open alert per dedup key (the engine's). An update folds into it (count, last seen,
   evidence): ``escalated`` / ``downgraded`` when its severity changes, ``repeated`` after
   ``repeat_window`` of quiet (notify again), else ``updated``.
@@ -98,6 +99,11 @@ def rule_context(registry: Registry) -> Context:
         )
         for e in registry.devices.values()
     )
+
+
+# Engine entries changed since the last save, beyond which a quiet batch is saved anyway: the
+# next alarm's save carries them all, and a thousand of them cost it tens of milliseconds.
+CHECKPOINT_DIRTY = 256
 
 
 class AlertPath:
@@ -377,7 +383,7 @@ class AlertPath:
         self, decisions: list[Decision], cursor: int, quiet_ok: bool = False, retained: frozenset[int] = frozenset()
     ) -> list[Transition]:
         transitions = self._transitions(decisions, retained) if decisions else []
-        if not transitions and quiet_ok:
+        if not transitions and quiet_ok and self.engine.dirty_count() < CHECKPOINT_DIRTY:
             # Decisions that changed no alert (a door closing resolves nothing open) are
             # replayed to the same end after a crash: an fsync per batch would buy nothing.
             self.cursor = cursor  # saved at the next checkpoint

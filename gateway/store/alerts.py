@@ -9,6 +9,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from gateway.models import Alert
 from gateway.store.base import StoreBase
 from gateway.store.meta import _set_meta
@@ -131,15 +133,14 @@ class AlertsStore(StoreBase):
                 _set_meta(db, f"cursor.{name}", str(position))
             if replace_rule_state:
                 db.execute("DELETE FROM rule_state")
-            for key, value in rule_state:
-                if value is None:
-                    db.execute("DELETE FROM rule_state WHERE key = ?", (key,))
-                else:
-                    db.execute(
-                        "INSERT INTO rule_state(key, value) VALUES (?, ?) "
-                        "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                        (key, json.dumps(value, ensure_ascii=False, separators=(",", ":"))),
-                    )
+            # A save after a quiet spell carries every entry changed since (a thousand, at a busy
+            # site): orjson and one executemany keep it to a few milliseconds on the alert's way.
+            db.executemany("DELETE FROM rule_state WHERE key = ?", [(k,) for k, v in rule_state if v is None])
+            db.executemany(
+                "INSERT INTO rule_state(key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                [(k, orjson.dumps(v, option=orjson.OPT_NON_STR_KEYS).decode()) for k, v in rule_state if v is not None],
+            )
             for alert in alerts:
                 _upsert_alert(db, alert)
             _insert_log(db, log)
