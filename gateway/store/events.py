@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from gateway.models import Event
 from gateway.store.commands import _insert_command
@@ -124,12 +126,12 @@ class EventsStore(DiskStore):
         stored: list[Event] = []
         self._make_room(events)  # the disk bound, checked on every write (disk.py)
         with self._tx() as db:
-            for ev in mark_tests(db, events):
-                seq = _insert_event(db, ev)
-                stored.append(replace(ev, seq=seq))
-                for name, families in outputs.items():
-                    if families is None or ev.family.value in families:
-                        db.execute("INSERT INTO pending(output, seq) VALUES (?, ?)", (name, seq))
+            stored = _insert_events(db, mark_tests(db, events))
+            for name, families in outputs.items():
+                db.executemany(
+                    "INSERT INTO pending(output, seq) VALUES (?, ?)",
+                    [(name, ev.seq) for ev in stored if families is None or ev.family in families],
+                )
             upsert_device_states(db, stored)  # one row per device of the batch (store/devices.py)
             db.executemany("INSERT OR REPLACE INTO recent_ingest(key, at) VALUES (?, ?)", ingest_keys)
             for topic, reason, message, payload in rejected:
@@ -254,26 +256,97 @@ class EventsStore(DiskStore):
         return int(row[0] or 0)
 
 
+_INSERT_EVENT = (
+    "INSERT INTO events(lane, device_id, family, kind, event_time, received_at, body) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _insert_events(db: sqlite3.Connection, events: Sequence[Event]) -> list[Event]:
+    """Insert events (their ``seq`` is ignored) in ``db``'s transaction; return them with the
+    ``seq`` each got."""
+    if not events:
+        return []
+    db.executemany(
+        _INSERT_EVENT,
+        [(ev.lane, ev.device_id, ev.family, ev.kind, ev.event_time, ev.received_at, stored_body(ev)) for ev in events],
+    )
+    # AUTOINCREMENT gives each row one more than the largest seq ever used, and the transaction
+    # holds the write lock: the batch's seqs are consecutive, ending at the last row inserted.
+    last = int(db.execute("SELECT last_insert_rowid()").fetchone()[0])
+    # When the store first accepted an event: a report for a month before it says so (schema.py).
+    db.execute(
+        "INSERT OR IGNORE INTO meta(key, value) VALUES ('store.first_event_at', ?)", (repr(events[0].received_at),)
+    )
+    return [_with_seq(ev, seq) for seq, ev in enumerate(events, last - len(events) + 1)]
+
+
 def _insert_event(db: sqlite3.Connection, ev: Event) -> int:
     """Insert one event (its ``seq`` is ignored); return the ``seq`` it got."""
-    body = ev.to_dict()
-    del body["seq"]
-    cur = db.execute(
-        "INSERT INTO events(lane, device_id, family, kind, event_time, received_at, body) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (
-            ev.lane.value,
-            ev.device_id,
-            ev.family.value,
-            ev.kind.value,
-            ev.event_time,
-            ev.received_at,
-            json.dumps(body, ensure_ascii=False, separators=(",", ":")),
-        ),
+    return _insert_events(db, [ev])[0].seq
+
+
+def _with_seq(ev: Event, seq: int) -> Event:
+    # What dataclasses.replace(ev, seq=seq) makes, without its per-call look at the fields.
+    return Event(
+        ev.device_id,
+        ev.family,
+        ev.kind,
+        ev.event_time,
+        ev.received_at,
+        ev.model,
+        ev.location,
+        ev.values,
+        ev.time_source,
+        ev.source,
+        ev.raw,
+        seq,
     )
-    # When the store first accepted an event: a report for a month before it says so (schema.py).
-    db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('store.first_event_at', ?)", (repr(ev.received_at),))
-    return int(cur.lastrowid or 0)
+
+
+def stored_body(ev: Event) -> str:
+    """The ``body`` column: ``Event.to_dict()`` without ``seq``, as compact UTF-8 JSON.
+
+    orjson writes what ``json.dumps(..., ensure_ascii=False, separators=(",", ":"))`` wrote
+    before it (a float's exponent may be spelt ``1e-5`` instead of ``1e-05``: the same number).
+    What orjson cannot write as ``json`` did goes through ``json``: a non-finite float (orjson
+    would write ``null``; ``json`` writes ``NaN``, which ``_event`` reads back), an integer beyond
+    64 bits, a key that is not a string."""
+    loc = ev.location
+    values = ev.values
+    body = {
+        "device_id": ev.device_id,
+        "family": ev.family,
+        "kind": ev.kind,
+        "event_time": ev.event_time,
+        "received_at": ev.received_at,
+        "time_source": ev.time_source,
+        "model": ev.model,
+        "location": {"building": loc.building, "unit": loc.unit, "household": loc.household, "room": loc.room},
+        "values": values if type(values) is dict else dict(values),
+        "source": ev.source,
+        "raw": ev.raw,
+    }
+    for v in values.values():
+        if type(v) is float and v - v != 0.0:  # NaN or ±inf
+            break
+    else:
+        try:
+            return orjson.dumps(body).decode()
+        except orjson.JSONEncodeError:
+            pass
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
 
 
 def _event(seq: int, body: str) -> Event:
-    return replace(Event.from_dict(json.loads(body)), seq=seq)
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:  # NaN or Infinity, written by json (stored_body)
+        return Event.from_dict(json.loads(body), seq=seq)
+    for v in (data.get("values") or {}).values():
+        # orjson reads an integer beyond 64 bits as a float; json keeps it (so did the store).
+        if type(v) is float and not -_INT64 < v < _INT64:
+            return Event.from_dict(json.loads(body), seq=seq)
+    return Event.from_dict(data, seq=seq)
+
+
+_INT64 = float(2**63)
