@@ -94,6 +94,18 @@ def test_bodies_written_by_json_before_read_back(tmp_path: Path) -> None:
     assert read.location == ev.location and read.kind is Kind.DOOR_OPENED
 
 
+def test_the_writer_reads_back_the_events_another_process_reads_from_the_file(tmp_path: Path) -> None:
+    writer = Store(tmp_path / "s.db")
+    events = [event(battery=96.5, level=float("nan"), big=2**70), event(Kind.SMOKE_ALARM, Family.SMOKE, note="烟")]
+    stored = writer.append(events * 3, OUTPUTS)
+    writer.delivered("influx", [stored[0].seq])
+    other = Store(tmp_path / "s.db")  # not the process that wrote them: parsed from the bodies
+    for output in OUTPUTS:
+        mine, read = writer.pending_batch(output, 4), other.pending_batch(output, 4)
+        assert [e.seq for e in mine] == [e.seq for e in read] and all(map(_same, mine, read))
+    assert [e.seq for e in writer.pending_batch("influx", 10)] == [e.seq for e in stored[1:]]
+
+
 def test_delivered_removes_only_that_outputs_rows(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.db")
     stored = store.append([event(Kind.SMOKE_ALARM, Family.SMOKE)], OUTPUTS)
