@@ -145,9 +145,11 @@ def events_to_line_protocol(events: Iterable[Event], gateway_id: str, site: str)
 _NOT_PLAIN = re.compile(r"[,= \n\\\t\x00\ud800-\udfff]")
 _MEASUREMENTS = {f: line_protocol.name(f.value) for f in Family}
 _EVENT_TAGS = {k: ",event=" + line_protocol.name(k.value) for k in Kind}
-# Value key → (its stored field name, as written); value keys are few (the codecs' names), but
-# what a native device sends is not ours to bound: past this many the rest are not kept.
+# Value key → (its stored field name, as written with its "="); value keys are few (the codecs'
+# names), but what a native device sends is not ours to bound: past this many the rest are not
+# kept. The same for the field time_source ("gateway" or "device"), written whole.
 _FIELD_KEYS: dict[str, tuple[str, str]] = {}
+_TIME_SOURCES: dict[str, str] = {}
 _FIELD_KEYS_KEEP = 1024
 
 
@@ -181,21 +183,30 @@ def _line(e: Event, gateway_tag: str, site_tag: str) -> str:
             ",unit=" + unit if unit else "",
         )
     )
-    fields: dict[str, tuple[str, str | None]] = {}
+    # Each field as written ("" for a value line protocol cannot carry), by its stored name: two
+    # value keys stored under one name, the later wins, as in event_fields.
+    fields: dict[str, str] = {}
     for key, value in e.values.items():
         if key == TEST:
             continue
         names = _FIELD_KEYS.get(key)
         if names is None:
             stored = field_name(key)
-            names = (stored, line_protocol.name(stored))
+            names = (stored, line_protocol.name(stored) + "=")
             if len(_FIELD_KEYS) < _FIELD_KEYS_KEEP:
                 _FIELD_KEYS[key] = names
-        fields[names[0]] = (names[1], _value_text(value))
-    fields["seq"] = ("seq", f"{int(e.seq)}i")
-    fields["received_at"] = ("received_at", line_protocol.field_value(float(e.received_at)))
-    fields["time_source"] = ("time_source", line_protocol.field_value(storable_string(e.time_source)))
-    field_text = ",".join(f"{k}={v}" for _, (k, v) in sorted(fields.items()) if v is not None)
+        text = _value_text(value)
+        fields[names[0]] = names[1] + text if text is not None else ""
+    fields["seq"] = f"seq={int(e.seq)}i"
+    received_at = _float_text(float(e.received_at))
+    fields["received_at"] = "received_at=" + received_at if received_at is not None else ""
+    time_source = _TIME_SOURCES.get(e.time_source)
+    if time_source is None:
+        time_source = "time_source=" + str(line_protocol.field_value(storable_string(e.time_source)))
+        if len(_TIME_SOURCES) < _FIELD_KEYS_KEEP:
+            _TIME_SOURCES[e.time_source] = time_source
+    fields["time_source"] = time_source
+    field_text = ",".join([text for _, text in sorted(fields.items()) if text])
     return f"{_MEASUREMENTS[e.family]}{tags} {field_text} {point_time_ns(e)}"
 
 
@@ -205,5 +216,13 @@ def _value_text(value: Scalar) -> str | None:
     if kind is bool:
         return "true" if value else "false"
     if kind is float or kind is int:
-        return line_protocol.field_value(float(value))
+        return _float_text(float(value))
     return line_protocol.field_value(field_value(value))
+
+
+def _float_text(value: float) -> str | None:
+    """``line_protocol.field_value`` of a float."""
+    if value - value != 0.0:  # NaN or ±inf: line protocol cannot carry them
+        return None
+    text = repr(value)
+    return text[:-2] if text.endswith(".0") else text
