@@ -136,6 +136,18 @@ _LAST_SEEN, _LAST_KIND, _ONLINE, _ONLINE_AT, _BATTERY, _BATTERY_AT, _BATTERY_LOW
 _LINK, _TAMPER, _FAULT, _STATE, _STATE_AT, _ACTIVITY_AT, _EVENTS = range(8, 15)
 
 
+# Looked up once: an enum's member (Kind.TAMPER) or value costs a look-up through its class.
+_KIND_TEXT = {k: k.value for k in Kind}
+_VISIT, _OFFLINE, _BATTERY_KIND = Kind.VISIT, Kind.OFFLINE, Kind.BATTERY
+_FLAGS = {
+    Kind.BATTERY_LOW: (_BATTERY_LOW, True),
+    Kind.TAMPER: (_TAMPER, True),
+    Kind.TAMPER_CLEAR: (_TAMPER, False),
+    Kind.SENSOR_FAULT: (_FAULT, True),
+    Kind.HEARTBEAT: (_FAULT, False),
+}
+
+
 def _fold(events: Iterable[Event]) -> tuple[dict[str, list[Any]], set[str]]:
     """``fold`` as rows (DeviceState's fields in a list: one list per device, not one
     DeviceState per event), and the devices whose online state changed after their first report
@@ -145,17 +157,18 @@ def _fold(events: Iterable[Event]) -> tuple[dict[str, list[Any]], set[str]]:
     flipped: set[str] = set()
     for ev in events:
         kind = ev.kind
-        if kind is Kind.VISIT:
+        if kind is _VISIT:
             continue  # a visitor's check-in (pseudo-device "visits") is no report from a device
         device = ev.device_id
         s = out.get(device)
         if s is None:
             s = out[device] = [device, None, "", None, None, None, None, None, None, None, None, "", None, None, 0]
         values = ev.values
+        text = _KIND_TEXT[kind]
         if values.get(RETAINED) is not True:
             s[_LAST_SEEN] = _later(s[_LAST_SEEN], ev.received_at)
-            s[_LAST_KIND] = kind.value
-            now_online = kind is not Kind.OFFLINE
+            s[_LAST_KIND] = text
+            now_online = kind is not _OFFLINE
             if s[_ONLINE] is None:
                 s[_ONLINE], s[_ONLINE_AT] = now_online, ev.received_at
             elif s[_ONLINE] is not now_online:
@@ -164,31 +177,20 @@ def _fold(events: Iterable[Event]) -> tuple[dict[str, list[Any]], set[str]]:
         link = _number(values.get(LINKQUALITY))
         if link is not None:
             s[_LINK] = link
-        match kind:
-            case Kind.BATTERY:
-                percent = _number(values.get("battery"))
-                if percent is not None:
-                    s[_BATTERY], s[_BATTERY_AT] = percent, ev.event_time
-                    if percent < BATTERY_LOW_BELOW:
-                        s[_BATTERY_LOW] = True
-                    elif percent >= BATTERY_OK_FROM:
-                        s[_BATTERY_LOW] = False
-            case Kind.BATTERY_LOW:
-                s[_BATTERY_LOW] = True
-            case Kind.TAMPER:
-                s[_TAMPER] = True
-            case Kind.TAMPER_CLEAR:
-                s[_TAMPER] = False
-            case Kind.SENSOR_FAULT:
-                s[_FAULT] = True
-            case Kind.HEARTBEAT:
-                s[_FAULT] = False
-            case _:
-                pass
+        if kind is _BATTERY_KIND:
+            percent = _number(values.get("battery"))
+            if percent is not None:
+                s[_BATTERY], s[_BATTERY_AT] = percent, ev.event_time
+                if percent < BATTERY_LOW_BELOW:
+                    s[_BATTERY_LOW] = True
+                elif percent >= BATTERY_OK_FROM:
+                    s[_BATTERY_LOW] = False
+        elif (flag := _FLAGS.get(kind)) is not None:
+            s[flag[0]] = flag[1]
         if kind not in SUPERVISION_KINDS:
             present = values.get("present")
             off = kind in _PRESENT_KINDS and present is False
-            s[_STATE], s[_STATE_AT] = kind.value + (":off" if off else ""), ev.event_time
+            s[_STATE], s[_STATE_AT] = text + ":off" if off else text, ev.event_time
             if kind in ACTIVITY_KINDS or (kind in _PRESENT_KINDS and present is True):
                 s[_ACTIVITY_AT] = _later(s[_ACTIVITY_AT], ev.event_time)
         s[_EVENTS] += 1
