@@ -18,10 +18,11 @@ and, per simulated second (``--rate`` messages, about 1.8 events each):
    and gzip. **read** is ``step`` less the sink's ``_write_blocking``; **encode** is the latter.
 
 It prints CPU µs per event for each stage (``time.process_time``: user + system of the whole
-process, so fsync's kernel time counts), bytes written to storage per 1,000 events (from
-``/proc/self/io``), with ``--fsyncs`` (needs strace) the fsync/fdatasync calls per 1,000
-events of a second, untimed run; and a digest of every line-protocol body sent, which must be
-the same for two checkouts given the same arguments (the same points, byte for byte).
+process, so fsync's kernel time counts); bytes written to storage per 1,000 events (from
+``/proc/self/io``) and what that makes in a day at 1,000 msg/s; with ``--fsyncs`` (needs
+strace) the fsync/fdatasync calls per 1,000 events of a second, untimed run; and a digest of
+every line-protocol body sent, which must be the same for two checkouts given the same
+arguments (the same points, byte for byte).
 
 With ``--against DIR`` the children alternate between this tree and ``DIR`` (another checkout,
 e.g. ``git worktree add /tmp/store-base <commit>``) ``--rounds`` times; the summary gives each
@@ -127,7 +128,6 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     in_gc = dict.fromkeys(("append", "forward"), 0.0)
     written = dict.fromkeys(("append", "forward"), 0)
     events = 0
-    second = 0
     next_forward = args.rate
     timed = False
     for last_message, evs, ks, ds in messages:
@@ -147,7 +147,6 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         if last_message >= next_forward or last_message == messages[-1][0]:
             # The forwarder wakes once a second (flush_interval) and drains what is pending.
             next_forward += args.rate
-            second += 1
             io0 = _io_written()
             gc0 = gc_cpu.spent
             sink.cpu = 0.0
@@ -171,6 +170,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     tmp.rmdir()
     return {
         "events": events,
+        "events_per_message": plan.events[-1] / len(plan),
         "cpu_us": {k: v / events * 1e6 for k, v in cpu.items()},
         "gc_us": {k: v / events * 1e6 for k, v in in_gc.items()},
         "written_per_1k": {k: v / events * 1000 for k, v in written.items()},
@@ -311,10 +311,12 @@ def main() -> None:
                 xs = [_stage(r, stage) for r in runs]
                 cells.append(f"{stage} {statistics.median(xs):6.1f} [{min(xs):.1f}–{max(xs):.1f}]")
             w = runs[-1]["written_per_1k"]
+            per_day = sum(w.values()) * runs[-1]["events_per_message"] * 86_400 / 2**30  # 1,000 msg/s
             print(
                 f"  {label:4} {sync:6} "
                 + "  ".join(cells)
                 + f"  written/1k events: append {w['append'] / 1024:.0f} KiB, forward {w['forward'] / 1024:.0f} KiB"
+                f" (≈ {per_day:,.0f} GiB a day at 1,000 msg/s)"
             )
         if len(trees) == 2:
             base, this = results[("base", sync)], results[("this", sync)]
