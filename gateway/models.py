@@ -218,27 +218,31 @@ class Event:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Event:
+    def from_dict(cls, data: Mapping[str, Any], seq: int | None = None) -> Event:
+        """The event ``to_dict`` wrote; ``seq`` instead of the one in ``data`` if given (the store
+        keeps it in a column of its own)."""
         loc = data.get("location") or {}
+        family = _FAMILIES.get(data["family"]) or Family(data["family"])
+        kind = _KINDS.get(data["kind"]) or Kind(data["kind"])
         return cls(
-            device_id=data["device_id"],
-            family=Family(data["family"]),
-            kind=Kind(data["kind"]),
-            event_time=float(data["event_time"]),
-            received_at=float(data["received_at"]),
-            model=data.get("model", ""),
-            location=Location(
-                building=loc.get("building", ""),
-                unit=loc.get("unit", ""),
-                household=loc.get("household", ""),
-                room=loc.get("room", ""),
-            ),
-            values=dict(data.get("values") or {}),
-            time_source=data.get("time_source", "gateway"),
-            source=data.get("source", ""),
-            raw=data.get("raw", ""),
-            seq=int(data.get("seq", 0)),
+            data["device_id"],
+            family,
+            kind,
+            float(data["event_time"]),
+            float(data["received_at"]),
+            data.get("model", ""),
+            Location(loc.get("building", ""), loc.get("unit", ""), loc.get("household", ""), loc.get("room", "")),
+            dict(data.get("values") or {}),
+            data.get("time_source", "gateway"),
+            data.get("source", ""),
+            data.get("raw", ""),
+            int(data.get("seq", 0)) if seq is None else seq,
         )
+
+
+# Event.from_dict's look-ups: calling an enum class (Kind("door_opened")) costs a microsecond.
+_FAMILIES: dict[object, Family] = {f.value: f for f in Family}
+_KINDS: dict[object, Kind] = {k.value: k for k in Kind}
 
 
 class Severity(enum.IntEnum):

@@ -127,77 +127,73 @@ def _later(a: float | None, b: float | None) -> float | None:
 def fold(events: Iterable[Event]) -> dict[str, DeviceState]:
     """What a batch of events (in stored order) says about each device: a partial state per
     device, ``None`` where the batch says nothing (the upsert keeps the stored value there)."""
-    return _fold(events)[0]
+    return {device: DeviceState(*row) for device, row in _fold(events)[0].items()}
 
 
-def _fold(events: Iterable[Event]) -> tuple[dict[str, DeviceState], set[str]]:
-    """``fold``, and the devices whose online state changed after their first report in the
-    batch: for those ``online_at`` is the batch's whatever the stored state was (for the others
-    it is only when the batch's state differs from the stored one)."""
-    out: dict[str, DeviceState] = {}
+# A device's partial state while a batch is folded: a list of DeviceState's fields, in its order
+# (device_id first), which is also the upsert's.
+_LAST_SEEN, _LAST_KIND, _ONLINE, _ONLINE_AT, _BATTERY, _BATTERY_AT, _BATTERY_LOW = range(1, 8)
+_LINK, _TAMPER, _FAULT, _STATE, _STATE_AT, _ACTIVITY_AT, _EVENTS = range(8, 15)
+
+
+# Looked up once: an enum's member (Kind.TAMPER) or value costs a look-up through its class.
+_KIND_TEXT = {k: k.value for k in Kind}
+_VISIT, _OFFLINE, _BATTERY_KIND = Kind.VISIT, Kind.OFFLINE, Kind.BATTERY
+_FLAGS = {
+    Kind.BATTERY_LOW: (_BATTERY_LOW, True),
+    Kind.TAMPER: (_TAMPER, True),
+    Kind.TAMPER_CLEAR: (_TAMPER, False),
+    Kind.SENSOR_FAULT: (_FAULT, True),
+    Kind.HEARTBEAT: (_FAULT, False),
+}
+
+
+def _fold(events: Iterable[Event]) -> tuple[dict[str, list[Any]], set[str]]:
+    """``fold`` as rows (DeviceState's fields in a list: one list per device, not one
+    DeviceState per event), and the devices whose online state changed after their first report
+    in the batch: for those ``online_at`` is the batch's whatever the stored state was (for the
+    others it is only when the batch's state differs from the stored one)."""
+    out: dict[str, list[Any]] = {}
     flipped: set[str] = set()
     for ev in events:
-        if ev.kind is Kind.VISIT:
+        kind = ev.kind
+        if kind is _VISIT:
             continue  # a visitor's check-in (pseudo-device "visits") is no report from a device
-        s = out.get(ev.device_id) or DeviceState(ev.device_id)
+        device = ev.device_id
+        s = out.get(device)
+        if s is None:
+            s = out[device] = [device, None, "", None, None, None, None, None, None, None, None, "", None, None, 0]
         values = ev.values
-        fresh = values.get(RETAINED) is not True
-        last_seen, last_kind, online, online_at = s.last_seen, s.last_kind, s.online, s.online_at
-        if fresh:
-            last_seen, last_kind = _later(s.last_seen, ev.received_at), ev.kind.value
-            now_online = ev.kind is not Kind.OFFLINE
-            if online is None:
-                online, online_at = now_online, ev.received_at
-            elif online is not now_online:
-                online, online_at = now_online, ev.received_at
-                flipped.add(ev.device_id)
-        battery, battery_at, battery_low = s.battery, s.battery_at, s.battery_low
-        tamper, fault, state, state_at, activity_at = s.tamper, s.fault, s.state, s.state_at, s.activity_at
+        text = _KIND_TEXT[kind]
+        if values.get(RETAINED) is not True:
+            s[_LAST_SEEN] = _later(s[_LAST_SEEN], ev.received_at)
+            s[_LAST_KIND] = text
+            now_online = kind is not _OFFLINE
+            if s[_ONLINE] is None:
+                s[_ONLINE], s[_ONLINE_AT] = now_online, ev.received_at
+            elif s[_ONLINE] is not now_online:
+                s[_ONLINE], s[_ONLINE_AT] = now_online, ev.received_at
+                flipped.add(device)
         link = _number(values.get(LINKQUALITY))
-        match ev.kind:
-            case Kind.BATTERY:
-                percent = _number(values.get("battery"))
-                if percent is not None:
-                    battery, battery_at = percent, ev.event_time
-                    if percent < BATTERY_LOW_BELOW:
-                        battery_low = True
-                    elif percent >= BATTERY_OK_FROM:
-                        battery_low = False
-            case Kind.BATTERY_LOW:
-                battery_low = True
-            case Kind.TAMPER:
-                tamper = True
-            case Kind.TAMPER_CLEAR:
-                tamper = False
-            case Kind.SENSOR_FAULT:
-                fault = True
-            case Kind.HEARTBEAT:
-                fault = False
-            case _:
-                pass
-        if ev.kind not in SUPERVISION_KINDS:
+        if link is not None:
+            s[_LINK] = link
+        if kind is _BATTERY_KIND:
+            percent = _number(values.get("battery"))
+            if percent is not None:
+                s[_BATTERY], s[_BATTERY_AT] = percent, ev.event_time
+                if percent < BATTERY_LOW_BELOW:
+                    s[_BATTERY_LOW] = True
+                elif percent >= BATTERY_OK_FROM:
+                    s[_BATTERY_LOW] = False
+        elif (flag := _FLAGS.get(kind)) is not None:
+            s[flag[0]] = flag[1]
+        if kind not in SUPERVISION_KINDS:
             present = values.get("present")
-            off = ev.kind in _PRESENT_KINDS and present is False
-            state, state_at = ev.kind.value + (":off" if off else ""), ev.event_time
-            if ev.kind in ACTIVITY_KINDS or (ev.kind in _PRESENT_KINDS and present is True):
-                activity_at = _later(activity_at, ev.event_time)
-        out[ev.device_id] = DeviceState(
-            ev.device_id,
-            last_seen,
-            last_kind,
-            online,
-            online_at,
-            battery,
-            battery_at,
-            battery_low,
-            link if link is not None else s.link_quality,
-            tamper,
-            fault,
-            state,
-            state_at,
-            activity_at,
-            s.events + 1,
-        )
+            off = kind in _PRESENT_KINDS and present is False
+            s[_STATE], s[_STATE_AT] = text + ":off" if off else text, ev.event_time
+            if kind in ACTIVITY_KINDS or (kind in _PRESENT_KINDS and present is True):
+                s[_ACTIVITY_AT] = _later(s[_ACTIVITY_AT], ev.event_time)
+        s[_EVENTS] += 1
     return out, flipped
 
 
@@ -224,39 +220,17 @@ ON CONFLICT(device_id) DO UPDATE SET
 """
 
 
-def _stored(value: bool | None) -> int | None:
-    return None if value is None else int(value)
-
-
 def upsert_device_states(db: sqlite3.Connection, events: Sequence[Event]) -> None:
     """Inside the transaction that stores ``events``: one upsert per device in the batch."""
     if not events:
         return
-    states, flipped = _fold(events)
-    db.executemany(
-        _UPSERT,
-        [
-            (
-                s.device_id,
-                s.last_seen,
-                s.last_kind,
-                _stored(s.online),
-                s.online_at,
-                s.battery,
-                s.battery_at,
-                _stored(s.battery_low),
-                s.link_quality,
-                _stored(s.tamper),
-                _stored(s.fault),
-                s.state,
-                s.state_at,
-                s.activity_at,
-                s.events,
-                s.device_id in flipped,
-            )
-            for s in states.values()
-        ],
-    )
+    rows, flipped = _fold(events)
+    for s in rows.values():
+        for i in (_ONLINE, _BATTERY_LOW, _TAMPER, _FAULT):
+            if s[i] is not None:
+                s[i] = int(s[i])
+        s.append(s[0] in flipped)
+    db.executemany(_UPSERT, rows.values())
 
 
 _COLUMNS = (

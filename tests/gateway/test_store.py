@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import math
+from dataclasses import replace
 from pathlib import Path
 
-from gateway.models import Family, Kind
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway.models import Event, Family, Kind
 from gateway.store import Store
+from gateway.store.events import stored_body
 from tests.gateway.factories import event
 
 OUTPUTS: dict[str, frozenset[str] | None] = {"influx": None, "smoke_only": frozenset({"smoke"})}
@@ -31,6 +38,72 @@ def test_events_survive_reopen_with_values_and_location(tmp_path: Path) -> None:
     assert ev.values == {"battery": 96.5, "credential": "card:1"}
     assert ev.location.room == "门口"
     assert again.pending_count("influx") == 1
+
+
+VALUES = st.dictionaries(
+    st.text(max_size=8),
+    st.one_of(st.booleans(), st.integers(-(2**70), 2**70), st.floats(), st.text(max_size=12)),
+    max_size=5,
+)
+
+
+def _same(a: Event, b: Event) -> bool:
+    """Equal, a NaN value counting as equal to a NaN."""
+    nan = {k for k, v in a.values.items() if isinstance(v, float) and math.isnan(v)}
+    if nan != {k for k, v in b.values.items() if isinstance(v, float) and math.isnan(v)}:
+        return False
+    return replace(a, values={k: v for k, v in a.values.items() if k not in nan}) == replace(
+        b, values={k: v for k, v in b.values.items() if k not in nan}
+    )
+
+
+@given(VALUES, st.text(max_size=12))
+def test_the_stored_body_is_the_json_the_store_wrote_before_and_reads_back_as_the_event(
+    values: dict[str, bool | int | float | str], device: str
+) -> None:
+    ev = replace(event(device=device, **{"x": 1}), values=values, raw=json.dumps(values))
+    body = stored_body(ev)
+    before = ev.to_dict()
+    del before["seq"]
+    # The reader of every release parses it to what json.dumps wrote (NaN and ±inf included).
+    assert json.dumps(json.loads(body)) == json.dumps(before)
+    store = Store(":memory:")
+    (stored,) = store.append([ev], {})
+    assert _same(stored, replace(ev, seq=1))
+    (read,) = store.events_after(0)
+    assert _same(read, stored)
+
+
+def test_bodies_written_by_json_before_read_back(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    ev = event(battery=96.5, note="门 \"ok\"")
+    old = ev.to_dict()
+    del old["seq"]
+    old["values"]["level"] = float("nan")  # json wrote NaN, which orjson refuses to read
+    old["values"]["counter"] = 2**70
+    columns = ("telemetry", ev.device_id, "door", "door_opened", ev.event_time, ev.received_at)
+    with store._tx() as db:
+        db.execute(
+            "INSERT INTO events(lane, device_id, family, kind, event_time, received_at, body) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (*columns, json.dumps(old, ensure_ascii=False)),
+        )
+    (read,) = store.events_after(0)
+    assert read.seq == 1 and read.values["note"] == "门 \"ok\"" and math.isnan(float(read.values["level"]))
+    assert read.values["counter"] == 2**70
+    assert read.location == ev.location and read.kind is Kind.DOOR_OPENED
+
+
+def test_the_writer_reads_back_the_events_another_process_reads_from_the_file(tmp_path: Path) -> None:
+    writer = Store(tmp_path / "s.db")
+    events = [event(battery=96.5, level=float("nan"), big=2**70), event(Kind.SMOKE_ALARM, Family.SMOKE, note="烟")]
+    stored = writer.append(events * 3, OUTPUTS)
+    writer.delivered("influx", [stored[0].seq])
+    other = Store(tmp_path / "s.db")  # not the process that wrote them: parsed from the bodies
+    for output in OUTPUTS:
+        mine, read = writer.pending_batch(output, 4), other.pending_batch(output, 4)
+        assert [e.seq for e in mine] == [e.seq for e in read] and all(map(_same, mine, read))
+    assert [e.seq for e in writer.pending_batch("influx", 10)] == [e.seq for e in stored[1:]]
 
 
 def test_delivered_removes_only_that_outputs_rows(tmp_path: Path) -> None:

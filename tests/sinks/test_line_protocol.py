@@ -3,14 +3,21 @@ real InfluxDB makes of it is tests/sinks/test_line_protocol_influx.py."""
 
 from __future__ import annotations
 
+import random
 import re
+from dataclasses import replace
 
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gateway.models import Event, Family, Kind, Location, Scalar
 from gateway.outputs.sinks.line_protocol import field_value, line, name, storable, storable_string
-from gateway.outputs.sinks.schema import event_fields, events_to_line_protocol
-from tests.sinks.sample_events import event
+from gateway.outputs.sinks.schema import event_fields, event_tags, events_to_line_protocol, point_time_ns
+from gateway.site.config import parse_config
+from gateway.site.registry import Registry
+from simulators.activity import BlockActivity
+from simulators.block import demo_site
+from tests.sinks.sample_events import T0, event
 
 SPECIAL = st.sampled_from([",", "=", " ", '"', "\\", "\n", "\r", "\t", "#", "\x00"])
 TEXT = st.text(st.one_of(SPECIAL, st.characters(), st.characters(categories=["Cs"])), max_size=20)
@@ -72,3 +79,74 @@ def test_every_event_encodes_to_one_line_of_valid_utf8(
     # A newline only ever inside a string value: the point stays one line.
     in_strings = sum(v.count("\n") for v in event_fields(e).values() if isinstance(v, str))
     assert body.decode("utf-8").count("\n") == in_strings
+
+
+# ---------------------------------------------------------------------- the batch encoder
+
+
+def reference_body(events: list[Event], gateway_id: str, site: str) -> bytes:
+    """What ``events_to_line_protocol`` must write: the documented functions, composed plainly."""
+    lines = (line(e.family.value, event_tags(e, gateway_id, site), event_fields(e), point_time_ns(e)) for e in events)
+    return "\n".join(text for text in lines if text).encode("utf-8")
+
+
+def test_the_batch_encoder_writes_what_the_schema_says_for_the_simulated_blocks_traffic() -> None:
+    config = parse_config(demo_site(2, 10, data_dir="unused"))
+    registry = Registry(config)
+    activity = BlockActivity(config, random.Random(14), start_time=T0, speed=1.0)
+    events: list[Event] = []
+    for emission in activity.emissions(until=86_400):
+        for ev in registry.decode(emission.topic, emission.payload, T0 + emission.when):
+            events.append(replace(ev, seq=len(events) + 1))
+        if len(events) >= 3000:
+            break
+    assert {e.family for e in events} >= {Family.DOOR, Family.FALL, Family.SOS}
+    for gateway_id, site in (("gw-01", "幸福里 小区"), ("", "")):
+        assert events_to_line_protocol(events, gateway_id, site) == reference_body(events, gateway_id, site)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(list(Family)),
+            st.sampled_from(list(Kind)),
+            st.lists(TEXT, min_size=7, max_size=7),
+            st.dictionaries(TEXT, st.one_of(st.booleans(), st.floats(), st.integers(), TEXT), max_size=5),
+            st.integers(0, 2**40),
+        ),
+        max_size=4,
+    ),
+    TEXT,
+    TEXT,
+)
+def test_the_batch_encoder_writes_what_the_schema_says_whatever_the_names(
+    rows: list[tuple[Family, Kind, list[str], dict[str, Scalar], int]], gateway_id: str, site: str
+) -> None:
+    events = [
+        Event(
+            device_id=texts[0],
+            family=family,
+            kind=kind,
+            event_time=T0 + seq / 1000,
+            received_at=T0,
+            model=texts[1],
+            location=Location(*texts[2:6]),
+            values=values,
+            time_source=texts[6],
+            source=texts[6][::-1],
+            seq=seq,
+        )
+        for family, kind, texts, values, seq in rows
+    ]
+    assert events_to_line_protocol(events, gateway_id, site) == reference_body(events, gateway_id, site)
+
+
+def test_the_batch_encoder_escapes_each_special_character_wherever_it_stands() -> None:
+    specials = [",", "=", " ", '"', "\\", "\n", "\r", "\t", "#", "\x00", "\ud800", "＼"]
+    texts = [t for c in specials for t in (c, c + "a", "a" + c, "a" + c + "b", c + c, "a\\" + c)]
+    events = [
+        event(device_id=t, model=t, source=t, location=Location(t, t, t, t), values={t: t}, time_source=t, seq=i)
+        for i, t in enumerate(texts, 1)
+    ]
+    for gateway_id in texts:
+        assert events_to_line_protocol(events, gateway_id, gateway_id) == reference_body(events, gateway_id, gateway_id)
