@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import json
 import logging
 import sys
@@ -149,6 +150,15 @@ async def supervise(name: str, part: Callable[[], Awaitable[None]], clock: Clock
             backoff = 1.0  # it ran fine for a while: this is a new failure, not a crash loop
         await clock.sleep(backoff)
         backoff = min(backoff * 2, max_backoff)
+
+
+def freeze_heap() -> None:
+    """Keep what start-up built (the site's config, registry and rule context: millions of
+    objects at 20,000 devices, alive as long as the process) out of the garbage collector's
+    sight: a full collection walks only what came after, and no longer stalls the loop for a
+    good part of a second. For the process that runs one gateway (``sensegate run``)."""
+    gc.collect()
+    gc.freeze()
 
 
 class Gateway:
