@@ -11,7 +11,8 @@ every ``--against``) is measured in turn, ``--rounds`` times, alternating:
 
 1. **Stages**, in a fresh interpreter of that checkout (its own code on ``PYTHONPATH``), VmRSS
    from /proc after each: the bare interpreter; the imports ``sensegate run`` makes
-   (``gateway.cli.app``, ``gateway.runtime``); ``load_config`` (read, validate, cross-check);
+   (``gateway.cli.app``, ``gateway.runtime``); the config as ``run`` loads it (read, validate,
+   cross-check: ``load_config``, or ``load_for_run`` where the checkout has it);
    the ``Registry``; the store and the ``AlertPath`` (rule engine, context, people); its
    ``catch_up`` (which arms the absence timers of every device and household: the engine as it
    idles); then **timers**: real events, decoded by the registry from the simulators'
@@ -138,7 +139,8 @@ def child(config_path: str, traffic_path: str, target: int, trace: int) -> None:
     from gateway.site.config import load_config, site_rules
     from gateway.site.registry import Registry
 
-    config = load_config(config_path)
+    # As `run` loads it: checkouts since load_for_run rebuild it in fresh memory.
+    config = getattr(gateway.cli.app, "load_for_run", load_config)(config_path)
     gc.collect()
     out["rss"]["config"] = rss_mib()
     out["devices"] = len(config.devices)

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from gateway.cli.app import load_for_run
 from gateway.cli.app import main as cli
 from gateway.errors import ConfigError
 from gateway.models import Family
@@ -27,6 +28,14 @@ def test_every_shipped_config_validates(path: Path, monkeypatch: pytest.MonkeyPa
         monkeypatch.setenv(key, value)
     config = load_config(path)
     assert config.devices, "a shipped config should describe some devices"
+
+
+@pytest.mark.parametrize("path", sorted(CONFIG_DIR.glob("*.toml")), ids=lambda p: p.name)
+def test_run_keeps_the_config_as_load_config_reads_it(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``run`` rebuilds the config in fresh memory (a pickle of it): nothing may change on the way."""
+    for key, value in ENV.items():
+        monkeypatch.setenv(key, value)
+    assert load_for_run(path) == load_config(path)
 
 
 def test_a_record_validates_from_a_table_or_as_itself() -> None:
