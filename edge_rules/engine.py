@@ -13,6 +13,10 @@ states) and which dedup keys are open — is a dict of JSON-able entries. ``dirt
 what changed since its last call, so the runtime can save it in the same transaction as the
 alerts and the event cursor; ``Engine(..., state=entries)`` picks up where it stopped, and
 the first ``advance(now)`` fires, once and in order, every deadline that passed while down.
+In memory a rule's entry leaves out what its key says (its rule, type and subject: the key is
+``rule:<rule>:<subject>``) and shares one empty evidence list: a block has tens of thousands
+of pending timers, and these are a third of each one's size. ``dirty()`` and ``export()`` put
+them back.
 
 A *test* event (``values["test"] is True``: a device in test mode, docs/installer.md) may calm
 but never alarm: it resets absence timers (the device is alive, someone moved), ends a held
@@ -55,6 +59,7 @@ MAX_EVIDENCE = 20
 _CLOCK_KEY = "clock"
 _ALERT = "alert:"
 _RULE = "rule:"
+_NO_SEQS: list[int] = []  # the evidence of every timer armed without an event; never mutated
 
 
 def _frozen(values: Iterable[str] | None) -> frozenset[str] | None:
@@ -155,6 +160,8 @@ class Engine:
         self._triggers = RuleIndex(self.rules)
         self._devices: dict[str, _Device] = {}
         self._durations: dict[tuple[object, ...], tuple[tuple[float | None, ...], ...]] = {}
+        # The places of household, building and resident subjects: one each, not one a device.
+        self._places: dict[tuple[str, ...], Location] = {}
         # Rules with the same per and applies_to have the same subjects through a device.
         specs: dict[tuple[object, ...], int] = {}
         self._spec_of: tuple[int, ...] = tuple(
@@ -260,13 +267,14 @@ class Engine:
 
     def dirty(self) -> list[tuple[str, State | None]]:
         """Entries changed since the last call (None: deleted), sorted by key. Do not mutate them."""
-        out = [(k, self._state.get(k)) for k in sorted(self._dirty)]
+        state = self._state
+        out = [(k, None if (st := state.get(k)) is None else self._entry(k, st)) for k in sorted(self._dirty)]
         self._dirty.clear()
         return out
 
     def export(self) -> list[tuple[str, State]]:
         """Every state entry, sorted by key (a full snapshot)."""
-        return [(k, self._state[k]) for k in sorted(self._state)]
+        return [(k, self._entry(k, self._state[k])) for k in sorted(self._state)]
 
     def close(self, dedup_key: str) -> None:
         """A person resolved the alert: forget it, so the next trigger raises a new one."""
@@ -286,13 +294,23 @@ class Engine:
     def timers(self) -> list[tuple[float, str, str]]:
         """Pending (deadline, rule, subject), soonest first — for ``rules explain``."""
         out = [
-            (st["deadline"], st["rule"], st["subject"])
-            for st in self._state.values()
-            if st.get("deadline") is not None and "rule" in st
+            (st["deadline"], *_rule_and_subject(k))
+            for k, st in self._state.items()
+            if k.startswith(_RULE) and st.get("deadline") is not None
         ]
         return sorted(out)
 
     # ------------------------------------------------------------------ state
+
+    def _entry(self, key: str, st: State) -> State:
+        """An entry as the store keeps it (a rule's with what its key says; see the docstring)."""
+        if not key.startswith(_RULE):
+            return st
+        rule, subject = _rule_and_subject(key)
+        out = {"rule": rule, "type": self.rules[self._index[rule]].type, "subject": subject, **st}
+        if out.get("seqs") is _NO_SEQS:
+            out["seqs"] = []
+        return out
 
     def _load(self, entries: Iterable[tuple[str, Mapping[str, Any]]]) -> None:
         for key, value in entries:
@@ -300,11 +318,14 @@ class Engine:
             if key == _CLOCK_KEY:
                 self._now = float(value["now"])
             elif key.startswith(_RULE):
-                rule_id = str(value.get("rule"))
+                rule_id = str(value.pop("rule", None))
                 rule = self.rules[self._index[rule_id]] if rule_id in self._index else None
-                if rule is None or rule.type != value.get("type"):
+                if rule is None or rule.type != value.pop("type", None):
                     self._dirty.add(key)  # the rule was removed or changed type: drop its state
                     continue
+                value.pop("subject", None)  # the key says it
+                if value.get("seqs") == []:
+                    value["seqs"] = _NO_SEQS
                 self._state[key] = value
                 if value.get("deadline") is not None:
                     heapq.heappush(self._heap, (value["deadline"], self._index[rule_id], key))
@@ -324,13 +345,13 @@ class Engine:
         self._dirty.add(key)
         deadline = value.get("deadline")
         if deadline is not None and (old is None or old.get("deadline") != deadline):
-            heapq.heappush(self._heap, (deadline, self._index[value["rule"]], key))
+            heapq.heappush(self._heap, (deadline, self._index[_rule_and_subject(key)[0]], key))
             if len(self._heap) > 2 * len(self._state) + 256:
                 self._compact()
 
     def _compact(self) -> None:
         self._heap = [
-            (st["deadline"], self._index[st["rule"]], k)
+            (st["deadline"], self._index[_rule_and_subject(k)[0]], k)
             for k, st in self._state.items()
             if k.startswith(_RULE) and st.get("deadline") is not None
         ]
@@ -381,7 +402,7 @@ class Engine:
                             subj,
                             info.id,
                             last=t,
-                            seqs=[],
+                            seqs=_NO_SEQS,
                             fired=False,
                             deadline=self._deadline(rule, t, duration),
                         ),
@@ -424,19 +445,24 @@ class Engine:
         if per == "household":
             if not info.household:
                 return []
-            place = Location(loc.building, loc.unit, loc.household)
+            place = self._place(loc.building, loc.unit, loc.household)
             return [Subject("household", info.household, location=place, residents=residents, **base)]
         if per == "building":
             if not info.building:
                 return []
-            return [Subject("building", info.building, location=Location(loc.building), residents=residents, **base)]
+            place = self._place(loc.building)
+            return [Subject("building", info.building, location=place, residents=residents, **base)]
         if per == "location":
             ident = "/".join((loc.building, loc.unit, info.household or loc.household, loc.room))
             return [Subject("location", ident, location=loc, residents=residents, **base)]
-        return [
-            Subject("resident", r.id, location=Location(loc.building, loc.unit, loc.household), residents=(r,), **base)
-            for r in residents
-        ]
+        place = self._place(loc.building, loc.unit, loc.household)
+        return [Subject("resident", r.id, location=place, residents=(r,), **base) for r in residents]
+
+    def _place(self, *parts: str) -> Location:
+        place = self._places.get(parts)
+        if place is None:
+            place = self._places[parts] = Location(*parts)
+        return place
 
     @staticmethod
     def _stranger(event: Event) -> DeviceInfo:
@@ -477,7 +503,7 @@ class Engine:
             )
         return _Device(info, mask, subjects, durations)
 
-    def _subject_again(self, rule: AnyRule, st: State) -> Subject | None:
+    def _subject_again(self, rule: AnyRule, key: str, st: State) -> Subject | None:
         """Rebuild the subject of a state entry from the context (at a deadline)."""
         device = st.get("device", "")
         known = self.context.device(device)
@@ -486,7 +512,8 @@ class Engine:
             subjects: Sequence[Subject] = view.subjects[self._spec_of[self._index[rule.id]]]
         else:
             subjects = self._subjects(rule, known or DeviceInfo(id=device))
-        return next((s for s in subjects if s.id == st["subject"]), None)
+        subject = _rule_and_subject(key)[1]
+        return next((s for s in subjects if s.id == subject), None)
 
     @staticmethod
     def _key(rule: AnyRule, subj: Subject) -> str:
@@ -494,7 +521,8 @@ class Engine:
 
     @staticmethod
     def _rule_state(rule: AnyRule, subj: Subject, device: str, **fields: Any) -> State:
-        return {"rule": rule.id, "type": rule.type, "subject": subj.id, "device": device, **fields}
+        """A rule's entry in memory: its rule and subject are in its key (``_key``)."""
+        return {"device": device, **fields}
 
     # ------------------------------------------------------------------ evaluation
 
@@ -680,7 +708,7 @@ class Engine:
         ):
             self._put(key, None)  # the window expired: nothing to decide
             return []
-        subj = self._subject_again(rule, st)
+        subj = self._subject_again(rule, key, st)
         if subj is None:
             self._put(key, None)  # the subject no longer exists or no longer qualifies
             return []
@@ -811,3 +839,9 @@ class Engine:
             "severity_zh": severity.label_zh,
             "severity_en": severity.label_en,
         }
+
+
+def _rule_and_subject(key: str) -> tuple[str, str]:
+    """``rule:<rule>:<subject>`` → (rule, subject); a rule id has no ``:``, a subject may."""
+    rule, _, subject = key[len(_RULE) :].partition(":")
+    return rule, subject

@@ -21,7 +21,7 @@ import re
 import stat
 import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -57,6 +57,7 @@ from gateway.site.alerting import (
 )
 from gateway.site.console import ConsoleSettings
 from gateway.site.locate import key_lines, line_of
+from gateway.site.records import Shared, record
 from gateway.site.testmode import TestModeSettings
 from gateway.site.validation import ID_PATTERN, SECRET_KEYS, URL_PATTERN, FilePath, problems_from_validation
 
@@ -203,11 +204,17 @@ class Building(_Model):
     units: list[str] = []
 
 
-class Household(_Model):
+# Households, residents and devices are records (gateway/site/records.py): a site has them by
+# the thousand, and a record is a tenth of a model's size.
+
+
+@record
+@dataclass(frozen=True, slots=True)
+class Household:
     id: Annotated[str, Field(pattern=_ID)]  # e.g. "3-2-502"
-    building: str
-    unit: str = ""
-    number: str = ""  # the door number shown to people, e.g. "502"
+    building: Shared
+    unit: Shared = ""
+    number: Shared = ""  # the door number shown to people, e.g. "502"
 
 
 # A duration such as "7d", "14d", "30d" (or seconds), kept as seconds.
@@ -218,25 +225,29 @@ Duration = Annotated[float, BeforeValidator(parse_duration)]
 _CREDENTIAL = r"^[a-z][a-z0-9_]*:\S+$"
 
 
-class Contact(_Model):
-    name: str
+@record
+@dataclass(frozen=True, slots=True)
+class Contact:
+    name: Shared
     phone: str = ""
-    relation: str = ""  # 子女, 邻居, 网格员 …
+    relation: Shared = ""  # 子女, 邻居, 网格员 …
 
 
-class Resident(_Model):
+@record
+@dataclass(frozen=True, slots=True)
+class Resident:
     id: Annotated[str, Field(pattern=_ID)]
-    name: str
-    household: str
+    name: Shared
+    household: Shared
     lives_alone: bool = False
     risk_tier: Literal["high", "medium", "low"] = "low"
-    contacts: list[Contact] = []
+    contacts: list[Contact] = field(default_factory=list)
     visit_every: Duration | None = None  # overrides the [visits] plan of the risk tier
-    credentials: list[Annotated[str, Field(pattern=_CREDENTIAL)]] = []  # their own door cards
+    credentials: list[Annotated[str, Field(pattern=_CREDENTIAL)]] = field(default_factory=list)  # own door cards
     # Their own rule windows, by the names the rules declare (resident_threshold), e.g.
     # { no_activity = "5h", fall_recovery = "45s" }: wins over the risk tier's. Checked against
     # the loaded rules in _check_resident_thresholds.
-    thresholds: dict[str, Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]] = {}
+    thresholds: dict[str, Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]] = field(default_factory=dict)
 
 
 VisitorRole = Literal["community_worker", "volunteer", "grid_worker", "family", "doctor"]
@@ -290,22 +301,28 @@ class VisitSettings(_Model):
     overdue_severity: Literal[3, 4] = 3
 
 
-class Zigbee2MqttSource(_Model):
+@record
+@dataclass(frozen=True, slots=True)
+class Zigbee2MqttSource:
     format: Literal["zigbee2mqtt"]
     friendly_name: str  # the device topic is "<zigbee2mqtt_base>/<friendly_name>"
     actions: dict[str, KindName] | None = None  # button action → kind, e.g. HS1EB {single = "sos_pressed"}
 
 
-class Rtl433Source(_Model):
+@record
+@dataclass(frozen=True, slots=True)
+class Rtl433Source:
     format: Literal["rtl_433"]
     id: str  # the decoder's device id, decimal as rtl_433 prints it
-    channel: str = ""
+    channel: Shared = ""
     # Code (decimal or 0x-hex) → kind for EV1527-style devices; field name → kind for flag
     # models (Honeywell "alarm", Interlogix "switch2"); "" means "known, means nothing".
     codes: dict[str, Annotated[Kind | Literal[""], _member(Kind, "")]] | None = None
 
 
-class NativeSource(_Model):
+@record
+@dataclass(frozen=True, slots=True)
+class NativeSource:
     format: Literal["native"]  # topic "<native_base>/<device id>"
 
 
@@ -399,7 +416,9 @@ class OsdpSource(_Model):
     rex_input: Annotated[int, Field(ge=-1, le=63)] = 1  # the exit-button input; -1: none
 
 
-class Device(_Model):
+@record
+@dataclass(frozen=True, slots=True)
+class Device:
     """A configured device, reached over MQTT (``mqtt = {…}``), on its own serial port
     (``serial = {…}``), on a Modbus bus (``modbus = {…}``) or on an OSDP bus (``osdp = {…}``)
     — exactly one of them (checked in
@@ -407,10 +426,10 @@ class Device(_Model):
 
     id: Annotated[str, Field(pattern=_ID, max_length=128)]
     family: FamilyName
-    model: str
-    household: str = ""  # empty for public areas: then building is required
-    building: str = ""
-    room: str = ""
+    model: Shared
+    household: Shared = ""  # empty for public areas: then building is required
+    building: Shared = ""
+    room: Shared = ""
     mqtt: Source | None = None
     serial: SerialSource | None = None
     modbus: ModbusSource | None = None
@@ -713,20 +732,37 @@ def _resolve_secrets(
     data: Any, file: str, env: Mapping[str, str], problems: list[ConfigProblem], path: str = ""
 ) -> Any:
     """Replace ``"env:NAME"`` / ``"file:PATH"`` in secret fields with their value; one that is
-    not available goes to ``problems`` and gets a stand-in."""
+    not available goes to ``problems`` and gets a stand-in. Tables and lists with nothing to
+    replace are returned as they are, not copied: a block's thousands of device tables would
+    otherwise be held twice while the config is validated."""
     if isinstance(data, Mapping):
-        out = {}
+        out = data if type(data) is dict else dict(data)
         for key, value in data.items():
-            sub = f"{path}.{key}" if path else str(key)
             if key in _SECRET_KEYS and isinstance(value, str):
-                found = _secret_value(value, file, sub, env, problems)
-                out[key] = _STAND_IN_BY_KEY.get(key, _STAND_IN) if found is None else found
+                found = _secret_value(value, file, _sub(path, key), env, problems)
+                new = _STAND_IN_BY_KEY.get(key, _STAND_IN) if found is None else found
+            elif isinstance(value, Mapping | list):
+                new = _resolve_secrets(value, file, env, problems, _sub(path, key))
             else:
-                out[key] = _resolve_secrets(value, file, env, problems, sub)
+                continue
+            if new is not value:
+                out = dict(data) if out is data else out
+                out[key] = new
         return out
     if isinstance(data, list):
-        return [_resolve_secrets(v, file, env, problems, f"{path}[{i}]") for i, v in enumerate(data)]
+        items = data
+        for i, value in enumerate(data):
+            if isinstance(value, Mapping | list):
+                new = _resolve_secrets(value, file, env, problems, f"{path}[{i}]")
+                if new is not value:
+                    items = list(data) if items is data else items
+                    items[i] = new
+        return items
     return data
+
+
+def _sub(path: str, key: Any) -> str:
+    return f"{path}.{key}" if path else str(key)
 
 
 def _secret_value(

@@ -1,8 +1,8 @@
 """pydantic's validation errors as ``ConfigProblem``s: file, field path, expected, found.
 
 One translation for every file a person writes — the site config, rule files, Modbus
-profiles — so a mistake reads the same wherever it is. A leaf module (pydantic and the error
-tree only), so drivers and edge_rules can use it.
+profiles — so a mistake reads the same wherever it is. A leaf module (pydantic, the error
+tree and records.py only), so drivers and edge_rules can use it.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal, get_args, get_origin
 from pydantic import BaseModel, BeforeValidator, SecretStr, Tag, ValidationError
 
 from gateway.errors import ConfigProblem
+from gateway.site.records import record_model
 
 # The patterns every config model uses for ids and URLs (so errors can say them in words).
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -135,7 +136,9 @@ def allowed_keys(root: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]
 def _members(annotation: Any, tags: frozenset[str] = frozenset()) -> list[tuple[Any, frozenset[str]]]:
     """The BaseModel classes inside ``list[X]``, ``X | Y | None``, ``Annotated[…]`` and similar,
     each with the tags pydantic may put in a location for it: its ``Tag``, or the value of a
-    ``Literal`` field such as ``type = "influxdb_v1"`` (a discriminator)."""
+    ``Literal`` field such as ``type = "influxdb_v1"`` (a discriminator). A record
+    (gateway/site/records.py) stands for the model it validates as."""
+    annotation = record_model(annotation) or annotation
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         literals = {
             str(v)

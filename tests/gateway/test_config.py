@@ -10,11 +10,12 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from gateway.cli.app import load_for_run
 from gateway.cli.app import main as cli
 from gateway.errors import ConfigError
 from gateway.models import Family
 from gateway.runtime import Gateway
-from gateway.site.config import load_config, parse_config
+from gateway.site.config import SiteConfig, load_config, parse_config
 from tests.gateway.factories import minimal_site
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
@@ -27,6 +28,24 @@ def test_every_shipped_config_validates(path: Path, monkeypatch: pytest.MonkeyPa
         monkeypatch.setenv(key, value)
     config = load_config(path)
     assert config.devices, "a shipped config should describe some devices"
+
+
+@pytest.mark.parametrize("path", sorted(CONFIG_DIR.glob("*.toml")), ids=lambda p: p.name)
+def test_run_keeps_the_config_as_load_config_reads_it(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``run`` rebuilds the config in fresh memory (a pickle of it): nothing may change on the way."""
+    for key, value in ENV.items():
+        monkeypatch.setenv(key, value)
+    assert load_for_run(path) == load_config(path)
+
+
+def test_a_record_validates_from_a_table_or_as_itself() -> None:
+    """Devices, households and residents are records (gateway/site/records.py): a table in the
+    file, or a record already built (a test's, a copy's), validates to the same record."""
+    config = parse_config(minimal_site(), environ={})
+    again = SiteConfig.model_validate({**config.model_dump(exclude={"devices"}), "devices": config.devices})
+    assert again.devices == config.devices and again.devices[0] is config.devices[0]
+    (p,) = problems(minimal_site(devices=[{**minimal_site()["devices"][0], "colour": "red"}]))
+    assert "expected no such key (allowed here: building, family, household, id, modbus, model, mqtt," in p
 
 
 def problems(site: dict, env: dict[str, str] | None = None) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from typing import Any
@@ -235,7 +236,7 @@ def test_native_access_controller_payload() -> None:
 
 def test_no_simulator_for_an_unknown_pairing() -> None:
     config = one_device_site(_device("native", "SG-X", Family.DOOR))
-    device = config.devices[0].model_copy(update={"family": Family.GAS})
+    device = dataclasses.replace(config.devices[0], family=Family.GAS)
     with pytest.raises(KeyError, match="no simulator"):
         simulator_for(device, config.mqtt)
     with pytest.raises(ValueError, match="simulates"):
