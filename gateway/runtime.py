@@ -15,7 +15,7 @@ import json
 import logging
 import sys
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import aiomqtt
 
@@ -61,9 +61,11 @@ from gateway.store.lock import StoreLock
 from gateway.systemd import SystemdNotify
 from gateway.testmode.service import ACTIONS as TESTMODE_ACTIONS
 from gateway.testmode.service import TestModes
-from gateway.web.auth import token_identity
-from gateway.web.console import Changes, Console
-from gateway.web.server import ConsoleServer
+from gateway.web.changes import Changes
+
+if TYPE_CHECKING:
+    from gateway.web.console import Console
+    from gateway.web.server import ConsoleServer
 
 log = logging.getLogger("sensegate.runtime")
 
@@ -283,6 +285,10 @@ class Gateway:
         self.desk: Console | None = None
         self.console_server: ConsoleServer | None = None
         if config.console.enabled:
+            # Starlette, uvicorn, jinja2 and argon2 (about 5 MiB) only for a gateway that serves it.
+            from gateway.web.console import Console
+            from gateway.web.server import ConsoleServer
+
             self.desk = Console(
                 config,
                 self.store,
@@ -414,6 +420,8 @@ class Gateway:
         token = self.store.api_token(actor[len(TOKEN_ACTOR) :])
         if token is None:
             return None
+        from gateway.web.auth import token_identity
+
         identity = token_identity(token.name, token.role)
         return lambda alert: identity.may_act(alert, "")  # a token sees the whole site
 
