@@ -261,6 +261,10 @@ class Engine:
         """Whether any entry changed since the last ``dirty()``."""
         return bool(self._dirty)
 
+    def dirty_count(self) -> int:
+        """How many entries changed since the last ``dirty()``."""
+        return len(self._dirty)
+
     def dirty(self) -> list[tuple[str, State | None]]:
         """Entries changed since the last call (None: deleted), sorted by key. Do not mutate them."""
         state = self._state

@@ -1,4 +1,5 @@
-"""What aiomqtt does not expose: noticing at once that a connection has dropped.
+"""MQTT helpers: paho clients made alike for the site's broker, and what aiomqtt does not
+expose: noticing at once that a connection has dropped.
 
 aiomqtt 2.x learns of a lost connection through a private future (``Client._disconnected``).
 Nothing public says so while the client sits idle, and a publish in flight keeps waiting for
@@ -10,8 +11,12 @@ should a later aiomqtt rename it.
 from __future__ import annotations
 
 import asyncio
+import ssl
+from typing import Any
 
 import aiomqtt
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 
 def connection_lost(client: aiomqtt.Client) -> asyncio.Future[None] | None:
@@ -26,3 +31,28 @@ def reason_lost(fut: asyncio.Future[None]) -> BaseException | None:
     if not fut.done() or fut.cancelled():
         return None
     return fut.exception()
+
+
+def paho_client(settings: Any, client_id: str, *, clean_session: bool, manual_ack: bool = False) -> mqtt.Client:
+    """A paho-mqtt 2.x client (MQTT 3.1.1) for the site's broker, with its login and TLS.
+    ``settings`` is the site config's ``[mqtt]`` table (gateway.site.config.MqttSettings; the
+    kernel does not import the site wing)."""
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        clean_session=clean_session,
+        protocol=mqtt.MQTTv311,
+        manual_ack=manual_ack,
+    )
+    if settings.username:
+        client.username_pw_set(settings.username, settings.password.get_secret_value() or None)
+    tls = settings.tls
+    if tls is not None:
+        client.tls_set(
+            ca_certs=str(tls.ca_file) if tls.ca_file else None,
+            certfile=str(tls.cert_file) if tls.cert_file else None,
+            keyfile=str(tls.key_file) if tls.key_file else None,
+            cert_reqs=ssl.CERT_REQUIRED,
+        )
+        client.tls_insecure_set(tls.insecure)
+    return client

@@ -1,9 +1,22 @@
 """Publishes the store's outbox (alert transitions, retained alert state) to the broker.
 
-Uses aiomqtt: a QoS 1 publish returns once the broker sent PUBACK, and only then is the
-outbox row deleted. If the broker is away the rows wait on disk; on reconnect they go out in
-order. A message may be published twice if the gateway dies between PUBACK and the delete;
-consumers deduplicate on the alert id and transition (documented in docs/interfaces.md).
+A QoS 1 message's outbox row is deleted only once the broker has acknowledged it (PUBACK). If
+the broker is away the rows wait on disk; on reconnect they go out in order. A message may be
+published twice if the gateway dies between PUBACK and the delete, or loses the connection
+before a PUBACK (paho sends it again, and so does the outbox); consumers deduplicate on the
+alert id and transition (docs/interfaces.md).
+
+The fast lane (docs/performance.md): the alert path hands over what a save has just committed
+(``offer``) and those messages are written to the broker there and then, from paho's own
+network thread, so that nothing the event loop does next (planning pages, the next batch)
+delays them. They are read back only when another writer queued something since the outbox
+was last read (``wake``: a page on the MQTT channel, a command's answer): then the outbox is
+read in id order first, so nothing overtakes an older row. A batch is written without waiting
+for each PUBACK in turn (paho keeps the order on the connection); rows are deleted once all of
+the batch is acknowledged.
+
+paho-mqtt is used directly (its network thread writes at once, whatever the loop is doing);
+``client()`` makes aiomqtt clients for those who publish from the loop (Home Assistant, doctor).
 """
 
 from __future__ import annotations
@@ -11,16 +24,33 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import aiomqtt
+import paho.mqtt.client as mqtt
 
 from gateway.clock import Clock
 from gateway.log import LogOnce
-from gateway.mqtt_util import connection_lost, reason_lost
+from gateway.mqtt_util import paho_client
 from gateway.site.config import SiteConfig
-from gateway.store import Store
+from gateway.store import OutboxMessage, Store
 
 log = logging.getLogger("sensegate.publisher")
+
+class LinkLost(Exception):
+    """The connection to the broker ended (or never came up)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Sent:
+    """Messages written to the broker, and their acknowledgements to come."""
+
+    messages: list[OutboxMessage]
+    acks: list[asyncio.Future[None]]
 
 
 class OutboxPublisher:
@@ -29,9 +59,101 @@ class OutboxPublisher:
         self.store = store
         self.clock = clock
         self.channel = channel
-        self.wake = asyncio.Event()
+        self.wake = asyncio.Event()  # another writer queued messages: read the outbox
         self.connected = False
         self._log_once = LogOnce(log, clock)
+        self._fresh: list[OutboxMessage] = []  # offered while the outbox was being read
+        self._sent: deque[_Sent] = deque()  # written, awaiting PUBACK, in order
+        self._stirred = asyncio.Event()  # something was offered or sent
+        self._reading = False
+        self._paho: mqtt.Client | None = None
+        self._acks: dict[int, asyncio.Future[None]] = {}  # packet id → its PUBACK
+        self._lost: asyncio.Future[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: int | None = None
+
+    # ------------------------------------------------------------------ the fast lane
+
+    def offer(self, messages: Sequence[OutboxMessage]) -> None:
+        """Messages the alert path has just committed to the outbox: on the wire at once, unless
+        older rows are still to be read. From another thread (the alert path catching up at
+        start) it goes through the loop."""
+        if self._loop is not None and threading.get_ident() != self._thread:
+            self._loop.call_soon_threadsafe(self.offer, messages)
+            return
+        mine = [m for m in messages if m.channel == self.channel]
+        if not mine or not self.connected:
+            return  # they wait in the outbox: a (re)connect reads it
+        if self._reading or self._fresh or self.wake.is_set():
+            self._fresh.extend(mine)
+        else:
+            try:
+                self._sent.append(self._write(mine))
+            except LinkLost:
+                return  # in the outbox still; the drain notices the loss
+        self._stirred.set()
+
+    def _write(self, batch: list[OutboxMessage]) -> _Sent:
+        """Hand the batch to paho (its thread writes it now); a future per PUBACK."""
+        client, loop = self._paho, self._loop
+        assert client is not None and loop is not None
+        acks = []
+        for m in batch:
+            info = client.publish(m.topic, m.payload.encode(), qos=1, retain=m.retain)
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                raise LinkLost(mqtt.error_string(info.rc))
+            ack = self._acks[info.mid] = loop.create_future()
+            acks.append(ack)
+        return _Sent(batch, acks)
+
+    # ------------------------------------------------------------------ paho's thread
+
+    # Each callback names its client: a late one after ``run`` ended must not count.
+
+    def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, rc: object, props: object) -> None:
+        if getattr(rc, "is_failure", False):
+            self._call(self._link_down, client, f"the broker refused the connection: {rc}")
+        else:
+            self._call(self._link_up, client)
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: object) -> None:
+        self._call(self._link_down, client, "cannot reach the broker")
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: object, rc: object, props: object) -> None:
+        self._call(self._link_down, client, f"disconnected: {rc}")
+
+    def _on_publish(self, client: mqtt.Client, userdata: object, mid: int, rc: object, props: object) -> None:
+        self._call(self._acked, client, mid)
+
+    def _call(self, fn: Callable[..., None], *args: object) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(fn, *args)
+
+    # ------------------------------------------------------------------ the loop
+
+    def _link_up(self, client: mqtt.Client) -> None:
+        if client is self._paho and self._lost is not None and not self._lost.done():
+            self.connected = True
+            self._stirred.set()
+
+    def _link_down(self, client: mqtt.Client, why: str) -> None:
+        if client is not self._paho:
+            return
+        self.connected = False
+        if self._lost is not None and not self._lost.done():
+            self._lost.set_exception(LinkLost(why))
+        for ack in self._acks.values():
+            if not ack.done():
+                ack.set_exception(LinkLost(why))
+        self._acks.clear()
+        self._stirred.set()
+
+    def _acked(self, client: mqtt.Client, mid: int) -> None:
+        if client is not self._paho:
+            return
+        ack = self._acks.pop(mid, None)
+        if ack is not None and not ack.done():
+            ack.set_result(None)
 
     def _client(self) -> aiomqtt.Client:
         return self.client(f"{self.config.client_id}-pub")
@@ -60,44 +182,99 @@ class OutboxPublisher:
         )
 
     async def run(self) -> None:
-        backoff = 1.0
-        while True:
-            try:
-                async with self._client() as client:
-                    self._log_once.reset(("down",))
-                    self.connected = True
-                    backoff = 1.0
-                    await self._drain_forever(client)
-            except aiomqtt.MqttError as exc:
-                self.connected = False
-                self._log_once.warning(("down",), "cannot publish alerts to the broker (%s); retrying", exc)
-                await self.clock.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
-
-    async def _drain_forever(self, client: aiomqtt.Client) -> None:
-        lost = connection_lost(client)
-        while True:
-            self.wake.clear()  # before reading, so a wake-up during the read is not lost
-            batch = await asyncio.to_thread(self.store.outbox_batch, self.channel, 200)
-            if not batch:
-                await self._idle(lost)
-                continue
-            for msg in batch:
-                await client.publish(msg.topic, msg.payload.encode(), qos=1, retain=msg.retain)
-            await asyncio.to_thread(self.store.outbox_done, [m.id for m in batch])
-
-    async def _idle(self, lost: asyncio.Future[None] | None) -> None:
-        """Wait to be woken by the alert path (5 s at most: a safety net, not the delivery
-        path), or for the connection to drop, so a reconnect starts at once, not at the next
-        alert."""
-        waiting: set[asyncio.Future[object]] = {asyncio.ensure_future(self.wake.wait())}
-        if lost is not None:
-            waiting.add(lost)  # type: ignore[arg-type]
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.get_ident()
+        m = self.config.mqtt
+        client = self._paho = paho_client(m, f"{self.config.client_id}-pub", clean_session=True)
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.reconnect_delay_set(1, 30)  # paho reconnects by itself, 1 s doubling to 30 s
+        client.connect_async(m.host, m.port, keepalive=m.keepalive)
+        client.loop_start()
         try:
-            await asyncio.wait(waiting, timeout=5.0, return_when=asyncio.FIRST_COMPLETED)
+            while True:
+                lost = self._lost = self._loop.create_future()
+                try:
+                    await self._until_up(lost)
+                    self._log_once.reset(("down",))
+                    await self._drain_forever(lost)
+                except LinkLost as exc:
+                    self._log_once.warning(("down",), "cannot publish alerts to the broker (%s); retrying", exc)
+                finally:
+                    # Unacknowledged rows stay in the outbox; the next connection reads it first.
+                    self._sent.clear()
+                    self._fresh = []
+                    if lost.done() and not lost.cancelled():
+                        lost.exception()  # retrieved: not reported as "never retrieved"
+        finally:
+            self.connected = False
+            self._paho = None  # its late callbacks are ignored from now on
+            client.disconnect()
+            await asyncio.to_thread(client.loop_stop)
+
+    async def _until_up(self, lost: asyncio.Future[None]) -> None:
+        """Until paho has (re)connected. A failed attempt is logged once; paho tries again."""
+        while not self.connected:
+            if lost.done():
+                lost.result()  # raises LinkLost
+            self._stirred.clear()
+            await self._stirred_or_lost(lost, 5.0)
+
+    async def _drain_forever(self, lost: asyncio.Future[None]) -> None:
+        self.wake.set()  # (re)connected: whatever waits in the outbox goes first
+        while True:
+            if lost.done():
+                lost.result()
+            if self._sent:
+                sent = self._sent.popleft()
+                await asyncio.gather(*sent.acks)  # LinkLost: the rows stay, sent again later
+                await asyncio.to_thread(self.store.outbox_done, [m.id for m in sent.messages])
+                continue
+            batch = await self._next_batch()
+            if batch:
+                self._sent.append(self._write(batch))
+            else:
+                # Woken by the alert path or another writer; 5 s at most: a safety net.
+                await self._stirred_or_lost(lost, 5.0)
+
+    async def _next_batch(self, limit: int = 200) -> list[OutboxMessage]:
+        """What to publish next, in id order: what was offered while the outbox was being read,
+        or the outbox itself when another writer woke us (or offered rows wait behind it)."""
+        self._stirred.clear()
+        if self._fresh and not self.wake.is_set():
+            batch, self._fresh = self._fresh, []
+            return batch
+        if not self.wake.is_set():
+            return []
+        self.wake.clear()  # before reading, so a wake-up during the read is not lost
+        self._reading = True
+        try:
+            batch = await asyncio.to_thread(self.store.outbox_batch, self.channel, limit)
+        finally:
+            self._reading = False
+        if len(batch) == limit:
+            # Offered messages are in the outbox too, after these: the next read has them.
+            self._fresh = []
+            self.wake.set()
+        else:
+            # Offered messages committed after the read began are not in it, and come after it.
+            seen = {m.id for m in batch}
+            batch += sorted((m for m in self._fresh if m.id not in seen), key=lambda m: m.id)
+            self._fresh = []
+        return batch
+
+    async def _stirred_or_lost(self, lost: asyncio.Future[None], within: float) -> None:
+        """Wait for an offer, a wake-up, a PUBACK batch to follow up, or the connection's end."""
+        if self._stirred.is_set() or self.wake.is_set() or lost.done():
+            return
+        waiting: set[asyncio.Future[Any]] = {
+            asyncio.ensure_future(self._stirred.wait()),
+            asyncio.ensure_future(self.wake.wait()),
+        }
+        try:
+            await asyncio.wait({*waiting, lost}, timeout=within, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for fut in waiting:
-                if fut is not lost:
-                    fut.cancel()
-        if lost is not None and lost.done():
-            raise aiomqtt.MqttError(f"connection to the broker lost ({reason_lost(lost)})")
+                fut.cancel()

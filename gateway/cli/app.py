@@ -138,12 +138,14 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = load_for_run(args.config)
-    from gateway.runtime import Gateway
+    from gateway.runtime import Gateway, freeze_heap
 
     async def main() -> int:
         stop = asyncio.Event()
         _stop_on_signals(stop)
-        await Gateway(config).run(stop)
+        gateway = Gateway(config)
+        freeze_heap()
+        await gateway.run(stop)
         return 0
 
     return _run_async(main())

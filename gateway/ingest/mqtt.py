@@ -5,11 +5,17 @@ acknowledgement (``manual_ack=True`` + ``client.ack(mid, qos)``) and the DUP fla
 gateway needs both: the broker must keep a message until it is on disk here, and a message
 redelivered after a crash (PUBACK lost, row already committed) must not become a second event.
 
-Flow: paho's network thread hands each message to the event loop; a writer task gathers up
-to ``commit_batch`` messages (or ``commit_interval_ms``), decodes them, commits events,
-malformed-payload records and counters in one transaction, then acknowledges every message
-of the batch and hands the stored events on. The broker's in-flight window is the
-back-pressure: it sends no more unacknowledged messages than it allows.
+Flow: paho's network thread puts each message in an inbox and wakes the event loop once per
+burst, not once per message; a writer task gathers up to ``commit_batch`` messages (or
+``commit_interval_ms``), decodes them as they come, commits events, malformed-payload records
+and counters in one transaction, then acknowledges every message of the batch and hands the
+stored events on. The broker's in-flight window is the back-pressure: it sends no more
+unacknowledged messages than it allows.
+
+Alarms take the fast lane: a message that decodes to an alarm-lane event (smoke, SOS, a fall …)
+closes its batch at once instead of waiting out the group-commit window, so it is committed
+with only the messages that came before it and reaches the alert path in one commit. Other
+batches are handed on while the next one commits (``_write_loop``).
 
 While the store refuses telemetry (its disk is full: docs/store.md), a message whose events are
 all telemetry is not acknowledged: the broker keeps it, and it is offered to the store again
@@ -27,13 +33,12 @@ import contextlib
 import hashlib
 import json
 import logging
-import ssl
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.alerts.commands import refusal, verify_command
 from gateway.clock import Clock
@@ -42,6 +47,7 @@ from gateway.ingest.health import IngestHealth
 from gateway.ingest.retained import payload_digest, retained_events
 from gateway.log import LogOnce
 from gateway.models import Event, Lane
+from gateway.mqtt_util import paho_client
 from gateway.site.config import SiteConfig
 from gateway.site.registry import Registry
 from gateway.store import Store
@@ -59,7 +65,7 @@ HOLD_MAX = 10
 HOLD_RECHECK = 1.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)
 class _Message:
     connection: int  # which connection delivered it: a packet id means nothing on another one
     mid: int
@@ -68,6 +74,10 @@ class _Message:
     retain: bool
     topic: str
     payload: bytes
+    # What it decoded to when the writer gathered it (events, or the error), and when: the
+    # commit uses it rather than decoding twice.
+    decoded: list[Event] | PayloadError | None = None
+    decoded_at: float = 0.0
 
 
 class MqttIngest:
@@ -98,7 +108,10 @@ class MqttIngest:
         self.command_topic = f"{config.topic_prefix}/alerts/commands"
         self.connects = 0  # subscribed connections so far (a reconnect makes it 2, 3 …)
         self._log_once = LogOnce(log, clock)
-        self._queue: asyncio.Queue[_Message] = asyncio.Queue()
+        # paho's thread appends; the writer pops. One wake-up per burst (``_wake_pending``).
+        self._inbox: deque[_Message] = deque()
+        self._arrived = asyncio.Event()
+        self._wake_pending = False
         self._connection = 0  # bumped on every connect, from paho's thread
         self._up = False  # connected (paho's thread)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -111,23 +124,7 @@ class MqttIngest:
 
     def _make_client(self) -> mqtt.Client:
         m = self.config.mqtt
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=self.config.client_id,
-            clean_session=not m.persistent_session,
-            protocol=mqtt.MQTTv311,
-            manual_ack=True,
-        )
-        if m.username:
-            client.username_pw_set(m.username, m.password.get_secret_value() or None)
-        if m.tls is not None:
-            client.tls_set(
-                ca_certs=str(m.tls.ca_file) if m.tls.ca_file else None,
-                certfile=str(m.tls.cert_file) if m.tls.cert_file else None,
-                keyfile=str(m.tls.key_file) if m.tls.key_file else None,
-                cert_reqs=ssl.CERT_REQUIRED,
-            )
-            client.tls_insecure_set(m.tls.insecure)
+        client = paho_client(m, self.config.client_id, clean_session=not m.persistent_session, manual_ack=True)
         client.will_set(self.status_topic, "offline", qos=1, retain=True)
         client.reconnect_delay_set(1, 30)
         client.on_connect = self._on_connect
@@ -203,14 +200,22 @@ class MqttIngest:
         except UnicodeDecodeError:
             topic = msg._topic.decode("utf-8", errors="replace")
         item = _Message(self._connection, msg.mid, msg.qos, bool(msg.dup), bool(msg.retain), topic, bytes(msg.payload))
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+        self._inbox.append(item)
+        if self._loop is not None and not self._wake_pending:
+            self._wake_pending = True
+            self._loop.call_soon_threadsafe(self._wake)
+
+    def _wake(self) -> None:
+        self._wake_pending = False  # first: a message appended from now on wakes again
+        self._arrived.set()
 
     # ------------------------------------------------------------------ asyncio side
 
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._queue = asyncio.Queue()  # after a restart, nothing from the old client is acknowledged
+        self._inbox = deque()  # after a restart, nothing from the old client is acknowledged
+        self._arrived = asyncio.Event()
+        self._wake_pending = False
         self._held = []
         client = self._client = self._make_client()
         m = self.config.mqtt
@@ -230,26 +235,30 @@ class MqttIngest:
 
     async def _write_loop(self, client: mqtt.Client) -> None:
         s = self.config.store
+        # A batch's stored events are handed on (the alert path, on this loop) while the next
+        # batch commits in its worker thread: SQLite's share of the commit runs without the
+        # GIL, beside the rules. A batch with an alarm is handed on at once (the fast lane), and
+        # so is the last one when nothing else has come.
+        later: list[Event] = []
         while True:
+            if later and not self._inbox:
+                stored, later = later, []
+                await self.on_stored(stored)
             batch = await self._gather(s.commit_batch, s.commit_interval_ms / 1000)
             if not batch:
                 if self._carry:  # refusals not counted yet: nothing else is coming to carry them
                     await self._commit([])
                 continue
-            try:
+            committing = asyncio.ensure_future(self._commit_or_fail(batch))
+            if later:
+                stored, later = later, []
+                await asyncio.sleep(0)  # the commit reaches its worker thread first
                 try:
-                    stored, held = await self._commit(batch)
-                except StoreFullError:
-                    # The store has made what room it could (its reserve, eviction): once more. With
-                    # no room left for telemetry, telemetry-only messages are held back this time.
-                    stored, held = await self._commit(batch)
-            except StoreError as exc:
-                # Nothing of the batch is acknowledged: the broker keeps it. Supervised: restarted.
-                if self.health is not None:
-                    await asyncio.to_thread(self.health.failing, "store", f"cannot commit messages: {exc}")
-                raise
-            if self.health is not None:
-                self.health.ok("store")
+                    await self.on_stored(stored)
+                except BaseException:
+                    committing.cancel()  # not acknowledged: the broker sends it again (DUP)
+                    raise
+            stored, held = await committing
             kept = {id(m) for m in held}
             for msg in batch:
                 # A message from an earlier connection is not acknowledged: its packet id may
@@ -258,40 +267,83 @@ class MqttIngest:
                 if id(msg) not in kept and msg.qos > 0 and msg.connection == self._connection:
                     client.ack(msg.mid, msg.qos)
             self._hold(client, held)
-            if stored:
+            if any(e.lane is Lane.ALARM for e in stored):
                 await self.on_stored(stored)
+            else:
+                later = stored
+
+    async def _commit_or_fail(self, batch: list[_Message]) -> tuple[list[Event], list[_Message]]:
+        try:
+            try:
+                stored, held = await self._commit(batch)
+            except StoreFullError:
+                # The store has made what room it could (its reserve, eviction): once more. With
+                # no room left for telemetry, telemetry-only messages are held back this time.
+                stored, held = await self._commit(batch)
+        except StoreError as exc:
+            # Nothing of the batch is acknowledged: the broker keeps it. Supervised: restarted.
+            if self.health is not None:
+                await asyncio.to_thread(self.health.failing, "store", f"cannot commit messages: {exc}")
+            raise
+        if self.health is not None:
+            self.health.ok("store")
+        return stored, held
 
     async def _gather(self, limit: int, window: float) -> list[_Message]:
         """The next batch: held messages again once the store takes telemetry, then whatever
-        arrives within the group-commit window. Empty when held messages are still refused."""
+        arrives within the group-commit window, ended at once by an alarm. Empty when held
+        messages are still refused."""
         # Held messages from an earlier connection are the broker's again: it redelivers them.
         self._held = [m for m in self._held if m.connection == self._connection]
         batch: list[_Message] = []
         if self._held and not self.store.refusing_telemetry:
             batch, self._held = self._held, []
         elif self._held:
-            try:
-                batch.append(await asyncio.wait_for(self._queue.get(), HOLD_RECHECK))
-            except TimeoutError:
+            if not await self._next_arrival(HOLD_RECHECK):
                 return []
         else:
-            batch.append(await self._queue.get())
+            await self._next_arrival(None)
         deadline = self.clock.monotonic() + window
+        inbox = self._inbox
         while len(batch) < limit:
-            try:
-                batch.append(self._queue.get_nowait())
+            if inbox:
+                msg = inbox.popleft()
+                batch.append(msg)
+                if self._alarm(msg):
+                    break  # the fast lane: commit now, with what came before it
                 continue
-            except asyncio.QueueEmpty:
-                pass
             remaining = deadline - self.clock.monotonic()
-            if remaining <= 0:
-                break
-            try:
-                # The group-commit window is a real-time latency budget, not a rule timer.
-                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
-            except TimeoutError:
+            # The group-commit window is a real-time latency budget, not a rule timer.
+            if remaining <= 0 or not await self._next_arrival(remaining):
                 break
         return batch
+
+    async def _next_arrival(self, within: float | None) -> bool:
+        """Wait until the inbox has a message (``within`` seconds at most); whether it has."""
+        while not self._inbox:
+            self._arrived.clear()
+            if self._inbox:
+                break
+            if within is None:
+                await self._arrived.wait()
+                continue
+            try:
+                await asyncio.wait_for(self._arrived.wait(), within)
+            except TimeoutError:
+                return bool(self._inbox)
+        return True
+
+    def _alarm(self, msg: _Message) -> bool:
+        """Decode the message now (kept for the commit); whether it carries an alarm-lane event."""
+        if msg.topic == self.command_topic or msg.dup:
+            return False  # a command is no alarm; a redelivery may be a duplicate, decided at commit
+        now = self.clock.now()
+        try:
+            decoded: list[Event] | PayloadError = self.registry.decode(msg.topic, msg.payload, now)
+        except PayloadError as exc:  # UnknownDeviceError is one too
+            decoded = exc
+        msg.decoded, msg.decoded_at = decoded, now
+        return not isinstance(decoded, PayloadError) and any(e.lane is Lane.ALARM for e in decoded)
 
     def _hold(self, client: mqtt.Client, held: list[_Message]) -> None:
         """Keep refused telemetry unacknowledged (the broker keeps it too), at most ``HOLD_MAX``."""
@@ -355,7 +407,7 @@ class MqttIngest:
                 counts["retained_skipped"] = counts.get("retained_skipped", 0) + 1
                 continue
             try:
-                decoded = self.registry.decode(msg.topic, msg.payload, now)
+                decoded = self._decoded(msg, now)
             except UnknownDeviceError as exc:
                 if replay:
                     # Not ours (say, a zigbee2mqtt device left out of the site): its live messages
@@ -403,6 +455,15 @@ class MqttIngest:
         if answers and self.on_answer is not None:
             self.on_answer()
         return stored, held
+
+    def _decoded(self, msg: _Message, now: float) -> list[Event]:
+        """The message's events: as decoded when it was gathered, or decoded now."""
+        found = msg.decoded
+        if found is None:
+            return self.registry.decode(msg.topic, msg.payload, now)
+        if isinstance(found, PayloadError):
+            raise found
+        return found
 
     def _verify(
         self, payload: bytes, now: float, batch: list[tuple[str, str, float]]

@@ -30,7 +30,6 @@ from the request. What a person sees and may act on is their role's (``auth.Iden
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import logging
 import secrets
@@ -75,6 +74,7 @@ from gateway.web.board import (
     sort_key,
     state_text,
 )
+from gateway.web.changes import Changes
 from gateway.web.i18n import ROLE_EN, TEXT, pick_lang
 from gateway.web.live import LiveBoards
 from gateway.web.onetap import onetap_routes
@@ -90,29 +90,6 @@ BODY_SECONDS = 10.0  # a request body must arrive within this
 PING_SECONDS = 15.0  # an event stream says something this often (proxies, dead phones)
 COALESCE_SECONDS = 0.1  # a burst of changes is one board update
 LOGIN_COOKIE_SECONDS = 3600
-
-
-class Changes:
-    """Something on the board may have changed: a version number and a wake-up for the event
-    streams. ``bump`` runs on the event loop (the runtime hands it over from other threads)."""
-
-    def __init__(self) -> None:
-        self.version = 0
-        self._event = asyncio.Event()
-
-    def bump(self) -> None:
-        self.version += 1
-        event, self._event = self._event, asyncio.Event()
-        event.set()
-
-    async def wait(self, seen: int, within: float) -> None:
-        """Until the version differs from ``seen``, or ``within`` seconds."""
-        if self.version != seen:
-            return
-        event = self._event
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(within):
-                await event.wait()
 
 
 class Console:

@@ -21,18 +21,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import urllib3
-from influxdb_client.client.exceptions import InfluxDBError
-from influxdb_client.client.influxdb_client import InfluxDBClient
-from influxdb_client.client.write_api import SYNCHRONOUS
-from influxdb_client.domain.write_precision import WritePrecision
 
 from gateway.errors import RejectedBatchError, RetryableSinkError
 from gateway.models import Event
 from gateway.outputs.sinks.schema import events_to_line_protocol
 from gateway.outputs.sinks.settings import checked_url
+
+if TYPE_CHECKING:
+    from influxdb_client.client.exceptions import InfluxDBError
 
 # 413: the batch is too big for the server; the forwarder's halving of a rejected batch is
 # exactly the cure, and a single event that is still too big can never be written.
@@ -79,6 +78,11 @@ class InfluxV2Sink:
 
     async def open(self) -> None:
         if self._client is None:
+            # influxdb_client is 12–14 MiB of memory and 500 modules: only for a gateway with an
+            # influxdb_v2 output (docs/performance.md), not at every start.
+            from influxdb_client.client.influxdb_client import InfluxDBClient
+            from influxdb_client.client.write_api import SYNCHRONOUS
+
             self._client = InfluxDBClient(
                 url=self.url,
                 token=self._token,
@@ -105,6 +109,9 @@ class InfluxV2Sink:
         await asyncio.to_thread(self._write_blocking, self._write_api, events)
 
     def _write_blocking(self, write_api: Any, events: Sequence[Event]) -> None:
+        from influxdb_client.client.exceptions import InfluxDBError
+        from influxdb_client.domain.write_precision import WritePrecision
+
         try:
             body = events_to_line_protocol(events, self.gateway_id, self.site)
             write_api.write(bucket=self.bucket, org=self.org, record=body, write_precision=WritePrecision.NS)
