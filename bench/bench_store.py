@@ -20,9 +20,10 @@ and, per simulated second (``--rate`` messages, about 1.8 events each):
 It prints CPU µs per event for each stage (``time.process_time``: user + system of the whole
 process, so fsync's kernel time counts); bytes written to storage per 1,000 events (from
 ``/proc/self/io``) and what that makes in a day at 1,000 msg/s; with ``--fsyncs`` (needs
-strace) the fsync/fdatasync calls per 1,000 events of a second, untimed run; and a digest of
-every line-protocol body sent, which must be the same for two checkouts given the same
-arguments (the same points, byte for byte).
+strace) the fsync/fdatasync calls per 1,000 events of a second, untimed run; with ``--pages N``
+the WAL frames of N commits per table and index, and what checkpoints would write of them for
+a few WAL sizes (another untimed run); and a digest of every line-protocol body sent, which
+must be the same for two checkouts given the same arguments (the same points, byte for byte).
 
 With ``--against DIR`` the children alternate between this tree and ``DIR`` (another checkout,
 e.g. ``git worktree add /tmp/store-base <commit>``) ``--rounds`` times; the summary gives each
@@ -130,15 +131,23 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     events = 0
     next_forward = args.rate
     timed = False
+    wal = tmp / "store.sqlite3-wal"
+    commits: list[list[int]] = []  # --pages: the pages each timed commit wrote to the WAL
     for last_message, evs, ks, ds in messages:
         if not timed and last_message >= args.warmup:
             timed = True
             loop.run_until_complete(_drain(forwarder))
             sink.bodies.clear()
+            if args.pages:
+                store._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                store._db.execute("PRAGMA wal_autocheckpoint = 0")  # keep every frame to read
+        wal_at = wal.stat().st_size if args.pages and timed else 0
         io0 = _io_written()
         gc0 = gc_cpu.spent
         start = time.process_time()
         store.append(evs, outputs, ks, {}, [], ks[-1][1], [], ds)
+        if args.pages and timed and len(commits) < args.pages:
+            commits.append(_wal_pages(wal, wal_at, store._page_size))
         if timed:
             cpu["append"] += time.process_time() - start
             in_gc["append"] += gc_cpu.spent - gc0
@@ -160,6 +169,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
                 written["forward"] += _io_written() - io0
     loop.close()
     assert store.pending_count("influx") == 0
+    pages = _page_breakdown(store, commits) if args.pages else {}
     body_digest = hashlib.sha256()
     for body in sink.bodies:
         body_digest.update(gzip.decompress(body))
@@ -176,6 +186,55 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         "written_per_1k": {k: v / events * 1000 for k, v in written.items()},
         "lp_sha256": body_digest.hexdigest()[:16],
         "counters": {k: v for k, v in counters.items() if not k.startswith("forwarded")},
+        "pages": pages,
+    }
+
+
+def _wal_pages(wal: Path, offset: int, page_size: int) -> list[int]:
+    """The page numbers of the WAL frames written after ``offset`` (a frame: a 24-byte header
+    whose first 4 bytes are the page number, then the page; the file starts with a 32-byte header)."""
+    frame = 24 + page_size
+    pages = []
+    with open(wal, "rb") as f:
+        f.seek(max(offset, 32))
+        while header := f.read(24):
+            if len(header) < 24:
+                break
+            pages.append(int.from_bytes(header[:4], "big"))
+            f.seek(page_size, 1)
+    assert (max(offset, 32) - 32) % frame == 0
+    return pages
+
+
+def _page_breakdown(store: Any, commits: list[list[int]]) -> dict[str, Any]:
+    """What the commits wrote to the WAL, per table or index (SQLite's ``dbstat``), and what
+    checkpoints would then write to the database file for a few WAL sizes: the distinct pages
+    of the commits between two checkpoints (SQLite checkpoints after the commit that takes the
+    WAL to ``wal_autocheckpoint`` pages)."""
+    owner = dict(store._db.execute("SELECT pageno, name FROM dbstat").fetchall())
+    per_table: dict[str, int] = {}
+    for pages in commits:
+        for page in pages:
+            name = owner.get(page, "(free list)")
+            per_table[name] = per_table.get(name, 0) + 1
+    checkpoint = {}
+    for wal_mib in (1, 2, 4, 8, 16):
+        limit = wal_mib * 2**20 // store._page_size
+        written = in_wal = 0
+        distinct: set[int] = set()
+        for pages in commits:
+            in_wal += len(pages)
+            distinct.update(pages)
+            if in_wal >= limit:
+                written += len(distinct)
+                in_wal = 0
+                distinct = set()
+        checkpoint[str(wal_mib)] = (written + len(distinct)) / len(commits)
+    store._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return {
+        "commits": len(commits),
+        "wal_per_commit": {k: v / len(commits) for k, v in sorted(per_table.items(), key=lambda kv: -kv[1])},
+        "checkpoint_per_commit": checkpoint,
     }
 
 
@@ -212,7 +271,7 @@ def _io_written() -> int:
 # ---------------------------------------------------------------------- the parent: runs, summary
 
 
-def run_child(tree: Path, sync: str, args: argparse.Namespace, strace: bool = False) -> dict[str, Any]:
+def run_child(tree: Path, sync: str, args: argparse.Namespace, strace: bool = False, pages: int = 0) -> dict[str, Any]:
     cmd = [
         sys.executable,
         str(Path(__file__).resolve()),
@@ -233,6 +292,8 @@ def run_child(tree: Path, sync: str, args: argparse.Namespace, strace: bool = Fa
         str(args.rate),
         "--seed",
         str(args.seed),
+        "--pages",
+        str(pages),
     ]
     trace = None
     if strace:
@@ -273,6 +334,9 @@ def main() -> None:
     p.add_argument("--against", type=Path, help="another checkout to run in turn with this one")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--fsyncs", action="store_true", help="count fsyncs in an extra run under strace")
+    p.add_argument(
+        "--pages", type=int, default=0, metavar="N", help="an extra run: the pages each of N commits writes, by table"
+    )
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--root", default=str(ROOT), help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -285,8 +349,10 @@ def main() -> None:
         trees = {"base": args.against.resolve(), "this": ROOT}
     syncs = args.sync.split(",")
     results: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    print(f"load average {os.getloadavg()[0]:.2f}; {args.households} households, {args.messages} messages, "
-          f"batches of {args.batch} events, forwarder every {args.rate} messages")
+    print(
+        f"load average {os.getloadavg()[0]:.2f}; {args.households} households, {args.messages} messages, "
+        f"batches of {args.batch} events, forwarder every {args.rate} messages"
+    )
     for round_ in range(args.rounds):
         for sync in syncs:
             for label, tree in trees.items():
@@ -300,7 +366,40 @@ def main() -> None:
                     f"forward {r['gc_us']['forward']:.1f})  lp {r['lp_sha256']}",
                     flush=True,
                 )
-    print(f"load average {os.getloadavg()[0]:.2f}")
+    if args.rounds:
+        print(f"load average {os.getloadavg()[0]:.2f}")
+        _summary(args, trees, syncs, results)
+    if args.fsyncs:
+        print()
+        for sync in syncs:
+            for label, tree in trees.items():
+                r = run_child(tree, sync, args, strace=True)
+                print(
+                    f"  fsyncs {label:4} {sync:6} {r['fsyncs'] / r['events'] * 1000:.1f} per 1,000 events "
+                    f"({r['fsyncs']} for {r['events']} events, warm-up and set-up included)"
+                )
+    if args.pages:
+        for label, tree in trees.items():
+            r = run_child(tree, syncs[0], args, pages=args.pages)["pages"]
+            wal = r["wal_per_commit"]
+            print()
+            print(
+                f"  pages {label:4} WAL frames per commit of {args.batch} events ({r['commits']} commits): "
+                f"{sum(wal.values()):.1f}"
+            )
+            print("    " + ", ".join(f"{name} {n:.1f}" for name, n in wal.items()))
+            print(
+                "    checkpoint writes per commit, by WAL size: "
+                + ", ".join(f"{mib} MiB {n:.1f}" for mib, n in r["checkpoint_per_commit"].items())
+            )
+
+
+def _summary(
+    args: argparse.Namespace,
+    trees: dict[str, Path],
+    syncs: list[str],
+    results: dict[tuple[str, str], list[dict[str, Any]]],
+) -> None:
     print()
     print("CPU µs per event, median [min–max] of the rounds")
     for sync in syncs:
@@ -331,13 +430,6 @@ def main() -> None:
                 f"  line protocol {'identical' if len(same) == 1 else 'DIFFERS: ' + ', '.join(sorted(same))}; "
                 f"counters {'identical' if counters[0] == counters[1] else 'DIFFER: ' + ' vs '.join(counters)}"
             )
-    if args.fsyncs:
-        print()
-        for sync in syncs:
-            for label, tree in trees.items():
-                r = run_child(tree, sync, args, strace=True)
-                print(f"  fsyncs {label:4} {sync:6} {r['fsyncs'] / r['events'] * 1000:.1f} per 1,000 events "
-                      f"({r['fsyncs']} for {r['events']} events, warm-up and set-up included)")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ is in its aggregate's module (see docs/store.md for the full picture):
   ``recent_ingest``: keys of recently accepted MQTT messages, to recognise a broker's
   redelivery (DUP) of a message whose PUBACK was lost in a crash. Only messages inside the
   broker's in-flight window can be redelivered, so the newest ``INGEST_KEYS_KEEP`` keys are
-  enough (Mosquitto's ``max_inflight_messages`` is 20 by default, 1000 in our advice).
+  enough (Mosquitto's ``max_inflight_messages`` is 20 by default, 1000 in our advice). No
+  index on the key: a lookup happens only for a redelivery (see ``seen_recently``).
   ``last_payload(topic, digest)``: the last MQTT message handled on each topic, to tell a
   retained message replayed on subscribe from one never seen (gateway/ingest/retained.py);
   one row per topic the ingest decodes (unknown devices leave none), never pruned.

@@ -32,7 +32,7 @@ CREATE TABLE IF NOT EXISTS events (
     received_at REAL NOT NULL,
     body TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS events_device_time ON events(device_id, event_time);
+CREATE INDEX IF NOT EXISTS events_received ON events(received_at, device_id);
 CREATE TABLE IF NOT EXISTS pending (
     output TEXT NOT NULL,
     seq INTEGER NOT NULL,
@@ -49,7 +49,7 @@ CREATE TABLE IF NOT EXISTS dead_letter (
 );
 CREATE TABLE IF NOT EXISTS recent_ingest (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
-    key TEXT NOT NULL UNIQUE,
+    key TEXT NOT NULL,
     at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS last_payload (
@@ -93,13 +93,33 @@ class EventsStore(DiskStore):
         # what parsing its body again would give; an event not here (older, or written by
         # another process) is read from the database.
         self._recent: OrderedDict[int, Event] = OrderedDict()
+        # The ingest keys stored, read at the first redelivery, up to row ``_ingest_keys_to``
+        # (seen_recently); None until then and after keys are forgotten.
+        self._ingest_keys: set[str] | None = None
+        self._ingest_keys_to = 0
 
     # ------------------------------------------------------------------ ingest
 
     def seen_recently(self, key: str) -> bool:
+        """Whether ``key`` is among the ingest keys kept (``recent_ingest``).
+
+        The table has no index on the key: on a random key, one would cost a page of its own
+        per message in every commit, for a lookup made only for a redelivery (DUP). The keys are
+        read into a set at the first lookup, and the rows added since at each later one (by
+        ``id``, which only grows), so the burst of redeliveries after a crash reads the table
+        once; forgetting keys drops the set."""
         with self._lock:
-            row = self._db.execute("SELECT 1 FROM recent_ingest WHERE key = ?", (key,)).fetchone()
-        return row is not None
+            keys = self._ingest_keys
+            if keys is None:
+                keys = self._ingest_keys = set()
+                self._ingest_keys_to = 0
+            rows = self._db.execute(
+                "SELECT id, key FROM recent_ingest WHERE id > ? ORDER BY id", (self._ingest_keys_to,)
+            ).fetchall()
+            if rows:
+                keys.update(k for _, k in rows)
+                self._ingest_keys_to = rows[-1][0]
+            return key in keys
 
     def last_payloads(self, topics: Iterable[str]) -> dict[str, str]:
         """The digest of the last message the MQTT ingest handled on each of ``topics`` (those it
@@ -152,7 +172,7 @@ class EventsStore(DiskStore):
                     [(name, ev.seq) for ev in stored if families is None or ev.family in families],
                 )
             upsert_device_states(db, stored)  # one row per device of the batch (store/devices.py)
-            db.executemany("INSERT OR REPLACE INTO recent_ingest(key, at) VALUES (?, ?)", ingest_keys)
+            db.executemany("INSERT INTO recent_ingest(key, at) VALUES (?, ?)", ingest_keys)
             for topic, reason, message, payload in rejected:
                 body = {
                     "topic": topic,
@@ -190,8 +210,10 @@ class EventsStore(DiskStore):
         return stored
 
     def forget_ingest_keys(self, older_than: float, keep: int = INGEST_KEYS_KEEP) -> int:
-        """Forget keys older than ``older_than`` and all but the newest ``keep``."""
+        """Forget keys older than ``older_than`` and all but the newest ``keep`` (rows: a key
+        stored again, rare, is a row again)."""
         with self._tx() as db:
+            self._ingest_keys = None
             old = db.execute("DELETE FROM recent_ingest WHERE at < ?", (older_than,)).rowcount
             extra = db.execute(
                 "DELETE FROM recent_ingest WHERE id <= (SELECT MAX(id) FROM recent_ingest) - ?", (keep,)

@@ -66,8 +66,25 @@ def _first_event_at(db: sqlite3.Connection) -> None:
         db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('store.first_event_at', ?)", (repr(min(times)),))
 
 
+def _fewer_random_pages(db: sqlite3.Connection) -> None:
+    """Drop the two indexes on random keys that cost a commit a page per event or message
+    (docs/store.md, "What a batch costs"): ``events_device_time`` (device, time), whose one
+    reader (``last_event_at``) now walks ``events_received`` (received_at, device_id), which
+    the DDL then builds; and the UNIQUE index on ``recent_ingest.key``, which SQLite cannot
+    drop: the table is made again without it, its keys copied in order."""
+    db.execute("DROP INDEX IF EXISTS events_device_time")
+    if has_table(db, "recent_ingest"):
+        db.execute(
+            "CREATE TABLE recent_ingest_new (id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL, at REAL NOT NULL)"
+        )
+        db.execute("INSERT INTO recent_ingest_new(id, key, at) SELECT id, key, at FROM recent_ingest ORDER BY id")
+        db.execute("DROP TABLE recent_ingest")
+        db.execute("ALTER TABLE recent_ingest_new RENAME TO recent_ingest")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "meta store.first_event_at from the oldest event, visit or alert", _first_event_at),
+    Migration(2, "no index on a device or an ingest key: events_received instead", _fewer_random_pages),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version if MIGRATIONS else 0
 

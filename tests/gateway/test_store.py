@@ -149,11 +149,27 @@ def test_recent_ingest_keys_expire(tmp_path: Path) -> None:
     assert not store.seen_recently("k1") and store.seen_recently("k2")
 
 
+def test_a_key_stored_after_a_lookup_is_seen_by_the_next(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    store.append([], OUTPUTS, ingest_keys=[("k1", 100.0)])
+    assert store.seen_recently("k1") and not store.seen_recently("k2")
+    store.append([], OUTPUTS, ingest_keys=[("k2", 101.0)])
+    assert store.seen_recently("k2")
+    other = Store(tmp_path / "s.db")  # another connection's commit is seen too
+    other.append([], OUTPUTS, ingest_keys=[("k3", 102.0)])
+    assert store.seen_recently("k3")
+    assert store.forget_ingest_keys(older_than=101.5) == 2
+    assert not store.seen_recently("k1") and not store.seen_recently("k2") and store.seen_recently("k3")
+    other.close()
+    store.close()
+
+
 def test_only_the_newest_ingest_keys_are_kept(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.db")
     store.append([], OUTPUTS, ingest_keys=[(f"k{i}", 100.0) for i in range(50)])
     store.append([], OUTPUTS, ingest_keys=[("k3", 101.0)])  # seen again: now among the newest
-    assert store.forget_ingest_keys(older_than=0.0, keep=10) == 40
+    # Rows are counted: k0–k39 and the first row of k3 (a key stored again is a row again).
+    assert store.forget_ingest_keys(older_than=0.0, keep=10) == 41
     assert store.seen_recently("k3") and store.seen_recently("k49")
     assert not store.seen_recently("k39") and not store.seen_recently("k0")
 
@@ -199,3 +215,19 @@ def test_only_alarms_left_grows_past_the_bound(tmp_path: Path) -> None:
     assert removed == {"pruned": 0, "dropped": 0}
     assert store.over_bound
     assert store.event_count() == 300
+
+
+def test_last_event_at_is_the_newest_of_the_devices_in_the_window(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    evs = [event(device="a", t=100.0), event(device="b", t=150.0), event(device="a", t=200.0)]
+    evs += [event(device="c", t=180.0), event(device="b", t=90.0)]  # a clock that stepped back
+    store.append(evs, OUTPUTS)
+    assert store.last_event_at(["a", "b"], 0.0, 1000.0) == 200.0
+    assert store.last_event_at(["a", "b"], 0.0, 200.0) == 150.0  # until is excluded
+    assert store.last_event_at(["b"], 0.0, 140.0) == 90.0
+    assert store.last_event_at(["a"], 200.0, 201.0) == 200.0  # since is included
+    assert store.last_event_at(["a", "b"], 160.0, 200.0) is None  # only c's event in it
+    assert store.last_event_at([], 0.0, 1000.0) is None
+    many = [f"x{i}" for i in range(2000)] + ["c"]  # more than SQLite takes as parameters once
+    assert store.last_event_at(many, 0.0, 1000.0) == 180.0
+    store.close()

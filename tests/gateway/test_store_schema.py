@@ -1,6 +1,7 @@
 """Schema versions: a store from the release before versions (commit 2a83890, the fixture
-testdata/store-v0.sql) migrates with its data; a newer store is refused; a failed migration
-leaves the file as it was; new aggregates' tables still appear in old stores."""
+testdata/store-v0.sql) and one of version 1 (commit 4145940, testdata/store-v1.sql) migrate with
+their data; a newer store is refused; a failed migration leaves the file as it was; new
+aggregates' tables still appear in old stores."""
 
 from __future__ import annotations
 
@@ -17,14 +18,24 @@ from gateway.store.schema import SCHEMA_VERSION, Migration, has_column
 from tests.gateway.factories import event
 
 V0_SQL = Path(__file__).parent / "testdata" / "store-v0.sql"
+V1_SQL = Path(__file__).parent / "testdata" / "store-v1.sql"
 T0 = 1_795_305_600.0
+T1 = 1_796_601_600.0  # the v1 fixture's first event
 
 
-def v0_store(path: Path) -> Path:
+def v0_store(path: Path, sql: Path = V0_SQL) -> Path:
     db = sqlite3.connect(path)
-    db.executescript(V0_SQL.read_text(encoding="utf-8"))
+    db.executescript(sql.read_text(encoding="utf-8"))
     db.close()
     return path
+
+
+def indexes(path: Path) -> set[str]:
+    db = sqlite3.connect(path)
+    try:
+        return {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    finally:
+        db.close()
 
 
 def version_of(path: Path) -> int:
@@ -64,6 +75,7 @@ def test_a_store_from_the_previous_release_migrates_and_keeps_its_data(tmp_path:
         (visit,) = store.visits()
         assert (visit.household, visit.visitor, visit.note, visit.event_seq) == ("3-2-502", "v-li", "送饭", 3)
         assert store.counters()["accepted"] == 3
+        assert store.seen_recently("k1")  # recent_ingest, made again by migration 2
         assert store.first_event_at() == T0  # backfilled by migration 1
         # Tables the release after 2a83890 added (console users) exist and work.
         store.set_password_hash("s-day", "$argon2id$x", T0)
@@ -74,6 +86,44 @@ def test_a_store_from_the_previous_release_migrates_and_keeps_its_data(tmp_path:
         assert new.seq == 4
     finally:
         store.close()
+    again = Store(path)
+    assert again.migrated == [] and again.schema_version() == SCHEMA_VERSION
+    again.close()
+
+
+def test_a_store_of_version_1_loses_its_indexes_on_random_keys_and_keeps_its_data(tmp_path: Path) -> None:
+    path = v0_store(tmp_path / "v1.db", V1_SQL)
+    assert version_of(path) == 1
+    assert {"events_device_time", "sqlite_autoindex_recent_ingest_1"} <= indexes(path)
+    store = Store(path)
+    try:
+        assert [m.version for m in store.migrated] == [2]
+        assert [e.kind for e in store.events_after(0)] == [
+            Kind.DOOR_OPENED,
+            Kind.SMOKE_CLEAR,
+            Kind.DOOR_CLOSED,
+            Kind.BATTERY,
+        ]
+        assert store.pending_count("influx") == 4
+        assert all(store.seen_recently(k) for k in ("k1", "k2", "k3")) and not store.seen_recently("k4")
+        assert store.last_event_at(["3-2-502-door", "3-2-502-sos"], T1, T1 + 80) == T1 + 60
+        # The keys kept their order: k1, stored again last, is the newest.
+        assert store.forget_ingest_keys(older_than=0.0, keep=1) == 2
+        assert store.seen_recently("k1") and not store.seen_recently("k2")
+        (new,) = store.append([event(device="3-2-502-door", t=T1 + 120)], {"influx": None}, [("k2", T1 + 120)])
+        assert new.seq == 5 and store.seen_recently("k2")
+        assert store.last_event_at(["3-2-502-door"], T1, T1 + 200) == T1 + 120
+    finally:
+        store.close()
+    found = indexes(path)
+    assert "events_received" in found
+    assert not {"events_device_time", "sqlite_autoindex_recent_ingest_1"} & found
+    db = sqlite3.connect(path)
+    try:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'recent_ingest'").fetchone()[0] == 5
+    finally:
+        db.close()
     again = Store(path)
     assert again.migrated == [] and again.schema_version() == SCHEMA_VERSION
     again.close()
@@ -106,6 +156,7 @@ def test_a_failing_migration_rolls_back_everything(tmp_path: Path, monkeypatch: 
     db = sqlite3.connect(path)
     try:
         assert not has_column(db, "events", "origin")  # version 90's change was rolled back too
+        assert db.execute("SELECT COUNT(*) FROM sqlite_master WHERE name = 'events_device_time'").fetchone()[0] == 1
         assert db.execute("SELECT COUNT(*) FROM sqlite_master WHERE name = 'users'").fetchone()[0] == 0
         assert db.execute("SELECT value FROM meta WHERE key = 'store.first_event_at'").fetchone() is None
     finally:
