@@ -14,8 +14,7 @@ unacknowledged messages than it allows.
 
 Alarms take the fast lane: a message that decodes to an alarm-lane event (smoke, SOS, a fall …)
 closes its batch at once instead of waiting out the group-commit window, so it is committed
-with only the messages that came before it and reaches the alert path in one commit. Other
-batches are handed on while the next one commits (``_write_loop``).
+with only the messages that came before it and reaches the alert path in one commit.
 
 While the store refuses telemetry (its disk is full: docs/store.md), a message whose events are
 all telemetry is not acknowledged: the broker keeps it, and it is offered to the store again
@@ -235,30 +234,26 @@ class MqttIngest:
 
     async def _write_loop(self, client: mqtt.Client) -> None:
         s = self.config.store
-        # A batch's stored events are handed on (the alert path, on this loop) while the next
-        # batch commits in its worker thread: SQLite's share of the commit runs without the
-        # GIL, beside the rules. A batch with an alarm is handed on at once (the fast lane), and
-        # so is the last one when nothing else has come.
-        later: list[Event] = []
         while True:
-            if later and not self._inbox:
-                stored, later = later, []
-                await self.on_stored(stored)
             batch = await self._gather(s.commit_batch, s.commit_interval_ms / 1000)
             if not batch:
                 if self._carry:  # refusals not counted yet: nothing else is coming to carry them
                     await self._commit([])
                 continue
-            committing = asyncio.ensure_future(self._commit_or_fail(batch))
-            if later:
-                stored, later = later, []
-                await asyncio.sleep(0)  # the commit reaches its worker thread first
+            try:
                 try:
-                    await self.on_stored(stored)
-                except BaseException:
-                    committing.cancel()  # not acknowledged: the broker sends it again (DUP)
-                    raise
-            stored, held = await committing
+                    stored, held = await self._commit(batch)
+                except StoreFullError:
+                    # The store has made what room it could (its reserve, eviction): once more. With
+                    # no room left for telemetry, telemetry-only messages are held back this time.
+                    stored, held = await self._commit(batch)
+            except StoreError as exc:
+                # Nothing of the batch is acknowledged: the broker keeps it. Supervised: restarted.
+                if self.health is not None:
+                    await asyncio.to_thread(self.health.failing, "store", f"cannot commit messages: {exc}")
+                raise
+            if self.health is not None:
+                self.health.ok("store")
             kept = {id(m) for m in held}
             for msg in batch:
                 # A message from an earlier connection is not acknowledged: its packet id may
@@ -267,27 +262,8 @@ class MqttIngest:
                 if id(msg) not in kept and msg.qos > 0 and msg.connection == self._connection:
                     client.ack(msg.mid, msg.qos)
             self._hold(client, held)
-            if any(e.lane is Lane.ALARM for e in stored):
+            if stored:
                 await self.on_stored(stored)
-            else:
-                later = stored
-
-    async def _commit_or_fail(self, batch: list[_Message]) -> tuple[list[Event], list[_Message]]:
-        try:
-            try:
-                stored, held = await self._commit(batch)
-            except StoreFullError:
-                # The store has made what room it could (its reserve, eviction): once more. With
-                # no room left for telemetry, telemetry-only messages are held back this time.
-                stored, held = await self._commit(batch)
-        except StoreError as exc:
-            # Nothing of the batch is acknowledged: the broker keeps it. Supervised: restarted.
-            if self.health is not None:
-                await asyncio.to_thread(self.health.failing, "store", f"cannot commit messages: {exc}")
-            raise
-        if self.health is not None:
-            self.health.ok("store")
-        return stored, held
 
     async def _gather(self, limit: int, window: float) -> list[_Message]:
         """The next batch: held messages again once the store takes telemetry, then whatever
