@@ -54,7 +54,6 @@ CHILD = sys.argv[1:2] == ["--child"]  # the measured interpreter: the checkout's
 if str(ROOT) not in sys.path and not CHILD:
     sys.path.insert(0, str(ROOT))
 
-HOUSEHOLDS_PER_BUILDING = 100
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 STAGES = ("bare", "imports", "config", "registry", "alert path", "timers armed", "devices seen")
 
@@ -67,20 +66,6 @@ def rss_mib(pid: int | str = "self", key: str = "VmRSS") -> float:
 
 
 # ---------------------------------------------------------------------- the site
-
-
-def bench_site(households: int, data_dir: Path) -> dict[str, Any]:
-    """compare.py's site: ``demo_site`` at ``households`` (100 a building), its MQTT devices only."""
-    from simulators.block import demo_site
-
-    buildings = max(1, round(households / HOUSEHOLDS_PER_BUILDING))
-    site = demo_site(buildings, max(1, households // buildings), gateway_id="bench", data_dir=str(data_dir))
-    site.pop("modbus_buses", None)
-    site["devices"] = [d for d in site["devices"] if "mqtt" in d]
-    site["alerts"] = {"console": False}
-    site["store"] = {"synchronous": "full"}
-    site["rules"] = {"packs": ["elderly_care", "smart_community"]}
-    return site
 
 
 def write_site(site: dict[str, Any], path: Path, mqtt: tuple[str, int], influx_url: str) -> None:
@@ -324,6 +309,9 @@ def main(argv: list[str] | None = None) -> int:
     broker: Mosquitto | None = None
     influx: InfluxDB1 | None = None
     try:
+        sys.path.insert(0, str(ROOT / "bench"))
+        from compare import bench_site  # its site, exactly; imported here: a child measures bare imports
+
         site = bench_site(args.households, tmp / "data")
         traffic = tmp / "traffic.tsv"
         probe = timer_traffic(site, traffic)
