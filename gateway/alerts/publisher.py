@@ -90,7 +90,7 @@ class OutboxPublisher:
             try:
                 self._sent.append(self._write(mine))
             except LinkLost:
-                return  # in the outbox still; the drain notices the loss
+                self.wake.set()  # in the outbox still: read it again
         self._stirred.set()
 
     def _write(self, batch: list[OutboxMessage]) -> _Sent:
@@ -236,8 +236,11 @@ class OutboxPublisher:
             if batch:
                 self._sent.append(self._write(batch))
             else:
-                # Woken by the alert path or another writer; 5 s at most: a safety net.
+                # Woken by the alert path or another writer; after 5 s of quiet the outbox is
+                # read anyway: a safety net for a row nobody announced.
                 await self._stirred_or_lost(lost, 5.0)
+                if not self._stirred.is_set():
+                    self.wake.set()
 
     async def _next_batch(self, limit: int = 200) -> list[OutboxMessage]:
         """What to publish next, in id order: what was offered while the outbox was being read,

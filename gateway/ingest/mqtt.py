@@ -73,10 +73,9 @@ class _Message:
     retain: bool
     topic: str
     payload: bytes
-    # What it decoded to when the writer gathered it (events, or the error), and when: the
-    # commit uses it rather than decoding twice.
+    # What it decoded to when the writer gathered it (events, or the error): the commit uses it
+    # rather than decoding twice.
     decoded: list[Event] | PayloadError | None = None
-    decoded_at: float = 0.0
 
 
 class MqttIngest:
@@ -318,7 +317,7 @@ class MqttIngest:
             decoded: list[Event] | PayloadError = self.registry.decode(msg.topic, msg.payload, now)
         except PayloadError as exc:  # UnknownDeviceError is one too
             decoded = exc
-        msg.decoded, msg.decoded_at = decoded, now
+        msg.decoded = decoded
         return not isinstance(decoded, PayloadError) and any(e.lane is Lane.ALARM for e in decoded)
 
     def _hold(self, client: mqtt.Client, held: list[_Message]) -> None:

@@ -143,3 +143,16 @@ async def test_what_was_queued_while_the_broker_was_away_goes_out_after_it_retur
         assert sorted(p for _, p, _ in sub.messages) == [b"queued after", b"queued while away"]
     finally:
         sub.close()
+
+
+async def test_a_row_nobody_announced_goes_out_within_the_safety_net(
+    mosquitto: Mosquitto, store: Store, publisher: OutboxPublisher, tmp_path: Path
+) -> None:
+    topic = _topic(tmp_path, "events")
+    sub = Subscriber(mosquitto.host, mosquitto.port, topic)
+    try:
+        store.save_notify(messages=[("mqtt", topic, "unannounced", False)], now=1.0)  # no wake, no offer
+        await eventually(lambda: sub.messages, within=12, what="the outbox read after 5 s of quiet")
+        assert [p for _, p, _ in sub.messages] == [b"unannounced"]
+    finally:
+        sub.close()
