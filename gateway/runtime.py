@@ -345,7 +345,7 @@ class Gateway:
         self.alerts.process(events)
         self.visits.process(events)  # visits recorded from these events (and check-ins from the CLI)
         # Wake the timer only for a deadline earlier than the one it sleeps to: waking it for
-        # every batch cost three store reads on the loop per batch.
+        # every batch cost two reads of the test modes from the store, on the loop.
         due = [d for d in (self.alerts.next_deadline(), self.visits.next_deadline()) if d is not None]
         if due and (self._rules_due is None or min(due) < self._rules_due):
             self._rules_wake.set()
