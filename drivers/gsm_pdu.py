@@ -296,6 +296,22 @@ def _smsc(reader: _Reader) -> str:
     return "+" + number if (ton >> 4) & 0x07 == 0x01 else number
 
 
+def _user_data(reader: _Reader, size: int, udhi: bool) -> tuple[bytes, bytes]:
+    """The user data (``size`` octets, the last of the PDU) and its header, UDHL octet included
+    (empty without UDHI): SMS-SUBMIT and SMS-DELIVER end alike."""
+    user_data = reader.take(size, "the user data")
+    if reader.pos != len(reader.data):
+        raise PayloadError("bad_value", f"{len(reader.data) - reader.pos} octets after the user data")
+    if not udhi:
+        return user_data, b""
+    if not user_data:
+        raise PayloadError("bad_value", "UDHI set but no user data")
+    udhl = user_data[0]
+    if 1 + udhl > len(user_data):
+        raise PayloadError("bad_value", f"user data header of {udhl} octets in {len(user_data)}")
+    return user_data, user_data[: 1 + udhl]
+
+
 def _udh(header: bytes) -> Concat | None:
     concat: Concat | None = None
     i = 0
@@ -338,20 +354,9 @@ def decode_submit(pdu: bytes | str) -> Submit:
     udl = reader.octet("the user data length")
     if udl > MAX_USER_DATA:
         raise PayloadError("bad_value", f"user data length {udl} > {MAX_USER_DATA}")
-    user_data = reader.take(udl, "the user data")
-    if reader.pos != len(data):
-        raise PayloadError("bad_value", f"{len(data) - reader.pos} octets after the user data")
-    concat = None
-    if fo & _FO_UDHI:
-        if not user_data:
-            raise PayloadError("bad_value", "UDHI set but no user data")
-        udhl = user_data[0]
-        if 1 + udhl > len(user_data):
-            raise PayloadError("bad_value", f"user data header of {udhl} octets in {udl}")
-        concat = _udh(user_data[1 : 1 + udhl])
-        body = user_data[1 + udhl :]
-    else:
-        body = user_data
+    user_data, header = _user_data(reader, udl, bool(fo & _FO_UDHI))
+    concat = _udh(header[1:]) if header else None
+    body = user_data[len(header) :]
     if len(body) % 2:
         raise PayloadError("bad_value", f"UCS2 text of an odd {len(body)} octets")
     try:
@@ -578,17 +583,7 @@ def decode_deliver(pdu: bytes | str) -> Deliver:
         if udl > MAX_USER_DATA:
             raise PayloadError("bad_value", f"user data length {udl} > {MAX_USER_DATA}")
         size = udl
-    user_data = reader.take(size, "the user data")
-    if reader.pos != len(data):
-        raise PayloadError("bad_value", f"{len(data) - reader.pos} octets after the user data")
-    header = b""
-    if fo & _FO_UDHI:
-        if not user_data:
-            raise PayloadError("bad_value", "UDHI set but no user data")
-        udhl = user_data[0]
-        if 1 + udhl > len(user_data):
-            raise PayloadError("bad_value", f"user data header of {udhl} octets in {len(user_data)}")
-        header = user_data[: 1 + udhl]
+    user_data, header = _user_data(reader, size, bool(fo & _FO_UDHI))
     concat = _udh(header[1:]) if header else None
     if alphabet == DCS_8BIT:
         raise PayloadError("bad_value", f"DCS 0x{dcs:02X}: 8-bit data, not text")
