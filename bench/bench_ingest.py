@@ -209,6 +209,22 @@ def start_gateway(config_path: Path, log_path: Path, env: Mapping[str, str] | No
     )
 
 
+async def warm_up(
+    gateway: subprocess.Popen[bytes], watch: StoreWatch, pub: Publisher, probe: SimDevice, log: Path, within: float
+) -> None:
+    """Publish ``probe``'s check-ins until the gateway has stored something (so it has
+    subscribed), then a second more; exit with its log's tail if it dies or takes ``within`` s."""
+    deadline = time.monotonic() + within
+    while watch.count() == 0:
+        if gateway.poll() is not None or time.monotonic() > deadline:
+            print(log.read_text(errors="replace")[-3000:], file=sys.stderr)  # noqa: ASYNC240 - on the way out
+            raise SystemExit("the gateway did not start")
+        for m in probe.check_in():
+            pub.publish(m.topic, m.payload)
+        await asyncio.sleep(0.3)
+    await asyncio.sleep(1.0)
+
+
 def peak_rss_mib(pid: int) -> float:
     """VmHWM: the process's peak resident set, from /proc (Linux)."""
     try:
@@ -407,17 +423,7 @@ async def bench(args: argparse.Namespace) -> int:
         ) as alerts:
             await alerts.subscribe(f"{config.topic_prefix}/alerts/events", qos=1)
             watcher = asyncio.create_task(watch_alerts(alerts, tally))
-            # Warm up: publish until the gateway has stored something, so it has subscribed.
-            probe = traffic.doors[0]
-            deadline = time.monotonic() + 30
-            while watch.count() == 0:
-                if gateway.poll() is not None or time.monotonic() > deadline:
-                    print((tmp / "gateway.log").read_text(errors="replace")[-3000:], file=sys.stderr)
-                    raise SystemExit("the gateway did not start")
-                for m in probe.check_in():
-                    pub.publish(m.topic, m.payload)
-                await asyncio.sleep(0.3)
-            await asyncio.sleep(1.0)
+            await warm_up(gateway, watch, pub, traffic.doors[0], tmp / "gateway.log", within=30)
             baseline = watch.count()
             malformed_before = sum(v for k, v in watch.counters().items() if k.startswith("malformed."))
 

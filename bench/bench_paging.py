@@ -48,7 +48,16 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.bench_ingest import Publisher, StoreWatch, Traffic, peak_rss_mib, percentile, start_gateway, stop_process  # noqa: E402
+from bench.bench_ingest import (  # noqa: E402
+    Publisher,
+    StoreWatch,
+    Traffic,
+    peak_rss_mib,
+    percentile,
+    start_gateway,
+    stop_process,
+    warm_up,
+)
 from gateway.site.config import SiteConfig, parse_config  # noqa: E402
 from gateway.store import Store  # noqa: E402
 from simulators.block import demo_site, render_toml  # noqa: E402
@@ -272,17 +281,7 @@ async def one_rate(args: argparse.Namespace, rate: float, seed: int) -> RateRun:
         traffic = Traffic(config, random.Random(seed), garbage_share=0.0)
         run = RateRun(rate, plan_incidents(config, dict(traffic.sims), args.incidents))
         pub = Publisher(broker.host, broker.port)
-        # Warm up: publish until the gateway has stored something, so it has subscribed.
-        probe = traffic.doors[0]
-        deadline = time.monotonic() + 60
-        while watch.count() == 0:
-            if gateway.poll() is not None or time.monotonic() > deadline:
-                print((tmp / "gateway.log").read_text(errors="replace")[-3000:], file=sys.stderr)
-                raise SystemExit("the gateway did not start")
-            for m in probe.check_in():
-                pub.publish(m.topic, m.payload)
-            await asyncio.sleep(0.3)
-        await asyncio.sleep(1.0)
+        await warm_up(gateway, watch, pub, traffic.doors[0], tmp / "gateway.log", within=60)
 
         await drive(pub, traffic, run, receiver, args.seconds)
         match_pages(run, receiver.unique("webhook"))
