@@ -9,14 +9,10 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from gateway.care.checkin import checkin_event
 from tests.gateway.harness import Publisher, eventually, running, site_config
 from tests.servers import Mosquitto
 from tests.web.test_console_browser import (
-    CHROMEDRIVER,
-    CHROMIUM,
     _phone,
     _shot,
     _sign_in,
@@ -24,16 +20,8 @@ from tests.web.test_console_browser import (
     _start,
     _until,
     browser,  # noqa: F401 - the fixture
+    pytestmark,  # noqa: F401 - the same marks: integration, browser, skipped without chromium
 )
-
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()),
-        reason="needs Debian's chromium and chromium-driver (./scripts/test installs them)",
-    ),
-]
 
 FITS = "document.documentElement.scrollWidth <= document.documentElement.clientWidth"
 
