@@ -13,6 +13,7 @@ import functools
 import gc
 import json
 import logging
+import signal
 import sys
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, TextIO
@@ -38,6 +39,7 @@ from gateway.clock import Clock, SystemClock, sleep_or_wake
 from gateway.errors import StoreError
 from gateway.ingest.health import IngestHealth
 from gateway.ingest.mqtt import DEDUP_WINDOW, MqttIngest
+from gateway.ingest.process import ANSWER, COMMAND, DISK, DOWN, STORED, UP, GatewayLink, IngestProcess, disk_state
 from gateway.ingest.serial import SerialIngest
 from gateway.log import LogOnce, summarise_all
 from gateway.models import Alert, Event
@@ -54,9 +56,10 @@ from gateway.site.alerting import (
     WebhookChannelSettings,
     WeComChannelSettings,
 )
-from gateway.site.config import InfluxV1Output, InfluxV2Output, SiteConfig, site_rules
+from gateway.site.config import InfluxV1Output, InfluxV2Output, SiteConfig, output_families, site_rules
 from gateway.site.registry import Registry
 from gateway.store import Store
+from gateway.store.disk import DiskState
 from gateway.store.lock import StoreLock
 from gateway.systemd import SystemdNotify
 from gateway.testmode.service import ACTIONS as TESTMODE_ACTIONS
@@ -77,6 +80,9 @@ SHUTDOWN_FLUSH = 5.0
 COMMAND_POLL = 1.0
 # The clock this far behind the newest stored event at start is taken as unsynchronised.
 CLOCK_BEHIND = 300.0
+# Events read from the store at a time, with the ingest in a process of its own: an alarm
+# among them waits for the rules to handle the ones before it.
+READ_BATCH = 500
 # How often the disk watch looks at the store's filesystem when nothing is written (has the room
 # come back?); the store itself looks before every write.
 DISK_CHECK = 5.0
@@ -175,17 +181,22 @@ class Gateway:
         modbus_client_factory: ClientFactory | None = None,
         channels: Mapping[str, Channel] | None = None,
         systemd: SystemdNotify | None = None,
+        registry: Registry | None = None,
+        ingest_process: IngestProcess | None = None,
     ) -> None:
         self.config = config
+        # MQTT ingest in a process of its own (gateway/ingest/process.py), forked by `sensegate
+        # run` before this; None: in this process.
+        self.ingest_process = ingest_process
         # Under systemd (Type=notify, WatchdogSec=): READY=1, watchdog pings, STOPPING=1.
         self.systemd = systemd if systemd is not None else SystemdNotify.from_environment()
         self.clock = clock or SystemClock()
         self.console = console if console is not None else (sys.stdout if config.alerts.console else None)
         self.store = open_store(config)
-        self.registry = Registry(config)
-        self.outputs: dict[str, frozenset[str] | None] = {
-            o.name: None if o.families is None else frozenset(f.value for f in o.families) for o in config.outputs
-        }
+        if ingest_process is not None:
+            self.store.coordinate_writers()  # two processes commit all the time
+        self.registry = registry if registry is not None else Registry(config)
+        self.outputs = output_families(config)
         built = dict(sinks) if sinks is not None else {o.name: build_sink(o, config) for o in config.outputs}
         self.forwarders = [
             Forwarder(
@@ -259,6 +270,9 @@ class Gateway:
         self._commands_wake = asyncio.Event()
         self.health = IngestHealth(self.store, self.clock)  # `sensegate status` shows what fails
         self._disk_wake = asyncio.Event()
+        self._disk_states: asyncio.Queue[DiskState] = asyncio.Queue()  # from the ingest process
+        self._stored_elsewhere = asyncio.Event()  # the ingest process committed events
+        self._ingest_up = asyncio.Event()  # the ingest process is subscribed
         self.ingest = MqttIngest(
             config,
             self.registry,
@@ -276,7 +290,7 @@ class Gateway:
             self.store,
             self.clock,
             self.outputs,
-            self._on_stored,
+            self._on_stored if ingest_process is None else self._wired_stored,
             serial_opener or open_serial,
             modbus_client_factory or pymodbus_client,
         )
@@ -350,6 +364,49 @@ class Gateway:
         if due and (self._rules_due is None or min(due) < self._rules_due):
             self._rules_wake.set()
 
+    async def _wired_stored(self, events: list[Event]) -> None:
+        # With the ingest in a process of its own, events reach the alert path in seq order
+        # from the store: the wired ones too.
+        self._stored_elsewhere.set()
+
+    async def _read_stored(self) -> None:
+        """With the ingest process: hand what it (or the serial writer) committed to the alert
+        path, read from the store after the alert path's cursor, and tell the ingest process
+        how far the rules have seen (it evicts nothing after that)."""
+        while True:
+            self._stored_elsewhere.clear()
+            await self._hand_over_stored()
+            await self._stored_elsewhere.wait()
+
+    async def _hand_over_stored(self) -> None:
+        assert self.ingest_process is not None
+        while events := self.store.events_after(self.alerts.cursor, READ_BATCH):
+            self.store.remember(events)  # the forwarders read them from memory
+            await self._on_stored(events)
+            self.ingest_process.publish_cursor(self.alerts.cursor)
+            if len(events) < READ_BATCH:
+                return
+            await self.clock.sleep(0)  # behind: let the outputs and the console have the loop too
+
+    def _from_ingest(self, record: bytes) -> None:
+        """A record from the ingest process (gateway/ingest/process.py)."""
+        kind = record[:1]
+        if kind == STORED:
+            self._stored_elsewhere.set()
+        elif kind == COMMAND:
+            self._commands_wake.set()
+        elif kind == ANSWER:
+            self.publisher.wake.set()
+        elif kind == UP:
+            self._ingest_up.set()
+        elif kind == DOWN:
+            self._ingest_up.clear()
+        elif kind == DISK:
+            state = disk_state(record)
+            # The ingest process keeps the disk: wired telemetry is refused when it refuses MQTT's.
+            self.store.refusing_telemetry = state.refusing
+            self._disk_states.put_nowait(state)
+
     async def _rule_timer(self) -> None:
         """Fire rule deadlines (no activity, held open, no recovery …) and visit plans
         (逾期未探访) as they come due."""
@@ -407,7 +464,10 @@ class Gateway:
                     )
                     self.publisher.wake.set()
             if await asyncio.to_thread(self.store.last_seq) > self.alerts.cursor:
-                await self._on_stored(await asyncio.to_thread(self.store.events_after, self.alerts.cursor))
+                if self.ingest_process is not None:
+                    self._stored_elsewhere.set()
+                else:
+                    await self._on_stored(await asyncio.to_thread(self.store.events_after, self.alerts.cursor))
             self._commands_wake.clear()
             await sleep_or_wake(self.clock, COMMAND_POLL, self._commands_wake)
 
@@ -474,8 +534,11 @@ class Gateway:
         nothing is written; ``sensegate status`` shows the state kept in ``meta disk.state``."""
         shown: tuple[bool, bool] | None = None
         while True:
-            self._disk_wake.clear()
-            state = await asyncio.to_thread(self.store.check_disk)
+            if self.ingest_process is not None:
+                state = await self._disk_states.get()  # the ingest process keeps the disk
+            else:
+                self._disk_wake.clear()
+                state = await asyncio.to_thread(self.store.check_disk)
             if (state.full, state.refusing) != shown:
                 shown = (state.full, state.refusing)
                 now = self.clock.now()
@@ -491,7 +554,8 @@ class Gateway:
                 await asyncio.to_thread(
                     self.store.set_meta, DISK_META, json.dumps({**state.to_dict(), "at": now}, ensure_ascii=False)
                 )
-            await sleep_or_wake(self.clock, DISK_CHECK, self._disk_wake)
+            if self.ingest_process is None:
+                await sleep_or_wake(self.clock, DISK_CHECK, self._disk_wake)
 
     async def _housekeeping(self) -> None:
         last_stats = self.clock.monotonic()
@@ -517,7 +581,7 @@ class Gateway:
                 log.info("stats %s", " ".join(f"{k}={v}" for k, v in sorted(stats["counters"].items())))
 
     async def _watch_ready(self) -> None:
-        await self.ingest.connected.wait()
+        await (self.ingest.connected if self.ingest_process is None else self._ingest_up).wait()
         self.ready.set()
         self.systemd.notify(f"STATUS=serving: broker {self.config.mqtt.host}:{self.config.mqtt.port} connected")
 
@@ -555,8 +619,10 @@ class Gateway:
                 newest - self.clock.now(),
             )
             await asyncio.to_thread(self.store.count, {"clock_behind_at_start": 1})
-        # From here on this process keeps the store's disk: its reserve, eviction on every write.
-        await asyncio.to_thread(self.store.manage_disk, lambda: self.alerts.cursor, self._disk_changed)
+        # From here on this process keeps the store's disk: its reserve, eviction on every write
+        # (the ingest process does, if there is one: it writes the events).
+        if self.ingest_process is None:
+            await asyncio.to_thread(self.store.manage_disk, lambda: self.alerts.cursor, self._disk_changed)
         caught_up = await asyncio.to_thread(self.alerts.catch_up)
         if caught_up:
             log.info("alert path caught up on %d events stored before the last stop", caught_up)
@@ -568,9 +634,27 @@ class Gateway:
             ",".join(self.outputs) or "none (local store only)",
             self.store.path,
         )
+        split = self.ingest_process
+        if split is not None:
+            split.publish_cursor(self.alerts.cursor)
+            split.listen(asyncio.get_running_loop(), self._from_ingest)
+            split.start()
+        stopping = False
+
+        async def keep_ingest_process() -> None:
+            assert split is not None
+            status = await split.ended()
+            if not stopping:
+                # Nothing would restart the ingest: end, and let the service restart the whole.
+                raise StoreError(f"the ingest process's keeper ended (wait status {status}); stopping")
+
         try:
             async with asyncio.TaskGroup() as tg:
-                ingest = tg.create_task(supervise("mqtt ingest", self.ingest.run, self.clock))
+                ingest = tg.create_task(
+                    supervise("mqtt ingest", self.ingest.run, self.clock)
+                    if split is None
+                    else supervise("stored events", self._read_stored, self.clock)
+                )
                 # One supervised task per serial device: a port that fails restarts alone.
                 wired = [
                     tg.create_task(supervise(f"serial {d}", functools.partial(self.serial.run_device, d), self.clock))
@@ -615,6 +699,8 @@ class Gateway:
                 ]
                 if wired:
                     others.append(tg.create_task(supervise("serial writer", self.serial.run_writer, self.clock)))
+                if split is not None:
+                    others.append(tg.create_task(keep_ingest_process()))
                 others.append(tg.create_task(self._watch_ready()))
                 interval = self.systemd.watchdog_interval
                 if interval is not None:
@@ -625,11 +711,16 @@ class Gateway:
                 await stop.wait()
                 self.systemd.notify("STOPPING=1", "STATUS=stopping: flushing outputs")
                 log.info("stopping: no longer accepting; flushing outputs for up to %.0f s", SHUTDOWN_FLUSH)
+                stopping = True
+                if split is not None:
+                    await split.stop(SHUTDOWN_FLUSH)
                 for task in [ingest, *wired]:
                     task.cancel()
                     # wait, not await: the task's cancellation is not ours to swallow.
                     await asyncio.wait({task})
                 await self.serial.drain()
+                if split is not None:  # what was committed last goes to the rules before the flush
+                    await self._hand_over_stored()
                 await self._final_flush()
                 for task in others:
                     task.cancel()
@@ -647,3 +738,77 @@ class Gateway:
             if not busy and not (self.store.outbox_batch("mqtt", 1) and self.publisher.connected):
                 return
             await self.clock.sleep(0.1)
+
+
+class IngestWorker:
+    """The ingest process's work (``[mqtt] ingest_process``, gateway/ingest/process.py): the MQTT
+    ingest of gateway/ingest/mqtt.py on a store of its own, which keeps the disk, telling the
+    gateway what it stored; its own housekeeping of ingest keys and "log once" lines."""
+
+    def __init__(self, config: SiteConfig, registry: Registry, clock: Clock | None = None) -> None:
+        self.config = config
+        self.registry = registry
+        self.clock = clock or SystemClock()
+        self._disk_wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def run(self, link: GatewayLink) -> int:
+        loop = self._loop = asyncio.get_running_loop()
+        link.attach(loop)
+        stop = asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        store = open_store(self.config)
+        store.keep_recent = False  # the gateway forwards; it reads back what it needs
+        store.coordinate_writers()
+        try:
+            store.manage_disk(link.processed_seq, self._disk_changed)
+            ingest = MqttIngest(
+                self.config,
+                self.registry,
+                store,
+                self.clock,
+                output_families(self.config),
+                lambda events: self._stored(link),
+                lambda: link.send(COMMAND),
+                IngestHealth(store, self.clock),
+                lambda: link.send(ANSWER),
+                lambda up: link.send(UP if up else DOWN),
+            )
+
+            async def housekeeping() -> None:
+                while True:
+                    await self.clock.sleep(HOUSEKEEPING_INTERVAL)
+                    await asyncio.to_thread(store.forget_ingest_keys, self.clock.now() - DEDUP_WINDOW)
+                    summarise_all()
+
+            async def disk() -> None:
+                shown: tuple[bool, bool] | None = None
+                while True:
+                    self._disk_wake.clear()
+                    state = await asyncio.to_thread(store.check_disk)
+                    if (state.full, state.refusing) != shown:
+                        shown = (state.full, state.refusing)
+                        link.disk(state)
+                    await sleep_or_wake(self.clock, DISK_CHECK, self._disk_wake)
+
+            async with asyncio.TaskGroup() as tg:
+                receiving = tg.create_task(supervise("mqtt ingest", ingest.run, self.clock))
+                others = [
+                    tg.create_task(supervise("ingest housekeeping", housekeeping, self.clock)),
+                    tg.create_task(supervise("ingest disk watch", disk, self.clock)),
+                ]
+                await stop.wait()
+                receiving.cancel()
+                await asyncio.wait({receiving})  # "offline", disconnected: nothing more to commit
+                for task in others:
+                    task.cancel()
+        finally:
+            store.close()
+        return 0
+
+    def _disk_changed(self) -> None:
+        if self._loop is not None:  # from the store's thread
+            self._loop.call_soon_threadsafe(self._disk_wake.set)
+
+    async def _stored(self, link: GatewayLink) -> None:
+        link.send(STORED)

@@ -41,6 +41,7 @@ from gateway.store import OutboxMessage, Store
 
 log = logging.getLogger("sensegate.publisher")
 
+
 class LinkLost(Exception):
     """The connection to the broker ended (or never came up)."""
 

@@ -138,12 +138,22 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = load_for_run(args.config)
-    from gateway.runtime import Gateway, freeze_heap
+    from gateway.ingest.process import IngestProcess
+    from gateway.runtime import Gateway, IngestWorker, freeze_heap
+    from gateway.site.registry import Registry
+
+    registry = Registry(config)
+    split = None
+    if config.mqtt.ingest_process:
+        # Forked now, before any thread, loop or store exists here; the heap frozen first, so
+        # that the children share the config and registry (gateway/ingest/process.py).
+        freeze_heap()
+        split = IngestProcess.fork(IngestWorker(config, registry).run, _run_async)
 
     async def main() -> int:
         stop = asyncio.Event()
         _stop_on_signals(stop)
-        gateway = Gateway(config)
+        gateway = Gateway(config, registry=registry, ingest_process=split)
         freeze_heap()
         await gateway.run(stop)
         return 0

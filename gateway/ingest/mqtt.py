@@ -90,8 +90,10 @@ class MqttIngest:
         on_command: Callable[[], None] | None = None,
         health: IngestHealth | None = None,
         on_answer: Callable[[], None] | None = None,
+        on_link: Callable[[bool], None] | None = None,
     ) -> None:
         self.config = config
+        self.on_link = on_link  # subscribed (True) or disconnected (False), on the loop
         self.on_command = on_command
         self.on_answer = on_answer  # a refused command's answer is in the outbox: publish it
         self.health = health  # whether the link and the commits work, for `sensegate status`
@@ -171,6 +173,13 @@ class MqttIngest:
     def _on_connected(self) -> None:
         self.connects += 1
         self.connected.set()
+        if self.on_link is not None:
+            self.on_link(True)
+
+    def _on_lost(self) -> None:
+        self.connected.clear()
+        if self.on_link is not None:
+            self.on_link(False)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: object, rc: object, props: object) -> None:
         if self._stopping:
@@ -180,7 +189,7 @@ class MqttIngest:
             self._failing(f"disconnected from the broker: {rc}")
         self._up = False
         if self._loop is not None:
-            self._loop.call_soon_threadsafe(self.connected.clear)
+            self._loop.call_soon_threadsafe(self._on_lost)
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: object) -> None:
         m = self.config.mqtt

@@ -120,6 +120,9 @@ class MqttSettings(_Model):
     zigbee2mqtt_base: str = "zigbee2mqtt"
     rtl_433_topic: str = "rtl_433/+/events"
     native_base: str = "sensegate/in"
+    # Receive, decode, commit and acknowledge in a process of its own, on a core of its own,
+    # beside the rules and alerts (gateway/ingest/process.py; `sensegate run` only).
+    ingest_process: bool = False
 
 
 # A smaller reserve would checkpoint the WAL every few pages (its size is a quarter of the reserve).
@@ -684,6 +687,12 @@ def _validate(resolved: Any, file: str, base_dir: Path | None) -> SiteConfig:
     if problems:
         raise ConfigError(problems)
     return config
+
+
+def output_families(config: SiteConfig) -> dict[str, frozenset[str] | None]:
+    """Each output's name and the families it takes (None: all): a stored event gets a pending
+    row for each output that takes it."""
+    return {o.name: None if o.families is None else frozenset(f.value for f in o.families) for o in config.outputs}
 
 
 def site_rules(config: SiteConfig, file: str = "<config>") -> RuleSet:

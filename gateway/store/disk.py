@@ -108,6 +108,11 @@ class DiskState:
     def to_dict(self) -> dict[str, int | bool]:
         return {name: getattr(self, name) for name in self.__slots__}
 
+    @classmethod
+    def from_dict(cls, data: dict[str, int | bool]) -> DiskState:
+        """What ``to_dict`` gave (the ingest process tells the gateway its disk state so)."""
+        return cls(**{name: data[name] for name in cls.__slots__})  # type: ignore[arg-type]
+
 
 class Reserve:
     """``<store>.reserve``: space held on the store's filesystem for the day it fills up."""
@@ -458,7 +463,7 @@ class _QuietTx:
 
     def __enter__(self) -> sqlite3.Connection | None:
         try:
-            self._store._db.execute("BEGIN IMMEDIATE")
+            self._store._begin()
         except sqlite3.Error as exc:
             log.warning("store %s: %s", self._store.path, exc)
             return None
@@ -467,12 +472,15 @@ class _QuietTx:
     def __exit__(self, exc_type: object, exc: object, tb: object) -> bool:
         db = self._store._db
         try:
+            try:
+                if db.in_transaction:
+                    db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+            except sqlite3.Error as err:
+                exc = exc or err
             if db.in_transaction:
-                db.execute("COMMIT" if exc_type is None else "ROLLBACK")
-        except sqlite3.Error as err:
-            exc = exc or err
-        if db.in_transaction:
-            db.execute("ROLLBACK")
+                db.execute("ROLLBACK")
+        finally:
+            self._store._end()
         if isinstance(exc, sqlite3.Error):
             log.log(logging.WARNING if is_full(exc) else logging.ERROR, "store %s: %s", self._store.path, exc)
             return True

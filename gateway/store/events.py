@@ -88,11 +88,13 @@ class EventsStore(DiskStore):
         self, path: str | Path, max_bytes: int = 512 * MIB, synchronous: str = "full", reserve_bytes: int | None = None
     ) -> None:
         super().__init__(path, max_bytes, synchronous, reserve_bytes)
-        # The events this process committed last (``RECENT_KEEP``), by seq, for the forwarder's
-        # read-back (``pending_batch``). Events are never changed once stored, so the object is
-        # what parsing its body again would give; an event not here (older, or written by
-        # another process) is read from the database.
+        # The events this process committed or read last (``RECENT_KEEP``), by seq, for the
+        # forwarder's read-back (``pending_batch``). Events are never changed once stored, so the
+        # object is what parsing its body again would give; an event not here (older, or written
+        # by another process and not read here) is read from the database. An ingest process
+        # that forwards nothing keeps none (``keep_recent``).
         self._recent: OrderedDict[int, Event] = OrderedDict()
+        self.keep_recent = True
         # The ingest keys stored, read at the first redelivery, up to row ``_ingest_keys_to``
         # (seen_recently); None until then and after keys are forgotten.
         self._ingest_keys: set[str] | None = None
@@ -200,14 +202,21 @@ class EventsStore(DiskStore):
                 [(topic, digest, now) for topic, digest in payloads],
             )
             self._bump(db, {"accepted": len(stored), **(counts or {})})
-        if stored and outputs:
-            with self._lock:
-                recent = self._recent
-                for ev in stored:
-                    recent[ev.seq] = ev
-                for _ in range(len(recent) - RECENT_KEEP):
-                    recent.popitem(last=False)
+        if outputs:
+            self.remember(stored)
         return stored
+
+    def remember(self, events: Sequence[Event]) -> None:
+        """Keep stored events (with their ``seq``) for the forwarders' read-back: those this
+        process committed, or read from another process's commit (the ingest process)."""
+        if not events or not self.keep_recent:
+            return
+        with self._lock:
+            recent = self._recent
+            for ev in events:
+                recent[ev.seq] = ev
+            for _ in range(len(recent) - RECENT_KEEP):
+                recent.popitem(last=False)
 
     def forget_ingest_keys(self, older_than: float, keep: int = INGEST_KEYS_KEEP) -> int:
         """Forget keys older than ``older_than`` and all but the newest ``keep`` (rows: a key

@@ -6,7 +6,9 @@ alert. CI: at least 6 kills in well under two minutes; ``--faults-long``: 5 min,
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 import time
 import uuid
 from collections import Counter
@@ -17,12 +19,19 @@ import pytest
 from tests.faults.conftest import Mode
 from tests.faults.load import Load
 from tests.faults.site import FaultSite, alarm_device, heartbeat, household, telemetry_device
-from tests.gateway.harness import GatewayProcess, Publisher, open_store
+from tests.gateway.harness import GatewayProcess, Publisher, children, descendants, open_store
 from tests.servers import InfluxDB1, Mosquitto, Server
 
 pytestmark = pytest.mark.integration
 
 RATE = 100.0  # telemetry messages a second
+
+
+def ingest_worker(gateway: GatewayProcess) -> int | None:
+    """The ingest worker under the gateway (its grandchild), if one runs now."""
+    assert gateway.proc is not None
+    workers = [p for p in descendants(gateway.proc.pid) if p not in children(gateway.proc.pid)]
+    return workers[0] if len(workers) == 1 else None
 
 
 def wait(check: object, within: float, what: str) -> None:
@@ -34,8 +43,11 @@ def wait(check: object, within: float, what: str) -> None:
 
 
 @pytest.mark.timeout(1200)  # the long mode's five minutes of load and the drain after them
+# With the ingest in a process of its own (gateway/ingest/process.py), every other kill is of
+# that process instead of the gateway.
+@pytest.mark.parametrize("split", [False, True], ids=["one-process", "ingest-process"])
 def test_every_acknowledged_id_reaches_influxdb_once_and_every_alarm_alerts_once(
-    mode: Mode, influxdb_v1: InfluxDB1, tmp_path: Path, ensure_started: list[Server]
+    mode: Mode, influxdb_v1: InfluxDB1, tmp_path: Path, ensure_started: list[Server], split: bool
 ) -> None:
     rng = random.Random(mode.seed)
     alarms = 24 if not mode.long else 200
@@ -54,7 +66,9 @@ def test_every_acknowledged_id_reaches_influxdb_once_and_every_alarm_alerts_once
     started = time.monotonic()
     with Mosquitto() as broker:
         site = FaultSite(alarms=alarms)
-        gateway = GatewayProcess(site.config(tmp_path / "data", broker.host, broker.port, outputs=[influx]), tmp_path)
+        config = site.config(tmp_path / "data", broker.host, broker.port, outputs=[influx])
+        config["mqtt"]["ingest_process"] = split
+        gateway = GatewayProcess(config, tmp_path)
         gateway.start()
         store_path = tmp_path / "data" / "store.sqlite3"
         try:
@@ -90,7 +104,15 @@ def test_every_acknowledged_id_reaches_influxdb_once_and_every_alarm_alerts_once
             done: Counter[str] = Counter()
             for at, fault in faults:
                 time.sleep(max(0.0, t0 + at - time.monotonic()))
-                if fault == "kill":
+                if fault == "kill" and split and done["kill"] % 2:
+                    worker = ingest_worker(gateway)
+                    if worker is not None:  # SIGKILL: its keeper starts another after a second
+                        os.kill(worker, signal.SIGKILL)
+                        done["worker kill"] += 1
+                    else:  # between workers: the keeper is waiting to start the next one
+                        gateway.kill()
+                        gateway.start()
+                elif fault == "kill":
                     gateway.kill()  # SIGKILL: nothing flushed, nothing said
                     time.sleep(rng.uniform(0.0, 1.0))
                     gateway.start()
@@ -133,7 +155,8 @@ def test_every_acknowledged_id_reaches_influxdb_once_and_every_alarm_alerts_once
     missing = alarmed - {key.rsplit(":", 1)[-1] for key in per_household}  # dedup "sos:{household}"
     assert not missing, f"acknowledged alarms with no alert: {sorted(missing)}"
     print(
-        f"\nconservation ({mode.name}, seed {mode.seed}): {loaded:.0f} s of load, {done['kill']} SIGKILLs, "
+        f"\nconservation ({mode.name}, seed {mode.seed}, {'ingest process' if split else 'one process'}): "
+        f"{loaded:.0f} s of load, {done['kill']} SIGKILLs ({done['worker kill']} of the ingest worker), "
         f"{done['broker']} broker restarts, {done['influx']} InfluxDB outages; {len(acked)} telemetry and "
         f"{len(acked_alarms)} alarms acknowledged, all in InfluxDB once ({len(rows)} points); "
         f"{len(per_household)} alerts, one per alarm; duplicates recognised {counters.get('duplicates', 0)}; "

@@ -11,18 +11,20 @@ back-off, and no alarm raised an alert until a person freed space."""
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import time
 import uuid
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from gateway.site.config import parse_config
 from tests.faults.site import FaultSite, alarm_device, heartbeat, household, sos, telemetry_device
 from tests.faults.smallfs import fill, tmpfs
-from tests.gateway.harness import Publisher, eventually, running
+from tests.gateway.harness import GatewayProcess, Publisher, eventually, running
 from tests.servers import Mosquitto, free_port
 
 pytestmark = pytest.mark.integration
@@ -132,3 +134,86 @@ async def test_alarms_alert_on_a_full_disk_telemetry_waits_and_all_comes_back(
         f"counters then {counters.get('refused')}; {time.monotonic() - started:.0f} s in all"
     )
     await asyncio.sleep(0)
+
+
+def _read(path: Path, sql: str, *args: object) -> list[tuple[Any, ...]]:
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        return db.execute(sql, args).fetchall()
+
+
+async def test_with_the_ingest_process_alarms_alert_on_a_full_disk_and_all_comes_back(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """The same promise with ``[mqtt] ingest_process`` (gateway/ingest/process.py): the worker
+    writes the events and keeps the disk, the gateway raises and resolves the disk alert from
+    what the worker tells it. Checked from outside, by reading the store."""
+    from gateway.alerts.system import DISK_META, disk_key
+
+    site = FaultSite(alarms=ALARMS)
+    down = {"type": "influxdb_v1", "name": "influx", "url": f"http://127.0.0.1:{free_port()}", "database": "x"}
+    with tmpfs(tmp_path / "disk", 6 * MIB) as disk:
+        config = site.config(
+            disk / "data", mosquitto.host, mosquitto.port, outputs=[down], store={"max_bytes": "16MiB"}
+        )
+        config["mqtt"]["ingest_process"] = True
+        gateway = GatewayProcess(config, tmp_path)
+        store_path = disk / "data" / "store.sqlite3"
+        disk_alert = disk_key(config["gateway"]["id"])
+
+        def count(sql: str, *args: object) -> int:
+            return int(_read(store_path, sql, *args)[0][0])
+
+        def disk_state() -> dict[str, Any]:
+            rows = _read(store_path, "SELECT value FROM meta WHERE key = ?", DISK_META)
+            return json.loads(rows[0][0]) if rows else {}
+
+        def uids() -> set[str]:
+            return {json.loads(b)["values"].get("uid") for (b,) in _read(store_path, "SELECT body FROM events")}
+
+        gateway.start()
+        try:
+            with Publisher(mosquitto.host, mosquitto.port, client_id=f"pub-{uuid.uuid4().hex[:8]}") as pub:
+
+                def subscribed() -> bool:  # until then the broker keeps nothing for the gateway
+                    pub.publish(site.topic(telemetry_device(0)), heartbeat("probe"))
+                    return store_path.exists() and count("SELECT COUNT(*) FROM events") > 0
+
+                await eventually(subscribed, what="the ingest process to subscribe")
+                for n in range(300):
+                    pub.publish(site.topic(telemetry_device(n % 4)), heartbeat(f"before-{n}"))
+                await eventually(lambda: "before-299" in uids(), what="300 events")
+                filler = fill(disk)
+                for i in range(ALARMS):
+                    pub.publish(site.topic(alarm_device(i)), sos(f"alarm-{i}"))
+                    for k in range(5):
+                        pub.publish(site.topic(telemetry_device(k % 4)), heartbeat(f"full-{i}-{k}"))
+                sos_alerts = "SELECT COUNT(DISTINCT dedup_key) FROM alerts WHERE dedup_key LIKE 'sos:%'"
+                await eventually(lambda: count(sos_alerts) == ALARMS, within=30, what=f"{ALARMS} alerts")
+                await eventually(lambda: disk_state().get("full"), what="the disk full, in meta")
+                await eventually(
+                    lambda: count(
+                        "SELECT COUNT(*) FROM alerts WHERE dedup_key = ? AND state != 'resolved'", disk_alert
+                    ),
+                    what="the gateway_disk_full alert",
+                )
+                for n in range(80):
+                    pub.publish(site.topic(telemetry_device(n % 4)), heartbeat(f"refused-{n}"))
+                await eventually(
+                    lambda: count("SELECT COUNT(*) FROM counters WHERE name = 'refused' AND value > 0"),
+                    what="telemetry refused",
+                )
+                assert count("SELECT COUNT(*) FROM events WHERE device_id LIKE 'sos%'") == ALARMS
+                assert integrity(store_path) == "ok"
+
+                filler.unlink()
+                await eventually(lambda: disk_state().get("full") is False, within=15, what="the room back")
+                await eventually(
+                    lambda: count("SELECT COUNT(*) FROM alerts WHERE dedup_key = ? AND state = 'resolved'", disk_alert),
+                    what="the disk alert resolved",
+                )
+                for n in range(20):
+                    pub.publish(site.topic(telemetry_device(n % 4)), heartbeat(f"after-{n}"))
+                await eventually(lambda: {"refused-79", "after-19"} <= uids(), what="held and new telemetry stored")
+        finally:
+            gateway.stop()
+        assert integrity(store_path) == "ok"

@@ -149,6 +149,49 @@ class GatewayProcess:
         return self.log_path.read_text(errors="replace")[-4000:]
 
 
+def _children() -> dict[int, list[int]]:
+    """Each live process's children, from /proc; zombies left out."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # The command name may hold spaces and parentheses: the fields follow the last ")".
+        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+        if state != "Z":
+            children.setdefault(int(ppid), []).append(int(entry.name))
+    return children
+
+
+def children(pid: int) -> list[int]:
+    """The live children of ``pid``."""
+    return _children().get(pid, [])
+
+
+def descendants(pid: int) -> list[int]:
+    """The live processes under ``pid``: its children, theirs …"""
+    table = _children()
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        kids = table.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 @contextlib.contextmanager
 def open_store(path: Path) -> Iterator[Store]:
     store = Store(path)

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
+import os
+import threading
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gateway.errors import StoreError
 from gateway.models import Event, Family, Kind
 from gateway.store import Store
 from gateway.store.events import stored_body
@@ -76,7 +81,7 @@ def test_the_stored_body_is_the_json_the_store_wrote_before_and_reads_back_as_th
 
 def test_bodies_written_by_json_before_read_back(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.db")
-    ev = event(battery=96.5, note="门 \"ok\"")
+    ev = event(battery=96.5, note='门 "ok"')
     old = ev.to_dict()
     del old["seq"]
     old["values"]["level"] = float("nan")  # json wrote NaN, which orjson refuses to read
@@ -89,7 +94,7 @@ def test_bodies_written_by_json_before_read_back(tmp_path: Path) -> None:
             (*columns, json.dumps(old, ensure_ascii=False)),
         )
     (read,) = store.events_after(0)
-    assert read.seq == 1 and read.values["note"] == "门 \"ok\"" and math.isnan(float(read.values["level"]))
+    assert read.seq == 1 and read.values["note"] == '门 "ok"' and math.isnan(float(read.values["level"]))
     assert read.values["counter"] == 2**70
     assert read.location == ev.location and read.kind is Kind.DOOR_OPENED
 
@@ -104,6 +109,51 @@ def test_the_writer_reads_back_the_events_another_process_reads_from_the_file(tm
         mine, read = writer.pending_batch(output, 4), other.pending_batch(output, 4)
         assert [e.seq for e in mine] == [e.seq for e in read] and all(map(_same, mine, read))
     assert [e.seq for e in writer.pending_batch("influx", 10)] == [e.seq for e in stored[1:]]
+
+
+def test_events_another_process_stored_are_remembered_for_the_forwarders(tmp_path: Path) -> None:
+    ingest = Store(tmp_path / "s.db")
+    ingest.keep_recent = False  # the ingest process forwards nothing
+    stored = ingest.append([event(n=1), event(n=2)], OUTPUTS)
+    assert not ingest._recent
+    gateway = Store(tmp_path / "s.db")
+    read = gateway.events_after(0)
+    gateway.remember(read)
+    # Read back from memory: the very objects the alert path was handed.
+    assert all(a is b for a, b in zip(gateway.pending_batch("influx", 10), read, strict=True))
+    assert [e.seq for e in read] == [e.seq for e in stored]
+
+
+def test_coordinated_writers_queue_on_the_writer_lock_for_the_whole_transaction(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    store.coordinate_writers()
+    other = os.open(tmp_path / "s.db.writer", os.O_RDWR)  # another process's writer, in effect
+
+    def taken() -> bool:
+        try:
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(other, fcntl.LOCK_UN)
+        return False
+
+    with store._tx() as db:
+        assert taken()
+        db.execute("INSERT INTO counters(name, value) VALUES ('x', 1)")
+    assert not taken()
+    with pytest.raises(StoreError), store._tx() as db:
+        db.execute("INSERT INTO counters(name, value) VALUES ('x', 2)")  # the key is taken
+    assert not taken(), "released after a failed transaction too"
+    fcntl.flock(other, fcntl.LOCK_EX)  # held elsewhere: a write waits for it
+    done = threading.Event()
+    writer = threading.Thread(target=lambda: (store.append([event()], OUTPUTS), done.set()))
+    writer.start()
+    assert not done.wait(0.3)
+    fcntl.flock(other, fcntl.LOCK_UN)
+    assert done.wait(10)
+    writer.join()
+    os.close(other)
+    store.close()
 
 
 def test_delivered_removes_only_that_outputs_rows(tmp_path: Path) -> None:
