@@ -22,7 +22,8 @@ def disk_key(gateway_id: str) -> str:
 
 
 def disk_decision(state: DiskState, gateway_id: str, at: float) -> Decision:
-    """Raise (or update) the alert while the disk is full, resolve it once it has room."""
+    """Raise the alert when the disk is full (reword it when telemetry is refused, and back),
+    resolve it once the disk has room."""
     subject = Subject("gateway", gateway_id)
     free = _size(state.free_bytes)
     if not state.full:
@@ -55,7 +56,9 @@ def disk_decision(state: DiskState, gateway_id: str, at: float) -> Decision:
             f"The disk of gateway {gateway_id} is full ({free} free): alarms are stored and paged as usual, "
             f"the oldest telemetry is deleted to make room. Free disk space soon; details: sensegate status"
         )
-    return Decision("raise", DISK_RULE, disk_key(gateway_id), DISK_SEVERITY, at, zh, en, subject)
+    # "update": raised if none is open, else reworded (full → refusing → full again): a "raise"
+    # would open a second alert beside the first, and the third would count as flapping.
+    return Decision("update", DISK_RULE, disk_key(gateway_id), DISK_SEVERITY, at, zh, en, subject)
 
 
 def _size(n: int) -> str:

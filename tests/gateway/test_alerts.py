@@ -153,3 +153,25 @@ def test_replay_after_crash_gives_the_same_alert_ids(tmp_path: Path) -> None:
     b.store.append([ev(Kind.SOS_PRESSED, Family.SOS, "101-sos", T0)], {})
     b.restart()
     assert a.seen[0].alert.id == b.seen[0].alert.id
+
+
+def test_a_full_disk_is_one_alert_reworded_as_telemetry_is_refused_and_taken_until_it_resolves(
+    tmp_path: Path,
+) -> None:
+    from gateway.alerts.system import disk_decision, disk_key
+    from gateway.store.disk import DiskState
+
+    rig = Rig(tmp_path)
+
+    def state(full: bool, refusing: bool) -> DiskState:
+        return DiskState(True, full, refusing, 700_000, 64_000, 600_000, 16 << 20, 4096, 0, 1 << 20)
+
+    steps = [(True, False), (True, True), (True, False), (True, True), (False, False)]
+    for n, (full, refusing) in enumerate(steps):
+        rig.alerts.external([disk_decision(state(full, refusing), "gw", T0 + n)])
+    alerts = [a for a in rig.store.alerts(limit=100) if a.dedup_key == disk_key("gw")]
+    assert len(alerts) == 1
+    assert alerts[0].state is AlertState.RESOLVED and not alerts[0].flapping
+    assert [t.kind for t in rig.seen] == ["raised", "updated", "updated", "updated", "resolved"]
+    refused = [t.alert.message_zh for t in rig.seen if t.kind == "updated"]
+    assert "遥测数据暂不接收" in refused[0] and "遥测数据暂不接收" not in refused[1]
