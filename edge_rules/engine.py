@@ -13,10 +13,11 @@ states) and which dedup keys are open — is a dict of JSON-able entries. ``dirt
 what changed since its last call, so the runtime can save it in the same transaction as the
 alerts and the event cursor; ``Engine(..., state=entries)`` picks up where it stopped, and
 the first ``advance(now)`` fires, once and in order, every deadline that passed while down.
-In memory a rule's entry leaves out what its key says (its rule, type and subject: the key is
-``rule:<rule>:<subject>``) and shares one empty evidence list: a block has tens of thousands
-of pending timers, and these are a third of each one's size. ``dirty()`` and ``export()`` put
-them back.
+In memory a rule's entry is a slotted ``_Entry`` that leaves out what its key says (its rule,
+type and subject: the key is ``rule:<rule>:<subject>``), with its evidence as one sequence
+number or a tuple: a block has up to 100,000 pending timers, and a dict of the same fields is
+three times the size (bench/bench_memory.py). ``dirty()`` and ``export()`` hand out the
+store's form, a dict with every field, unchanged by this; ``_load`` reads it back.
 
 A *test* event (``values["test"] is True``: a device in test mode, docs/installer.md) may calm
 but never alarm: it resets absence timers (the device is alive, someone moved), ends a held
@@ -30,7 +31,7 @@ other: the alert path's shadow engine, which records what they would have raised
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -39,6 +40,7 @@ from edge_rules.index import RuleIndex
 from edge_rules.rules import (
     AbsenceRule,
     AnyRule,
+    Condition,
     CorrelationRule,
     CountRule,
     HeldRule,
@@ -51,7 +53,7 @@ from edge_rules.rules import (
 )
 from edge_rules.schedule import Window, format_duration_en, format_duration_zh, local_hhmm
 from gateway.clock import Clock
-from gateway.models import TEST, Event, Location, Severity
+from gateway.models import TEST, Event, Location, Scalar, Severity
 
 State = dict[str, Any]
 Action = Literal["raise", "update", "resolve"]
@@ -59,7 +61,10 @@ MAX_EVIDENCE = 20
 _CLOCK_KEY = "clock"
 _ALERT = "alert:"
 _RULE = "rule:"
-_NO_SEQS: list[int] = []  # the evidence of every timer armed without an event; never mutated
+# The field a rule's entry keeps its start time under, by rule type; count and correlation
+# keep a window of events instead.
+_START = {"absence": "last", "sequence": "first", "held": "since"}
+_WINDOW = {"count": "items", "correlation": "devices"}
 
 
 def _frozen(values: Iterable[str] | None) -> frozenset[str] | None:
@@ -107,6 +112,93 @@ class Decision:
     def summary(self) -> tuple[str, str, str, int, float]:
         """A compact form for comparing timelines in tests and logs."""
         return (self.action, self.rule, self.dedup_key, int(self.severity), self.at)
+
+
+class _Entry:
+    """A rule's progress for one subject (the store's form: ``_stored``). ``start``: when it
+    began (absence: the last activity, sequence: the first event, held: since when; 0 for a
+    count or correlation); ``seqs``: its evidence, one sequence number or a tuple of them (an
+    int alone is 48 bytes less than a tuple of one); ``fired`` None: the entry has no such
+    field (count, correlation, a not_preceded_by sequence); ``window``: a count's items or a
+    correlation's devices."""
+
+    __slots__ = ("deadline", "device", "fired", "seqs", "start", "window")
+
+    def __init__(
+        self,
+        device: str,
+        start: float,
+        seqs: int | tuple[int, ...],
+        fired: bool | None,
+        deadline: float | None,
+        window: Any = None,
+    ) -> None:
+        self.device = device
+        self.start = start
+        self.seqs = seqs
+        self.fired = fired
+        self.deadline = deadline
+        self.window = window
+
+    def evidence(self) -> list[int]:
+        seqs = self.seqs
+        return [seqs] if isinstance(seqs, int) else list(seqs)
+
+
+def _stored(kind: str, rule: str, subject: str, e: _Entry) -> State:
+    """An entry as the store keeps it: every field, in the order the engine always wrote them."""
+    out: State = {"rule": rule, "type": kind, "subject": subject, "device": e.device}
+    window = _WINDOW.get(kind)
+    if window is not None:
+        out[window] = e.window
+    else:
+        out[_START[kind]] = e.start
+        out["seqs"] = e.evidence()
+        if e.fired is not None:
+            out["fired"] = e.fired
+    out["deadline"] = e.deadline
+    return out
+
+
+def _restored(kind: str, value: Mapping[str, Any]) -> _Entry:
+    """``_stored``'s inverse (a field it lacks is left empty)."""
+    window = _WINDOW.get(kind)
+    device = str(value.get("device", ""))
+    if window is not None:
+        return _Entry(device, 0.0, (), None, value.get("deadline"), value.get(window))
+    seqs = tuple(value.get("seqs") or ())
+    return _Entry(
+        device,
+        float(value.get(_START.get(kind, ""), 0.0)),
+        seqs[0] if len(seqs) == 1 else seqs,
+        value.get("fired"),
+        value.get("deadline"),
+    )
+
+
+# A condition as the indexed engine tests it: its bit (index.py), its value comparisons and its
+# schedule's compiled window — the rest of it (kind, family, place) is in the two masks.
+_Test = tuple[int, tuple[tuple[str, Callable[[bool, Scalar | None], bool]], ...], Window | None]
+_Tests = tuple[_Test, ...]
+
+
+def _test(bit: int, cond: Condition, tz: str) -> _Test:
+    where = tuple((name, cmp.compiled()) for name, cmp in cond.where.items())
+    return bit, where, None if cond.schedule is None else cond.schedule.window(tz)
+
+
+def _any(tests: _Tests, mask: int, values: Mapping[str, Any], t: float) -> bool:
+    """``any_match`` for an event whose kind, family and device met the conditions in ``mask``."""
+    for bit, where, window in tests:
+        if not bit & mask:
+            continue
+        for name, test in where:
+            if not test(name in values, values.get(name)):
+                break
+        else:
+            if window is None or window.contains(t):
+                return True
+    return False
 
 
 class _Device:
@@ -173,7 +265,14 @@ class Engine:
             r.id: r.schedule.window(self.tz) if isinstance(r, AbsenceRule | HeldRule) and r.schedule else None
             for r in self.rules
         }
-        self._state: dict[str, State] = {}
+        # The indexed engine's tests of each rule's conditions, by field: what the two masks
+        # leave of a condition (its values and schedule), for the conditions whose bit is in them.
+        self._tests: tuple[dict[str, _Tests], ...] = tuple(
+            {name: tuple(_test(bit, cond, self.tz) for bit, cond in group) for name, group in fields.items()}
+            for fields in self._triggers.fields
+        )
+        self._state: dict[str, State] = {}  # the clock and the open alerts
+        self._entries: dict[str, _Entry] = {}  # rule progress, by rule:<rule>:<subject>
         self._dirty: set[str] = set()
         self._heap: list[tuple[float, int, str]] = []
         # Dedup keys decided on for the event being fed (not state: it lives for one feed).
@@ -206,7 +305,8 @@ class Engine:
 
     def feed(self, event: Event) -> list[Decision]:
         t = event.received_at if self.settings.time_source == "received" else event.event_time
-        out = self._advance_to(t)
+        heap = self._heap
+        out = self._advance_to(t) if not self._primed or (heap and heap[0][0] <= t) else []
         t = max(t, self._now) if self._now is not None else t
         self._set_now(t)
         self._event_keys = set()
@@ -216,13 +316,17 @@ class Engine:
                 device = self._devices.get(event.device_id) or self._device_of(event)
                 info, subjects, durations, spec = device.info, device.subjects, device.durations, self._spec_of
                 mask = device.mask & self._triggers.event_mask(event.kind, event.family)
+                rules, tests = self.rules, self._tests
                 for pos in self._triggers.rules(mask):
-                    rule = self.rules[pos]
-                    out.extend(self._evaluate(rule, event, info, t, subjects[spec[pos]], durations[pos], calm))
+                    found = self._evaluate(
+                        rules[pos], pos, event, info, t, subjects[spec[pos]], durations[pos], calm, tests[pos], mask
+                    )
+                    if found:
+                        out.extend(found)
             else:
                 info = self.context.device(event.device_id) or self._stranger(event)
-                for rule in self.rules:
-                    out.extend(self._evaluate(rule, event, info, t, self._subjects(rule, info), calm=calm))
+                for pos, rule in enumerate(self.rules):
+                    out.extend(self._evaluate(rule, pos, event, info, t, self._subjects(rule, info), calm=calm))
         finally:
             self._event_keys = None
         return out
@@ -249,12 +353,15 @@ class Engine:
         return self._advance_to(now)
 
     def next_deadline(self) -> float | None:
-        while self._heap:
-            deadline, _, key = self._heap[0]
-            st = self._state.get(key)
-            if st is not None and st.get("deadline") == deadline:
+        heap = self._heap
+        while heap:
+            deadline, pos, key = heap[0]
+            e = self._entries.get(key)
+            if e is not None and e.deadline == deadline:
                 return deadline
-            heapq.heappop(self._heap)
+            heapq.heappop(heap)
+            if e is not None and e.deadline is not None and e.deadline > deadline:
+                heapq.heappush(heap, (e.deadline, pos, key))  # moved later (``_arm``)
         return None
 
     def has_dirty(self) -> bool:
@@ -267,14 +374,18 @@ class Engine:
 
     def dirty(self) -> list[tuple[str, State | None]]:
         """Entries changed since the last call (None: deleted), sorted by key. Do not mutate them."""
-        state = self._state
-        out = [(k, None if (st := state.get(k)) is None else self._entry(k, st)) for k in sorted(self._dirty)]
+        out = [(k, self._entry(k)) for k in sorted(self._dirty)]
         self._dirty.clear()
         return out
 
     def export(self) -> list[tuple[str, State]]:
         """Every state entry, sorted by key (a full snapshot)."""
-        return [(k, self._entry(k, self._state[k])) for k in sorted(self._state)]
+        out = []
+        for k in sorted([*self._state, *self._entries]):
+            entry = self._entry(k)
+            assert entry is not None
+            out.append((k, entry))
+        return out
 
     def close(self, dedup_key: str) -> None:
         """A person resolved the alert: forget it, so the next trigger raises a new one."""
@@ -293,24 +404,18 @@ class Engine:
 
     def timers(self) -> list[tuple[float, str, str]]:
         """Pending (deadline, rule, subject), soonest first — for ``rules explain``."""
-        out = [
-            (st["deadline"], *_rule_and_subject(k))
-            for k, st in self._state.items()
-            if k.startswith(_RULE) and st.get("deadline") is not None
-        ]
+        out = [(e.deadline, *_rule_and_subject(k)) for k, e in self._entries.items() if e.deadline is not None]
         return sorted(out)
 
     # ------------------------------------------------------------------ state
 
-    def _entry(self, key: str, st: State) -> State:
+    def _entry(self, key: str) -> State | None:
         """An entry as the store keeps it (a rule's with what its key says; see the docstring)."""
-        if not key.startswith(_RULE):
-            return st
+        e = self._entries.get(key)
+        if e is None:
+            return self._state.get(key)
         rule, subject = _rule_and_subject(key)
-        out = {"rule": rule, "type": self.rules[self._index[rule]].type, "subject": subject, **st}
-        if out.get("seqs") is _NO_SEQS:
-            out["seqs"] = []
-        return out
+        return _stored(self.rules[self._index[rule]].type, rule, subject, e)
 
     def _load(self, entries: Iterable[tuple[str, Mapping[str, Any]]]) -> None:
         for key, value in entries:
@@ -323,37 +428,49 @@ class Engine:
                 if rule is None or rule.type != value.pop("type", None):
                     self._dirty.add(key)  # the rule was removed or changed type: drop its state
                     continue
-                value.pop("subject", None)  # the key says it
-                if value.get("seqs") == []:
-                    value["seqs"] = _NO_SEQS
-                self._state[key] = value
-                if value.get("deadline") is not None:
-                    heapq.heappush(self._heap, (value["deadline"], self._index[rule_id], key))
+                e = self._entries[key] = _restored(rule.type, value)
+                if e.deadline is not None:
+                    heapq.heappush(self._heap, (e.deadline, self._index[rule_id], key))
             elif key.startswith(_ALERT):
                 self._state[key] = value
         if self._now is not None:
             self._state[_CLOCK_KEY] = {"now": self._now}
 
     def _put(self, key: str, value: State | None) -> None:
+        """Set or (None) delete the clock or an open alert."""
         if value is None:
             if key in self._state:
                 del self._state[key]
                 self._dirty.add(key)
             return
-        old = self._state.get(key)
         self._state[key] = value
         self._dirty.add(key)
-        deadline = value.get("deadline")
-        if deadline is not None and (old is None or old.get("deadline") != deadline):
-            heapq.heappush(self._heap, (deadline, self._index[_rule_and_subject(key)[0]], key))
-            if len(self._heap) > 2 * len(self._state) + 256:
+
+    def _arm(self, pos: int, key: str, entry: _Entry) -> None:
+        """Set the entry of the rule at ``pos`` for a subject, and its deadline."""
+        old = self._entries.get(key)
+        self._entries[key] = entry
+        self._dirty.add(key)
+        deadline = entry.deadline
+        # A deadline moved later keeps its place in the heap: when that comes up, the entry is
+        # pushed again at its new deadline (``_advance_to``). Most moves are later ones (an
+        # absence timer put off by every event of its subject), so most cost no push; a heap
+        # item always lies at or before its entry's deadline, so they fire in the same order.
+        if deadline is not None and (old is None or old.deadline is None or deadline < old.deadline):
+            heapq.heappush(self._heap, (deadline, pos, key))
+            if len(self._heap) > 2 * len(self._entries) + 256:
                 self._compact()
+
+    def _drop(self, key: str) -> None:
+        if key in self._entries:
+            del self._entries[key]
+            self._dirty.add(key)
 
     def _compact(self) -> None:
         self._heap = [
-            (st["deadline"], self._index[_rule_and_subject(k)[0]], k)
-            for k, st in self._state.items()
-            if k.startswith(_RULE) and st.get("deadline") is not None
+            (e.deadline, self._index[_rule_and_subject(k)[0]], k)
+            for k, e in self._entries.items()
+            if e.deadline is not None
         ]
         heapq.heapify(self._heap)
 
@@ -370,19 +487,24 @@ class Engine:
             self._primed = True
             self._prime(t if self._now is None else max(t, self._now))
         out: list[Decision] = []
-        while self._heap and self._heap[0][0] <= t:
-            deadline, idx, key = heapq.heappop(self._heap)
-            st = self._state.get(key)
-            if st is None or st.get("deadline") != deadline:
+        heap = self._heap
+        while heap and heap[0][0] <= t:
+            deadline, idx, key = heapq.heappop(heap)
+            e = self._entries.get(key)
+            if e is None or e.deadline is None:
                 continue  # superseded
+            if e.deadline != deadline:
+                if e.deadline > deadline:
+                    heapq.heappush(heap, (e.deadline, idx, key))  # moved later (``_arm``)
+                continue
             self._set_now(deadline)
-            out.extend(self._on_deadline(self.rules[idx], key, st, deadline))
+            out.extend(self._on_deadline(self.rules[idx], idx, key, e, deadline))
         self._set_now(t)
         return out
 
     def _prime(self, t: float) -> None:
         """Arm absence timers for every subject that has none yet (first start, new devices)."""
-        for rule in self.rules:
+        for pos, rule in enumerate(self.rules):
             if not isinstance(rule, AbsenceRule):
                 continue
             for info in self.context.sorted_devices():
@@ -390,23 +512,12 @@ class Engine:
                     continue
                 for subj in self._subjects(rule, info):
                     key = self._key(rule, subj)
-                    if key in self._state:
+                    if key in self._entries:
                         continue
                     duration = self._duration(rule, subj, info)
                     if duration is None:
                         continue
-                    self._put(
-                        key,
-                        self._rule_state(
-                            rule,
-                            subj,
-                            info.id,
-                            last=t,
-                            seqs=_NO_SEQS,
-                            fired=False,
-                            deadline=self._deadline(rule, t, duration),
-                        ),
-                    )
+                    self._arm(pos, key, _Entry(info.id, t, (), False, self._deadline(rule, t, duration)))
 
     def _deadline(self, rule: AnyRule, t: float, duration: float) -> float | None:
         window = self._windows.get(rule.id)
@@ -503,9 +614,9 @@ class Engine:
             )
         return _Device(info, mask, subjects, durations)
 
-    def _subject_again(self, rule: AnyRule, key: str, st: State) -> Subject | None:
+    def _subject_again(self, rule: AnyRule, key: str, st: _Entry) -> Subject | None:
         """Rebuild the subject of a state entry from the context (at a deadline)."""
-        device = st.get("device", "")
+        device = st.device
         known = self.context.device(device)
         if self.indexed and known is not None:
             view = self._devices.get(device) or self._keep(known)
@@ -519,112 +630,114 @@ class Engine:
     def _key(rule: AnyRule, subj: Subject) -> str:
         return f"{_RULE}{rule.id}:{subj.id}"
 
-    @staticmethod
-    def _rule_state(rule: AnyRule, subj: Subject, device: str, **fields: Any) -> State:
-        """A rule's entry in memory: its rule and subject are in its key (``_key``)."""
-        return {"device": device, **fields}
-
     # ------------------------------------------------------------------ evaluation
 
     def _evaluate(
         self,
         rule: AnyRule,
+        pos: int,
         ev: Event,
         info: DeviceInfo,
         t: float,
         subjects: Sequence[Subject],
         durations: Sequence[float | None] | None = None,
         calm: bool = False,
+        tests: Mapping[str, _Tests] | None = None,
+        mask: int = 0,
     ) -> list[Decision]:
         """``durations``: the rule's duration for each subject when known in advance (the
         indexed engine keeps them per device), else worked out here. ``calm``: a test event —
-        it may reset, end and resolve, never raise, count or arm."""
+        it may reset, end and resolve, never raise, count or arm. ``tests`` and ``mask``: the
+        indexed engine's compiled conditions and the bits the event and device meet; without
+        them each condition is matched whole (``Condition.matches``)."""
         if not subjects:
             return []
+
+        def hit(conds: Sequence[Condition], name: str) -> bool:
+            if tests is None:
+                return any_match(conds, ev, info, t, self.tz)
+            return _any(tests[name], mask, ev.values, t)
+
         out: list[Decision] = []
         seq = ev.seq
         clears = rule.auto_resolve
-        if isinstance(clears, list) and any_match(clears, ev, info, t, self.tz):
+        if isinstance(clears, list) and hit(clears, "auto_resolve"):
             for s in subjects:
                 out.extend(self._resolve(rule, s, t, [seq]))
-        tz = self.tz
-        if calm and isinstance(rule, MatchRule | CountRule | CorrelationRule | SequenceRule):
+        if calm and rule.type != "absence" and rule.type != "held":
             return out
-        if isinstance(rule, MatchRule):
-            if any_match(rule.when, ev, info, t, tz):
+        if rule.type == "match":
+            if hit(rule.when, "when"):
                 for s in subjects:
                     out.extend(self._emit(rule, s, t, [seq], count=1))
-        elif isinstance(rule, AbsenceRule):
-            if any_match(rule.when, ev, info, t, tz):
+        elif rule.type == "absence":
+            if hit(rule.when, "when"):
                 durations = durations or [self._duration(rule, s, info) for s in subjects]
+                entries = self._entries
                 for s, duration in zip(subjects, durations, strict=True):
                     key = self._key(rule, s)
-                    st = self._state.get(key)
-                    if st is not None and st.get("fired") and rule.auto_resolve is True:
+                    st = entries.get(key)
+                    if st is not None and st.fired and rule.auto_resolve is True:
                         out.extend(self._resolve(rule, s, t, [seq]))
                     if duration is None:
                         continue
-                    self._put(
-                        key,
-                        self._rule_state(
-                            rule,
-                            s,
-                            info.id,
-                            last=t,
-                            seqs=[seq],
-                            fired=False,
-                            deadline=self._deadline(rule, t, duration),
-                        ),
-                    )
-        elif isinstance(rule, CountRule):
-            if any_match(rule.when, ev, info, t, tz):
+                    self._arm(pos, key, _Entry(info.id, t, seq, False, self._deadline(rule, t, duration)))
+        elif rule.type == "count":
+            if hit(rule.when, "when"):
                 durations = durations or [self._duration(rule, s, info) for s in subjects]
                 for s, duration in zip(subjects, durations, strict=True):
-                    out.extend(self._count(rule, s, info, t, seq, duration))
-        elif isinstance(rule, CorrelationRule):
-            if any_match(rule.when, ev, info, t, tz):
+                    out.extend(self._count(rule, pos, s, info, t, seq, duration))
+        elif rule.type == "correlation":
+            if hit(rule.when, "when"):
                 durations = durations or [self._duration(rule, s, info) for s in subjects]
                 for s, duration in zip(subjects, durations, strict=True):
-                    out.extend(self._correlate(rule, s, info, t, seq, duration))
-        elif isinstance(rule, SequenceRule):
-            is_a = any_match(rule.first, ev, info, t, tz)
-            is_b = any_match(rule.then, ev, info, t, tz)
+                    out.extend(self._correlate(rule, pos, s, info, t, seq, duration))
+        elif rule.type == "sequence":
+            is_a = hit(rule.first, "first")
+            is_b = hit(rule.then, "then")
             if is_a or is_b:
                 durations = durations or [self._duration(rule, s, info) for s in subjects]
                 for s, duration in zip(subjects, durations, strict=True):
-                    out.extend(self._sequence(rule, s, info, t, seq, is_a, is_b, duration))
-        elif isinstance(rule, HeldRule):
-            is_start = not calm and any_match(rule.start, ev, info, t, tz)
-            is_end = any_match(rule.end, ev, info, t, tz)
+                    out.extend(self._sequence(rule, pos, s, info, t, seq, is_a, is_b, duration))
+        elif rule.type == "held":
+            is_start = not calm and hit(rule.start, "start")
+            is_end = hit(rule.end, "end")
             if is_start or is_end:
                 durations = durations or [self._duration(rule, s, info) for s in subjects]
                 for s, duration in zip(subjects, durations, strict=True):
-                    out.extend(self._held(rule, s, info, t, seq, is_start, is_end, duration))
+                    out.extend(self._held(rule, pos, s, info, t, seq, is_start, is_end, duration))
         return out
 
     def _count(
-        self, rule: CountRule, s: Subject, info: DeviceInfo, t: float, seq: int, duration: float | None
+        self, rule: CountRule, pos: int, s: Subject, info: DeviceInfo, t: float, seq: int, duration: float | None
     ) -> list[Decision]:
         key = self._key(rule, s)
         window = duration or rule.window
-        st = self._state.get(key)
-        items = [x for x in (st["items"] if st else []) if x[0] > t - window] + [[t, seq]]
+        st = self._entries.get(key)
+        items = [x for x in (st.window if st else []) if x[0] > t - window] + [[t, seq]]
         items = items[-max(rule.count, MAX_EVIDENCE) :]
-        self._put(key, self._rule_state(rule, s, info.id, items=items, deadline=t + window))
+        self._arm(pos, key, _Entry(info.id, 0.0, (), None, t + window, items))
         if len(items) < rule.count:
             return []
         return self._emit(rule, s, t, [x[1] for x in items], count=len(items), duration=window)
 
     def _correlate(
-        self, rule: CorrelationRule, s: Subject, info: DeviceInfo, t: float, seq: int, duration: float | None
+        self,
+        rule: CorrelationRule,
+        pos: int,
+        s: Subject,
+        info: DeviceInfo,
+        t: float,
+        seq: int,
+        duration: float | None,
     ) -> list[Decision]:
         key = self._key(rule, s)
         window = duration or rule.window
-        st = self._state.get(key)
-        seen: dict[str, list[Any]] = {d: v for d, v in (st["devices"] if st else {}).items() if v[0] > t - window}
+        st = self._entries.get(key)
+        seen: dict[str, list[Any]] = {d: v for d, v in (st.window if st else {}).items() if v[0] > t - window}
         seen[info.id] = [t, seq]
         seen = dict(sorted(seen.items()))
-        self._put(key, self._rule_state(rule, s, info.id, devices=seen, deadline=t + window))
+        self._arm(pos, key, _Entry(info.id, 0.0, (), None, t + window, seen))
         if len(seen) < rule.devices:
             return []
         evidence = sorted(v[1] for v in seen.values())
@@ -633,6 +746,7 @@ class Engine:
     def _sequence(
         self,
         rule: SequenceRule,
+        pos: int,
         s: Subject,
         info: DeviceInfo,
         t: float,
@@ -642,36 +756,37 @@ class Engine:
         duration: float | None,
     ) -> list[Decision]:
         key = self._key(rule, s)
-        st = self._state.get(key)
+        st = self._entries.get(key)
         within = duration or rule.within
         gap = rule.min_gap or 0.0
         out: list[Decision] = []
         if rule.mode == "not_preceded_by":
             if is_a:
-                self._put(key, self._rule_state(rule, s, info.id, first=t, seqs=[seq], deadline=t + within))
-            elif is_b and (st is None or t - st["first"] >= within):
+                self._arm(pos, key, _Entry(info.id, t, seq, None, t + within))
+            elif is_b and (st is None or t - st.start >= within):
                 out.extend(self._emit(rule, s, t, [seq], count=1, duration=within))
             return out
         consumed = False
-        if st is not None and is_b and t - st["first"] >= gap:
+        if st is not None and is_b and t - st.start >= gap:
             consumed = True
-            self._put(key, None)
-            evidence = [*st["seqs"], seq]
+            self._drop(key)
+            evidence = [*st.evidence(), seq]
             if rule.mode == "followed_by":
-                if t - st["first"] < within:
+                if t - st.start < within:
                     out.extend(self._emit(rule, s, t, evidence, count=1, duration=within))
                 else:
                     consumed = False
-            elif st.get("fired") and rule.auto_resolve is True:
+            elif st.fired and rule.auto_resolve is True:
                 out.extend(self._resolve(rule, s, t, evidence))
             st = None
         if is_a and not consumed and st is None:
-            self._put(key, self._rule_state(rule, s, info.id, first=t, seqs=[seq], fired=False, deadline=t + within))
+            self._arm(pos, key, _Entry(info.id, t, seq, False, t + within))
         return out
 
     def _held(
         self,
         rule: HeldRule,
+        pos: int,
         s: Subject,
         info: DeviceInfo,
         t: float,
@@ -681,44 +796,34 @@ class Engine:
         duration: float | None,
     ) -> list[Decision]:
         key = self._key(rule, s)
-        st = self._state.get(key)
+        st = self._entries.get(key)
         if st is not None and is_end:
-            self._put(key, None)
-            if st.get("fired") and rule.auto_resolve is True:
-                return self._resolve(rule, s, t, [*st["seqs"], seq])
+            self._drop(key)
+            if st.fired and rule.auto_resolve is True:
+                return self._resolve(rule, s, t, [*st.evidence(), seq])
             return []
         if st is None and is_start and not is_end:
-            self._put(
-                key,
-                self._rule_state(
-                    rule,
-                    s,
-                    info.id,
-                    since=t,
-                    seqs=[seq],
-                    fired=False,
-                    deadline=self._deadline(rule, t, duration or rule.duration),
-                ),
-            )
+            deadline = self._deadline(rule, t, duration or rule.duration)
+            self._arm(pos, key, _Entry(info.id, t, seq, False, deadline))
         return []
 
-    def _on_deadline(self, rule: AnyRule, key: str, st: State, at: float) -> list[Decision]:
+    def _on_deadline(self, rule: AnyRule, pos: int, key: str, st: _Entry, at: float) -> list[Decision]:
         if isinstance(rule, CountRule | CorrelationRule) or (
             isinstance(rule, SequenceRule) and rule.mode in ("followed_by", "not_preceded_by")
         ):
-            self._put(key, None)  # the window expired: nothing to decide
+            self._drop(key)  # the window expired: nothing to decide
             return []
         subj = self._subject_again(rule, key, st)
         if subj is None:
-            self._put(key, None)  # the subject no longer exists or no longer qualifies
+            self._drop(key)  # the subject no longer exists or no longer qualifies
             return []
-        info = self.context.device(st.get("device", ""))
+        info = self.context.device(st.device)
         duration = self._duration(rule, subj, info)
-        out = self._emit(rule, subj, at, list(st.get("seqs", [])), count=1, duration=duration)
+        out = self._emit(rule, subj, at, st.evidence(), count=1, duration=duration)
         if isinstance(rule, SequenceRule) and rule.auto_resolve is not True:
-            self._put(key, None)
+            self._drop(key)
         else:
-            self._put(key, {**st, "fired": True, "deadline": None})
+            self._arm(pos, key, _Entry(st.device, st.start, st.seqs, True, None, st.window))
         return out
 
     # ------------------------------------------------------------------ alerts

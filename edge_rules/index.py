@@ -32,6 +32,16 @@ class RuleIndex:
         self.conditions: tuple[tuple[int, Condition], ...] = tuple(
             (pos, cond) for pos, rule in enumerate(rules) for cond in rule.conditions()
         )
+        # Per rule, its condition fields (when, first, …) with each condition's bit.
+        fields: list[dict[str, tuple[tuple[int, Condition], ...]]] = []
+        bit = 0
+        for rule in rules:
+            named = {}
+            for name, group in rule.condition_fields():
+                named[name] = tuple((1 << (bit + i), cond) for i, cond in enumerate(group))
+                bit += len(group)
+            fields.append(named)
+        self.fields: tuple[dict[str, tuple[tuple[int, Condition], ...]], ...] = tuple(fields)
         bits = [0] * len(rules)
         any_device = [0] * len(rules)  # conditions every device meets
         tested: list[list[tuple[int, Condition]]] = [[] for _ in rules]  # the others

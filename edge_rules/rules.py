@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import string
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -91,6 +91,36 @@ class Comparison(_Model):
             if self.ge is not None and not value >= self.ge:
                 return False
         return True
+
+    def compiled(self) -> Callable[[bool, Scalar | None], bool]:
+        """``test`` as a function of its own: the engine's hot path calls one per condition value.
+        The usual shapes (``eq`` alone; bounds alone) read nothing of the model, the others are
+        ``test`` itself."""
+        eq, bounds = self.eq, (self.lt, self.le, self.gt, self.ge)
+        if self.exists is not None or self.ne is not None or self.in_ is not None:
+            return self.test
+        if eq is not None and bounds == (None, None, None, None):
+            flag = isinstance(eq, bool)
+
+            def equal(present: bool, value: Scalar | None) -> bool:
+                return present and value is not None and isinstance(value, bool) == flag and value == eq
+
+            return equal
+        if eq is None and bounds != (None, None, None, None):
+            lt, le, gt, ge = bounds
+
+            def within(present: bool, value: Scalar | None) -> bool:
+                if not present or value is None or isinstance(value, bool) or not isinstance(value, int | float):
+                    return False
+                return (
+                    (lt is None or value < lt)
+                    and (le is None or value <= le)
+                    and (gt is None or value > gt)
+                    and (ge is None or value >= ge)
+                )
+
+            return within
+        return self.test
 
 
 def _same(a: Scalar, b: Scalar) -> bool:
@@ -243,11 +273,15 @@ class _Rule(_Model):
         ``end``, a list ``auto_resolve`` — found by walking the fields, so that a condition field
         added later cannot be missed by the engine's index (an event no condition of a rule can
         match leaves the rule alone: no decision, no state)."""
-        out: list[Condition] = []
+        return [cond for _, group in self.condition_fields() for cond in group]
+
+    def condition_fields(self) -> list[tuple[str, list[Condition]]]:
+        """``conditions()`` by field name, in the same order."""
+        out: list[tuple[str, list[Condition]]] = []
         for name in type(self).model_fields:
             value = getattr(self, name)
             if isinstance(value, list) and all(isinstance(c, Condition) for c in value):
-                out.extend(value)
+                out.append((name, value))
         return out
 
 
