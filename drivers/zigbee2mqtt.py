@@ -118,6 +118,12 @@ def _get(msg: Mapping[str, Any], name: str, expected: type | tuple[type, ...], c
     value = msg.get(name)
     if value is None:
         return None
+    # The common cases first, each what the checks below let through unchanged.
+    cls = value.__class__
+    if cls is expected:  # a bool or a str as expected
+        return value
+    if expected is _NUMBER and (cls is float or (cls is int and -INT64 <= value < INT64)):
+        return value
     # bool is an int in Python but never a number in JSON
     if isinstance(value, bool) != (expected is bool) or not isinstance(value, expected):
         raise _fail("wrong_type", ctx.model, f"{name} must be {_type_name(expected)}, got {snippet(value)}")
@@ -568,21 +574,38 @@ def action_table(model: str, actions: Mapping[str, str] | None = None) -> Mappin
 def decode_state(payload: bytes, model: str, actions: Mapping[str, str] | None = None) -> list[Observation]:
     """Decode a ``zigbee2mqtt/<friendly_name>`` state message of ``model``."""
     msg = load_json(payload, "zigbee2mqtt")  # size guard first: garbage costs nothing
-    ctx = _Context(model, action_table(model, actions))
+    prepared = _PREPARED.get(model) if actions is None and isinstance(model, str) else None
+    if prepared is None:
+        ctx = _Context(model, action_table(model, actions))
+        extends = None
+    else:
+        ctx, extends = prepared
     if not isinstance(msg, dict):
         raise _fail("not_object", model, f"expected a JSON object, got {snippet(msg)}")
-    found = [obs for extend in _model(model).extends for obs in extend.decode(msg, ctx)]
+    found: list[Observation] = []
+    for extend in extends or _model(model).extends:
+        found += extend.decode(msg, ctx)
     linkquality = _get(msg, LINKQUALITY, _NUMBER, ctx)
-    if found and linkquality is not None:
-        found[0] = replace(found[0], values={**found[0].values, LINKQUALITY: linkquality})
     device_time = _last_seen(msg.get("last_seen"))
+    if found and linkquality is not None:
+        first = found[0]
+        found[0] = Observation(first.kind, {**first.values, LINKQUALITY: linkquality}, first.device_time)
     if device_time is not None:
-        found = [replace(obs, device_time=device_time) for obs in found]
+        found = [Observation(obs.kind, obs.values, device_time) for obs in found]
     return found
+
+
+# Each model's context with its default action table, and its extends: looked up once, not per
+# message (a device with its own action table still has its table checked each time).
+_PREPARED: dict[str, tuple[_Context, tuple[Extend, ...]]] = {
+    name: (_Context(name, action_table(name)), spec.extends) for name, spec in MODELS.items()
+}
 
 
 def _last_seen(value: object) -> float | None:
     """``last_seen`` as epoch seconds (µs resolution), or None when we cannot trust it."""
+    if value is None:
+        return None
     count: int | None = None
     try:
         if isinstance(value, str) and len(value) <= 40:

@@ -182,28 +182,32 @@ class Registry:
     ) -> list[Event]:
         if raw is None:
             raw = payload[:RAW_LIMIT].decode("utf-8", errors="replace")
+        device_id, family, model, location = entry.id, entry.family, entry.model, entry.location
         events = []
         for obs in observations:
             values = dict(obs.values)
-            event_time, time_source = received_at, "gateway"
-            if obs.device_time is not None:
-                if abs(obs.device_time - received_at) <= MAX_CLOCK_SKEW:
-                    event_time, time_source = obs.device_time, "device"
-                else:
-                    values["device_time"] = obs.device_time  # kept for diagnosis, not trusted
+            device_time = obs.device_time
+            if device_time is None:
+                event_time, time_source = received_at, "gateway"
+            elif abs(device_time - received_at) <= MAX_CLOCK_SKEW:
+                event_time, time_source = device_time, "device"
+            else:
+                event_time, time_source = received_at, "gateway"
+                values["device_time"] = device_time  # kept for diagnosis, not trusted
+            # positional: the order of Event's fields
             events.append(
                 Event(
-                    device_id=entry.id,
-                    family=entry.family,
-                    kind=obs.kind,
-                    event_time=event_time,
-                    received_at=received_at,
-                    model=entry.model,
-                    location=entry.location,
-                    values=values,
-                    time_source=time_source,
-                    source=source,
-                    raw=raw,
+                    device_id,
+                    family,
+                    obs.kind,
+                    event_time,
+                    received_at,
+                    model,
+                    location,
+                    values,
+                    time_source,
+                    source,
+                    raw,
                 )
             )
         return events
