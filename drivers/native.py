@@ -117,7 +117,7 @@ def load_json(payload: bytes, what: str) -> Any:
     if len(payload) > MAX_PAYLOAD:
         raise PayloadError("too_large", f"{what}: {len(payload)} bytes > {MAX_PAYLOAD}")
     try:
-        text = bytes(payload).decode("utf-8")
+        text = payload.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise PayloadError("bad_utf8", f"{what}: invalid UTF-8 at byte {exc.start}") from None
     text = text.removeprefix("\ufeff").strip()

@@ -63,6 +63,7 @@ class Registry:
         self.households = households
         self.devices: dict[str, DeviceEntry] = {}
         self._z2m: dict[str, DeviceEntry] = {}
+        self._z2m_actions: dict[str, Mapping[str, str]] = {}  # buttons with an action table of their own
         self._rtl: dict[tuple[str, str, str], DeviceEntry] = {}
         self.serial_devices: dict[str, DeviceEntry] = {}
         self.modbus_devices: dict[str, DeviceEntry] = {}
@@ -79,6 +80,8 @@ class Registry:
                 self.osdp_devices[d.id] = entry
             elif isinstance(d.mqtt, Zigbee2MqttSource):
                 self._z2m[d.mqtt.friendly_name] = entry
+                if d.mqtt.actions is not None:
+                    self._z2m_actions[d.mqtt.friendly_name] = d.mqtt.actions
             elif isinstance(d.mqtt, Rtl433Source):
                 self._rtl[(d.model, d.mqtt.id, d.mqtt.channel)] = entry
         m = config.mqtt
@@ -122,9 +125,7 @@ class Registry:
             obs = [zigbee2mqtt.decode_availability(payload)]
         else:
             entry = self._z2m_entry(rest)
-            src = entry.config.mqtt
-            actions = src.actions if isinstance(src, Zigbee2MqttSource) else None
-            obs = zigbee2mqtt.decode_state(payload, entry.model, actions)
+            obs = zigbee2mqtt.decode_state(payload, entry.model, self._z2m_actions.get(rest))
         return self._events(entry, obs, payload, received_at, "zigbee2mqtt")
 
     def _z2m_entry(self, name: str) -> DeviceEntry:
