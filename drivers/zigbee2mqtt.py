@@ -73,6 +73,8 @@ __all__ = [
 ]
 
 LINKQUALITY = "linkquality"
+# What an extend decoded: a kind and the values that came with it.
+Found = tuple[Kind, dict[str, Scalar]]
 _SUPERVISION = frozenset({Kind.BATTERY, Kind.BATTERY_LOW, Kind.TAMPER, Kind.TAMPER_CLEAR})
 
 
@@ -90,7 +92,10 @@ class Extend(Protocol):
         """Every kind ``decode`` can produce with the model's default tables."""
         ...
 
-    def decode(self, msg: Mapping[str, Any], ctx: _Context) -> list[Observation]: ...
+    def decode(self, msg: Mapping[str, Any], ctx: _Context) -> list[Found]:
+        """What the message says in this extend's fields: each a kind and a dict of its values,
+        new for each call (``decode_state`` adds to the first and makes the observations)."""
+        ...
 
     def encode(self, pending: list[Observation], out: dict[str, Any], ctx: _Context) -> None:
         """Write the fields for the observations this extend owns and remove them from ``pending``."""
@@ -118,6 +123,12 @@ def _get(msg: Mapping[str, Any], name: str, expected: type | tuple[type, ...], c
     value = msg.get(name)
     if value is None:
         return None
+    # The common cases first, each what the checks below let through unchanged.
+    cls = value.__class__
+    if cls is expected:  # a bool or a str as expected
+        return value
+    if expected is _NUMBER and (cls is float or (cls is int and -INT64 <= value < INT64)):
+        return value
     # bool is an int in Python but never a number in JSON
     if isinstance(value, bool) != (expected is bool) or not isinstance(value, expected):
         raise _fail("wrong_type", ctx.model, f"{name} must be {_type_name(expected)}, got {snippet(value)}")
@@ -168,11 +179,11 @@ class Binary:
     def kinds(self) -> frozenset[Kind]:
         return frozenset({self.on, self.off})
 
-    def decode(self, msg: Mapping[str, Any], ctx: _Context) -> list[Observation]:
+    def decode(self, msg: Mapping[str, Any], ctx: _Context) -> list[Found]:
         value = _get(msg, self.name, bool, ctx)
         if value is None:
             return []
-        return [Observation(self.on if value else self.off)]
+        return [(self.on if value else self.off, {})]
 
     def encode(self, pending: list[Observation], out: dict[str, Any], ctx: _Context) -> None:
         obs = _take(pending, self.kinds, ctx, self.name)
@@ -203,13 +214,13 @@ class Smoke:
         kinds = {Kind.SMOKE_ALARM, Kind.SMOKE_CLEAR}
         return frozenset(kinds | {Kind.SMOKE_TEST} if self.test else kinds)
 
-    def decode(self, msg: Mapping[str, Any], ctx: _Context) -> list[Observation]:
+    def decode(self, msg: Mapping[str, Any], ctx: _Context) -> list[Found]:
         if self.test and _get(msg, "test", bool, ctx):
-            return [Observation(Kind.SMOKE_TEST)]
+            return [(Kind.SMOKE_TEST, {})]
         value = _get(msg, "smoke", bool, ctx)
         if value is None:
             return []
-        return [Observation(Kind.SMOKE_ALARM if value else Kind.SMOKE_CLEAR)]
+        return [(Kind.SMOKE_ALARM if value else Kind.SMOKE_CLEAR, {})]
 
     def encode(self, pending: list[Observation], out: dict[str, Any], ctx: _Context) -> None:
         obs = _take(pending, self.kinds, ctx, "smoke")
@@ -236,12 +247,12 @@ class Choice:
     def kinds(self) -> frozenset[Kind]:
         return frozenset(kind for kind in self.states.values() if kind is not None)
 
-    def decode(self, msg: Mapping[str, Any], ctx: _Context) -> list[Observation]:
+    def decode(self, msg: Mapping[str, Any], ctx: _Context) -> list[Found]:
         value = _enum(msg, self.name, self.states, ctx)
         if value is None:
             return []
         kind = self.states[value]
-        return [] if kind is None else [Observation(kind, {self.name: value})]
+        return [] if kind is None else [(kind, {self.name: value})]
 
     def encode(self, pending: list[Observation], out: dict[str, Any], ctx: _Context) -> None:
         obs = _take(pending, self.kinds, ctx, self.name)
@@ -273,11 +284,11 @@ class Presence:
     def kinds(self) -> frozenset[Kind]:
         return frozenset({Kind.PRESENCE})
 
-    def decode(self, msg: Mapping[str, Any], ctx: _Context) -> list[Observation]:
+    def decode(self, msg: Mapping[str, Any], ctx: _Context) -> list[Found]:
         for name in self.names:
             value = _get(msg, name, bool, ctx)
             if value is not None:
-                return [Observation(Kind.PRESENCE, {"present": value})]
+                return [(Kind.PRESENCE, {"present": value})]
         return []
 
     def encode(self, pending: list[Observation], out: dict[str, Any], ctx: _Context) -> None:
@@ -309,14 +320,14 @@ class PostureStatus:
     def kinds(self) -> frozenset[Kind]:
         return frozenset({kind for kind, _ in self.states.values() if kind is not None} | {Kind.PRESENCE})
 
-    def decode(self, msg: Mapping[str, Any], ctx: _Context) -> list[Observation]:
+    def decode(self, msg: Mapping[str, Any], ctx: _Context) -> list[Found]:
         value = _enum(msg, self.name, self.states, ctx)
         if value is None:
             return []
         kind, present = self.states[value]
         if kind is None:
-            return [Observation(Kind.PRESENCE, {"present": present, self.name: value})]
-        return [Observation(kind, {self.name: value}), Observation(Kind.PRESENCE, {"present": present})]
+            return [(Kind.PRESENCE, {"present": present, self.name: value})]
+        return [(kind, {self.name: value}), (Kind.PRESENCE, {"present": present})]
 
     def encode(self, pending: list[Observation], out: dict[str, Any], ctx: _Context) -> None:
         fall = _take(pending, self.kinds - {Kind.PRESENCE}, ctx, self.name)
@@ -364,13 +375,13 @@ class Action:
     def kinds(self) -> frozenset[Kind]:
         return frozenset(Kind(kind) for kind in self.default.values())
 
-    def decode(self, msg: Mapping[str, Any], ctx: _Context) -> list[Observation]:
+    def decode(self, msg: Mapping[str, Any], ctx: _Context) -> list[Found]:
         action = _get(msg, "action", str, ctx)
         if not action:  # absent, null or "" (Z2M's reset of the transient value)
             return []
         kind = ctx.actions.get(action)
         if kind is not None:
-            return [Observation(Kind(kind), {"action": action})]
+            return [(Kind(kind), {"action": action})]
         if action in self.known:
             return []
         raise _fail(
@@ -412,17 +423,17 @@ class Battery:
     def kinds(self) -> frozenset[Kind]:
         return frozenset({Kind.BATTERY, Kind.BATTERY_LOW})
 
-    def decode(self, msg: Mapping[str, Any], ctx: _Context) -> list[Observation]:
-        found: list[Observation] = []
+    def decode(self, msg: Mapping[str, Any], ctx: _Context) -> list[Found]:
+        found: list[Found] = []
         values: dict[str, Scalar] = {}
         for name in ("battery", "voltage"):
             value = _get(msg, name, _NUMBER, ctx)
             if value is not None:
                 values[name] = value
         if values:
-            found.append(Observation(Kind.BATTERY, values))
+            found.append((Kind.BATTERY, values))
         if _get(msg, "battery_low", bool, ctx):
-            found.append(Observation(Kind.BATTERY_LOW))
+            found.append((Kind.BATTERY_LOW, {}))
         return found
 
     def encode(self, pending: list[Observation], out: dict[str, Any], ctx: _Context) -> None:
@@ -568,21 +579,35 @@ def action_table(model: str, actions: Mapping[str, str] | None = None) -> Mappin
 def decode_state(payload: bytes, model: str, actions: Mapping[str, str] | None = None) -> list[Observation]:
     """Decode a ``zigbee2mqtt/<friendly_name>`` state message of ``model``."""
     msg = load_json(payload, "zigbee2mqtt")  # size guard first: garbage costs nothing
-    ctx = _Context(model, action_table(model, actions))
+    prepared = _PREPARED.get(model) if actions is None and isinstance(model, str) else None
+    if prepared is None:
+        ctx = _Context(model, action_table(model, actions))
+        extends = None
+    else:
+        ctx, extends = prepared
     if not isinstance(msg, dict):
         raise _fail("not_object", model, f"expected a JSON object, got {snippet(msg)}")
-    found = [obs for extend in _model(model).extends for obs in extend.decode(msg, ctx)]
+    found: list[Found] = []
+    for extend in extends or _model(model).extends:
+        found += extend.decode(msg, ctx)
     linkquality = _get(msg, LINKQUALITY, _NUMBER, ctx)
     if found and linkquality is not None:
-        found[0] = replace(found[0], values={**found[0].values, LINKQUALITY: linkquality})
+        found[0][1][LINKQUALITY] = linkquality
     device_time = _last_seen(msg.get("last_seen"))
-    if device_time is not None:
-        found = [replace(obs, device_time=device_time) for obs in found]
-    return found
+    return [Observation(kind, values, device_time) for kind, values in found]
+
+
+# Each model's context with its default action table, and its extends: looked up once, not per
+# message (a device with its own action table still has its table checked each time).
+_PREPARED: dict[str, tuple[_Context, tuple[Extend, ...]]] = {
+    name: (_Context(name, action_table(name)), spec.extends) for name, spec in MODELS.items()
+}
 
 
 def _last_seen(value: object) -> float | None:
     """``last_seen`` as epoch seconds (µs resolution), or None when we cannot trust it."""
+    if value is None:
+        return None
     count: int | None = None
     try:
         if isinstance(value, str) and len(value) <= 40:

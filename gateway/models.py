@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 Scalar = bool | int | float | str
@@ -165,6 +165,10 @@ class Location:
         return ", ".join(parts)
 
 
+# Event.__init__'s default for the fields with a default factory (``location``, ``values``).
+_FACTORY: Any = object()
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     """One normalised event from any driver.
@@ -186,6 +190,39 @@ class Event:
     source: str = ""  # payload format or transport: "zigbee2mqtt", "rtl_433", "native", …
     raw: str = ""  # the payload as received (text, or hex for binary frames), for debugging
     seq: int = 0
+
+    # Written out instead of generated: a frozen dataclass's own __init__ sets each field with
+    # ``object.__setattr__(self, name, value)``, a name look-up per field, and an event is built
+    # per observation (and again with its seq): through the slots' own descriptors it costs half
+    # (bench/bench_decode.py). Same parameters, defaults and order as the fields above, which
+    # tests/gateway/test_models.py holds together; the class stays frozen.
+    def __init__(
+        self,
+        device_id: str,
+        family: Family,
+        kind: Kind,
+        event_time: float,
+        received_at: float,
+        model: str = "",
+        location: Location = _FACTORY,
+        values: Mapping[str, Scalar] = _FACTORY,
+        time_source: str = "gateway",
+        source: str = "",
+        raw: str = "",
+        seq: int = 0,
+    ) -> None:
+        _set_device_id(self, device_id)
+        _set_family(self, family)
+        _set_kind(self, kind)
+        _set_event_time(self, event_time)
+        _set_received_at(self, received_at)
+        _set_model(self, model)
+        _set_location(self, Location() if location is _FACTORY else location)
+        _set_values(self, {} if values is _FACTORY else values)
+        _set_time_source(self, time_source)
+        _set_source(self, source)
+        _set_raw(self, raw)
+        _set_seq(self, seq)
 
     @property
     def lane(self) -> Lane:
@@ -239,6 +276,22 @@ class Event:
             int(data.get("seq", 0)) if seq is None else seq,
         )
 
+
+# Event.__init__'s setters: the descriptors of the slots of the class @dataclass(slots=True) made.
+(
+    _set_device_id,
+    _set_family,
+    _set_kind,
+    _set_event_time,
+    _set_received_at,
+    _set_model,
+    _set_location,
+    _set_values,
+    _set_time_source,
+    _set_source,
+    _set_raw,
+    _set_seq,
+) = (Event.__dict__[f.name].__set__ for f in fields(Event))
 
 # Event.from_dict's look-ups: calling an enum class (Kind("door_opened")) costs a microsecond.
 _FAMILIES: dict[object, Family] = {f.value: f for f in Family}

@@ -63,6 +63,7 @@ class Registry:
         self.households = households
         self.devices: dict[str, DeviceEntry] = {}
         self._z2m: dict[str, DeviceEntry] = {}
+        self._z2m_actions: dict[str, Mapping[str, str]] = {}  # buttons with an action table of their own
         self._rtl: dict[tuple[str, str, str], DeviceEntry] = {}
         self.serial_devices: dict[str, DeviceEntry] = {}
         self.modbus_devices: dict[str, DeviceEntry] = {}
@@ -79,6 +80,8 @@ class Registry:
                 self.osdp_devices[d.id] = entry
             elif isinstance(d.mqtt, Zigbee2MqttSource):
                 self._z2m[d.mqtt.friendly_name] = entry
+                if d.mqtt.actions is not None:
+                    self._z2m_actions[d.mqtt.friendly_name] = d.mqtt.actions
             elif isinstance(d.mqtt, Rtl433Source):
                 self._rtl[(d.model, d.mqtt.id, d.mqtt.channel)] = entry
         m = config.mqtt
@@ -122,9 +125,7 @@ class Registry:
             obs = [zigbee2mqtt.decode_availability(payload)]
         else:
             entry = self._z2m_entry(rest)
-            src = entry.config.mqtt
-            actions = src.actions if isinstance(src, Zigbee2MqttSource) else None
-            obs = zigbee2mqtt.decode_state(payload, entry.model, actions)
+            obs = zigbee2mqtt.decode_state(payload, entry.model, self._z2m_actions.get(rest))
         return self._events(entry, obs, payload, received_at, "zigbee2mqtt")
 
     def _z2m_entry(self, name: str) -> DeviceEntry:
@@ -182,28 +183,32 @@ class Registry:
     ) -> list[Event]:
         if raw is None:
             raw = payload[:RAW_LIMIT].decode("utf-8", errors="replace")
+        device_id, family, model, location = entry.id, entry.family, entry.model, entry.location
         events = []
         for obs in observations:
             values = dict(obs.values)
-            event_time, time_source = received_at, "gateway"
-            if obs.device_time is not None:
-                if abs(obs.device_time - received_at) <= MAX_CLOCK_SKEW:
-                    event_time, time_source = obs.device_time, "device"
-                else:
-                    values["device_time"] = obs.device_time  # kept for diagnosis, not trusted
+            device_time = obs.device_time
+            if device_time is None:
+                event_time, time_source = received_at, "gateway"
+            elif abs(device_time - received_at) <= MAX_CLOCK_SKEW:
+                event_time, time_source = device_time, "device"
+            else:
+                event_time, time_source = received_at, "gateway"
+                values["device_time"] = device_time  # kept for diagnosis, not trusted
+            # positional: the order of Event's fields
             events.append(
                 Event(
-                    device_id=entry.id,
-                    family=entry.family,
-                    kind=obs.kind,
-                    event_time=event_time,
-                    received_at=received_at,
-                    model=entry.model,
-                    location=entry.location,
-                    values=values,
-                    time_source=time_source,
-                    source=source,
-                    raw=raw,
+                    device_id,
+                    family,
+                    obs.kind,
+                    event_time,
+                    received_at,
+                    model,
+                    location,
+                    values,
+                    time_source,
+                    source,
+                    raw,
                 )
             )
         return events

@@ -181,3 +181,96 @@ def test_fuzz_json(value: Any) -> None:
 @given(st.sampled_from(list(Kind)), json_values, json_values)
 def test_fuzz_known_kind(kind: Kind, values: Any, when: Any) -> None:
     only_payload_errors(lambda: native.decode(as_bytes({"kind": str(kind), "values": values, "time": when})))
+
+
+# --------------------------------------------------------------------------------------------
+# load_json: msgspec first, json where msgspec refuses or might differ; both read alike
+
+
+def _loaded(payload: bytes) -> str:
+    """What load_json makes of ``payload``, as text that tells 1 from 1.0 and -0.0 from 0.0."""
+    try:
+        return "value " + repr(native.load_json(payload, "test"))
+    except PayloadError as exc:
+        return f"error {exc.reason}: {exc}"
+
+
+def _by_json(payload: bytes) -> str:
+    """The same with the fast path shut: json's reading alone, as load_json did before it."""
+    fast = native._FAST_MAX
+    native._FAST_MAX = -1
+    try:
+        return _loaded(payload)
+    finally:
+        native._FAST_MAX = fast
+
+
+def _number_text() -> st.SearchStrategy[str]:
+    digits = st.text("0123456789", min_size=1, max_size=30)
+    exponent = st.none() | st.tuples(st.sampled_from("eE"), st.sampled_from(["", "+", "-"]), st.integers(0, 400))
+    return st.builds(
+        lambda sign, whole, fraction, exp: (
+            sign
+            + whole
+            + ("" if fraction is None else "." + fraction)
+            + ("" if exp is None else f"{exp[0]}{exp[1]}{exp[2]}")
+        ),
+        st.sampled_from(["", "-"]),
+        digits,
+        st.none() | digits,
+        exponent,
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"18446744073709551616",  # beyond 64 bits: an int, as json reads it (orjson made it a float)
+        b"-9223372036854775809",
+        b"9" * 4300,  # Python's digit limit, and one past it
+        b"9" * 4301,
+        b"1e400",
+        b"-1e400",
+        b"1e-400",
+        b"-0.0",
+        b"-0",
+        b"2.2250738585072011e-308",
+        b"123456789.123456789",
+        b'{"a":1,"b":2,"a":3}',  # duplicate keys: the last value, in the first key's place
+        b'"\\ud800"',  # a lone surrogate: json keeps it, msgspec refuses it
+        b'"a\x01b"',
+        b'"\\u0000"',
+        b"NaN",
+        b"[1,]",
+        b"01",
+        b"\xef\xbb\xbf\xef\xbb\xbf{}",  # a second BOM: json's own words
+        b" \xc2\xa0{} ",
+        b"[" * 499 + b"]" * 499,
+        b"[" * 501 + b"]" * 501,  # past the fast path's length
+        b"[" * 2000 + b"]" * 2000,
+        b'{"x":' + b"[" * 1100 + b"]" * 1100 + b"}",
+    ],
+)
+def test_load_json_reads_as_json_reads(text: bytes) -> None:
+    assert _loaded(text) == _by_json(text)
+
+
+@settings(max_examples=500, deadline=None)
+@given(json_values | json_objects)
+def test_load_json_reads_any_json_as_json_reads(value: Any) -> None:
+    payload = as_bytes(value)
+    assert _loaded(payload) == _by_json(payload)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(_number_text())
+def test_load_json_reads_numbers_as_json_reads(text: str) -> None:
+    for payload in (text.encode(), f'{{"battery":{text}}}'.encode(), f"[{text},{text}]".encode()):
+        assert _loaded(payload) == _by_json(payload)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from('{}[]:,"\\ 0123456789.eE+-truefalsnul\x00\x1f\u00e9\ud800'), max_size=40))
+def test_load_json_refuses_as_json_refuses(text: str) -> None:
+    payload = text.encode("utf-8", "surrogatepass")
+    assert _loaded(payload) == _by_json(payload)

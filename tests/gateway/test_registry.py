@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -123,3 +125,31 @@ def test_a_deeply_nested_payload_is_a_payload_error_on_every_topic() -> None:
     for topic in topics:
         with pytest.raises(PayloadError):
             registry.decode(topic, deep, 0.0)
+
+
+RECORD = Path(__file__).parent / "testdata" / "decode-record.jsonl"
+
+
+def recorded() -> list[Any]:
+    return [json.loads(line) for line in RECORD.read_text(encoding="utf-8").splitlines()]
+
+
+def test_decode_is_what_it_was_before_it_was_made_faster() -> None:
+    # compare.py's traffic, broken every way we know, and the zigbee2mqtt golden payloads, as the
+    # code before issue 14's faster decoding decoded them (testdata/make_decode_record.py):
+    # every event field for field, every error with its reason and message.
+    head, *messages = recorded()
+    registry = Registry(parse_config(head["site"], "bench-site.toml", Path("/tmp"), environ={}))
+    for m in messages:
+        payload = m["payload"].encode() if "payload" in m else bytes.fromhex(m["payload_hex"])
+        try:
+            events = registry.decode(m["topic"], payload, head["received_at"])
+        except PayloadError as exc:
+            got: dict[str, Any] = {"error": [type(exc).__name__, exc.reason, str(exc)]}
+        else:
+            text = payload.decode("utf-8", errors="replace")
+            got = {"events": [{k: v for k, v in e.to_dict().items() if k != "raw" or v != text} for e in events]}
+        want = {k: v for k, v in m.items() if k in ("events", "error")}
+        # as JSON text: 81 is not 81.0, nor 1 True
+        assert json.dumps(got, sort_keys=True) == json.dumps(want, sort_keys=True), (m["topic"], payload[:200])
+    assert sum("events" in m for m in messages) > 100 and sum("error" in m for m in messages) > 100
