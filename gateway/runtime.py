@@ -635,6 +635,8 @@ class Gateway:
             self.store.path,
         )
         split = self.ingest_process
+        if split is None and self.config.mqtt.ingest_process:
+            log.warning("[mqtt] ingest_process: only `sensegate run` forks it; the ingest runs in this process")
         if split is not None:
             split.publish_cursor(self.alerts.cursor)
             split.listen(asyncio.get_running_loop(), self._from_ingest)
