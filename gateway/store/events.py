@@ -92,9 +92,9 @@ class EventsStore(DiskStore):
         # forwarder's read-back (``pending_batch``). Events are never changed once stored, so the
         # object is what parsing its body again would give; an event not here (older, or written
         # by another process and not read here) is read from the database. An ingest process
-        # that forwards nothing keeps none (``keep_recent``).
+        # that forwards nothing keeps none; the gateway beside it keeps more (``recent_keep``).
         self._recent: OrderedDict[int, Event] = OrderedDict()
-        self.keep_recent = True
+        self.recent_keep = RECENT_KEEP
         # The ingest keys stored, read at the first redelivery, up to row ``_ingest_keys_to``
         # (seen_recently); None until then and after keys are forgotten.
         self._ingest_keys: set[str] | None = None
@@ -209,13 +209,13 @@ class EventsStore(DiskStore):
     def remember(self, events: Sequence[Event]) -> None:
         """Keep stored events (with their ``seq``) for the forwarders' read-back: those this
         process committed, or read from another process's commit (the ingest process)."""
-        if not events or not self.keep_recent:
+        if not events or not self.recent_keep:
             return
         with self._lock:
             recent = self._recent
             for ev in events:
                 recent[ev.seq] = ev
-            for _ in range(len(recent) - RECENT_KEEP):
+            for _ in range(len(recent) - self.recent_keep):
                 recent.popitem(last=False)
 
     def forget_ingest_keys(self, older_than: float, keep: int = INGEST_KEYS_KEEP) -> int:

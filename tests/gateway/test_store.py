@@ -113,7 +113,7 @@ def test_the_writer_reads_back_the_events_another_process_reads_from_the_file(tm
 
 def test_events_another_process_stored_are_remembered_for_the_forwarders(tmp_path: Path) -> None:
     ingest = Store(tmp_path / "s.db")
-    ingest.keep_recent = False  # the ingest process forwards nothing
+    ingest.recent_keep = 0  # the ingest process forwards nothing
     stored = ingest.append([event(n=1), event(n=2)], OUTPUTS)
     assert not ingest._recent
     gateway = Store(tmp_path / "s.db")
