@@ -13,7 +13,8 @@ For each offered rate, and for each system in turn, from scratch (loopback only,
 2. the system under test, in its own process:
    - **SenseGate**: ``python -m gateway.cli run -c …`` on a ``simulators.block.demo_site`` of
      ``--households`` households (four zigbee2mqtt devices each), both rule packs, store
-     ``synchronous = "full"``, an ``influxdb_v1`` output;
+     ``synchronous = "full"``, an ``influxdb_v1`` output; **sensegate-split** the same with
+     ``[mqtt] ingest_process = true`` (gateway/ingest/process.py);
    - **Node-RED** 4 (installed with npm into ``--node-red-dir``, ``bench/nodered-flow.json``):
      mqtt in (QoS 1) → JSON → a function making one point per message → node-red-contrib-influxdb
      (one write per message); JSON → switch on ``smoke`` → mqtt out (an alert);
