@@ -85,6 +85,7 @@ from simulators.devices import (  # noqa: E402
     Zigbee2MqttDevice,
     simulators_for,
 )
+from tests.gateway.harness import descendants  # noqa: E402
 from tests.servers import InfluxDB1, Mosquitto, ServerError, free_port  # noqa: E402
 
 NODE_RED = "node-red@4.1.8"  # the issue compares with Node-RED 4; npm's latest is 5.x
@@ -432,22 +433,7 @@ class Published:
 
 def process_tree(root: int) -> list[int]:
     """``root`` and its descendants, from /proc (Linux)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo += children.get(pid, [])
-    return out
+    return [root, *descendants(root)]
 
 
 def cpu_seconds(pids: Sequence[int]) -> float:
