@@ -36,7 +36,7 @@ from gateway.alerts.replies import SmsReplies
 from gateway.alerts.system import DISK_META, disk_decision
 from gateway.care.visits import VisitTracker
 from gateway.clock import Clock, SystemClock, sleep_or_wake
-from gateway.errors import StoreError
+from gateway.errors import SenseGateError, StoreError
 from gateway.ingest.health import IngestHealth
 from gateway.ingest.mqtt import DEDUP_WINDOW, MqttIngest
 from gateway.ingest.process import ANSWER, COMMAND, DISK, DOWN, STORED, UP, GatewayLink, IngestProcess, disk_state
@@ -638,24 +638,27 @@ class Gateway:
             self.store.path,
         )
         split = self.ingest_process
+        if split is None and self.config.mqtt.ingest_process:
+            log.warning("[mqtt] ingest_process: only `sensegate run` forks it; the ingest runs in this process")
         if split is not None:
             # Its events come in batches of up to READ_BATCH, read ahead of the outputs, which
             # would read them from the database once they fell out of memory.
             self.store.recent_keep = 4 * RECENT_KEEP
-        if split is None and self.config.mqtt.ingest_process:
-            log.warning("[mqtt] ingest_process: only `sensegate run` forks it; the ingest runs in this process")
-        if split is not None:
             split.publish_cursor(self.alerts.cursor)
             split.listen(asyncio.get_running_loop(), self._from_ingest)
             split.start()
         stopping = False
+        lost: list[str] = []
 
         async def keep_ingest_process() -> None:
             assert split is not None
             status = await split.ended()
             if not stopping:
-                # Nothing would restart the ingest: end, and let the service restart the whole.
-                raise StoreError(f"the ingest process's keeper ended (wait status {status}); stopping")
+                # Nothing would start another worker: stop in order, and end with an error for
+                # the service to restart the whole (Restart=always).
+                lost.append(f"the ingest process's keeper ended (wait status {status})")
+                log.error("%s: stopping", lost[0])
+                stop.set()
 
         try:
             async with asyncio.TaskGroup() as tg:
@@ -737,6 +740,8 @@ class Gateway:
             self.alerts.checkpoint()
             self.visits.checkpoint()
             self.store.close()
+        if lost:
+            raise SenseGateError(lost[0])
 
     async def _final_flush(self) -> None:
         """Let healthy outputs drain what is pending, for a few seconds at most. What is left

@@ -172,3 +172,22 @@ def test_the_ingest_processes_end_with_a_killed_gateway_and_the_next_start_takes
         gateway.stop()
     assert [a.dedup_key for a in alert] == [f"sos:{household(0)}"]
     assert sorted(stored) == sorted(f"gap-{n}" for n in range(100))
+
+
+def test_a_killed_keeper_stops_the_gateway_for_its_service_to_restart(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    site = FaultSite(alarms=1)
+    gateway = GatewayProcess(split_site(site, tmp_path, mosquitto), tmp_path)
+    store_path = tmp_path / "data" / "store.sqlite3"
+    gateway.start()
+    try:
+        with Publisher(mosquitto.host, mosquitto.port, client_id=f"pub-{uuid.uuid4().hex[:8]}") as pub:
+            subscribe(site, pub, store_path)
+        keeper, worker = tree(gateway)
+        assert gateway.proc is not None
+        os.kill(keeper, signal.SIGKILL)  # nothing would start another worker: the gateway ends
+        wait(lambda: gateway.proc is not None and gateway.proc.poll() is not None, 20, "the gateway to end")
+        wait(lambda: not alive(worker), 10, "the worker to end with its keeper")
+    finally:
+        gateway.stop()
+    assert gateway.proc.returncode != 0, "an error, for systemd's Restart= to act on"
+    assert "the ingest process's keeper ended" in gateway.log()
