@@ -86,6 +86,8 @@ CLOCK_BEHIND = 300.0
 # 6k msg/s: 500 left the outputs at 72–78 % and alerts 12–20 s late; 2,000 with 4 × RECENT_KEEP
 # events kept in memory: 100 % and 3.8 s).
 READ_BATCH = 2000
+# How often an ingest process looks whether the last one has ended.
+TURN_POLL = 0.05
 # How often the disk watch looks at the store's filesystem when nothing is written (has the room
 # come back?); the store itself looks before every write.
 DISK_CHECK = 5.0
@@ -771,6 +773,20 @@ class IngestWorker:
         link.attach(loop)
         stop = asyncio.Event()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
+        # One ingest process at a time: the last one may still be ending (its gateway was killed
+        # and a new one started), and a message it committed but could not acknowledge must be
+        # known as stored when the broker delivers it to this one (gateway/store/lock.py).
+        turn = StoreLock(self.config.store_path, "ingest process", suffix=".ingest")
+        waited = False
+        while True:
+            try:
+                turn.acquire()
+                break
+            except StoreError:
+                if not waited:
+                    log.warning("the last ingest process (%s) is still ending: waiting for it", turn.holder())
+                    waited = True
+                await self.clock.sleep(TURN_POLL)
         store = open_store(self.config)
         store.recent_keep = 0  # the gateway forwards; it reads back what it needs
         store.coordinate_writers()
@@ -818,6 +834,7 @@ class IngestWorker:
                     task.cancel()
         finally:
             store.close()
+            turn.release()
         return 0
 
     def _disk_changed(self) -> None:

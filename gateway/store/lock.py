@@ -6,6 +6,11 @@ started during a restore refuses to start; so does a second gateway on one store
 drops the lock when the process dies, however it dies: no stale lock after a crash or a power
 cut. Readers (``status``, ``backup``, the console's CLI commands) never take it: SQLite's WAL
 lets them in while the gateway writes.
+
+The MQTT ingest in a process of its own (gateway/ingest/process.py) takes a lock of its own,
+``<store>.ingest``, for as long as it runs: one that starts while the last one is still ending
+(its gateway was killed; it stops in order) waits for it, so that a message the last one
+committed but could not acknowledge is known as stored when the broker delivers it again.
 """
 
 from __future__ import annotations
@@ -19,13 +24,14 @@ from types import TracebackType
 from gateway.errors import StoreError
 
 
-def lock_path(store_path: Path) -> Path:
-    return store_path.with_name(store_path.name + ".lock")
+def lock_path(store_path: Path, suffix: str = ".lock") -> Path:
+    return store_path.with_name(store_path.name + suffix)
 
 
 class StoreLock:
-    def __init__(self, store_path: Path, what: str = "gateway") -> None:
-        self.path = lock_path(store_path)
+    def __init__(self, store_path: Path, what: str = "gateway", suffix: str = ".lock") -> None:
+        # ``suffix``: another lock beside the store's (the ingest process's turn: ".ingest").
+        self.path = lock_path(store_path, suffix)
         self.what = what
         self._fd: int | None = None
 

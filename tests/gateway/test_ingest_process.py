@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from gateway.store import Store
+from gateway.store.lock import StoreLock
 from tests.faults.site import FaultSite, alarm_device, heartbeat, household, sos, telemetry_device
 from tests.gateway.harness import GatewayProcess, Publisher, Subscriber, alive, children, open_store
 from tests.servers import InfluxDB1, Mosquitto
@@ -191,3 +192,38 @@ def test_a_killed_keeper_stops_the_gateway_for_its_service_to_restart(mosquitto:
         gateway.stop()
     assert gateway.proc.returncode != 0, "an error, for systemd's Restart= to act on"
     assert "the ingest process's keeper ended" in gateway.log()
+
+
+def test_an_ingest_process_waits_for_the_last_one_to_end(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    """The last worker may still be ending when a new gateway starts (its gateway was SIGKILLed:
+    it stops in order). Until it has, the new one receives nothing: a message the last one
+    committed but could not acknowledge must be known as stored when it comes again."""
+    site = FaultSite(alarms=1)
+    config = split_site(site, tmp_path, mosquitto)
+    store_path = tmp_path / "data" / "store.sqlite3"
+    first = GatewayProcess(config, tmp_path)
+    first.start()
+    try:
+        with Publisher(mosquitto.host, mosquitto.port, client_id=f"pub-{uuid.uuid4().hex[:8]}") as pub:
+            subscribe(site, pub, store_path)  # the broker keeps the session from now on
+    finally:
+        first.stop()
+    lingering = StoreLock(store_path, "a lingering ingest process", suffix=".ingest")
+    lingering.acquire()
+    gateway = GatewayProcess(config, tmp_path)
+    gateway.start()
+    try:
+        with Publisher(mosquitto.host, mosquitto.port, client_id=f"pub-{uuid.uuid4().hex[:8]}") as pub:
+            wait(lambda: "is still ending: waiting for it" in gateway.log(), 20, "the worker to wait")
+            for n in range(50):
+                pub.publish(site.topic(telemetry_device(n % 4)), heartbeat(f"w-{n}"))
+            time.sleep(1.0)
+            with open_store(store_path) as store:
+                assert uids(store, "w-") == [], "nothing received while the last one runs"
+            lingering.release()
+            with open_store(store_path) as store:
+                wait(lambda: len(uids(store, "w-")) == 50, 30, "what the broker kept")
+                assert sorted(uids(store, "w-")) == sorted(f"w-{n}" for n in range(50))
+    finally:
+        lingering.release()
+        gateway.stop()
