@@ -50,6 +50,25 @@ def subscribe(site: FaultSite, pub: Publisher, store_path: Path) -> None:
     wait(stored, 30, "the ingest process to subscribe")
 
 
+def publisher(broker: Mosquitto) -> Publisher:
+    return Publisher(broker.host, broker.port, client_id=f"pub-{uuid.uuid4().hex[:8]}")
+
+
+def started(tmp_path: Path, broker: Mosquitto) -> tuple[FaultSite, GatewayProcess, Path]:
+    """A gateway with its ingest process, started and subscribed (the test stops it)."""
+    site = FaultSite(alarms=1)
+    gateway = GatewayProcess(split_site(site, tmp_path, broker), tmp_path)
+    store_path = tmp_path / "data" / "store.sqlite3"
+    gateway.start()
+    try:
+        with publisher(broker) as pub:
+            subscribe(site, pub, store_path)
+    except BaseException:
+        gateway.stop()
+        raise
+    return site, gateway, store_path
+
+
 def tree(gateway: GatewayProcess) -> tuple[int, int]:
     """The keeper and its worker under ``gateway``, once both run."""
     assert gateway.proc is not None
@@ -121,14 +140,10 @@ def test_events_are_stored_forwarded_and_alarms_alert_through_the_ingest_process
 
 
 def test_a_killed_worker_is_restarted_and_loses_no_message(mosquitto: Mosquitto, tmp_path: Path) -> None:
-    site = FaultSite(alarms=1)
-    gateway = GatewayProcess(split_site(site, tmp_path, mosquitto), tmp_path)
-    store_path = tmp_path / "data" / "store.sqlite3"
+    site, gateway, store_path = started(tmp_path, mosquitto)
     total = 2000
-    gateway.start()
     try:
-        with Publisher(mosquitto.host, mosquitto.port, client_id=f"pub-{uuid.uuid4().hex[:8]}") as pub:
-            subscribe(site, pub, store_path)
+        with publisher(mosquitto) as pub:
             keeper, worker = tree(gateway)
             for n in range(total):
                 pub.publish(site.topic(telemetry_device(n % 4)), heartbeat(f"k-{n}"))
@@ -150,13 +165,9 @@ def test_a_killed_worker_is_restarted_and_loses_no_message(mosquitto: Mosquitto,
 def test_the_ingest_processes_end_with_a_killed_gateway_and_the_next_start_takes_over(
     mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
-    site = FaultSite(alarms=1)
-    gateway = GatewayProcess(split_site(site, tmp_path, mosquitto), tmp_path)
-    store_path = tmp_path / "data" / "store.sqlite3"
-    gateway.start()
+    site, gateway, store_path = started(tmp_path, mosquitto)
     try:
-        with Publisher(mosquitto.host, mosquitto.port, client_id=f"pub-{uuid.uuid4().hex[:8]}") as pub:
-            subscribe(site, pub, store_path)
+        with publisher(mosquitto) as pub:
             keeper, worker = tree(gateway)
             gateway.kill()  # SIGKILL: the kernel tells the keeper, the keeper the worker
             wait(lambda: not alive(keeper) and not alive(worker), 15, "keeper and worker to end")
@@ -176,13 +187,8 @@ def test_the_ingest_processes_end_with_a_killed_gateway_and_the_next_start_takes
 
 
 def test_a_killed_keeper_stops_the_gateway_for_its_service_to_restart(mosquitto: Mosquitto, tmp_path: Path) -> None:
-    site = FaultSite(alarms=1)
-    gateway = GatewayProcess(split_site(site, tmp_path, mosquitto), tmp_path)
-    store_path = tmp_path / "data" / "store.sqlite3"
-    gateway.start()
+    _, gateway, _ = started(tmp_path, mosquitto)
     try:
-        with Publisher(mosquitto.host, mosquitto.port, client_id=f"pub-{uuid.uuid4().hex[:8]}") as pub:
-            subscribe(site, pub, store_path)
         keeper, worker = tree(gateway)
         assert gateway.proc is not None
         os.kill(keeper, signal.SIGKILL)  # nothing would start another worker: the gateway ends
