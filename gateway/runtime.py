@@ -770,9 +770,9 @@ class IngestWorker:
 
     async def run(self, link: GatewayLink) -> int:
         loop = self._loop = asyncio.get_running_loop()
-        link.attach(loop)
         stop = asyncio.Event()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
+        link.attach(loop, stop.set)  # the gateway died: stop as on SIGTERM
         # One ingest process at a time: the last one may still be ending (its gateway was killed
         # and a new one started), and a message it committed but could not acknowledge must be
         # known as stored when the broker delivers it to this one (gateway/store/lock.py).
@@ -783,6 +783,8 @@ class IngestWorker:
                 turn.acquire()
                 break
             except StoreError:
+                if stop.is_set():
+                    return 0
                 if not waited:
                     log.warning("the last ingest process (%s) is still ending: waiting for it", turn.holder())
                     waited = True

@@ -208,7 +208,7 @@ def _keeper(
                 os._exit(code)
         _, status = os.waitpid(worker, 0)
         worker = 0
-        if stopping:
+        if stopping or os.getppid() != parent:  # asked to stop, or the gateway is gone
             break
         if monotonic() - started > GOOD_RUN:
             backoff = RESTART_FIRST
@@ -232,10 +232,29 @@ class GatewayLink:
         self.cursor = cursor
         self._unsent: list[bytes] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._gone = False
 
-    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+    def attach(self, loop: asyncio.AbstractEventLoop, on_gone: Callable[[], None]) -> None:
+        """Send on ``loop``; call ``on_gone`` once the gateway's end of the link is closed (the
+        gateway died). The gateway sends nothing on it: the link turns readable only then. The
+        kernel's parent-death signal says the same through the keeper; this does not depend on
+        the keeper."""
         self._loop = loop
         self.link.setblocking(False)
+
+        def readable() -> None:
+            try:
+                if self.link.recv(1):
+                    return
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                pass
+            loop.remove_reader(self.link.fileno())
+            self._gone = True
+            on_gone()
+
+        loop.add_reader(self.link.fileno(), readable)
 
     def processed_seq(self) -> int:
         """The gateway's alert cursor (read from the store's thread)."""
@@ -259,8 +278,10 @@ class GatewayLink:
                 if self._loop is not None:
                     self._loop.add_writer(self.link.fileno(), self._flush)
                 return
-            except OSError as exc:  # the gateway is gone: the keeper is about to stop us
-                log.warning("cannot tell the gateway (%s)", exc)
+            except OSError as exc:  # the gateway is gone: we are about to stop
+                if not self._gone:
+                    log.warning("cannot tell the gateway (%s): it is gone", exc)
+                    self._gone = True
                 self._unsent.clear()
                 return
             self._unsent.pop(0)

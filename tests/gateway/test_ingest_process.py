@@ -4,6 +4,7 @@ Mosquitto and InfluxDB; the processes are found in /proc and killed as a crash w
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -233,3 +234,22 @@ def test_an_ingest_process_waits_for_the_last_one_to_end(mosquitto: Mosquitto, t
     finally:
         lingering.release()
         gateway.stop()
+
+
+def test_the_worker_ends_with_its_gateway_even_if_the_keeper_cannot_tell_it(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """The worker sees the gateway's end of the link close: it does not depend on the keeper
+    passing the kernel's parent-death signal on (a stopped keeper here)."""
+    _, gateway, _ = started(tmp_path, mosquitto)
+    try:
+        keeper, worker = tree(gateway)
+        os.kill(keeper, signal.SIGSTOP)
+        gateway.kill()
+        wait(lambda: not alive(worker), 15, "the worker to end by itself")
+        assert alive(keeper)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(keeper, signal.SIGCONT)  # its parent-death signal is pending: it ends now
+        gateway.stop()
+    wait(lambda: not alive(keeper), 10, "the keeper to end")
