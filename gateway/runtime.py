@@ -13,8 +13,10 @@ import functools
 import gc
 import json
 import logging
+import os
 import signal
 import sys
+import threading
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -39,7 +41,18 @@ from gateway.clock import Clock, SystemClock, sleep_or_wake
 from gateway.errors import SenseGateError, StoreError
 from gateway.ingest.health import IngestHealth
 from gateway.ingest.mqtt import DEDUP_WINDOW, MqttIngest
-from gateway.ingest.process import ANSWER, COMMAND, DISK, DOWN, STORED, UP, GatewayLink, IngestProcess, disk_state
+from gateway.ingest.process import (
+    ANSWER,
+    COMMAND,
+    DISK,
+    DOWN,
+    STOP_GRACE,
+    STORED,
+    UP,
+    GatewayLink,
+    IngestProcess,
+    disk_state,
+)
 from gateway.ingest.serial import SerialIngest
 from gateway.log import LogOnce, summarise_all
 from gateway.models import Alert, Event
@@ -771,8 +784,18 @@ class IngestWorker:
     async def run(self, link: GatewayLink) -> int:
         loop = self._loop = asyncio.get_running_loop()
         stop = asyncio.Event()
-        loop.add_signal_handler(signal.SIGTERM, stop.set)
-        link.attach(loop, stop.set)  # the gateway died: stop as on SIGTERM
+
+        def stopping() -> None:
+            if not stop.is_set():
+                stop.set()
+                # An orderly stop that hangs ends the process all the same (a thread: whatever
+                # the loop waits for). The fault suite's long runs left workers running.
+                timer = threading.Timer(STOP_GRACE, os._exit, (0,))
+                timer.daemon = True
+                timer.start()
+
+        loop.add_signal_handler(signal.SIGTERM, stopping)
+        link.attach(loop, stopping)  # the gateway died: stop as on SIGTERM
         # One ingest process at a time: the last one may still be ending (its gateway was killed
         # and a new one started), and a message it committed but could not acknowledge must be
         # known as stored when the broker delivers it to this one (gateway/store/lock.py).

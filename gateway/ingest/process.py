@@ -62,6 +62,11 @@ STORED, COMMAND, ANSWER, UP, DOWN, DISK = b"s", b"c", b"r", b"u", b"d", b"k"
 _GO = b"g"
 # Restart back-off of a worker that ended, doubling up to the cap; reset after a good run.
 RESTART_FIRST, RESTART_MAX, GOOD_RUN = 1.0, 30.0, 60.0
+# How often the keeper looks whether its worker has ended and its gateway is still there.
+KEEPER_POLL = 0.5
+# A worker told to stop that has not ended this much later ends at once (like a crash: what it
+# committed is stored, what it did not the broker still holds).
+STOP_GRACE = 15.0
 _PR_SET_PDEATHSIG = 1
 
 RunAsync = Callable[[Coroutine[Any, Any, int]], int]
@@ -206,7 +211,7 @@ def _keeper(
             finally:
                 logging.shutdown()
                 os._exit(code)
-        _, status = os.waitpid(worker, 0)
+        status = _wait(worker, lambda: os.getppid() != parent, sleep)
         worker = 0
         if stopping or os.getppid() != parent:  # asked to stop, or the gateway is gone
             break
@@ -216,6 +221,22 @@ def _keeper(
         sleep(backoff)
         backoff = min(backoff * 2, RESTART_MAX)
     return 0
+
+
+def _wait(worker: int, orphaned: Callable[[], bool], sleep: Callable[[float], None]) -> int:
+    """Wait for the worker to end; its wait status. Should the gateway die without the kernel's
+    parent-death signal reaching us (the fault suite's long runs left keepers so), tell the
+    worker to stop, once."""
+    told = False
+    while True:
+        pid, status = os.waitpid(worker, os.WNOHANG)
+        if pid:
+            return status
+        if not told and orphaned():
+            told = True
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker, signal.SIGTERM)
+        sleep(KEEPER_POLL)
 
 
 def _ending(status: int) -> str:
