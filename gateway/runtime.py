@@ -740,7 +740,9 @@ class Gateway:
                 log.info("stopping: no longer accepting; flushing outputs for up to %.0f s", SHUTDOWN_FLUSH)
                 stopping = True
                 if split is not None:
-                    await split.stop(SHUTDOWN_FLUSH)
+                    # Its keeper kills a worker that has not stopped STOP_GRACE seconds after
+                    # being told to: give it the time to, and to end itself.
+                    await split.stop(STOP_GRACE + SHUTDOWN_FLUSH)
                 for task in [ingest, *wired]:
                     task.cancel()
                     # wait, not await: the task's cancellation is not ours to swallow.

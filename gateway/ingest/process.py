@@ -31,8 +31,12 @@ alert path's cursor, in eight bytes of shared memory: the worker evicts no event
 not seen.
 
 **Ends.** The gateway stops the keeper with SIGTERM, the keeper the worker (which stops as the
-in-process ingest does: "offline", disconnect). If the gateway dies, the kernel tells the keeper
-(``PR_SET_PDEATHSIG``) and the keeper the worker. If the keeper dies, the gateway stops with an
+in-process ingest does: "offline", disconnect), and kills it ``STOP_GRACE`` seconds later if it
+has not. If the gateway dies, the kernel tells the keeper (``PR_SET_PDEATHSIG``) and the keeper
+the worker; the worker also sees the gateway's end of the link close, and the keeper looks
+whether its parent is still the gateway twice a second (the fault suite's long runs left
+keepers the signal never reached, and a worker that ignored SIGTERM, its loop idle: cause not
+found). If the keeper dies, the gateway stops with an
 error, and its service restarts the whole (``Restart=always`` in
 config/systemd/sensegate.service).
 """
@@ -64,9 +68,9 @@ _GO = b"g"
 RESTART_FIRST, RESTART_MAX, GOOD_RUN = 1.0, 30.0, 60.0
 # How often the keeper looks whether its worker has ended and its gateway is still there.
 KEEPER_POLL = 0.5
-# A worker told to stop that has not ended this much later ends at once (like a crash: what it
+# A worker told to stop that has not ended this much later is killed (like a crash: what it
 # committed is stored, what it did not the broker still holds).
-STOP_GRACE = 15.0
+STOP_GRACE = 10.0
 _PR_SET_PDEATHSIG = 1
 
 RunAsync = Callable[[Coroutine[Any, Any, int]], int]
@@ -211,7 +215,7 @@ def _keeper(
             finally:
                 logging.shutdown()
                 os._exit(code)
-        status = _wait(worker, lambda: os.getppid() != parent, sleep)
+        status = _wait(worker, lambda: stopping or os.getppid() != parent, sleep, monotonic)
         worker = 0
         if stopping or os.getppid() != parent:  # asked to stop, or the gateway is gone
             break
@@ -223,19 +227,28 @@ def _keeper(
     return 0
 
 
-def _wait(worker: int, orphaned: Callable[[], bool], sleep: Callable[[float], None]) -> int:
-    """Wait for the worker to end; its wait status. Should the gateway die without the kernel's
-    parent-death signal reaching us (the fault suite's long runs left keepers so), tell the
-    worker to stop, once."""
-    told = False
+def _wait(
+    worker: int, ending: Callable[[], bool], sleep: Callable[[float], None], monotonic: Callable[[], float]
+) -> int:
+    """Wait for the worker to end; its wait status. Once ``ending`` (asked to stop, or the gateway
+    is gone: the fault suite's long runs left keepers whose parent-death signal never came), the
+    worker is told to stop, and killed ``STOP_GRACE`` seconds later if it has not (a worker was
+    seen idle, ignoring SIGTERM): like a crash, that loses nothing committed."""
+    told: float | None = None
+    killed = False
     while True:
         pid, status = os.waitpid(worker, os.WNOHANG)
         if pid:
             return status
-        if not told and orphaned():
-            told = True
+        if told is None and ending():
+            told = monotonic()
             with contextlib.suppress(ProcessLookupError):
                 os.kill(worker, signal.SIGTERM)
+        elif told is not None and not killed and monotonic() - told > STOP_GRACE:
+            log.error("ingest process %d did not stop within %.0f s: killing it", worker, STOP_GRACE)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker, signal.SIGKILL)
+            killed = True
         sleep(KEEPER_POLL)
 
 

@@ -253,3 +253,19 @@ def test_the_worker_ends_with_its_gateway_even_if_the_keeper_cannot_tell_it(
             os.kill(keeper, signal.SIGCONT)  # its parent-death signal is pending: it ends now
         gateway.stop()
     wait(lambda: not alive(keeper), 10, "the keeper to end")
+
+
+def test_a_worker_that_does_not_stop_is_killed_by_its_keeper(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    """A worker that ignores SIGTERM (stopped here) does not outlive an orderly stop: its keeper
+    kills it STOP_GRACE seconds after telling it to stop, and the gateway waits for that."""
+    _, gateway, _ = started(tmp_path, mosquitto)
+    keeper, worker = tree(gateway)
+    os.kill(worker, signal.SIGSTOP)
+    try:
+        gateway.stop()  # SIGTERM, as systemd stops it
+        assert gateway.proc is not None and gateway.proc.returncode == 0
+        assert not alive(worker) and not alive(keeper)
+        assert f"ingest process {worker} did not stop within" in gateway.log()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker, signal.SIGKILL)
