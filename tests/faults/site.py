@@ -32,6 +32,20 @@ def sos(uid: str) -> str:
     return json.dumps({"kind": "sos_pressed", "values": {"uid": uid}})
 
 
+def influx_output(url: str, database: str, **settings: Any) -> dict[str, Any]:
+    """The sites' InfluxDB 1.x output, ``influx``: its database made by the gateway, flushed
+    every 0.2 s (``settings`` add to it or change it)."""
+    return {
+        "type": "influxdb_v1",
+        "name": "influx",
+        "url": url,
+        "database": database,
+        "create_database": True,
+        "flush_interval": 0.2,
+        **settings,
+    }
+
+
 @dataclass(frozen=True)
 class FaultSite:
     alarms: int

@@ -18,7 +18,7 @@ import pytest
 
 from tests.faults.conftest import Mode
 from tests.faults.load import Load
-from tests.faults.site import FaultSite, alarm_device, heartbeat, household, telemetry_device
+from tests.faults.site import FaultSite, alarm_device, heartbeat, household, influx_output, telemetry_device
 from tests.gateway.harness import GatewayProcess, Publisher, children, descendants, open_store
 from tests.servers import InfluxDB1, Mosquitto, Server
 
@@ -52,17 +52,7 @@ def test_every_acknowledged_id_reaches_influxdb_once_and_every_alarm_alerts_once
     rng = random.Random(mode.seed)
     alarms = 24 if not mode.long else 200
     database = f"faults_{uuid.uuid4().hex[:8]}"
-    influx = {
-        "type": "influxdb_v1",
-        "name": "influx",
-        "url": influxdb_v1.url,
-        "database": database,
-        "create_database": True,
-        "flush_interval": 0.2,
-        "backoff_initial": 0.2,
-        "backoff_max": 1.0,
-        "timeout": 2.0,
-    }
+    influx = influx_output(influxdb_v1.url, database, backoff_initial=0.2, backoff_max=1.0, timeout=2.0)
     started = time.monotonic()
     with Mosquitto() as broker:
         site = FaultSite(alarms=alarms)

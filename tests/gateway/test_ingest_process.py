@@ -16,7 +16,7 @@ import pytest
 
 from gateway.store import Store
 from gateway.store.lock import StoreLock
-from tests.faults.site import FaultSite, alarm_device, heartbeat, household, sos, telemetry_device
+from tests.faults.site import FaultSite, alarm_device, heartbeat, household, influx_output, sos, telemetry_device
 from tests.gateway.harness import GatewayProcess, Publisher, Subscriber, alive, children, open_store
 from tests.servers import InfluxDB1, Mosquitto
 
@@ -97,15 +97,7 @@ def test_events_are_stored_forwarded_and_alarms_alert_through_the_ingest_process
 ) -> None:
     site = FaultSite(alarms=3)
     database = f"split_{uuid.uuid4().hex[:8]}"
-    influx = {
-        "type": "influxdb_v1",
-        "name": "influx",
-        "url": influxdb_v1.url,
-        "database": database,
-        "create_database": True,
-        "flush_interval": 0.2,
-    }
-    config = split_site(site, tmp_path, mosquitto, outputs=[influx])
+    config = split_site(site, tmp_path, mosquitto, outputs=[influx_output(influxdb_v1.url, database)])
     gateway = GatewayProcess(config, tmp_path)
     store_path = tmp_path / "data" / "store.sqlite3"
     prefix = f"sensegate/{config['gateway']['id']}"
