@@ -754,8 +754,8 @@ class Gateway:
                 for task in others:
                     task.cancel()
         finally:
-            self.alerts.checkpoint()
-            self.visits.checkpoint()
+            self.alerts.checkpoint(durable=True)
+            self.visits.checkpoint(durable=True)
             self.store.close()
         if lost:
             raise SenseGateError(lost[0])

@@ -228,11 +228,12 @@ class AlertPath:
                 settle_at=None,
             )
             out.append(Transition("resolved", done, f"rule:{alert.rule}", "", (("flapping", True),)))
-        return self._save(out) if out else []
+        return self._save(out, durable=False) if out else []
 
-    def checkpoint(self) -> None:
-        """Save engine state and cursor moved by batches that changed no alert."""
-        self._commit([], self.cursor)
+    def checkpoint(self, durable: bool = False) -> None:
+        """Save engine state and cursor moved by batches that changed no alert (``durable``: with
+        an fsync, as the gateway stops)."""
+        self._commit([], self.cursor, durable=durable)
 
     # ------------------------------------------------------------------ people and the notifier
 
@@ -330,9 +331,15 @@ class AlertPath:
         *,
         visits: Sequence[VisitRow] = (),
         more_cursors: Sequence[tuple[str, int]] = (),
+        durable: bool = True,
     ) -> list[Transition]:
         """Alerts, their messages and audit lines, the engine's changed state and the cursor
-        (default: where it is) in one transaction; then tell ``notify``."""
+        (default: where it is) in one transaction; then tell ``notify``.
+
+        ``durable=False`` for what the rules decided from stored events: no fsync of its own
+        (gateway/store/base.py ``_tx``). A power cut can lose it only with the commits after it,
+        and the alert path then replays the same events to the same alerts, under the same ids
+        (``_alert_id``). A person's action is always saved with its fsync: it is answered as done."""
         at = self.clock.now()
         position = self.cursor if cursor is None else cursor
         save = functools.partial(
@@ -345,6 +352,7 @@ class AlertPath:
             visits=visits,
             more_cursors=more_cursors,
             log=[t.log_row(at) for t in transitions],
+            durable=durable,
         )
         try:
             try:
@@ -392,7 +400,12 @@ class AlertPath:
         return self._commit(decisions, events[-1].seq, quiet_ok=True, retained=retained)
 
     def _commit(
-        self, decisions: list[Decision], cursor: int, quiet_ok: bool = False, retained: frozenset[int] = frozenset()
+        self,
+        decisions: list[Decision],
+        cursor: int,
+        quiet_ok: bool = False,
+        retained: frozenset[int] = frozenset(),
+        durable: bool = False,
     ) -> list[Transition]:
         transitions = self._transitions(decisions, retained) if decisions else []
         if not transitions and quiet_ok and self.engine.dirty_count() < CHECKPOINT_DIRTY:
@@ -402,7 +415,7 @@ class AlertPath:
             return []
         if not transitions and not self.engine.has_dirty() and cursor == self._saved_cursor:
             return []
-        return self._save(transitions, cursor)
+        return self._save(transitions, cursor, durable=durable)
 
     # ------------------------------------------------------------------ decisions → alerts
 

@@ -94,10 +94,11 @@ class VisitTracker:
             return self.catch_up()
         return [*self._handle(events), *self.tick()]
 
-    def checkpoint(self) -> None:
-        """Save the cursor moved by events that recorded no visit."""
+    def checkpoint(self, durable: bool = False) -> None:
+        """Save the cursor moved by events that recorded no visit. Replaying quiet events is
+        harmless: no fsync for the cursor alone (store/base.py ``_tx``) but as the gateway stops."""
         if self.store.cursor(CURSOR) != self.cursor:
-            self.store.save_alerts([], [], more_cursors=[(CURSOR, self.cursor)])
+            self.store.save_alerts([], [], more_cursors=[(CURSOR, self.cursor)], durable=durable)
 
     def _handle(self, events: Sequence[Event]) -> list[Transition]:
         visits = [v for ev in events for v in self.visits_from(ev)]

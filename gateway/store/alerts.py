@@ -117,6 +117,7 @@ class AlertsStore(StoreBase):
         visits: Sequence[VisitRow] = (),
         more_cursors: Sequence[tuple[str, int]] = (),
         log: Sequence[LogRow] = (),
+        durable: bool = True,
     ) -> list[OutboxMessage]:
         """Store alert states, queue their outbound messages, save rule-engine state and move
         a cursor, atomically; return the queued messages with their outbox ids.
@@ -125,9 +126,10 @@ class AlertsStore(StoreBase):
         the last event the alert path has fully handled; ``rule_state`` are changed entries
         (``None``: deleted), or with ``replace_rule_state`` the whole state. ``visits`` are
         visit records (one per causing event: a repeat is ignored) and ``more_cursors`` other
-        cursors moved with them (the visit tracker's).
+        cursors moved with them (the visit tracker's). ``durable=False``: what the rules
+        derived from stored events, replayed to the same end after a power cut (``_tx``).
         """
-        with self._tx() as db:
+        with self._tx(durable) as db:
             _insert_visits(db, visits)
             for name, position in more_cursors:
                 _set_meta(db, f"cursor.{name}", str(position))
@@ -165,7 +167,8 @@ class AlertsStore(StoreBase):
         return [OutboxMessage(i, c, t, p, bool(r)) for i, c, t, p, r in rows]
 
     def outbox_done(self, ids: Sequence[int]) -> None:
-        with self._tx() as db:
+        # Lost in a power cut, the rows are published again: consumers deduplicate (publisher.py).
+        with self._tx(durable=False) as db:
             db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
 
     # ------------------------------------------------------------------ audit trail

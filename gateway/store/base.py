@@ -66,6 +66,7 @@ is narrowed to 0600 when opened. A directory that already exists is left as it i
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import sqlite3
@@ -100,7 +101,9 @@ class StoreBase:
             self._db.execute("PRAGMA journal_mode=WAL")
             for companion in ("-wal", "-shm") if on_disk else ():
                 _private_file(self.path.with_name(self.path.name + companion), create=False)
-            self._db.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
+            # Derived-state commits drop to NORMAL for their own transaction (``_tx(durable=False)``).
+            self._full_sync = synchronous == "full"
+            self._db.execute(f"PRAGMA synchronous={'FULL' if self._full_sync else 'NORMAL'}")
             self._db.execute("PRAGMA foreign_keys=OFF")
             self.migrated: list[Migration] = open_schema(self._db, "".join(self._SCHEMA), self.path)
             self._page_size = int(self._db.execute("PRAGMA page_size").fetchone()[0])
@@ -158,8 +161,11 @@ class StoreBase:
 
     # ------------------------------------------------------------------ helpers
 
-    def _tx(self) -> _Tx:
-        return _Tx(self)
+    def _tx(self, durable: bool = True) -> _Tx:
+        """A write transaction. ``durable=False`` for state derived from what is stored already
+        (the rules' saves, a forwarder's or the publisher's bookkeeping): committed without an
+        fsync, on disk with the next commit that has one (see ``_Tx``)."""
+        return _Tx(self, durable)
 
     def _before_write(self) -> None:
         """Called with the lock held, before a write transaction begins (disk.py: the disk's room)."""
@@ -214,24 +220,41 @@ class _Tx:
 
     Before BEGIN the store looks at its disk (``_before_write``); a write that fails with
     SQLITE_FULL is rolled back, the store makes room (``_on_full``) and ``StoreFullError`` says
-    that the same write is worth trying once more (gateway/store/disk.py)."""
+    that the same write is worth trying once more (gateway/store/disk.py).
 
-    def __init__(self, store: StoreBase) -> None:
+    ``durable=False`` (on a ``synchronous = "full"`` store): the transaction commits with
+    ``synchronous=NORMAL``, its WAL frames written but not fsync'd. A power cut may then lose
+    it, but only with every commit after it: the WAL is one log, replayed up to its last whole
+    commit, and the next fsync'd commit (the ingest's, within a group-commit window while events
+    arrive) makes all before it durable. A power cut can therefore leave only what a SIGKILL at
+    some earlier moment would have left, which the gateway recovers from (docs/store.md, "What
+    is fsync'd")."""
+
+    def __init__(self, store: StoreBase, durable: bool = True) -> None:
         self._store = store
+        self._relaxed = store._full_sync and not durable
 
     def __enter__(self) -> sqlite3.Connection:
         store = self._store
         store._lock.acquire()
         try:
             store._before_write()
+            if self._relaxed:
+                store._db.execute("PRAGMA synchronous=NORMAL")
             store._begin()
         except sqlite3.Error as exc:
+            self._restore()
             store._lock.release()
             raise StoreError(f"store {store.path}: {exc}") from exc
         except BaseException:
+            self._restore()
             store._lock.release()
             raise
         return store._db
+
+    def _restore(self) -> None:
+        if self._relaxed:
+            self._store._db.execute("PRAGMA synchronous=FULL")
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         store = self._store
@@ -246,10 +269,13 @@ class _Tx:
             # SQLite rolls a transaction back itself after some failures (a full disk at COMMIT).
             if db.in_transaction:
                 db.execute("ROLLBACK")
+            self._restore()
             store._end()
             if failed is not None and is_full(failed):
                 store._on_full()
         except sqlite3.Error as err:
+            with contextlib.suppress(sqlite3.Error):
+                self._restore()
             store._end()
             raise StoreError(f"store {store.path}: {err}") from err
         finally:

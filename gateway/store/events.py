@@ -250,8 +250,9 @@ class EventsStore(DiskStore):
         return int(row[0])
 
     def delivered(self, output: str, seqs: Sequence[int]) -> None:
-        """The output confirmed these events: forget them for that output."""
-        with self._tx() as db:
+        """The output confirmed these events: forget them for that output. Lost in a power cut,
+        they are written again: the outputs' writes are idempotent (docs/influxdb.md)."""
+        with self._tx(durable=False) as db:
             db.executemany("DELETE FROM pending WHERE output = ? AND seq = ?", [(output, s) for s in seqs])
             self._bump(db, {f"forwarded.{output}": len(seqs)})
 
