@@ -14,7 +14,8 @@ For each offered rate, and for each system in turn, from scratch (loopback only,
    - **SenseGate**: ``python -m gateway.cli run -c …`` on a ``simulators.block.demo_site`` of
      ``--households`` households (four zigbee2mqtt devices each), both rule packs, store
      ``synchronous = "full"``, an ``influxdb_v1`` output; **sensegate-split** the same with
-     ``[mqtt] ingest_process = true`` (gateway/ingest/process.py);
+     ``[mqtt] ingest_process = true`` (gateway/ingest/process.py), **sensegate-lane** with
+     ``[mqtt] alarm_lane = true`` (gateway/ingest/lane.py);
    - **Node-RED** 4 (installed with npm into ``--node-red-dir``, ``bench/nodered-flow.json``):
      mqtt in (QoS 1) → JSON → a function making one point per message → node-red-contrib-influxdb
      (one write per message); JSON → switch on ``smoke`` → mqtt out (an alert);
@@ -112,13 +113,14 @@ HOUSEHOLDS_PER_BUILDING = 100
 # gateway's codec ignores it, Node-RED's flow skips it (not a scalar). It brings the messages to
 # the size the issue measured (~210 bytes with the topic).
 Z2M_UPDATE = {"installed_version": 16777241, "latest_version": 16777241, "state": "idle"}
-SYSTEMS = ("sensegate", "sensegate-split", "nodered", "paho")
+SYSTEMS = ("sensegate", "sensegate-split", "sensegate-lane", "nodered", "paho")
 # ``--quick``: SenseGate alone at its ordinary load and 3× that, for a before/after comparison
 # of one change in about two minutes.
 QUICK = ("--systems", "sensegate", "--rates", "1000,3000", "--seconds", "15", "--drain", "10")
 LABEL = {
     "sensegate": "SenseGate",
     "sensegate-split": "SenseGate, ingest process",
+    "sensegate-lane": "SenseGate, alarm lane",
     "nodered": "Node-RED",
     "paho": "paho",
 }
@@ -833,9 +835,21 @@ class SenseGateSplit(SenseGate):
         super().start()
 
 
+class SenseGateLane(SenseGate):
+    """SenseGate with ``[mqtt] alarm_lane = true``: the smoke detectors', radars' and SOS
+    buttons' messages on a connection of their own (gateway/ingest/lane.py)."""
+
+    name = "sensegate-lane"
+
+    def start(self) -> None:
+        self.site = {**self.site, "mqtt": {**self.site["mqtt"], "alarm_lane": True}}
+        super().start()
+
+
 SYSTEM_CLASSES: dict[str, type[System]] = {
     "sensegate": SenseGate,
     "sensegate-split": SenseGateSplit,
+    "sensegate-lane": SenseGateLane,
     "nodered": NodeRed,
     "paho": Paho,
 }
@@ -1297,7 +1311,13 @@ def plot(runs: list[Run], systems: Sequence[str], path: Path, title: str) -> Non
     except ImportError:
         print(f"no plot: matplotlib is not installed (pip install -e '.[bench]'); wanted {path}", file=sys.stderr)
         return
-    colours = {"sensegate": "tab:blue", "sensegate-split": "tab:purple", "nodered": "tab:red", "paho": "tab:grey"}
+    colours = {
+        "sensegate": "tab:blue",
+        "sensegate-split": "tab:purple",
+        "sensegate-lane": "tab:green",
+        "nodered": "tab:red",
+        "paho": "tab:grey",
+    }
     fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(13, 4), dpi=90)
     first_publisher = runs[0].publisher if runs else ""
     for name, pub, label in entries(runs, systems):

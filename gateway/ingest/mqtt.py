@@ -43,6 +43,7 @@ from gateway.alerts.commands import refusal, verify_command
 from gateway.clock import Clock
 from gateway.errors import PayloadError, StoreError, StoreFullError, UnauthenticatedError, UnknownDeviceError
 from gateway.ingest.health import IngestHealth
+from gateway.ingest.lane import AlarmLane
 from gateway.ingest.retained import payload_digest, retained_events
 from gateway.log import LogOnce
 from gateway.models import Event, Lane
@@ -76,6 +77,7 @@ class _Message:
     # What it decoded to when the writer gathered it (events, or the error): the commit uses it
     # rather than decoding twice.
     decoded: list[Event] | PayloadError | None = None
+    lane: bool = False  # delivered by the alarm lane's connection (gateway/ingest/lane.py)
 
 
 class MqttIngest:
@@ -119,6 +121,9 @@ class MqttIngest:
         self._stopping = False
         self._held: list[_Message] = []  # telemetry the store refused, not acknowledged
         self._carry: dict[str, int] = {}  # counts committed with the next batch
+        # Alarm devices' messages on a connection of their own ([mqtt] alarm_lane).
+        topics, digest = registry.lane_topics()
+        self.lane = AlarmLane(config, topics, digest, store, clock) if config.mqtt.alarm_lane and topics else None
 
     # ------------------------------------------------------------------ paho side (its thread)
 
@@ -145,6 +150,9 @@ class MqttIngest:
         self._up = True
         self._connection += 1
         subs = [*self.registry.subscriptions(), self.command_topic]
+        if self.lane is not None:
+            self.lane.main_connected(flags.session_present)
+            subs.append(self.lane.fence_topic)
         client.subscribe([(s, 1) for s in subs])
         client.publish(self.status_topic, "online", qos=1, retain=True)
         log.info(
@@ -165,8 +173,11 @@ class MqttIngest:
         if failed:
             self._log_once.warning(("subscribe",), "broker refused subscriptions: %s", ", ".join(failed))
             self._failing(f"the broker refused {len(failed)} of {len(reason_codes)} subscriptions: {failed[0]}")
-        elif self.health is not None:
-            self.health.ok("mqtt")
+        else:
+            if self.health is not None:
+                self.health.ok("mqtt")
+            if self.lane is not None:
+                self.lane.main_subscribed()
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._on_connected)
 
@@ -208,6 +219,21 @@ class MqttIngest:
             topic = msg._topic.decode("utf-8", errors="replace")
         item = _Message(self._connection, msg.mid, msg.qos, bool(msg.dup), bool(msg.retain), topic, bytes(msg.payload))
         self._inbox.append(item)
+        self._wake_soon()
+
+    def _on_lane_message(self, msg: mqtt.MQTTMessage, connection: int) -> None:
+        # The lane's paho thread: the same, into the lane's inbox.
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:
+            topic = msg._topic.decode("utf-8", errors="replace")
+        item = _Message(connection, msg.mid, msg.qos, bool(msg.dup), bool(msg.retain), topic, bytes(msg.payload))
+        item.lane = True
+        assert self.lane is not None
+        self.lane.inbox.append(item)
+        self._wake_soon()
+
+    def _wake_soon(self) -> None:
         if self._loop is not None and not self._wake_pending:
             self._wake_pending = True
             self._loop.call_soon_threadsafe(self._wake)
@@ -228,10 +254,15 @@ class MqttIngest:
         m = self.config.mqtt
         client.connect_async(m.host, m.port, keepalive=m.keepalive)
         client.loop_start()
+        if self.lane is not None:
+            self.lane.inbox.clear()
+            self.lane.start(self._on_lane_message)
         try:
             await self._write_loop(client)
         finally:
             self._stopping = True
+            if self.lane is not None:
+                await self.lane.stop()
             # Say "offline" ourselves on an orderly stop; the will covers a crash.
             with contextlib.suppress(Exception):
                 sent = client.publish(self.status_topic, "offline", qos=1, retain=True)
@@ -264,11 +295,8 @@ class MqttIngest:
                 self.health.ok("store")
             kept = {id(m) for m in held}
             for msg in batch:
-                # A message from an earlier connection is not acknowledged: its packet id may
-                # name another message now. The broker redelivers it (DUP) on a persistent
-                # session, and that copy is recognised as already stored and acknowledged.
-                if id(msg) not in kept and msg.qos > 0 and msg.connection == self._connection:
-                    client.ack(msg.mid, msg.qos)
+                if id(msg) not in kept:
+                    self._ack(client, msg)
             self._hold(client, held)
             if stored:
                 await self.on_stored(stored)
@@ -278,7 +306,7 @@ class MqttIngest:
         arrives within the group-commit window, ended at once by an alarm. Empty when held
         messages are still refused."""
         # Held messages from an earlier connection are the broker's again: it redelivers them.
-        self._held = [m for m in self._held if m.connection == self._connection]
+        self._held = [m for m in self._held if self._current(m)]
         batch: list[_Message] = []
         if self._held and not self.store.refusing_telemetry:
             batch, self._held = self._held, []
@@ -289,10 +317,15 @@ class MqttIngest:
             await self._next_arrival(None)
         deadline = self.clock.monotonic() + window
         inbox = self._inbox
+        lane = self.lane
         while len(batch) < limit:
-            if inbox:
-                msg = inbox.popleft()
+            # The alarm lane first, once main's copies of its devices' messages are behind it.
+            source = lane.inbox if lane is not None and lane.inbox and lane.fenced else inbox
+            if source:
+                msg = source.popleft()
                 batch.append(msg)
+                if lane is not None and not msg.lane and msg.topic in lane.topics and lane.fenced:
+                    continue  # main's copy of a lane message: dropped at the commit, not decoded
                 if self._alarm(msg):
                     break  # the fast lane: commit now, with what came before it
                 continue
@@ -302,11 +335,16 @@ class MqttIngest:
                 break
         return batch
 
+    def _waiting(self) -> bool:
+        """Whether a message is there to gather: main's, or the lane's once it may go."""
+        lane = self.lane
+        return bool(self._inbox) or (lane is not None and bool(lane.inbox) and lane.fenced)
+
     async def _next_arrival(self, within: float | None) -> bool:
         """Wait until the inbox has a message (``within`` seconds at most); whether it has."""
-        while not self._inbox:
+        while not self._waiting():
             self._arrived.clear()
-            if self._inbox:
+            if self._waiting():
                 break
             if within is None:
                 await self._arrived.wait()
@@ -314,7 +352,7 @@ class MqttIngest:
             try:
                 await asyncio.wait_for(self._arrived.wait(), within)
             except TimeoutError:
-                return bool(self._inbox)
+                return self._waiting()
         return True
 
     def _alarm(self, msg: _Message) -> bool:
@@ -329,6 +367,23 @@ class MqttIngest:
         msg.decoded = decoded
         return not isinstance(decoded, PayloadError) and any(e.lane is Lane.ALARM for e in decoded)
 
+    def _current(self, msg: _Message) -> bool:
+        """Whether the message came on its connection's present session."""
+        if msg.lane:
+            return self.lane is not None and msg.connection == self.lane.connection
+        return msg.connection == self._connection
+
+    def _ack(self, client: mqtt.Client, msg: _Message) -> None:
+        # A message from an earlier connection is not acknowledged: its packet id may name
+        # another message now. The broker redelivers it (DUP) on a persistent session, and that
+        # copy is recognised as already stored and acknowledged.
+        if msg.qos > 0 and self._current(msg):
+            if msg.lane:
+                assert self.lane is not None
+                self.lane.ack(msg.mid, msg.qos)
+            else:
+                client.ack(msg.mid, msg.qos)
+
     def _hold(self, client: mqtt.Client, held: list[_Message]) -> None:
         """Keep refused telemetry unacknowledged (the broker keeps it too), at most ``HOLD_MAX``."""
         if held:
@@ -341,8 +396,7 @@ class MqttIngest:
         self._held.extend(held)
         while len(self._held) > HOLD_MAX:
             msg = self._held.pop(0)
-            if msg.qos > 0 and msg.connection == self._connection:
-                client.ack(msg.mid, msg.qos)
+            self._ack(client, msg)
             self._carry["refused_dropped"] = self._carry.get("refused_dropped", 0) + 1
 
     async def _commit(self, batch: list[_Message]) -> tuple[list[Event], list[_Message]]:
@@ -363,9 +417,25 @@ class MqttIngest:
         replays = {m.topic for m in batch if m.retain and self._keeps_state(m.topic)}
         handled = await asyncio.to_thread(self.store.last_payloads, replays) if replays else {}
         payloads: dict[str, str] = {}
+        lane = self.lane
+        fenced = lane is not None and lane.fenced  # as of this point in the order of arrival
+        fence: str | None = None
         for msg in batch:
+            if lane is not None:
+                if msg.lane and msg.topic not in lane.topics:
+                    counts["lane_stale"] = counts.get("lane_stale", 0) + 1  # a device that left the lane
+                    continue
+                if not msg.lane and msg.topic == lane.fence_topic:
+                    if lane.is_current_fence(msg.payload):
+                        fence = payloads[msg.topic] = msg.payload.decode("ascii")
+                        fenced = True
+                    continue
+                if fenced and not msg.lane and msg.topic in lane.topics and msg.connection == self._connection:
+                    counts["lane_copies"] = counts.get("lane_copies", 0) + 1  # the lane has stored it
+                    continue
             key = hashlib.blake2b(
-                b"%d\0%s\0%s" % (msg.mid, msg.topic.encode(), msg.payload), digest_size=12
+                b"%s%d\0%s\0%s" % (b"lane\0" if msg.lane else b"", msg.mid, msg.topic.encode(), msg.payload),
+                digest_size=12,
             ).hexdigest()
             if msg.dup and await asyncio.to_thread(self.store.seen_recently, key):
                 counts["duplicates"] = counts.get("duplicates", 0) + 1
@@ -434,6 +504,8 @@ class MqttIngest:
             nonces,
         )
         self._carry = {}
+        if fence is not None and lane is not None:
+            lane.fence_committed(fence)
         if commands and self.on_command is not None:
             self.on_command()
         if answers and self.on_answer is not None:

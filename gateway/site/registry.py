@@ -13,6 +13,7 @@ ones; ``serial_devices``, ``modbus_devices`` and ``osdp_devices`` list them and
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -36,6 +37,11 @@ def device_location(device: Device, households: Mapping[str, Household]) -> Loca
         room=device.room,
     )
 
+
+# The families whose devices' messages take the alarm lane (gateway/ingest/lane.py): those that
+# raise alarms for people. Door contacts and presence sensors raise alarms too (forced, tamper),
+# but talk all day: with them the lane would queue like the main connection.
+LANE_FAMILIES = frozenset({Family.FALL, Family.SMOKE, Family.SOS, Family.GAS, Family.WATER})
 
 # A device clock further than this from the gateway's is not trusted (unset RTC, wrong zone).
 MAX_CLOCK_SKEW = 24 * 3600.0
@@ -105,6 +111,23 @@ class Registry:
         if self.config.visitors:
             subs.append(self._checkin_topic)  # visit check-ins (docs/visits.md)
         return subs
+
+    def lane_topics(self) -> tuple[frozenset[str], str]:
+        """The exact topics of the devices whose messages take the alarm lane (``[mqtt]
+        alarm_lane``, gateway/ingest/lane.py), and a digest of them: the families that raise
+        alarms for people, on zigbee2mqtt (state and availability: a device's messages stay in
+        order) or native MQTT. rtl_433 devices share one topic, so theirs stay on the main one."""
+        topics: set[str] = set()
+        for d in self.devices.values():
+            if d.family not in LANE_FAMILIES:
+                continue
+            src = d.config.mqtt
+            if isinstance(src, Zigbee2MqttSource):
+                topics |= {self._z2m_prefix + src.friendly_name, f"{self._z2m_prefix}{src.friendly_name}/availability"}
+            elif isinstance(src, NativeSource):
+                topics.add(self._native_prefix + d.id)
+        digest = hashlib.sha256("\n".join(sorted(topics)).encode()).hexdigest()[:32]
+        return frozenset(topics), digest
 
     def decode(self, topic: str, payload: bytes, received_at: float) -> list[Event]:
         if topic == self._checkin_topic and self.config.visitors:

@@ -72,7 +72,7 @@ def test_the_stores_reserve_is_none_or_enough_for_a_checkpoint() -> None:
 def test_unknown_key_names_the_path_and_the_allowed_keys() -> None:
     site = minimal_site(mqtt={"hots": "x"})
     (p,) = problems(site)
-    assert p.startswith("site.toml: mqtt.hots: expected no such key (allowed here: client_id, host,")
+    assert p.startswith("site.toml: mqtt.hots: expected no such key (allowed here: alarm_lane, client_id, host,")
     assert p.endswith("found unknown key 'hots'; did you mean 'host'?")
 
 
