@@ -16,7 +16,8 @@ is in its aggregate's module (see docs/store.md for the full picture):
   index on the key: a lookup happens only for a redelivery (see ``seen_recently``).
   ``last_payload(topic, digest)``: the last MQTT message handled on each topic, to tell a
   retained message replayed on subscribe from one never seen (gateway/ingest/retained.py);
-  one row per topic the ingest decodes (unknown devices leave none), never pruned.
+  one row per topic the ingest decodes (unknown devices leave none), never pruned; written
+  behind ``payload_log``, where ``append`` adds each message's digest (events.py).
 - ``disk.py``: no table; the disk bound (``enforce_bound``, ``_make_room`` on every write of
   events), the reserve file and a full filesystem (docs/store.md, "A full disk").
 - ``alerts.py``: ``alerts`` and ``outbox``, alerts and the messages about them still to be
@@ -36,9 +37,9 @@ is in its aggregate's module (see docs/store.md for the full picture):
   tests (``commissions``, the devices heard during each, the finished report). It also marks
   events from devices in test mode inside ``append``'s transaction (docs/installer.md).
 - ``devices.py``: ``device_state``, one row per device: its last report, battery, link quality,
-  tamper, state and last sign of activity, upserted in the transaction that stores its events
-  (one upsert per device per batch) so the console reads devices without scanning ``events``.
-  Never pruned.
+  tamper, state and last sign of activity, so the console reads devices without scanning
+  ``events``; written behind the events in passes, read with the events after each row folded
+  in. Never pruned.
 - ``history.py``: no table of its own: indexes on ``alerts`` (time, device, resident) and the
   console's search of past alerts.
 - ``meta.py``: ``meta``, cursors and visit-plan start times; this module: ``counters``,

@@ -1,10 +1,19 @@
 """Events and their delivery to outputs: the ``events``, ``pending``, ``dead_letter``,
-``recent_ingest`` and ``last_payload`` tables. The disk bound and what gives way to it are in
-``disk.py``."""
+``recent_ingest``, ``last_payload`` and ``payload_log`` tables. The disk bound and what gives way
+to it are in ``disk.py``.
+
+The summaries keyed by device or topic (``device_state``, ``last_payload``) are written behind
+the log they summarise, in passes (``_summarise_step``): a row per device or topic updated in
+every commit cost a page per message each, the bulk of what a commit wrote. A pass starts after
+``SUMMARY_EVENTS`` events or ``SUMMARY_SECONDS`` of received time, and writes one key range of
+at most ``_chunk_rows()`` stored rows per transaction, one after each later ``append``, so that no
+commit waits for more than a slice of it."""
 
 from __future__ import annotations
 
+import bisect
 import json
+import logging
 import sqlite3
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
@@ -16,10 +25,12 @@ import orjson
 
 from gateway.models import Event
 from gateway.store.commands import _insert_command
-from gateway.store.devices import upsert_device_states
+from gateway.store.devices import _SEQ_FIRST, _SEQ_LAST, SUMMARY_SEQ, DeviceTail, write_rows
 from gateway.store.disk import MIB, DiskStore
 from gateway.store.testmode import mark_tests
 from gateway.store.users import _insert_nonces
+
+log = logging.getLogger("sensegate.store")
 
 EVENTS_DDL = """
 CREATE TABLE IF NOT EXISTS events (
@@ -57,6 +68,12 @@ CREATE TABLE IF NOT EXISTS last_payload (
     digest TEXT NOT NULL,
     at REAL NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS payload_log (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    at REAL NOT NULL
+);
 """
 
 _PENDING = "SELECT seq FROM pending WHERE output = ? ORDER BY seq LIMIT ?"
@@ -72,6 +89,21 @@ INGEST_KEYS_KEEP = 20_000
 _DEAD_LETTER_KEEP = 10_000
 # Of a payload that could not be decoded, this much is kept for inspection.
 _REJECTED_KEEP_BYTES = 4096
+# A pass of the summaries (device_state, last_payload) starts once this many events or messages
+# are stored after the last one, or this much received time has gone by: the more devices report
+# twice between two passes, the fewer pages a report costs (a pass writes each page once).
+SUMMARY_EVENTS = 32_768
+SUMMARY_SECONDS = 300.0
+
+
+@dataclass(slots=True)
+class _Pass:
+    """A pass of the summaries under way: device chunks, topic chunks, then the end."""
+
+    upto: int  # every event up to it is in ``devices``' chunks
+    log_upto: int  # payload_log rows up to it are in ``topics``' chunks
+    devices: list[list[str]]
+    topics: list[list[tuple[str, str, float]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +131,15 @@ class EventsStore(DiskStore):
         # (seen_recently); None until then and after keys are forgotten.
         self._ingest_keys: set[str] | None = None
         self._ingest_keys_to = 0
+        # The store that keeps the disk writes the summaries (one writer of them per store): its
+        # fold of the events not yet in device_state, its pass under way, when the last ended.
+        self._tail: DeviceTail | None = None
+        self._pass: _Pass | None = None
+        self._summarised_at: float | None = None
+        self._logged = 0  # payload_log rows added since the last pass
+        # payload_log read so far, topic -> digest, up to row ``_payloads_to`` (last_payloads).
+        self._payloads: dict[str, str] = {}
+        self._payloads_to = 0
 
     # ------------------------------------------------------------------ ingest
 
@@ -125,7 +166,9 @@ class EventsStore(DiskStore):
 
     def last_payloads(self, topics: Iterable[str]) -> dict[str, str]:
         """The digest of the last message the MQTT ingest handled on each of ``topics`` (those it
-        knows), to recognise a retained message replayed on subscribe (gateway/ingest/retained.py)."""
+        knows), to recognise a retained message replayed on subscribe (gateway/ingest/retained.py):
+        ``last_payload``'s, unless ``payload_log`` has a later one (the log is read once, then
+        only its rows added since: the burst of retained messages after a subscribe reads it once)."""
         wanted = sorted(set(topics))
         found: dict[str, str] = {}
         with self._lock:
@@ -134,6 +177,13 @@ class EventsStore(DiskStore):
                 marks = ",".join("?" * len(chunk))
                 rows = self._db.execute(f"SELECT topic, digest FROM last_payload WHERE topic IN ({marks})", chunk)
                 found.update((t, d) for t, d in rows)
+            logged = self._payloads
+            for row_id, topic, digest in self._db.execute(
+                "SELECT id, topic, digest FROM payload_log WHERE id > ? ORDER BY id", (self._payloads_to,)
+            ):
+                logged[topic] = digest
+                self._payloads_to = row_id
+            found.update((t, logged[t]) for t in wanted if t in logged)
         return found
 
     def append(
@@ -166,6 +216,7 @@ class EventsStore(DiskStore):
         """
         stored: list[Event] = []
         self._make_room(events)  # the disk bound, checked on every write (disk.py)
+        logged = [(topic, digest, now) for topic, digest in payloads]
         with self._tx() as db:
             stored = _insert_events(db, mark_tests(db, events))
             for name, families in outputs.items():
@@ -173,7 +224,6 @@ class EventsStore(DiskStore):
                     "INSERT INTO pending(output, seq) VALUES (?, ?)",
                     [(name, ev.seq) for ev in stored if families is None or ev.family in families],
                 )
-            upsert_device_states(db, stored)  # one row per device of the batch (store/devices.py)
             db.executemany("INSERT INTO recent_ingest(key, at) VALUES (?, ?)", ingest_keys)
             for topic, reason, message, payload in rejected:
                 body = {
@@ -196,15 +246,197 @@ class EventsStore(DiskStore):
                 "INSERT INTO outbox(channel, topic, payload, retain, created_at) VALUES (?, ?, ?, ?, ?)",
                 [(c, t, p, int(r), now) for c, t, p, r in messages],
             )
-            db.executemany(
-                "INSERT INTO last_payload(topic, digest, at) VALUES (?, ?, ?) "
-                "ON CONFLICT(topic) DO UPDATE SET digest = excluded.digest, at = excluded.at",
-                [(topic, digest, now) for topic, digest in payloads],
-            )
+            # Appended, not upserted: last_payload is written behind, in passes (module docstring).
+            db.executemany("INSERT INTO payload_log(topic, digest, at) VALUES (?, ?, ?)", logged)
             self._bump(db, {"accepted": len(stored), **(counts or {})})
         if outputs:
             self.remember(stored)
+        if self._managed:
+            with self._lock:
+                tail = self._tail
+                if tail is not None and stored and tail.to == stored[0].seq - 1:
+                    tail.add(stored)  # else another writer came between: read from the file next time
+                self._logged += len(logged)
+                self._summarise_step(stored[-1].received_at if stored else now)
         return stored
+
+    # ------------------------------------------------------------------ summaries, written behind
+
+    def _device_tail(self, wanted: set[str] | None, row_seqs: dict[str, int]) -> DeviceTail:
+        """The fold of the events after the summary (lock held; ``devices.DeviceStateStore``).
+        The store that writes the summaries keeps its own, brought up to date from the file when
+        another writer came between; any other store folds them from the file for this read:
+        those of ``wanted`` devices (all: None) after their rows' ``seq`` (``row_seqs``: of the
+        rows just read, the rest are read here)."""
+        if self._managed:
+            return self._own_tail()
+        tail = DeviceTail(_summary_seq(self._db))
+        seqs = dict(row_seqs)
+        if wanted is None:
+            seqs.update(self._db.execute("SELECT device_id, seq FROM device_state WHERE seq > ?", (tail.base,)))
+        self._fold_from_file(tail, wanted, seqs)
+        return tail
+
+    def _own_tail(self) -> DeviceTail:
+        """The summary writer's tail, up to the newest event in the file (lock held)."""
+        tail = self._tail
+        if tail is None:
+            tail = self._tail = DeviceTail(_summary_seq(self._db))
+            # A pass cut short (a crash) wrote some rows beyond the mark: fold only what they lack.
+            seqs = dict(self._db.execute("SELECT device_id, seq FROM device_state WHERE seq > ?", (tail.base,)))
+            self._fold_from_file(tail, None, seqs)
+            self._logged = int(self._db.execute("SELECT COUNT(*) FROM payload_log").fetchone()[0])
+        else:
+            self._fold_from_file(tail, None, {})
+        return tail
+
+    def _fold_from_file(self, tail: DeviceTail, wanted: set[str] | None, row_seqs: dict[str, int]) -> None:
+        """Fold on the events stored after ``tail.to``: of ``wanted`` devices, after each row's seq."""
+        events: list[Event] = []
+        last = tail.to
+        recent = self._recent
+        for seq, device, body in self._db.execute(
+            "SELECT seq, device_id, body FROM events WHERE seq > ? ORDER BY seq", (tail.to,)
+        ):
+            last = seq
+            if (wanted is None or device in wanted) and seq > row_seqs.get(device, 0):
+                events.append(recent.get(seq) or _event(seq, body))
+        tail.add(events)
+        tail.to = last
+
+    def _summarise_step(self, now: float) -> None:
+        """After a commit (lock held, no transaction open): start a pass when one is due, and
+        write one step of the pass under way."""
+        if self._summarised_at is None:
+            self._summarised_at = now
+        if self._pass is None:
+            tail = self._own_tail()
+            due = tail.to - tail.base + self._logged >= SUMMARY_EVENTS
+            if not due and (tail.to > tail.base or self._logged) and now - self._summarised_at >= SUMMARY_SECONDS:
+                due = True
+            if not due:
+                return
+            self._pass = self._start_pass(tail)
+        self._pass_step(self._pass, now)
+
+    def summarise(self) -> None:
+        """Write the summaries up to the newest event now, whole (eviction needs it; tests)."""
+        with self._lock:
+            self._summarise_all()
+
+    def _summarise_all(self) -> bool:
+        """``summarise`` with the lock held (any store may: a row never takes an event twice,
+        ``_pass_step``); False if a step failed."""
+        if self._pass is not None:  # finish it, then one more for what came since it started
+            while self._pass is not None:
+                if not self._pass_step(self._pass, self._summarised_at or 0.0):
+                    return False
+        self._pass = self._start_pass(self._own_tail())
+        while self._pass is not None:
+            if not self._pass_step(self._pass, self._summarised_at or 0.0):
+                return False
+        return True
+
+    def _summarised_seq(self) -> int:
+        return _summary_seq(self._db)
+
+    def _start_pass(self, tail: DeviceTail) -> _Pass:
+        db = self._db
+        size = self._chunk_rows()
+        devices = _chunks(sorted(tail.rows), _bounds(db, "SELECT device_id FROM device_state ORDER BY 1", size))
+        log_upto = int(db.execute("SELECT coalesce(MAX(id), 0) FROM payload_log").fetchone()[0])
+        latest: dict[str, tuple[str, str, float]] = {}
+        for topic, digest, at in db.execute(
+            "SELECT topic, digest, at FROM payload_log WHERE id <= ? ORDER BY id", (log_upto,)
+        ):
+            latest[topic] = (topic, digest, at)
+        bounds = _bounds(db, "SELECT topic FROM last_payload ORDER BY 1", size)
+        topics = [[latest[t] for t in chunk] for chunk in _chunks(sorted(latest), bounds)]
+        self._logged = 0
+        return _Pass(tail.to, log_upto, devices, topics)
+
+    def _fresh(self, tail: DeviceTail, devices: list[str]) -> list[str]:
+        """Of ``devices``, those whose folded events are all after their stored row (in the step's
+        transaction). Another store may have written a row since this one folded (a forced pass
+        in another process): a row that holds some of them gets the rest folded again from the
+        file, one that holds all of them is left as it is."""
+        chunk = [d for d in devices if d in tail.rows]
+        stored: dict[str, int] = {}
+        for start in range(0, len(chunk), 500):  # SQLite's limit on parameters
+            part = chunk[start : start + 500]
+            marks = ",".join("?" * len(part))
+            stored.update(
+                self._db.execute(f"SELECT device_id, seq FROM device_state WHERE device_id IN ({marks})", part)
+            )
+        fresh, again = [], {}
+        for d in chunk:
+            row_seq = stored.get(d, -1)
+            if row_seq < tail.rows[d][_SEQ_FIRST]:
+                fresh.append(d)
+            elif row_seq < tail.rows[d][_SEQ_LAST]:
+                again[d] = row_seq
+            else:
+                tail.written([d])
+        if again:
+            redo = DeviceTail(min(again.values()))
+            self._fold_from_file(redo, set(again), again)
+            for d in again:
+                if d in redo.rows:
+                    tail.rows[d] = redo.rows[d]
+                    (tail.flipped.add if d in redo.flipped else tail.flipped.discard)(d)
+                    fresh.append(d)
+                else:
+                    tail.written([d])
+        return fresh
+
+    def _chunk_rows(self) -> int:
+        """Stored rows a key range of a pass spans: their pages (~40 rows each) are what its
+        transaction writes, some 1/8 of the WAL's size (a few hundred KiB)."""
+        return max(256, self.wal_bytes * 40 // self._page_size // 8)
+
+    def _pass_step(self, p: _Pass, now: float) -> bool:
+        """One transaction of a pass (lock held): a key range of devices, else of topics, else
+        the end (the mark moved, the log's folded rows deleted). False if it failed (logged; the
+        step is tried again after a later commit, nothing lost: the events and log are kept)."""
+        tail = self._own_tail()
+        db = self._db
+        try:
+            self._begin()
+            try:
+                if p.devices:
+                    write_rows(db, tail.rows, tail.flipped, self._fresh(tail, p.devices[0]))
+                elif p.topics:
+                    db.executemany(
+                        "INSERT INTO last_payload(topic, digest, at) VALUES (?, ?, ?) "
+                        "ON CONFLICT(topic) DO UPDATE SET digest = excluded.digest, at = excluded.at",
+                        p.topics[0],
+                    )
+                else:
+                    db.execute(
+                        "INSERT INTO meta(key, value) VALUES (?, ?) "
+                        "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                        (SUMMARY_SEQ, str(p.upto)),
+                    )
+                    db.execute("DELETE FROM payload_log WHERE id <= ?", (p.log_upto,))
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+            finally:
+                self._end()
+        except sqlite3.Error as exc:
+            log.warning("store %s: writing the device and topic summaries: %s (tried again later)", self.path, exc)
+            return False
+        if p.devices:
+            tail.written(p.devices.pop(0))
+        elif p.topics:
+            p.topics.pop(0)
+        else:
+            tail.base = p.upto
+            self._pass = None
+            self._summarised_at = now
+        return True
 
     def remember(self, events: Sequence[Event]) -> None:
         """Keep stored events (with their ``seq``) for the forwarders' read-back: those this
@@ -409,3 +641,27 @@ def _event(seq: int, body: str) -> Event:
 
 
 _INT64 = float(2**63)
+
+
+def _summary_seq(db: sqlite3.Connection) -> int:
+    row = db.execute("SELECT value FROM meta WHERE key = ?", (SUMMARY_SEQ,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _bounds(db: sqlite3.Connection, sql: str, size: int) -> list[str]:
+    """Every ``size``-th key of a table, in order: where a pass's key ranges start."""
+    return [key for i, (key,) in enumerate(db.execute(sql)) if i and i % size == 0]
+
+
+def _chunks(keys: list[str], bounds: list[str]) -> list[list[str]]:
+    """Sorted ``keys`` cut at ``bounds``, empty ranges left out."""
+    out: list[list[str]] = []
+    start = 0
+    for bound in bounds:
+        end = bisect.bisect_left(keys, bound, start)
+        if end > start:
+            out.append(keys[start:end])
+        start = end
+    if start < len(keys):
+        out.append(keys[start:])
+    return out

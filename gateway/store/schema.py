@@ -82,9 +82,23 @@ def _fewer_random_pages(db: sqlite3.Connection) -> None:
         db.execute("ALTER TABLE recent_ingest_new RENAME TO recent_ingest")
 
 
+def _summaries_behind(db: sqlite3.Connection) -> None:
+    """``device_state`` is written behind the events (gateway/store/devices.py): each row gets
+    ``seq``, the last event folded into it, and meta ``device_state.seq`` says every event up to
+    it is folded. Until now every event was folded as it was stored: the mark is the newest
+    event. (``payload_log``, last_payload's log, is a new table: the DDL makes it.)"""
+    if has_table(db, "device_state") and not has_column(db, "device_state", "seq"):
+        db.execute("ALTER TABLE device_state ADD COLUMN seq INTEGER NOT NULL DEFAULT 0")
+    if has_table(db, "meta") and has_table(db, "events"):
+        db.execute(
+            "INSERT OR IGNORE INTO meta(key, value) SELECT 'device_state.seq', coalesce(MAX(seq), 0) FROM events"
+        )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "meta store.first_event_at from the oldest event, visit or alert", _first_event_at),
     Migration(2, "no index on a device or an ingest key: events_received instead", _fewer_random_pages),
+    Migration(3, "device_state and last_payload written behind the events: device_state.seq", _summaries_behind),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version if MIGRATIONS else 0
 

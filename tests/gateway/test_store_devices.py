@@ -1,6 +1,7 @@
-"""The ``device_state`` summary: kept by ``append`` in the events' own transaction, one upsert per
-device per batch, and the same whether a run of events arrives as one batch, in halves or one
-by one."""
+"""The ``device_state`` summary: written behind the events in passes (one upsert per device per
+pass), read as if written with every batch, the same whether a run of events arrives as one
+batch, in halves or one by one, written behind at any point, or read after a crash; and
+``last_payload`` written behind its log the same way."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from hypothesis import strategies as st
 
 from gateway.models import RETAINED, Event, Family, Kind
 from gateway.store import DeviceState, Store
-from gateway.store.devices import fold
+from gateway.store import events as events_module
+from gateway.store.devices import SUMMARY_SEQ, fold
 from tests.gateway.factories import event
 
 T0 = 1_767_225_600.0
@@ -77,18 +79,80 @@ def test_visits_and_absent_presence_are_not_activity(tmp_path: Path) -> None:
     assert (states["radar"].state, states["radar"].activity_at) == ("presence:off", T0)
 
 
-def test_one_upsert_per_device_per_batch_in_the_events_transaction(tmp_path: Path) -> None:
+def test_a_batch_writes_no_row_a_pass_writes_one_upsert_per_device(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.db")
     upserts: list[str] = []
     store._db.set_trace_callback(lambda sql: upserts.append(sql) if "INTO device_state" in sql else None)
     batch = [event(Kind.MOTION, Family.PRESENCE, device=f"d{i % 3}", t=T0 + i, moving=True) for i in range(300)]
     store.append(batch, {})
+    assert upserts == []  # the events are the log; the rows are written behind them
+    assert store.device_states()["d1"].events == 100  # ... and read as if they were not
+    store.summarise()
     assert len(upserts) == 3
     store._db.set_trace_callback(None)
-    # A batch that fails stores neither its events nor their summary.
+    assert store.meta(SUMMARY_SEQ) == "300"
+    # A batch that fails stores neither its events nor anything of their summary.
     with pytest.raises(TypeError):  # a command that cannot be stored: the whole batch rolls back
         store.append([event(Kind.MOTION, Family.PRESENCE, device="d9")], {}, commands=[{"bad": object()}])
     assert "d9" not in store.device_states() and store.event_count() == 300
+
+
+def test_the_store_that_keeps_the_disk_writes_the_summaries_in_passes_of_key_ranges(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(events_module, "SUMMARY_EVENTS", 2400)
+    store = Store(tmp_path / "s.db", max_bytes=16 * 1024 * 1024, synchronous="normal")
+    store.manage_disk(lambda: 0)
+    devices = [f"dev{i:04}" for i in range(1200)]
+    for i, device in enumerate(devices):  # one row each, written by a first pass
+        store.append([event(Kind.DOOR_OPENED, device=device, t=T0 + i)], {})
+    store.summarise()
+    assert store._db.execute("SELECT COUNT(*) FROM device_state").fetchone()[0] == 1200
+    written: list[str] = []
+    store._db.set_trace_callback(lambda sql: written.append(sql) if "INTO device_state" in sql else None)
+    for i in range(2400 + 1):
+        store.append([event(Kind.BATTERY, device=devices[i % 1200], t=T0 + 2000 + i / 100, battery=90)], {})
+    store._db.set_trace_callback(None)
+    # A pass started after 2,400 events: a key range of stored rows after each batch since.
+    size = store._chunk_rows()
+    assert store._pass is not None and 1 <= len(store._pass.devices) < -(-1200 // size)
+    assert 0 < len(written) <= 2 * size
+    expected = {d: store.device_states([d])[d] for d in devices}
+    store.summarise()
+    assert store._pass is None and store.meta(SUMMARY_SEQ) == str(store.last_seq())
+    assert store.device_states() == expected and expected["dev0007"].events == 3
+
+
+def test_a_store_opened_again_after_a_crash_reads_what_it_wrote(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    store.manage_disk(lambda: 0)
+    events = _events([(i % len(_KINDS), "abc"[i % 3]) for i in range(40)])
+    store.append(events[:20], {})
+    store.summarise()
+    store.append(events[20:], {})
+    # A pass cut short: one row written beyond the mark, the mark not moved.
+    store._pass = store._start_pass(store._own_tail())
+    store._pass.devices = [["b"]]
+    assert store._pass_step(store._pass, T0)
+    before = store.device_states()
+    store._db.close()  # no orderly close: what a SIGKILL leaves
+    again = Store(tmp_path / "s.db")
+    assert again.device_states() == before == fold(events)
+    again.manage_disk(lambda: 0)
+    again.summarise()
+    assert again.device_states() == before
+
+
+def test_the_last_payload_of_a_topic_is_the_logs_latest_before_and_after_a_pass(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    store.append([], {}, payloads=[("t/a", "1"), ("t/b", "1")], now=T0)
+    store.append([], {}, payloads=[("t/a", "2")], now=T0 + 1)
+    assert store.last_payloads(["t/a", "t/b", "t/c"]) == {"t/a": "2", "t/b": "1"}
+    store.summarise()
+    assert store._db.execute("SELECT COUNT(*) FROM payload_log").fetchone()[0] == 0
+    store.append([], {}, payloads=[("t/b", "3")], now=T0 + 2)
+    assert Store(tmp_path / "s.db").last_payloads(["t/a", "t/b"]) == {"t/a": "2", "t/b": "3"}
+    assert store.last_payloads(["t/a", "t/b"]) == {"t/a": "2", "t/b": "3"}
 
 
 # ---------------------------------------------------------------------- split-invariance
@@ -144,3 +208,12 @@ def test_the_summary_is_the_same_whole_split_or_one_by_one(
     assert whole.device_states() == split.device_states() == single.device_states()
     # On an empty table, the fold of the whole run is what the table holds.
     assert whole.device_states() == fold(events)
+    # Written behind at any points (a pass after some batches), it reads the same.
+    behind = Store(tmp_path_factory.mktemp("behind") / "s.db")
+    for i, (a, b) in enumerate(zip([0, *points], [*points, len(events)], strict=True)):
+        behind.append(events[a:b], {})
+        if i % 2 == 0:
+            behind.summarise()
+    assert behind.device_states() == whole.device_states()
+    behind.summarise()
+    assert behind.device_states() == whole.device_states()

@@ -97,7 +97,11 @@ def test_a_store_of_version_1_loses_its_indexes_on_random_keys_and_keeps_its_dat
     assert {"events_device_time", "sqlite_autoindex_recent_ingest_1"} <= indexes(path)
     store = Store(path)
     try:
-        assert [m.version for m in store.migrated] == [2]
+        assert [m.version for m in store.migrated] == [2, 3]
+        # Version 3: device_state is written behind the events; its rows already held all four.
+        assert store.meta("device_state.seq") == "4"
+        door = store.device_states()["3-2-502-door"]
+        assert (door.events, door.last_seen, door.state) == (2, T1 + 60, "door_closed")
         assert [e.kind for e in store.events_after(0)] == [
             Kind.DOOR_OPENED,
             Kind.SMOKE_CLEAR,
@@ -113,6 +117,9 @@ def test_a_store_of_version_1_loses_its_indexes_on_random_keys_and_keeps_its_dat
         (new,) = store.append([event(device="3-2-502-door", t=T1 + 120)], {"influx": None}, [("k2", T1 + 120)])
         assert new.seq == 5 and store.seen_recently("k2")
         assert store.last_event_at(["3-2-502-door"], T1, T1 + 200) == T1 + 120
+        assert store.device_states()["3-2-502-door"].events == 3
+        store.summarise()
+        assert store.device_states()["3-2-502-door"].events == 3
     finally:
         store.close()
     found = indexes(path)
