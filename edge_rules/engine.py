@@ -31,6 +31,8 @@ other: the alert path's shadow engine, which records what they would have raised
 from __future__ import annotations
 
 import heapq
+import operator
+import string
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -275,6 +277,7 @@ class Engine:
         self._entries: dict[str, _Entry] = {}  # rule progress, by rule:<rule>:<subject>
         self._dirty: set[str] = set()
         self._heap: list[tuple[float, int, str]] = []
+        self._dedups = {r.id: _dedup_of(r) for r in self.rules}
         # Dedup keys decided on for the event being fed (not state: it lives for one feed).
         self._event_keys: set[str] | None = None
         self._now: float | None = None
@@ -872,9 +875,7 @@ class Engine:
         return [self._decision("resolve", rule, s, dedup, severity, at, ev, int(current["count"]), None, None)]
 
     def _dedup(self, rule: AnyRule, s: Subject) -> str:
-        return rule.dedup.format(
-            rule=rule.id, subject=s.id, per=s.kind, device=s.device, building=s.building, household=s.household
-        )
+        return self._dedups[rule.id](s)
 
     def _decision(
         self,
@@ -944,6 +945,40 @@ class Engine:
             "severity_zh": severity.label_zh,
             "severity_en": severity.label_en,
         }
+
+
+# A dedup template's placeholders (rules.DEDUP_FIELDS, but the rule's own id) by Subject field.
+_DEDUP_FIELDS = {"subject": "id", "per": "kind", "device": "device", "building": "building", "household": "household"}
+
+
+def _dedup_of(rule: AnyRule) -> Callable[[Subject], str]:
+    """A rule's dedup template as a function of the subject: a %-format of the subject's
+    fields (str.format with six keywords cost a resolve more than the rest of it, and an
+    event's auto-resolve is tried for every subject); the same text, as the fields are str."""
+    template = rule.dedup
+    text: list[str] = []
+    fields: list[str] = []
+    for literal, name, spec, conversion in string.Formatter().parse(template):
+        text.append(literal.replace("%", "%%"))
+        if name is None:
+            continue
+        if spec or conversion or (name != "rule" and name not in _DEDUP_FIELDS):
+            return lambda s: template.format(
+                rule=rule.id, subject=s.id, per=s.kind, device=s.device, building=s.building, household=s.household
+            )
+        if name == "rule":
+            text.append(rule.id.replace("%", "%%"))
+        else:
+            text.append("%s")
+            fields.append(_DEDUP_FIELDS[name])
+    form = "".join(text)
+    if not fields:
+        const = form % ()
+        return lambda s: const
+    get = operator.attrgetter(*fields)
+    if len(fields) == 1:
+        return lambda s: form % (get(s),)
+    return lambda s: form % get(s)
 
 
 def _rule_and_subject(key: str) -> tuple[str, str]:

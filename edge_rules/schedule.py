@@ -158,8 +158,19 @@ class Window:
 
     def deadline(self, t0: float, seconds: float) -> float | None:
         """The instant when ``seconds`` of in-schedule time have passed since ``t0``."""
-        remaining = seconds
         day = self._ordinal(t0) - 1
+        # Most often the time is found in the first window that has any left (today's, or the
+        # one that began yesterday): what the walk below would return, without starting it.
+        for ordinal in (day, day + 1):
+            found = self._interval(ordinal)
+            if found is not None:
+                s = max(found[0], t0)
+                if found[1] <= s:
+                    continue
+                if found[1] - s >= seconds:
+                    return s + seconds
+                break
+        remaining = seconds
         # Each week has at least one window, so each _HORIZON_DAYS chunk makes progress.
         for _ in range(int(seconds // 3600) + 400):
             progressed = False
