@@ -1,20 +1,28 @@
 """Rule-evaluation cost: events/s through the engine, and memory for many pending timers.
 
 Not a test: figures to watch. Both shipped packs (elderly_care, smart_community) run on one of
-two sites: ``estate``, a synthetic estate of households with the four usual devices (door
-contact, smoke detector, fall radar, SOS button), a third of them elders living alone; or
-``demo``, the demo block (``simulators.block.demo_site``, any size) with the runtime's own
-context (``gateway.alerts.path.rule_context``) and its simulated routine (``BlockActivity``)
-decoded by the registry from the real payloads.
+the sites below.
 
     .venv/bin/python bench/bench_rules.py                     # estate: 2,000 devices, 200,000 events
     .venv/bin/python bench/bench_rules.py --devices 2000 --events 200000 --timers 100000
     .venv/bin/python bench/bench_rules.py --site demo --compare --timers 0
     .venv/bin/python bench/bench_rules.py --site demo --buildings 50 --households 100 --compare
     .venv/bin/python bench/bench_rules.py --site demo --profile 20 --timers 0
+    .venv/bin/python bench/bench_rules.py --site compare --timers 0 --repeat 3   # the gateway's load in compare.py
+
+Three sites: ``estate``, a synthetic estate of households with the four usual devices (door
+contact, smoke detector, fall radar, SOS button), a third of them elders living alone;
+``demo``, the demo block (``simulators.block.demo_site``, any size) with the runtime's own
+context (``gateway.alerts.path.rule_context``) and its simulated routine (``BlockActivity``)
+decoded by the registry from the real payloads; ``compare``, the site and traffic of
+bench/compare.py (5,000 households, 20,150 devices; doors, radars, check-ins of random devices,
+a smoke alarm in a thousand) decoded by the registry at ``--rate`` messages a second from 10:00,
+as the gateway sees it there. Its first ``--warm`` events are fed untimed: a gateway that has
+run a while has seen most devices before (what the engine keeps per device is built at a
+device's first event), while compare.py's short runs see many for the first time.
 
 1. **throughput**: traffic fed in time order through ``Engine.feed``, with ``advance`` between
-   events as the gateway's timer task does; events/s and µs per event over the run (decisions
+   events as the gateway's timer task does; events/s and µs per event over the run (CPU time) (decisions
    included; the first ``advance``, which arms every absence timer, is not timed). With
    ``--compare``, the engine evaluating every rule for every event (``indexed=False``) and the
    indexed one run alternately on the same events, ``--repeat`` times each, and must decide
@@ -27,13 +35,18 @@ decoded by the registry from the real payloads.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import dataclasses
+import gc
+import hashlib
 import json
+import pickle
 import pstats
 import random
 import statistics
 import sys
+import tempfile
 import time
 import tracemalloc
 from collections.abc import Sequence
@@ -129,7 +142,46 @@ def demo_traffic(buildings: int, households: int, n: int, seed: int) -> tuple[Co
     return rule_context(registry), events, f"{len(config.households)} households, 07:00 + {hours:.1f} h"
 
 
+def compare_traffic(households: int, n: int, rate: float, seed: int) -> tuple[Context, list[Event], str]:
+    """bench/compare.py's site and its plan of ``n`` messages, sent at ``rate`` a second from
+    10:00 and decoded by the registry; the context is the runtime's."""
+    from bench.compare import Z2MTraffic, bench_site  # paho and the test servers: only here
+
+    config = parse_config(bench_site(households, Path(tempfile.gettempdir()) / "bench-rules"))
+    registry = Registry(config)
+    plan = Z2MTraffic(config, seed).plan(n)
+    start = T0 + 10 * 3600
+    events: list[Event] = []
+    for i, (topic, payload) in enumerate(zip(plan.topics, plan.payloads, strict=True)):
+        for ev in registry.decode(topic, payload, start + i / rate):
+            events.append(dataclasses.replace(ev, seq=len(events) + 1))
+    what = f"{len(config.households)} households, {n} messages at {rate:.0f}/s from 10:00"
+    return rule_context(registry), events, what
+
+
 def site_traffic(args: argparse.Namespace) -> tuple[Context, list[Event], str]:
+    """The site's context and traffic; with ``--traffic-cache``, read from that file when it
+    holds the same arguments' traffic, else made and written there (two versions of the engine
+    compared run after run need not decode the same messages each time)."""
+    if args.traffic_cache is None:
+        return make_traffic(args)
+    key = (args.site, args.devices, args.buildings, args.households, args.households_total, args.events, args.rate)
+    key += (args.seed,)
+    with contextlib.suppress(FileNotFoundError, EOFError, pickle.UnpicklingError):
+        with args.traffic_cache.open("rb") as f:
+            cached = pickle.load(f)
+        if cached[0] == key:
+            devices, events, what = cached[1]
+            return Context(devices), events, what
+    context, events, what = make_traffic(args)
+    with args.traffic_cache.open("wb") as f:
+        pickle.dump((key, (list(context.devices.values()), events, what)), f, protocol=pickle.HIGHEST_PROTOCOL)
+    return context, events, what
+
+
+def make_traffic(args: argparse.Namespace) -> tuple[Context, list[Event], str]:
+    if args.site == "compare":
+        return compare_traffic(args.households_total, args.events, args.rate, args.seed)
     if args.site == "demo":
         return demo_traffic(args.buildings, args.households, args.events, args.seed)
     rng = random.Random(args.seed)
@@ -138,17 +190,28 @@ def site_traffic(args: argparse.Namespace) -> tuple[Context, list[Event], str]:
 
 
 def run(
-    rules: RuleSet, context: Context, events: Sequence[Event], indexed: bool
+    rules: RuleSet, context: Context, events: Sequence[Event], indexed: bool, warm: int = 0
 ) -> tuple[float, list[Decision], Engine]:
-    """Seconds to feed ``events`` (with an ``advance`` after each), the decisions, the engine."""
+    """CPU seconds (this thread's: a neighbour taking the core away is not counted) to feed
+    ``events[warm:]`` (with an ``advance`` after each), the decisions, the engine; the first
+    ``warm`` events are fed before the clock starts."""
     engine = Engine(rules, None, context, indexed=indexed)
     decisions = engine.advance(events[0].event_time)  # arms the absence timers: not timed
-    start = time.perf_counter()
-    for ev in events:
+    for ev in events[:warm]:
         decisions += engine.feed(ev)
         decisions += engine.advance(ev.event_time)
-    elapsed = time.perf_counter() - start
+    start = time.thread_time()
+    for ev in events[warm:]:
+        decisions += engine.feed(ev)
+        decisions += engine.advance(ev.event_time)
+    elapsed = time.thread_time() - start
     return elapsed, decisions, engine
+
+
+def digest(decisions: Sequence[Decision], engine: Engine) -> str:
+    """A short hash of every decision (all its fields) and of the engine's state at the end."""
+    text = repr([dataclasses.astuple(d) for d in decisions]) + json.dumps(engine.export(), sort_keys=True)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
 def device_cost(rules: RuleSet, context: Context, events: Sequence[Event]) -> str:
@@ -180,24 +243,39 @@ def device_cost(rules: RuleSet, context: Context, events: Sequence[Event]) -> st
 def bench_throughput(args: argparse.Namespace) -> None:
     context, events, what = site_traffic(args)
     rules = load_rules("elderly_care", "smart_community")
-    n = len(events)
-    print(f"throughput     site {args.site}: {len(context.devices)} devices, {what}, {n} events, {len(rules)} rules")
+    # As the gateway does once it has started (gateway.runtime.freeze_heap): what lives as long
+    # as the process (here the traffic too, a million objects) is out of the collector's sight,
+    # so a full collection walks what the engine made, as it would in the gateway.
+    gc.collect()
+    gc.freeze()
+    warm = min(args.warm, len(events) - 1) if args.site == "compare" else 0
+    n = len(events) - warm
+    print(
+        f"throughput     site {args.site}: {len(context.devices)} devices, {what}, {n} events timed"
+        f"{f' after {warm} untimed' if warm else ''}, {len(rules)} rules"
+    )
     modes = (False, True) if args.compare else (True,)
     times: dict[bool, list[float]] = {m: [] for m in modes}
-    outcome: dict[bool, tuple[list[Decision], list[tuple[str, object]]]] = {}
+    # Per engine: its decisions and a digest of them and of the state it ended with, to tell
+    # that two versions of the engine decided the same (run one and the other).
+    outcome: dict[bool, tuple[list[Decision], str]] = {}
     for r in range(args.repeat):
         # Alternate which goes first, so that a neighbour's burst of load hits both alike.
         for indexed in modes if r % 2 == 0 else modes[::-1]:
-            elapsed, decisions, engine = run(rules, context, events, indexed)
+            outcome.pop(indexed, None)  # a run's leftovers would make the next one's collections slower
+            gc.collect()
+            elapsed, decisions, engine = run(rules, context, events, indexed, warm)
             times[indexed].append(elapsed)
-            outcome[indexed] = (decisions, list(engine.export()))
+            outcome[indexed] = (decisions, digest(decisions, engine))
+            del engine
     for indexed in modes:
         best, median = min(times[indexed]), statistics.median(times[indexed])
         name = "indexed" if indexed else "every rule"
         print(
             f"  {name:10}  best {n / best:8.0f} events/s {best / n * 1e6:6.1f} µs/event"
             f"   median {n / median:8.0f} events/s {median / n * 1e6:6.1f} µs/event   "
-            f"({len(outcome[indexed][0])} decisions; runs {', '.join(f'{t:.2f}' for t in times[indexed])} s)"
+            f"({len(outcome[indexed][0])} decisions, digest {outcome[indexed][1]}; "
+            f"runs {', '.join(f'{t:.2f}' for t in times[indexed])} s)"
         )
     if args.compare:
         ratios = [a / b for a, b in zip(times[False], times[True], strict=True)]
@@ -213,7 +291,7 @@ def bench_throughput(args: argparse.Namespace) -> None:
         print(f"  kept per device by the indexed engine: {device_cost(rules, context, events)}")
     if args.profile:
         profile = cProfile.Profile()
-        profile.runcall(run, rules, context, events, True)
+        profile.runcall(run, rules, context, events, True, warm)
         print(f"  cProfile of one indexed run, top {args.profile} by own time:")
         pstats.Stats(profile, stream=sys.stdout).strip_dirs().sort_stats("tottime").print_stats(args.profile)
 
@@ -246,16 +324,20 @@ def bench_timers(target: int, seed: int) -> None:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--site", choices=("estate", "demo"), default="estate")
+    p.add_argument("--site", choices=("estate", "demo", "compare"), default="estate")
     p.add_argument("--devices", type=int, default=2000, help="estate: devices (4 per household)")
     p.add_argument("--buildings", type=int, default=2, help="demo: buildings")
     p.add_argument("--households", type=int, default=20, help="demo: households per building")
-    p.add_argument("--events", type=int, default=200_000, help="at most this many events")
+    p.add_argument("--events", type=int, default=200_000, help="at most this many events (compare: messages)")
+    p.add_argument("--households-total", type=int, default=5000, help="compare: households (compare.py's default)")
+    p.add_argument("--rate", type=float, default=1000.0, help="compare: messages a second")
+    p.add_argument("--warm", type=int, default=100_000, help="compare: events fed before the clock starts")
     p.add_argument("--compare", action="store_true", help="every rule (indexed=False) against the indexed engine")
     p.add_argument("--repeat", type=int, default=1, help="runs of each engine (alternating)")
     p.add_argument("--profile", type=int, default=0, metavar="N", help="cProfile an indexed run: top N")
     p.add_argument("--timers", type=int, default=100_000, help="0: skip the timers part")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--traffic-cache", type=Path, default=None, help="keep the decoded traffic in this file")
     args = p.parse_args()
     bench_throughput(args)
     if args.timers:

@@ -31,6 +31,8 @@ other: the alert path's shadow engine, which records what they would have raised
 from __future__ import annotations
 
 import heapq
+import operator
+import string
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -275,6 +277,7 @@ class Engine:
         self._entries: dict[str, _Entry] = {}  # rule progress, by rule:<rule>:<subject>
         self._dirty: set[str] = set()
         self._heap: list[tuple[float, int, str]] = []
+        self._dedups = {r.id: _dedup_of(r) for r in self.rules}
         # Dedup keys decided on for the event being fed (not state: it lives for one feed).
         self._event_keys: set[str] | None = None
         self._now: float | None = None
@@ -536,6 +539,12 @@ class Engine:
     # ------------------------------------------------------------------ subjects
 
     def _subjects(self, rule: AnyRule, info: DeviceInfo) -> list[Subject]:
+        residents = self._residents(rule, info)
+        return [] if residents is None else self._subjects_of(rule.per, info, residents)
+
+    @staticmethod
+    def _residents(rule: AnyRule, info: DeviceInfo) -> tuple[ResidentInfo, ...] | None:
+        """The device's residents the rule applies to; None: it applies to none of them."""
         residents = info.residents
         at = rule.applies_to
         if at.filters_residents:
@@ -546,28 +555,29 @@ class Engine:
                 and (at.risk_tier is None or r.risk_tier in at.risk_tier)
             )
             if not kept:
-                return []
+                return None
             residents = residents if len(kept) == len(residents) else kept  # share the tuple when all pass
+        return residents
+
+    def _subjects_of(self, per: str, info: DeviceInfo, residents: tuple[ResidentInfo, ...]) -> list[Subject]:
         loc = info.location
-        base = {"building": info.building, "household": info.household, "device": info.id}
-        per = rule.per
+        building, household, device = info.building, info.household, info.id
         if per == "device":
-            return [Subject("device", info.id, location=loc, residents=residents, **base)]
+            return [Subject("device", device, building, household, device, loc, residents)]
         if per == "household":
-            if not info.household:
+            if not household:
                 return []
             place = self._place(loc.building, loc.unit, loc.household)
-            return [Subject("household", info.household, location=place, residents=residents, **base)]
+            return [Subject("household", household, building, household, device, place, residents)]
         if per == "building":
-            if not info.building:
+            if not building:
                 return []
-            place = self._place(loc.building)
-            return [Subject("building", info.building, location=place, residents=residents, **base)]
+            return [Subject("building", building, building, household, device, self._place(loc.building), residents)]
         if per == "location":
-            ident = "/".join((loc.building, loc.unit, info.household or loc.household, loc.room))
-            return [Subject("location", ident, location=loc, residents=residents, **base)]
+            ident = "/".join((loc.building, loc.unit, household or loc.household, loc.room))
+            return [Subject("location", ident, building, household, device, loc, residents)]
         place = self._place(loc.building, loc.unit, loc.household)
-        return [Subject("resident", r.id, location=place, residents=(r,), **base) for r in residents]
+        return [Subject("resident", r.id, building, household, device, place, (r,)) for r in residents]
 
     def _place(self, *parts: str) -> Location:
         place = self._places.get(parts)
@@ -594,7 +604,22 @@ class Engine:
 
     def _view(self, info: DeviceInfo) -> _Device:
         """Subjects, durations and condition bits of a device."""
-        subjects = tuple(tuple(self._subjects(rule, info)) for rule in self._spec_rules)
+        # Rules alike but for their residents' filters (lives alone, risk tier) mostly keep the
+        # same residents of a household: one subject for them (memory, and the time to make it).
+        made: list[tuple[str, tuple[ResidentInfo, ...], tuple[Subject, ...]]] = []
+        found: list[tuple[Subject, ...]] = []
+        for rule in self._spec_rules:
+            residents = self._residents(rule, info)
+            if residents is None:
+                found.append(())
+                continue
+            per = rule.per
+            same = next((subj for p, r, subj in made if p == per and r is residents), None)
+            if same is None:
+                same = tuple(self._subjects_of(per, info, residents))
+                made.append((per, residents, same))
+            found.append(same)
+        subjects = tuple(found)
         of = [subjects[spec] for spec in self._spec_of]  # by rule position
         mask = self._triggers.device_mask(info, (pos for pos, subj in enumerate(of) if subj))
         # The durations of the rules it can trigger (window, within; by rule position, one per
@@ -872,9 +897,7 @@ class Engine:
         return [self._decision("resolve", rule, s, dedup, severity, at, ev, int(current["count"]), None, None)]
 
     def _dedup(self, rule: AnyRule, s: Subject) -> str:
-        return rule.dedup.format(
-            rule=rule.id, subject=s.id, per=s.kind, device=s.device, building=s.building, household=s.household
-        )
+        return self._dedups[rule.id](s)
 
     def _decision(
         self,
@@ -944,6 +967,40 @@ class Engine:
             "severity_zh": severity.label_zh,
             "severity_en": severity.label_en,
         }
+
+
+# A dedup template's placeholders (rules.DEDUP_FIELDS, but the rule's own id) by Subject field.
+_DEDUP_FIELDS = {"subject": "id", "per": "kind", "device": "device", "building": "building", "household": "household"}
+
+
+def _dedup_of(rule: AnyRule) -> Callable[[Subject], str]:
+    """A rule's dedup template as a function of the subject: a %-format of the subject's
+    fields (str.format with six keywords cost a resolve more than the rest of it, and an
+    event's auto-resolve is tried for every subject); the same text, as the fields are str."""
+    template = rule.dedup
+    text: list[str] = []
+    fields: list[str] = []
+    for literal, name, spec, conversion in string.Formatter().parse(template):
+        text.append(literal.replace("%", "%%"))
+        if name is None:
+            continue
+        if spec or conversion or (name != "rule" and name not in _DEDUP_FIELDS):
+            return lambda s: template.format(
+                rule=rule.id, subject=s.id, per=s.kind, device=s.device, building=s.building, household=s.household
+            )
+        if name == "rule":
+            text.append(rule.id.replace("%", "%%"))
+        else:
+            text.append("%s")
+            fields.append(_DEDUP_FIELDS[name])
+    form = "".join(text)
+    if not fields:
+        const = form % ()
+        return lambda s: const
+    get = operator.attrgetter(*fields)
+    if len(fields) == 1:
+        return lambda s: form % (get(s),)
+    return lambda s: form % get(s)
 
 
 def _rule_and_subject(key: str) -> tuple[str, str]:

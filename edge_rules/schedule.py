@@ -86,36 +86,91 @@ def local_hhmm(t: float, tz: str) -> str:
 
 
 class Window:
-    """A compiled schedule: minutes of day and weekday numbers (0 = Monday)."""
+    """A compiled schedule: minutes of day and weekday numbers (0 = Monday).
 
-    __slots__ = ("days", "end", "start", "tz")
+    The engine asks a window about nearly every event (a condition's time of day, an absence
+    timer put off), and its events come in time order: a window keeps the local day it was
+    last asked about (that day's first and last instant) and the intervals of the days it has
+    worked out, so a question about the same day again costs no date arithmetic. The answers
+    are the same as working the days out afresh (tests/edge_rules/test_schedule.py)."""
+
+    __slots__ = ("_day", "_intervals", "days", "end", "start", "tz")
 
     def __init__(self, start: int, end: int, days: frozenset[int], tz: str) -> None:
         self.start = start
         self.end = end
         self.days = days
         self.tz = tz
+        # The local day last asked about: (its first instant, the next day's, its ordinal).
+        self._day = (0.0, 0.0, 0)
+        # The window starting on a day (by ordinal), as epoch seconds; None: no window that day.
+        self._intervals: dict[int, tuple[float, float] | None] = {}
 
-    def _windows(self, first: date, count: int) -> Iterator[tuple[float, float]]:
-        """In-schedule intervals (epoch seconds) of windows starting on ``count`` days from ``first``."""
+    def _ordinal(self, t: float) -> int:
+        """The ordinal of the local date of ``t``."""
+        lo, hi, ordinal = self._day
+        if lo <= t < hi:
+            return ordinal
         tzinfo = zone(self.tz)
-        for i in range(count):
-            day = first + timedelta(days=i)
-            if day.weekday() not in self.days:
-                continue
+        today = datetime.fromtimestamp(t, tzinfo).date()
+        # The first instant of a day is its midnight, or the end of a gap that swallowed it
+        # (fold 0 of a missing time is the instant the clocks jumped): either way, what
+        # fromtimestamp dates as that day starts there.
+        lo = datetime.combine(today, time(0), tzinfo).timestamp()
+        hi = datetime.combine(today + timedelta(days=1), time(0), tzinfo).timestamp()
+        ordinal = today.toordinal()
+        if lo <= t < hi:  # always, unless the zone's rules are stranger than that
+            self._day = (lo, hi, ordinal)
+        return ordinal
+
+    def _interval(self, ordinal: int) -> tuple[float, float] | None:
+        """In-schedule interval (epoch seconds) of the window starting on the day ``ordinal``."""
+        intervals = self._intervals
+        if ordinal in intervals:
+            return intervals[ordinal]
+        if len(intervals) >= 64:  # weeks of days: a window asked about for years stays small
+            intervals.clear()
+        day = date.fromordinal(ordinal)
+        found: tuple[float, float] | None = None
+        if day.weekday() in self.days:
+            tzinfo = zone(self.tz)
             begin = datetime.combine(day, time(0), tzinfo) + timedelta(minutes=self.start)
             end_day = day if self.end > self.start else day + timedelta(days=1)
             finish = datetime.combine(end_day, time(0), tzinfo) + timedelta(minutes=self.end)
-            yield begin.timestamp(), finish.timestamp()
+            found = (begin.timestamp(), finish.timestamp())
+        intervals[ordinal] = found
+        return found
+
+    def _windows(self, first: int, count: int) -> Iterator[tuple[float, float]]:
+        """In-schedule intervals of windows starting on ``count`` days from the day ``first``."""
+        for ordinal in range(first, first + count):
+            found = self._interval(ordinal)
+            if found is not None:
+                yield found
 
     def contains(self, t: float) -> bool:
-        today = datetime.fromtimestamp(t, zone(self.tz)).date()
-        return any(s <= t < e for s, e in self._windows(today - timedelta(days=1), 2))
+        today = self._ordinal(t)
+        for ordinal in (today - 1, today):
+            found = self._interval(ordinal)
+            if found is not None and found[0] <= t < found[1]:
+                return True
+        return False
 
     def deadline(self, t0: float, seconds: float) -> float | None:
         """The instant when ``seconds`` of in-schedule time have passed since ``t0``."""
+        day = self._ordinal(t0) - 1
+        # Most often the time is found in the first window that has any left (today's, or the
+        # one that began yesterday): what the walk below would return, without starting it.
+        for ordinal in (day, day + 1):
+            found = self._interval(ordinal)
+            if found is not None:
+                s = max(found[0], t0)
+                if found[1] <= s:
+                    continue
+                if found[1] - s >= seconds:
+                    return s + seconds
+                break
         remaining = seconds
-        day = datetime.fromtimestamp(t0, zone(self.tz)).date() - timedelta(days=1)
         # Each week has at least one window, so each _HORIZON_DAYS chunk makes progress.
         for _ in range(int(seconds // 3600) + 400):
             progressed = False
@@ -127,7 +182,7 @@ class Window:
                 if e - s >= remaining:
                     return s + remaining
                 remaining -= e - s
-            day += timedelta(days=_HORIZON_DAYS)
+            day += _HORIZON_DAYS
             if not progressed and not self.days:
                 return None
         return None

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import tomllib
 
+import pytest
+
 from edge_rules import Engine
+from edge_rules.engine import Subject, _dedup_of
 from edge_rules.rules import RuleSet, combine, parse_rule_file
 from tests.edge_rules.helpers import CONTEXT, Feed, at, timeline
 
@@ -261,3 +264,30 @@ def test_time_never_goes_backwards() -> None:
     assert [d.at for d in e.advance(t + 20)] == [t + 10]
     late = e.feed(f("3-2-501-door", "door_opened", t + 5))  # a late event is taken at the engine's time
     assert late == [] and e.now == t + 20 and e.next_deadline() == t + 30
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{rule}:{subject}",
+        "maintenance:battery:{device}",
+        "fire:{building}",
+        "100%{{not a field}}:{per}/{household}/{device}",
+        "{rule!r}:{subject:>12}",  # refused by the rule check, but the engine would use str.format
+        "one key for all",
+    ],
+)
+def test_dedup_key_as_its_template_formats_it(template: str) -> None:
+    """The engine words a dedup key without str.format (engine._dedup_of): the same text."""
+    subjects = [
+        Subject("household", "3-2-501", building="3", household="3-2-501", device="3-2-501-door"),
+        Subject("device", "lobby%{1}", building="3", device="lobby%{1}"),
+        Subject("building", "3", building="3"),
+    ]
+    checked = rules('[[rules]]\nid = "r1"\ntype = "match"\nseverity = 1\nwhen = { kind = "sos_pressed" }\n' + MSG)
+    rule = checked.rules[0].model_copy(update={"dedup": template})
+    for s in subjects:
+        expected = template.format(
+            rule="r1", subject=s.id, per=s.kind, device=s.device, building=s.building, household=s.household
+        )
+        assert _dedup_of(rule)(s) == expected
