@@ -123,11 +123,11 @@ class MqttSettings(_Model):
     # Receive, decode, commit and acknowledge in a process of its own, on a core of its own,
     # beside the rules and alerts (gateway/ingest/process.py; `sensegate run` only).
     ingest_process: bool = False
-    # Fall radars', smoke, gas and water detectors' and SOS buttons' messages on a connection of
-    # their own, so that an alarm never queues at the broker behind other devices' telemetry
-    # (gateway/ingest/lane.py). Needs a broker that queues a client's messages in the order it
-    # received them, as Mosquitto does.
-    alarm_lane: bool = False
+    # Alarm devices' messages on a connection of their own, so that an alarm never queues at the
+    # broker behind other devices' telemetry (gateway/ingest/lane.py): true for fall radars,
+    # smoke, gas and water detectors and SOS buttons, or a list of those families. Needs a broker
+    # that queues a client's messages in the order it received them, as Mosquitto does.
+    alarm_lane: bool | list[FamilyName] = False
 
 
 # A smaller reserve would checkpoint the WAL every few pages (its size is a quarter of the reserve).

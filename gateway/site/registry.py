@@ -38,9 +38,10 @@ def device_location(device: Device, households: Mapping[str, Household]) -> Loca
     )
 
 
-# The families whose devices' messages take the alarm lane (gateway/ingest/lane.py): those that
-# raise alarms for people. Door contacts and presence sensors raise alarms too (forced, tamper),
-# but talk all day: with them the lane would queue like the main connection.
+# The families whose devices' messages take the alarm lane with ``alarm_lane = true``
+# (gateway/ingest/lane.py): those that raise alarms for people. Door contacts and presence
+# sensors raise alarms too (forced, tamper), but talk all day: with them the lane would queue like
+# the main connection. Fall radars talk too (presence): a site can leave them out.
 LANE_FAMILIES = frozenset({Family.FALL, Family.SMOKE, Family.SOS, Family.GAS, Family.WATER})
 
 # A device clock further than this from the gateway's is not trusted (unset RTC, wrong zone).
@@ -114,12 +115,15 @@ class Registry:
 
     def lane_topics(self) -> tuple[frozenset[str], str]:
         """The exact topics of the devices whose messages take the alarm lane (``[mqtt]
-        alarm_lane``, gateway/ingest/lane.py), and a digest of them: the families that raise
-        alarms for people, on zigbee2mqtt (state and availability: a device's messages stay in
-        order) or native MQTT. rtl_433 devices share one topic, so theirs stay on the main one."""
+        alarm_lane``, gateway/ingest/lane.py), and a digest of them: the families it names
+        (``true``: those that raise alarms for people), on zigbee2mqtt (state and availability:
+        a device's messages stay in order) or native MQTT. rtl_433 devices share one topic, so
+        theirs stay on the main one. None when the lane is off."""
+        chosen = self.config.mqtt.alarm_lane
+        families = LANE_FAMILIES if chosen is True else frozenset(chosen or ())
         topics: set[str] = set()
         for d in self.devices.values():
-            if d.family not in LANE_FAMILIES:
+            if d.family not in families:
                 continue
             src = d.config.mqtt
             if isinstance(src, Zigbee2MqttSource):

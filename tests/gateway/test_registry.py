@@ -153,3 +153,36 @@ def test_decode_is_what_it_was_before_it_was_made_faster() -> None:
         # as JSON text: 81 is not 81.0, nor 1 True
         assert json.dumps(got, sort_keys=True) == json.dumps(want, sort_keys=True), (m["topic"], payload[:200])
     assert sum("events" in m for m in messages) > 100 and sum("error" in m for m in messages) > 100
+
+
+def _lane(alarm_lane: object) -> frozenset[str]:
+    site = minimal_site()
+    site["mqtt"] = {"alarm_lane": alarm_lane}
+    return Registry(parse_config(site, environ={})).lane_topics()[0]
+
+
+def test_the_alarm_lane_takes_the_exact_topics_of_the_families_it_names() -> None:
+    """``true``: fall radars, smoke, gas, water and SOS, state and availability each (a device's
+    messages keep their order); a list: those families; off: none. Door contacts never by
+    default, rtl_433 devices never (one topic for them all)."""
+    every = {
+        f"zigbee2mqtt/1号楼/101/{name}{suffix}" for name in ("烟感", "SOS", "跌倒") for suffix in ("", "/availability")
+    }
+    assert _lane(True) == every
+    assert _lane(["smoke", "sos"]) == {t for t in every if "跌倒" not in t}
+    assert _lane(["door"]) == {
+        "zigbee2mqtt/1号楼/101/门磁",
+        "zigbee2mqtt/1号楼/101/门磁/availability",
+        "sensegate/in/gate-1",
+    }
+    assert _lane(False) == frozenset()
+
+
+def test_the_lane_digest_changes_with_its_topics() -> None:
+    def digest(alarm_lane: object) -> str:
+        site = minimal_site()
+        site["mqtt"] = {"alarm_lane": alarm_lane}
+        return Registry(parse_config(site, environ={})).lane_topics()[1]
+
+    assert digest(True) == digest(["fall", "smoke", "sos", "gas", "water"])
+    assert digest(True) != digest(["smoke", "sos"])
