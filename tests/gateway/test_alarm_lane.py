@@ -94,21 +94,30 @@ def ready(site: FaultSite, broker: Mosquitto, store_path: Path, config: dict[str
         wait(lambda: fence_committed(store_path, config), 30, "the lane's fence")
 
 
+def first_run(
+    site: FaultSite, broker: Mosquitto, tmp_path: Path, lane: bool
+) -> tuple[dict[str, Any], Path, GatewayProcess]:
+    """Start the gateway once, until it has subscribed (and fenced), and stop it: from then on
+    the broker keeps its sessions' messages while it is down."""
+    config = site.config(tmp_path / "data", broker.host, broker.port)
+    config["mqtt"]["alarm_lane"] = lane
+    store_path = tmp_path / "data" / "store.sqlite3"
+    gateway = GatewayProcess(config, tmp_path)
+    gateway.start()
+    try:
+        ready(site, broker, store_path, config)
+    finally:
+        gateway.stop()
+    return config, store_path, gateway
+
+
 @pytest.mark.parametrize("lane", [True, False], ids=["lane", "no-lane"])
 def test_an_alarm_overtakes_a_backlog_of_telemetry_on_the_lane(tmp_path: Path, lane: bool) -> None:
     """20,000 telemetry messages wait at the broker for the gateway; an SOS pressed as it starts
     raises its alert before most of them are stored — and without the lane only after all."""
     site = FaultSite(alarms=2)
     with Mosquitto() as broker:
-        config = site.config(tmp_path / "data", broker.host, broker.port)
-        config["mqtt"]["alarm_lane"] = lane
-        store_path = tmp_path / "data" / "store.sqlite3"
-        gateway = GatewayProcess(config, tmp_path)
-        gateway.start()
-        try:
-            ready(site, broker, store_path, config)
-        finally:
-            gateway.stop()
+        _, store_path, gateway = first_run(site, broker, tmp_path, lane)
         with open_store(store_path) as store:
             before = store.event_count()
         publish_all(broker, [(site.topic(telemetry_device(i % 4)), heartbeat(f"backlog-{i}")) for i in range(BACKLOG)])
@@ -158,14 +167,7 @@ def test_messages_queued_for_main_before_the_lane_existed_are_stored_once_each(t
     fence the lane stores, and main drops its copies. Each message once."""
     site = FaultSite(alarms=2)
     with Mosquitto() as broker:
-        config = site.config(tmp_path / "data", broker.host, broker.port)
-        store_path = tmp_path / "data" / "store.sqlite3"
-        gateway = GatewayProcess(config, tmp_path)
-        gateway.start()
-        try:
-            ready(site, broker, store_path, config)
-        finally:
-            gateway.stop()
+        config, store_path, _ = first_run(site, broker, tmp_path, lane=False)
         queued = [(site.topic(alarm_device(0)), sos(f"queued-{i}")) for i in range(50)]
         queued += [(site.topic(telemetry_device(i % 4)), heartbeat(f"door-{i}")) for i in range(500)]
         publish_all(broker, queued)
