@@ -4,7 +4,9 @@ part fails, deleted when it works again.
 
 Parts: ``mqtt`` (the broker refused the connection or a subscription — Mosquitto 2.0 grants
 subscriptions its ACL denies and delivers nothing, which no client can see —, cannot be
-reached, or dropped the link) and ``store`` (a batch of messages could not be committed). The meta row is
+reached, or dropped the link), ``store`` (a batch of messages could not be committed) and
+``lane`` (the alarm lane, gateway/ingest/lane.py: failing from a refusal or a lost link until
+its fence is committed again). The meta row is
 written only when the state or the error changes, never per message; a failing part keeps its
 first ``since`` across a restart of the gateway until it works again. Writing it is
 best-effort: with the store itself failing, the log says what the row cannot.

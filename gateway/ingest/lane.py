@@ -23,6 +23,11 @@ committed, the lane holds what it receives (not handled, not acknowledged): a de
 are stored in the order they were sent, main's older copies first. The epoch and the last fence
 committed are in the store, so a restart with both sessions kept goes on at once.
 
+The lane logs in as the gateway's user, so a broker's ACL by user lets it read what main reads;
+one by client id might not, and Mosquitto 2.0 grants a subscription its ACL denies and delivers
+nothing (docs/configuration.md). ``sensegate status`` shows the part ``lane`` failing while the
+broker refuses it or its link is down, until its fence is committed again.
+
 A message of a lane device may be stored twice: one the broker received between the lane's
 subscription and the fence, or one main received just before the broker lost its sessions.
 Never none. docs/performance.md, "The alarm lane".
@@ -41,6 +46,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from gateway.clock import Clock
+from gateway.ingest.health import IngestHealth
 from gateway.log import LogOnce
 from gateway.mqtt_util import paho_client
 from gateway.site.config import SiteConfig
@@ -58,9 +64,17 @@ class AlarmLane:
     methods; the ingest's writer reads ``inbox`` and ``fenced`` and tells ``fence_committed``."""
 
     def __init__(
-        self, config: SiteConfig, topics: frozenset[str], topics_digest: str, store: Store, clock: Clock
+        self,
+        config: SiteConfig,
+        topics: frozenset[str],
+        topics_digest: str,
+        store: Store,
+        clock: Clock,
+        health: IngestHealth | None = None,
     ) -> None:
         self.config = config
+        # ``sensegate status`` shows the part ``lane`` failing until the lane works: fenced.
+        self.health = health
         self.topics = topics
         self.fence_topic = f"{config.topic_prefix}/lane/fence"
         self.store = store
@@ -93,6 +107,15 @@ class AlarmLane:
 
     def fence_committed(self, nonce: str) -> None:
         self._fenced = nonce
+        self._works()
+
+    def _works(self) -> None:
+        if self.health is not None and self.fenced:
+            self.health.ok("lane")
+
+    def _failing(self, error: str) -> None:
+        if self.health is not None:
+            self.health.failing("lane", error)
 
     def is_current_fence(self, payload: bytes) -> bool:
         epoch = self.epoch
@@ -153,6 +176,7 @@ class AlarmLane:
     ) -> None:
         if getattr(rc, "is_failure", False):
             self._log_once.warning(("lane-connect", str(rc)), "broker refused the alarm lane's connection: %s", rc)
+            self._failing(f"the broker refused the alarm lane's connection: {rc}")
             return
         with self._lock:
             self._up = True
@@ -192,6 +216,10 @@ class AlarmLane:
                 self._log_once.warning(
                     ("lane-subscribe",), "broker refused %d alarm-lane subscriptions: %s", len(failed), failed[0]
                 )
+                self._failing(
+                    f"the broker refused {len(failed)} alarm-lane subscriptions ({failed[0]}): alarm devices' "
+                    "messages are stored from the main connection"
+                )
                 return
             self._pending_subacks.discard(mid)
             fence = None
@@ -199,6 +227,8 @@ class AlarmLane:
                 self._subscribed = True
                 fence = self._fence_due()
         self._publish_fence(fence)
+        if fence is None and self._subscribed:
+            self._works()  # fenced already: a restart with both sessions kept
 
     def _fence_due(self) -> str | None:
         """The epoch whose fence is to go out now: the lane and main are both subscribed, and it
@@ -229,7 +259,9 @@ class AlarmLane:
             self._subscribed = False
         if was_up and self.client is not None:
             self._log_once.warning(("lane-down",), "alarm lane disconnected from the broker (%s); reconnecting", rc)
+            self._failing(f"the alarm lane disconnected from the broker: {rc}")
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: object) -> None:
         m = self.config.mqtt
         self._log_once.warning(("lane-down",), "alarm lane cannot reach the broker at %s:%d; retrying", m.host, m.port)
+        self._failing(f"the alarm lane cannot reach the broker at {m.host}:{m.port}")

@@ -123,7 +123,7 @@ class MqttIngest:
         self._carry: dict[str, int] = {}  # counts committed with the next batch
         # Alarm devices' messages on a connection of their own ([mqtt] alarm_lane).
         topics, digest = registry.lane_topics()
-        self.lane = AlarmLane(config, topics, digest, store, clock) if topics else None
+        self.lane = AlarmLane(config, topics, digest, store, clock, health) if topics else None
 
     # ------------------------------------------------------------------ paho side (its thread)
 

@@ -242,3 +242,34 @@ def test_a_broker_that_lost_its_sessions_loses_no_alarm_to_the_lane(tmp_path: Pa
     assert all(found[u] >= 1 for u in sent), f"lost: {[u for u in sent if not found[u]][:10]} of {len(sent)}"
     twice = sum(found[u] > 1 for u in sent)
     print(f"\nbetween the broker's restart and the new fence: {twice} of {len(sent)} stored twice")
+
+
+def test_status_shows_the_lane_failing_until_its_fence_is_committed(tmp_path: Path) -> None:
+    """A broker that refuses the lane's subscriptions (say, its ACL) leaves the lane inert: main
+    stores every message. ``sensegate status`` says so (ingest part ``lane``) until a fence is
+    committed again. The lane's paho callbacks, driven directly: no broker refuses on demand."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.reasoncodes import ReasonCode
+
+    from gateway.clock import VirtualClock
+    from gateway.ingest.health import IngestHealth, failures
+    from gateway.ingest.lane import AlarmLane
+    from gateway.site.config import parse_config
+
+    site = FaultSite(alarms=1)
+    config = parse_config({**site.config(tmp_path / "data", "127.0.0.1", 1883), "outputs": []}, environ={})
+    config.store_path.parent.mkdir(parents=True, exist_ok=True)
+    store = Store(config.store_path)
+    try:
+        lane = AlarmLane(config, frozenset({site.topic(alarm_device(0))}), "digest", store, VirtualClock(),
+                         IngestHealth(store, VirtualClock()))  # fmt: skip
+        refused = ReasonCode(PacketTypes.SUBACK, identifier=0x80)
+        lane._on_subscribe(mqtt.Client(CallbackAPIVersion.VERSION2), None, 1, [refused], None)
+        (failure,) = failures(store)
+        assert failure.part == "lane" and "refused 1 alarm-lane subscriptions" in failure.error
+        assert not lane.fenced  # main keeps its copies
+        lane.epoch = "e1"
+        lane.fence_committed("e1")
+        assert lane.fenced and failures(store) == []
+    finally:
+        store.close()
