@@ -80,6 +80,16 @@ class _Message:
     lane: bool = False  # delivered by the alarm lane's connection (gateway/ingest/lane.py)
 
 
+def _received(msg: mqtt.MQTTMessage, connection: int, *, lane: bool) -> _Message:
+    """paho's message as the writer takes it (on paho's thread: a topic that is not UTF-8 is
+    kept with replacement characters, never raised)."""
+    try:
+        topic = msg.topic
+    except UnicodeDecodeError:
+        topic = msg._topic.decode("utf-8", errors="replace")
+    return _Message(connection, msg.mid, msg.qos, bool(msg.dup), bool(msg.retain), topic, bytes(msg.payload), lane=lane)
+
+
 class MqttIngest:
     def __init__(
         self,
@@ -213,24 +223,13 @@ class MqttIngest:
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         # Runs on paho's thread: never raise (an exception here would stop the network loop).
-        try:
-            topic = msg.topic
-        except UnicodeDecodeError:
-            topic = msg._topic.decode("utf-8", errors="replace")
-        item = _Message(self._connection, msg.mid, msg.qos, bool(msg.dup), bool(msg.retain), topic, bytes(msg.payload))
-        self._inbox.append(item)
+        self._inbox.append(_received(msg, self._connection, lane=False))
         self._wake_soon()
 
     def _on_lane_message(self, msg: mqtt.MQTTMessage, connection: int) -> None:
         # The lane's paho thread: the same, into the lane's inbox.
-        try:
-            topic = msg.topic
-        except UnicodeDecodeError:
-            topic = msg._topic.decode("utf-8", errors="replace")
-        item = _Message(connection, msg.mid, msg.qos, bool(msg.dup), bool(msg.retain), topic, bytes(msg.payload))
-        item.lane = True
         assert self.lane is not None
-        self.lane.inbox.append(item)
+        self.lane.inbox.append(_received(msg, connection, lane=True))
         self._wake_soon()
 
     def _wake_soon(self) -> None:
