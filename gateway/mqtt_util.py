@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections.abc import Iterator
 from typing import Any
 
 import aiomqtt
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.matcher import MQTTMatcher
 
 
 def connection_lost(client: aiomqtt.Client) -> asyncio.Future[None] | None:
@@ -33,6 +35,24 @@ def reason_lost(fut: asyncio.Future[None]) -> BaseException | None:
     return fut.exception()
 
 
+class _Filters(MQTTMatcher):
+    """paho's table of per-topic callbacks, which asks nothing while it is empty.
+
+    paho looks up every received message in this table. Its ``iter_match`` builds a recursive
+    closure that refers to itself — a reference cycle per message that only the cyclic
+    collector frees; at 1,000 msg/s that is ~6 % of the gateway's CPU and, every few seconds, a
+    full collection that stops every thread for 0.1 s. The gateway's clients register no
+    per-topic callbacks, so the lookup is skipped; with one registered, paho's own runs."""
+
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+
+    def iter_match(self, topic: str) -> Iterator[Any]:
+        if not self._root._children:
+            return iter(())
+        return super().iter_match(topic)  # type: ignore[no-untyped-call,no-any-return]
+
+
 def paho_client(settings: Any, client_id: str, *, clean_session: bool, manual_ack: bool = False) -> mqtt.Client:
     """A paho-mqtt 2.x client (MQTT 3.1.1) for the site's broker, with its login and TLS.
     ``settings`` is the site config's ``[mqtt]`` table (gateway.site.config.MqttSettings; the
@@ -44,6 +64,7 @@ def paho_client(settings: Any, client_id: str, *, clean_session: bool, manual_ac
         protocol=mqtt.MQTTv311,
         manual_ack=manual_ack,
     )
+    client._on_message_filtered = _Filters()
     if settings.username:
         client.username_pw_set(settings.username, settings.password.get_secret_value() or None)
     tls = settings.tls
