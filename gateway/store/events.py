@@ -94,6 +94,8 @@ _REJECTED_KEEP_BYTES = 4096
 # twice between two passes, the fewer pages a report costs (a pass writes each page once).
 SUMMARY_EVENTS = 32_768
 SUMMARY_SECONDS = 300.0
+# A step of ~500 rows takes a few ms (compare.py's site at 1k msg/s); 2,560 took 15-80 ms.
+SUMMARY_STEP_ROWS = 512
 
 
 @dataclass(slots=True)
@@ -391,8 +393,9 @@ class EventsStore(DiskStore):
 
     def _chunk_rows(self) -> int:
         """Stored rows a key range of a pass spans: their pages (~40 rows each) are what its
-        transaction writes, some 1/8 of the WAL's size (a few hundred KiB)."""
-        return max(256, self.wal_bytes * 40 // self._page_size // 8)
+        transaction writes, at most 1/8 of the WAL's size, and at most ``SUMMARY_STEP_ROWS``:
+        the next group commit, an alarm's among them, waits for the step."""
+        return max(256, min(SUMMARY_STEP_ROWS, self.wal_bytes * 40 // self._page_size // 8))
 
     def _pass_step(self, p: _Pass, now: float) -> bool:
         """One transaction of a pass (lock held): a key range of devices, else of topics, else
@@ -401,30 +404,37 @@ class EventsStore(DiskStore):
         tail = self._own_tail()
         db = self._db
         try:
-            self._begin()
+            # Derived from what is stored: no fsync of its own (base._Tx, docs/store.md).
+            if self._full_sync:
+                db.execute("PRAGMA synchronous=NORMAL")
             try:
-                if p.devices:
-                    write_rows(db, tail.rows, tail.flipped, self._fresh(tail, p.devices[0]))
-                elif p.topics:
-                    db.executemany(
-                        "INSERT INTO last_payload(topic, digest, at) VALUES (?, ?, ?) "
-                        "ON CONFLICT(topic) DO UPDATE SET digest = excluded.digest, at = excluded.at",
-                        p.topics[0],
-                    )
-                else:
-                    db.execute(
-                        "INSERT INTO meta(key, value) VALUES (?, ?) "
-                        "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                        (SUMMARY_SEQ, str(p.upto)),
-                    )
-                    db.execute("DELETE FROM payload_log WHERE id <= ?", (p.log_upto,))
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
+                self._begin()
+                try:
+                    if p.devices:
+                        write_rows(db, tail.rows, tail.flipped, self._fresh(tail, p.devices[0]))
+                    elif p.topics:
+                        db.executemany(
+                            "INSERT INTO last_payload(topic, digest, at) VALUES (?, ?, ?) "
+                            "ON CONFLICT(topic) DO UPDATE SET digest = excluded.digest, at = excluded.at",
+                            p.topics[0],
+                        )
+                    else:
+                        db.execute(
+                            "INSERT INTO meta(key, value) VALUES (?, ?) "
+                            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                            (SUMMARY_SEQ, str(p.upto)),
+                        )
+                        db.execute("DELETE FROM payload_log WHERE id <= ?", (p.log_upto,))
+                    db.execute("COMMIT")
+                except BaseException:
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")
+                    raise
+                finally:
+                    self._end()
             finally:
-                self._end()
+                if self._full_sync:
+                    db.execute("PRAGMA synchronous=FULL")
         except sqlite3.Error as exc:
             log.warning("store %s: writing the device and topic summaries: %s (tried again later)", self.path, exc)
             return False

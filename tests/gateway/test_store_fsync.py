@@ -1,7 +1,7 @@
 """Which commits are fsync'd (docs/store.md, "What is fsync'd"): what the gateway acknowledges or
 answers to someone (events before their PUBACK, a person's action), always; state derived from
-what is stored (the rules' saves, a forwarder's and the publisher's bookkeeping), never on its
-own. Counted as the kernel sees them: the store runs in a child process under strace."""
+what is stored (the rules' saves, a forwarder's and the publisher's bookkeeping, the summaries'
+passes), never on its own. Counted as the kernel sees them: the store runs in a child process under strace."""
 
 from __future__ import annotations
 
@@ -40,6 +40,9 @@ store.outbox_done([m.id for m in done])
 mark("published")
 store.delivered("influx", [stored[0].seq])
 mark("forwarded")
+store.summarise()
+assert store.meta("device_state.seq") == str(stored[0].seq), "the pass wrote nothing"
+mark("summarised")
 store.save_alerts([], [], cursor=("alerts", stored[0].seq), rule_state=[("k", {"v": 2})])
 mark("person")
 store.append([event(Kind.HEARTBEAT, Family.SOS)], {"influx": None})
@@ -79,7 +82,8 @@ def syncs_per_step(tmp_path: Path, synchronous: str) -> dict[str, int]:
 
 
 STEPS = [
-    "start", "open", "events", "rules", "rules-outbox", "published", "forwarded", "person", "events-again", "closed"
+    "start", "open", "events", "rules", "rules-outbox", "published", "forwarded", "summarised", "person",
+    "events-again", "closed",
 ]  # fmt: skip
 
 
@@ -87,7 +91,7 @@ def test_events_and_a_persons_action_are_fsyncd_derived_state_is_not(tmp_path: P
     syncs = syncs_per_step(tmp_path, "full")
     assert syncs.get("events", 0) >= 1, syncs  # before the broker's PUBACK
     assert syncs.get("person", 0) >= 1, syncs  # answered as done
-    for derived in ("rules", "rules-outbox", "published", "forwarded"):
+    for derived in ("rules", "rules-outbox", "published", "forwarded", "summarised"):
         assert syncs.get(derived, 0) == 0, (derived, syncs)
     # The next fsync'd commit carries the derived ones with it (one log): events again sync.
     assert syncs.get("events-again", 0) >= 1, syncs
