@@ -139,6 +139,10 @@ class EventsStore(DiskStore):
         self._pass: _Pass | None = None
         self._summarised_at: float | None = None
         self._logged = 0  # payload_log rows added since the last pass
+        # The summary writer's fold of payload_log up to row ``_log_to``: the latest row of each
+        # topic logged since the last pass began, (topic, digest, at); None until first needed.
+        self._log: dict[str, tuple[str, str, float]] | None = None
+        self._log_to = 0
         # payload_log read so far, topic -> digest, up to row ``_payloads_to`` (last_payloads).
         self._payloads: dict[str, str] = {}
         self._payloads_to = 0
@@ -250,6 +254,7 @@ class EventsStore(DiskStore):
             )
             # Appended, not upserted: last_payload is written behind, in passes (module docstring).
             db.executemany("INSERT INTO payload_log(topic, digest, at) VALUES (?, ?, ?)", logged)
+            logged_to = int(db.execute("SELECT last_insert_rowid()").fetchone()[0]) if logged else 0
             self._bump(db, {"accepted": len(stored), **(counts or {})})
         if outputs:
             self.remember(stored)
@@ -259,6 +264,9 @@ class EventsStore(DiskStore):
                 if tail is not None and stored and tail.to == stored[0].seq - 1:
                     tail.add(stored)  # else another writer came between: read from the file next time
                 self._logged += len(logged)
+                if self._log is not None and logged and logged_to - len(logged) == self._log_to:
+                    self._log.update((row[0], row) for row in logged)
+                    self._log_to = logged_to  # else another writer came between: read from the file
                 self._summarise_step(stored[-1].received_at if stored else now)
         return stored
 
@@ -345,17 +353,26 @@ class EventsStore(DiskStore):
     def _start_pass(self, tail: DeviceTail) -> _Pass:
         db = self._db
         size = self._chunk_rows()
-        devices = _chunks(sorted(tail.rows), _bounds(db, "SELECT device_id FROM device_state ORDER BY 1", size))
-        log_upto = int(db.execute("SELECT coalesce(MAX(id), 0) FROM payload_log").fetchone()[0])
-        latest: dict[str, tuple[str, str, float]] = {}
-        for topic, digest, at in db.execute(
-            "SELECT topic, digest, at FROM payload_log WHERE id <= ? ORDER BY id", (log_upto,)
-        ):
-            latest[topic] = (topic, digest, at)
-        bounds = _bounds(db, "SELECT topic FROM last_payload ORDER BY 1", size)
+        devices = _chunks(sorted(tail.rows), _bounds(db, "device_state", "device_id", size))
+        latest = self._own_log()
+        log_upto, self._log = self._log_to, {}  # the pass takes what is logged so far
+        bounds = _bounds(db, "last_payload", "topic", size)
         topics = [[latest[t] for t in chunk] for chunk in _chunks(sorted(latest), bounds)]
         self._logged = 0
         return _Pass(tail.to, log_upto, devices, topics)
+
+    def _own_log(self) -> dict[str, tuple[str, str, float]]:
+        """The summary writer's fold of payload_log, up to its newest row (lock held): read from
+        the file once, then kept by ``append``; rows another writer added are read here."""
+        if self._log is None:
+            self._log, self._log_to = {}, 0
+        log = self._log
+        for row_id, topic, digest, at in self._db.execute(
+            "SELECT id, topic, digest, at FROM payload_log WHERE id > ? ORDER BY id", (self._log_to,)
+        ):
+            log[topic] = (topic, digest, at)
+            self._log_to = row_id
+        return log
 
     def _fresh(self, tail: DeviceTail, devices: list[str]) -> list[str]:
         """Of ``devices``, those whose folded events are all after their stored row (in the step's
@@ -658,9 +675,11 @@ def _summary_seq(db: sqlite3.Connection) -> int:
     return int(row[0]) if row else 0
 
 
-def _bounds(db: sqlite3.Connection, sql: str, size: int) -> list[str]:
-    """Every ``size``-th key of a table, in order: where a pass's key ranges start."""
-    return [key for i, (key,) in enumerate(db.execute(sql)) if i and i % size == 0]
+def _bounds(db: sqlite3.Connection, table: str, key: str, size: int) -> list[str]:
+    """Every ``size``-th key of a table, in order: where a pass's key ranges start (counted by
+    SQLite: tens of thousands of keys read into Python took milliseconds while a commit waited)."""
+    numbered = f"SELECT {key} AS k, row_number() OVER (ORDER BY {key}) AS n FROM {table}"
+    return [k for (k,) in db.execute(f"SELECT k FROM ({numbered}) WHERE n > 1 AND (n - 1) % ? = 0 ORDER BY n", (size,))]
 
 
 def _chunks(keys: list[str], bounds: list[str]) -> list[list[str]]:

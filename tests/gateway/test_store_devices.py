@@ -155,6 +155,35 @@ def test_the_last_payload_of_a_topic_is_the_logs_latest_before_and_after_a_pass(
     assert store.last_payloads(["t/a", "t/b"]) == {"t/a": "2", "t/b": "3"}
 
 
+def test_the_summary_writer_keeps_the_log_it_folds_and_reads_what_another_writer_logged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store that keeps the disk folds payload_log as it appends (a pass no longer reads the
+    whole log while the next commit waits); rows another store logged in between are read from
+    the file; each pass writes each topic's latest, in key ranges of stored rows."""
+    monkeypatch.setattr(events_module, "SUMMARY_EVENTS", 600)
+    store = Store(tmp_path / "s.db", synchronous="normal")
+    store.manage_disk(lambda: 0)
+    other = Store(tmp_path / "s.db", synchronous="normal")
+    topics = [f"z2m/dev{i:04}" for i in range(700)]
+    latest: dict[str, str] = {}
+    passes = 0
+    for n in range(2_000):
+        topic = topics[(n * 3) % len(topics)]
+        writer = other if n % 3 == 0 else store  # another writer comes between, in passes too
+        writer.append([], {}, payloads=[(topic, f"d{n}")], now=T0 + n)
+        latest[topic] = f"d{n}"
+        passes += store._pass is not None
+    assert passes >= 6  # two passes or more, of several steps, ran while both wrote
+    store.summarise()
+    rows = dict(store._db.execute("SELECT topic, digest FROM last_payload").fetchall())
+    assert rows == latest
+    assert store._db.execute("SELECT COUNT(*) FROM payload_log").fetchone()[0] == 0
+    # The ranges a pass writes start at every size-th stored key.
+    keys = sorted(rows)
+    assert events_module._bounds(store._db, "last_payload", "topic", 256) == [keys[256], keys[512]]
+
+
 # ---------------------------------------------------------------------- split-invariance
 
 _KINDS = [
