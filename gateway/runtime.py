@@ -88,6 +88,8 @@ log = logging.getLogger("sensegate.runtime")
 
 HOUSEKEEPING_INTERVAL = 10.0
 STATS_INTERVAL = 60.0
+# A full collection of the frozen heap too (``sweep_frozen``): ~0.25 s at 5,000 households.
+FROZEN_SWEEP_INTERVAL = 6 * 3600.0
 SHUTDOWN_FLUSH = 5.0
 # How often the gateway looks for what the CLI queued in the store (acknowledgements,
 # check-ins): the time a person waits for "done".
@@ -182,9 +184,36 @@ def freeze_heap() -> None:
     """Keep what start-up built (the site's config, registry and rule context: millions of
     objects at 20,000 devices, alive as long as the process) out of the garbage collector's
     sight: a full collection walks only what came after, and no longer stalls the loop for a
-    good part of a second. For the process that runs one gateway (``sensegate run``)."""
+    good part of a second. For the process that runs one gateway (``sensegate run``).
+
+    From then on, what survives a full collection is frozen too: what the gateway builds as
+    devices are first seen (their rule subjects and entries, their summaries) lives as long,
+    and CPython runs a full collection each time the objects promoted since the last grow by a
+    quarter of those that survived it. Each one walked every such object (56-118 ms at 5,000
+    households, every thread stopped); it walks only the newcomers now. The gateway makes
+    almost no cyclic garbage (none found at 1,000 msg/s), but should a frozen cycle die, the
+    housekeeping's ``sweep_frozen`` finds it, every ``FROZEN_SWEEP_INTERVAL``."""
     gc.collect()
     gc.freeze()
+    if _freeze_survivors not in gc.callbacks:
+        gc.callbacks.append(_freeze_survivors)
+
+
+def _freeze_survivors(phase: str, info: dict[str, int]) -> None:
+    if phase == "stop" and info["generation"] == 2:
+        gc.freeze()
+
+
+def sweep_frozen() -> int:
+    """A full collection of everything, the frozen objects too (``freeze_heap``), which are then
+    frozen again; the objects found unreachable (0 where ``freeze_heap`` was not called)."""
+    if _freeze_survivors not in gc.callbacks:
+        return 0
+    gc.unfreeze()
+    try:
+        return gc.collect()
+    finally:
+        gc.freeze()
 
 
 class Gateway:
@@ -576,7 +605,7 @@ class Gateway:
                 await sleep_or_wake(self.clock, DISK_CHECK, self._disk_wake)
 
     async def _housekeeping(self) -> None:
-        last_stats = self.clock.monotonic()
+        last_stats = last_sweep = self.clock.monotonic()
         while True:
             await self.clock.sleep(HOUSEKEEPING_INTERVAL)
             now = self.clock.now()
@@ -597,6 +626,11 @@ class Gateway:
                 last_stats = self.clock.monotonic()
                 stats = await asyncio.to_thread(self.stats)
                 log.info("stats %s", " ".join(f"{k}={v}" for k, v in sorted(stats["counters"].items())))
+            if self.clock.monotonic() - last_sweep >= FROZEN_SWEEP_INTERVAL:
+                last_sweep = self.clock.monotonic()
+                found = sweep_frozen()
+                if found:
+                    log.info("garbage collector: %d unreachable objects among the frozen ones freed", found)
 
     async def _watch_ready(self) -> None:
         await (self.ingest.connected if self.ingest_process is None else self._ingest_up).wait()
