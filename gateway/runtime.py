@@ -189,7 +189,7 @@ def freeze_heap() -> None:
     From then on, what survives a full collection is frozen too: what the gateway builds as
     devices are first seen (their rule subjects and entries, their summaries) lives as long,
     and CPython runs a full collection each time the objects promoted since the last grow by a
-    quarter of those that survived it. Each one walked every such object (56-118 ms at 5,000
+    quarter of those that survived it. Each one walked every such object (56-224 ms at 5,000
     households, every thread stopped); it walks only the newcomers now. The gateway makes
     almost no cyclic garbage (none found at 1,000 msg/s), but should a frozen cycle die, the
     housekeeping's ``sweep_frozen`` finds it, every ``FROZEN_SWEEP_INTERVAL``."""
