@@ -168,6 +168,12 @@ class StoreBase:
         fsync, on disk with the next commit that has one (see ``_Tx``)."""
         return _Tx(self, durable)
 
+    def _relax_sync(self, relaxed: bool) -> None:
+        """On a ``synchronous = "full"`` store, commit without an fsync (``relaxed``) or with one
+        again: around one transaction of state derived from what is stored (``_Tx``)."""
+        if self._full_sync:
+            self._db.execute(f"PRAGMA synchronous={'NORMAL' if relaxed else 'FULL'}")
+
     def _before_write(self) -> None:
         """Called with the lock held, before a write transaction begins (disk.py: the disk's room)."""
 
@@ -233,7 +239,7 @@ class _Tx:
 
     def __init__(self, store: StoreBase, durable: bool = True) -> None:
         self._store = store
-        self._relaxed = store._full_sync and not durable
+        self._relaxed = not durable
 
     def __enter__(self) -> sqlite3.Connection:
         store = self._store
@@ -241,7 +247,7 @@ class _Tx:
         try:
             store._before_write()
             if self._relaxed:
-                store._db.execute("PRAGMA synchronous=NORMAL")
+                store._relax_sync(True)
             store._begin()
         except sqlite3.Error as exc:
             self._restore()
@@ -255,7 +261,7 @@ class _Tx:
 
     def _restore(self) -> None:
         if self._relaxed:
-            self._store._db.execute("PRAGMA synchronous=FULL")
+            self._store._relax_sync(False)
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         store = self._store

@@ -421,9 +421,7 @@ class EventsStore(DiskStore):
         tail = self._own_tail()
         db = self._db
         try:
-            # Derived from what is stored: no fsync of its own (base._Tx, docs/store.md).
-            if self._full_sync:
-                db.execute("PRAGMA synchronous=NORMAL")
+            self._relax_sync(True)  # derived from what is stored (docs/store.md, "What is fsync'd")
             try:
                 self._begin()
                 try:
@@ -450,8 +448,7 @@ class EventsStore(DiskStore):
                 finally:
                     self._end()
             finally:
-                if self._full_sync:
-                    db.execute("PRAGMA synchronous=FULL")
+                self._relax_sync(False)
         except sqlite3.Error as exc:
             log.warning("store %s: writing the device and topic summaries: %s (tried again later)", self.path, exc)
             return False

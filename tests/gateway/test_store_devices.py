@@ -174,7 +174,7 @@ def test_the_summary_writer_keeps_the_log_it_folds_and_reads_what_another_writer
         writer.append([], {}, payloads=[(topic, f"d{n}")], now=T0 + n)
         latest[topic] = f"d{n}"
         passes += store._pass is not None
-    assert passes >= 6  # two passes or more, of several steps, ran while both wrote
+    assert passes >= 6  # a pass was under way at six appends or more, while both wrote
     store.summarise()
     rows = dict(store._db.execute("SELECT topic, digest FROM last_payload").fetchall())
     assert rows == latest
