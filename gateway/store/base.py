@@ -19,7 +19,8 @@ is in its aggregate's module (see docs/store.md for the full picture):
   one row per topic the ingest decodes (unknown devices leave none), never pruned; written
   behind ``payload_log``, where ``append`` adds each message's digest (events.py).
 - ``disk.py``: no table; the disk bound (``enforce_bound``, ``_make_room`` on every write of
-  events), the reserve file and a full filesystem (docs/store.md, "A full disk").
+  events), the reserve file and a full filesystem (docs/store.md, "A full disk"); in the
+  gateway, ``checkpoint.py``'s thread folds the WAL into the database beside the writers.
 - ``alerts.py``: ``alerts`` and ``outbox``, alerts and the messages about them still to be
   published; ``alert_log``, each alert's audit trail; ``rule_state``, the rule engine's
   timers, windows and open-alert bookkeeping, saved in the same transaction as the alerts and
@@ -150,6 +151,10 @@ class StoreBase:
         """After COMMIT or ROLLBACK: let the next writer in."""
         if self._writer is not None:
             fcntl.flock(self._writer, fcntl.LOCK_UN)
+        self._wrote()
+
+    def _wrote(self) -> None:
+        """After a write transaction ended (disk.py: a checkpoint is due)."""
 
     def _db_close_quietly(self) -> None:
         db = getattr(self, "_db", None)

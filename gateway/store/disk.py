@@ -2,7 +2,9 @@
 
 **The bound.** ``max_bytes`` bounds the store's files: the database and its WAL. SQLite
 checkpoints the WAL once it holds ``wal_bytes`` (``wal_autocheckpoint``) and cuts the file back
-to that size (``journal_size_limit``), so live data may use ``max_bytes - wal_bytes``. That is
+to that size (``journal_size_limit``), so live data may use ``max_bytes - wal_bytes``. (In the
+gateway a thread checkpoints sooner, beside the writers: checkpoint.py; SQLite's own stays the
+bound's guarantee.) That is
 checked before every write of events (``_make_room``, inside the transaction that writes them,
 from the page counts SQLite keeps in memory) and gives way in this order, oldest first, counting
 each step: (1) events delivered everywhere and already seen by the alert path (``pruned``);
@@ -35,6 +37,7 @@ resolves the ``gateway_disk_full`` alert (gateway/alerts/system.py).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -47,6 +50,7 @@ from pathlib import Path
 from gateway.errors import StoreError
 from gateway.models import Event, Lane
 from gateway.store.base import StoreBase, is_full
+from gateway.store.checkpoint import Checkpointer
 
 log = logging.getLogger("sensegate.store")
 
@@ -203,6 +207,7 @@ class DiskStore(StoreBase):
         self._on_change: Callable[[], None] | None = None
         self._recheck_at = 0.0
         self._recovering = False
+        self._checkpointer: Checkpointer | None = None
 
     # ------------------------------------------------------------------ the gateway's side
 
@@ -216,6 +221,9 @@ class DiskStore(StoreBase):
             self._processed = processed_seq
             self._on_change = on_change
             self._managed = True
+            if self._checkpointer is None:
+                self._checkpointer = Checkpointer(self.path, "full" if self._full_sync else "normal")
+                self._checkpointer.start()
             free = free_bytes(self.path.parent)
             missing = self.reserve_bytes - self.reserve.held()
             if free - missing < 2 * self.wal_bytes or not self.reserve.fill():
@@ -375,10 +383,21 @@ class DiskStore(StoreBase):
             self._on_change()
 
     def _checkpoint(self, mode: str) -> None:
-        try:
-            self._db.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
-        except sqlite3.Error as exc:
-            log.warning("store %s: checkpoint (%s) failed: %s", self.path, mode, exc)
+        # The checkpoint thread's lock: SQLite would answer a second checkpointer with BUSY.
+        with self._checkpointer.lock if self._checkpointer is not None else contextlib.nullcontext():
+            try:
+                self._db.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+            except sqlite3.Error as exc:
+                log.warning("store %s: checkpoint (%s) failed: %s", self.path, mode, exc)
+
+    def _wrote(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.wrote()
+
+    def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
+        super().close()
 
     def _evict_steps(self, target: int, processed: int, general: bool = False) -> dict[str, int]:
         """``_evict`` one step per transaction (the lock held, no transaction open). Before each
