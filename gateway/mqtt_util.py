@@ -17,7 +17,7 @@ from typing import Any
 
 import aiomqtt
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.matcher import MQTTMatcher
 
 
@@ -53,11 +53,91 @@ class _Filters(MQTTMatcher):
         return super().iter_match(topic)  # type: ignore[no-untyped-call,no-any-return]
 
 
+# What one read of the broker's socket takes at most.
+READ_CHUNK = 64 * 1024
+# Packets taken from a chunk in one turn of paho's loop, before it writes again (PUBACKs, pings).
+READ_TURN = 256
+
+
+class _ChunkedSocket:
+    """The broker's socket, read a chunk at a time; paho's small reads are served from it.
+
+    ``pending`` is how paho learns of bytes buffered above the socket (it asks an SSL socket the
+    same): while there are some, its loop does not wait in ``select`` for the socket."""
+
+    __slots__ = ("_at", "_chunk", "_sock", "reads")
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+        self._chunk = b""
+        self._at = 0
+        self.reads = 0  # of the socket
+
+    def recv(self, bufsize: int) -> bytes:
+        chunk, at = self._chunk, self._at
+        if at >= len(chunk):
+            self.reads += 1
+            data: bytes = self._sock.recv(READ_CHUNK)  # BlockingIOError when there is none
+            if len(data) <= bufsize:
+                return data  # b"": the broker closed the connection
+            chunk, at = self._chunk, self._at = data, 0
+        end = min(at + bufsize, len(chunk))
+        self._at = end
+        return chunk[at:end]
+
+    def pending(self) -> int:
+        inner = getattr(self._sock, "pending", None)
+        return len(self._chunk) - self._at + (inner() if inner is not None else 0)
+
+    def send(self, buffer: bytes | bytearray) -> int:
+        return int(self._sock.send(buffer))
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def fileno(self) -> int:
+        return int(self._sock.fileno())
+
+    def setblocking(self, flag: bool) -> None:
+        self._sock.setblocking(flag)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+class _Client(mqtt.Client):
+    """paho's client, reading the broker's socket a chunk at a time.
+
+    paho reads a packet with one ``recv`` for its first byte, one for each byte of its length
+    and one for the rest: four system calls for each message the gateway receives, and with
+    each the thread lets go of the interpreter and must take it again, behind whichever thread
+    is computing. Here one ``recv`` takes what the socket holds, and each turn of paho's loop
+    reads up to ``READ_TURN`` packets from it instead of one."""
+
+    def _create_socket(self) -> Any:
+        return _ChunkedSocket(super()._create_socket())
+
+    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        rc = super().loop_read(max_packets)
+        sock = self._sock
+        for _ in range(READ_TURN):
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or sock is None or self._sock is not sock:
+                break
+            if not isinstance(sock, _ChunkedSocket) or not sock.pending():
+                break
+            rc = self._packet_read()
+            if rc == MQTTErrorCode.MQTT_ERR_AGAIN:
+                return MQTTErrorCode.MQTT_ERR_SUCCESS
+            if rc > 0:
+                return self._loop_rc_handle(rc)
+        return rc
+
+
 def paho_client(settings: Any, client_id: str, *, clean_session: bool, manual_ack: bool = False) -> mqtt.Client:
     """A paho-mqtt 2.x client (MQTT 3.1.1) for the site's broker, with its login and TLS.
     ``settings`` is the site config's ``[mqtt]`` table (gateway.site.config.MqttSettings; the
     kernel does not import the site wing)."""
-    client = mqtt.Client(
+    client = _Client(
         CallbackAPIVersion.VERSION2,
         client_id=client_id,
         clean_session=clean_session,

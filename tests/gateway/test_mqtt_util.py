@@ -1,5 +1,6 @@
 """The gateway's paho clients against a real Mosquitto: receiving leaves no garbage cycles
-behind, and per-topic callbacks still work when a client registers one."""
+behind, per-topic callbacks still work when a client registers one, and the socket is read a
+chunk at a time without a message left waiting in the chunk."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections.abc import Iterator
 import paho.mqtt.client as mqtt
 import pytest
 
-from gateway.mqtt_util import paho_client
+from gateway.mqtt_util import READ_CHUNK, _ChunkedSocket, paho_client
 from gateway.site.config import MqttSettings
 from tests.servers import Mosquitto
 
@@ -108,3 +109,69 @@ def test_per_topic_callbacks_still_dispatch(
         sub.disconnect()
     assert doors == ["test/mqtt-util/door/1"]
     assert others == ["test/mqtt-util/smoke/1"]
+
+
+def test_a_burst_is_read_in_chunks_and_none_of_it_waits(
+    mosquitto: Mosquitto, settings: MqttSettings, publisher: mqtt.Client
+) -> None:
+    """paho read each packet with a system call per byte of its header and one for the rest;
+    the socket is read a chunk at a time now. What a chunk holds beyond one turn of paho's loop
+    must not wait for the socket's next data: after this burst no more comes (keepalive 60 s)."""
+    got: list[bytes] = []
+    all_in = threading.Event()
+    first = threading.Event()
+    go_on = threading.Event()
+
+    def on_message(_c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        got.append(msg.payload)
+        first.set()
+        go_on.wait(10)  # the burst piles up in the socket meanwhile
+        if len(got) == N + 1:
+            all_in.set()
+
+    sub = paho_client(settings, "test-mqtt-util-burst", clean_session=True)
+    sub.on_message = on_message
+    _connected(sub, mosquitto)
+    _subscribe(sub, "test/mqtt-util/burst/#")
+    try:
+        publisher.publish("test/mqtt-util/burst/first", b"-1", qos=0)
+        assert first.wait(10)
+        sent = [publisher.publish(f"test/mqtt-util/burst/{i % 50}", b"%d" % i, qos=0) for i in range(N)]
+        for info in sent:
+            info.wait_for_publish(10)
+        go_on.set()
+        assert all_in.wait(10), f"received {len(got)} of {N + 1}: the rest waited in the chunk"
+        sock = sub._sock
+        assert isinstance(sock, _ChunkedSocket)
+        reads = sock.reads
+    finally:
+        sub.loop_stop()
+        sub.disconnect()
+    assert got == [b"-1"] + [b"%d" % i for i in range(N)]
+    assert reads < N // 20, f"{reads} reads of the socket for {N} messages"
+
+
+def test_a_packet_longer_than_a_chunk_arrives_whole(
+    mosquitto: Mosquitto, settings: MqttSettings, publisher: mqtt.Client
+) -> None:
+    payload = bytes(range(256)) * (3 * READ_CHUNK // 256 + 7)
+    got: list[bytes] = []
+    done = threading.Event()
+
+    def on_message(_c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        got.append(msg.payload)
+        if len(got) == 3:
+            done.set()
+
+    sub = paho_client(settings, "test-mqtt-util-long", clean_session=True)
+    sub.on_message = on_message
+    _connected(sub, mosquitto)
+    _subscribe(sub, "test/mqtt-util/long")
+    try:
+        for body in (b"before", payload, b"after"):
+            publisher.publish("test/mqtt-util/long", body, qos=1)
+        assert done.wait(10), f"received {len(got)} of 3"
+    finally:
+        sub.loop_stop()
+        sub.disconnect()
+    assert got == [b"before", payload, b"after"]
