@@ -7,9 +7,9 @@ same paced zigbee2mqtt traffic, at rising rates.
 
 For each offered rate, and for each system in turn, from scratch (loopback only, temp dirs):
 
-1. a real Mosquitto (``tests.servers.Mosquitto``: the shipped ``max_inflight_messages 1000`` and
-   ``max_queued_messages 100000``, so a subscriber that falls far enough behind loses messages
-   at the broker, as it would on site) and a fresh database in one real InfluxDB 1.x;
+1. a real Mosquitto (``tests.servers.Mosquitto``: the shipped ``max_inflight_messages 1000``,
+   ``set_tcp_nodelay true`` and ``max_queued_messages 100000``, so a subscriber that falls far
+   enough behind loses messages at the broker, as it would on site) and a fresh database in one real InfluxDB 1.x;
 2. the system under test, in its own process:
    - **SenseGate**: ``python -m gateway.cli run -c …`` on a ``simulators.block.demo_site`` of
      ``--households`` households (four zigbee2mqtt devices each), both rule packs, store

@@ -84,6 +84,7 @@ class LocalBroker:
             f"persistence_location {self._tmp.name}/\n"
             "max_inflight_messages 1000\n"
             "max_queued_messages 100000\n"
+            "set_tcp_nodelay true\n"
         )
         log_file = open(Path(self._tmp.name) / "mosquitto.log", "wb")  # noqa: SIM115 - lives with the process
         self._proc = subprocess.Popen([binary, "-c", str(conf)], stdout=log_file, stderr=subprocess.STDOUT)

@@ -255,6 +255,7 @@ class Mosquitto(Server):
             f"persistence_location {self.dir}/",
             "max_inflight_messages 1000",
             "max_queued_messages 100000",
+            "set_tcp_nodelay true",  # as the shipped config/mosquitto/mosquitto.conf
             # Started as root, mosquitto drops to user "mosquitto", which can't write our temp dir.
             f"user {pwd.getpwuid(os.geteuid()).pw_name}",
             "log_dest stdout",

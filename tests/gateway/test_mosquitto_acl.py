@@ -141,6 +141,7 @@ def test_the_shipped_config_has_what_the_installer_guide_promises() -> None:
         "persistence true",
         "max_inflight_messages 1000",
         "max_queued_messages 100000",
+        "set_tcp_nodelay true",
     ):
         assert re.search(rf"^{re.escape(directive)}", conf, re.M), directive
     acl = (SHIPPED / "acl").read_text(encoding="utf-8")
