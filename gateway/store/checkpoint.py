@@ -58,6 +58,11 @@ class Checkpointer:
             self._written.set()
             thread.join()
 
+    def abandon(self) -> None:
+        """Let the thread end by itself, closing its connection (its store was dropped unclosed)."""
+        self._stopping.set()
+        self._written.set()
+
     def wrote(self) -> None:
         """A transaction ended (the store's writer, after COMMIT or ROLLBACK): a round is due."""
         self._written.set()

@@ -43,6 +43,7 @@ import logging
 import os
 import sqlite3
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -224,6 +225,7 @@ class DiskStore(StoreBase):
             if self._checkpointer is None:
                 self._checkpointer = Checkpointer(self.path, "full" if self._full_sync else "normal")
                 self._checkpointer.start()
+                weakref.finalize(self, self._checkpointer.abandon)  # a store dropped unclosed
             free = free_bytes(self.path.parent)
             missing = self.reserve_bytes - self.reserve.held()
             if free - missing < 2 * self.wal_bytes or not self.reserve.fill():
