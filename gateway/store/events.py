@@ -12,6 +12,7 @@ commit waits for more than a slice of it."""
 from __future__ import annotations
 
 import bisect
+import itertools
 import json
 import logging
 import sqlite3
@@ -77,6 +78,12 @@ CREATE TABLE IF NOT EXISTS payload_log (
 """
 
 _PENDING = "SELECT seq FROM pending WHERE output = ? ORDER BY seq LIMIT ?"
+_PENDING_IN_RANGE = "SELECT COUNT(*) FROM pending WHERE output = ? AND seq BETWEEN ? AND ?"
+_PENDING_ALL = "INSERT INTO pending(output, seq) SELECT ?, seq FROM events WHERE seq BETWEEN ? AND ?"
+_PENDING_SOME = (
+    "INSERT INTO pending(output, seq) SELECT ?, seq FROM events WHERE seq BETWEEN ? AND ? "
+    "AND family IN (SELECT value FROM json_each(?))"
+)
 _PENDING_BODIES = (
     "SELECT e.seq, e.body FROM pending p JOIN events e ON e.seq = p.seq WHERE p.output = ? ORDER BY p.seq LIMIT ?"
 )
@@ -225,11 +232,16 @@ class EventsStore(DiskStore):
         logged = [(topic, digest, now) for topic, digest in payloads]
         with self._tx() as db:
             stored = _insert_events(db, mark_tests(db, events))
+            # Each output's rows with one statement from the rows just written (sqlite3 lets go
+            # of the interpreter at every row it steps, and must take it again behind whichever
+            # thread computes: ``delivered``).
             for name, families in outputs.items():
-                db.executemany(
-                    "INSERT INTO pending(output, seq) VALUES (?, ?)",
-                    [(name, ev.seq) for ev in stored if families is None or ev.family in families],
-                )
+                if not stored:
+                    break
+                if families is None:
+                    db.execute(_PENDING_ALL, (name, stored[0].seq, stored[-1].seq))
+                else:
+                    db.execute(_PENDING_SOME, (name, stored[0].seq, stored[-1].seq, json.dumps(sorted(families))))
             db.executemany("INSERT INTO recent_ingest(key, at) VALUES (?, ?)", ingest_keys)
             for topic, reason, message, payload in rejected:
                 body = {
@@ -507,9 +519,21 @@ class EventsStore(DiskStore):
 
     def delivered(self, output: str, seqs: Sequence[int]) -> None:
         """The output confirmed these events: forget them for that output. Lost in a power cut,
-        they are written again: the outputs' writes are idempotent (docs/influxdb.md)."""
+        they are written again: the outputs' writes are idempotent (docs/influxdb.md).
+
+        A forwarder's batch is the output's oldest pending rows, in order, and rows stored later
+        come after them, so its rows are the whole range from its first to its last: deleted
+        with one statement. (sqlite3 lets go of the interpreter at every row it steps and takes
+        it again behind whichever thread computes: a thousand single deletes on the event loop
+        waited for it a thousand times, while an alarm waited for the loop.) Anything else is
+        deleted row by row."""
         with self._tx(durable=False) as db:
-            db.executemany("DELETE FROM pending WHERE output = ? AND seq = ?", [(output, s) for s in seqs])
+            first, last = (seqs[0], seqs[-1]) if seqs else (0, -1)
+            in_range = db.execute(_PENDING_IN_RANGE, (output, first, last)).fetchone()[0]
+            if in_range == len(seqs) and all(a < b for a, b in itertools.pairwise(seqs)):
+                db.execute("DELETE FROM pending WHERE output = ? AND seq BETWEEN ? AND ?", (output, first, last))
+            else:
+                db.executemany("DELETE FROM pending WHERE output = ? AND seq = ?", [(output, s) for s in seqs])
             self._bump(db, {f"forwarded.{output}": len(seqs)})
 
     def dead_letter(self, output: str, events: Sequence[Event], reason: str, at: float) -> None:

@@ -165,6 +165,25 @@ def test_delivered_removes_only_that_outputs_rows(tmp_path: Path) -> None:
     assert store.counters()["forwarded.influx"] == 1
 
 
+def test_delivered_removes_exactly_the_rows_given_however_they_are_spaced(tmp_path: Path) -> None:
+    """A forwarder's batch is deleted as one range of seqs; what is not a whole range row by row."""
+    store = Store(tmp_path / "s.db")
+    seqs = [e.seq for e in store.append([event() for _ in range(10)], {"influx": None})]
+
+    def left() -> list[int]:
+        return [e.seq for e in store.pending_batch("influx", 100)]
+
+    store.delivered("influx", seqs[0:3])  # a batch: the oldest, in order
+    assert left() == seqs[3:]
+    store.delivered("influx", seqs[4:9:2])  # every other one: those between stay
+    assert left() == [seqs[3], seqs[5], seqs[7], seqs[9]]
+    store.delivered("influx", seqs[3:6])  # one of them gone already (evicted meanwhile)
+    assert left() == [seqs[7], seqs[9]]
+    store.delivered("influx", [])
+    assert left() == [seqs[7], seqs[9]]
+    assert store.counters()["forwarded.influx"] == 9
+
+
 def test_dead_letter_keeps_event_and_reason(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.db")
     stored = store.append([event(), event()], OUTPUTS)
