@@ -47,6 +47,17 @@ def _subscribe(client: mqtt.Client, topic: str) -> None:
     assert done.wait(10), "no SUBACK"
 
 
+def _subscriber(
+    settings: MqttSettings, broker: Mosquitto, client_id: str, topic: str, on_message: mqtt.CallbackOnMessage
+) -> mqtt.Client:
+    """A gateway-made client, connected and subscribed (QoS 1) to ``topic``."""
+    client = paho_client(settings, client_id, clean_session=True)
+    client.on_message = on_message
+    _connected(client, broker)
+    _subscribe(client, topic)
+    return client
+
+
 def test_receiving_leaves_no_reference_cycles(
     mosquitto: Mosquitto, settings: MqttSettings, publisher: mqtt.Client
 ) -> None:
@@ -60,10 +71,7 @@ def test_receiving_leaves_no_reference_cycles(
         if len(got) == N:
             all_in.set()
 
-    sub = paho_client(settings, "test-mqtt-util-sub", clean_session=True)
-    sub.on_message = on_message
-    _connected(sub, mosquitto)
-    _subscribe(sub, "test/mqtt-util/cycles/#")
+    sub = _subscriber(settings, mosquitto, "test-mqtt-util-sub", "test/mqtt-util/cycles/#", on_message)
     gc.collect()
     gc.disable()
     try:
@@ -129,10 +137,7 @@ def test_a_burst_is_read_in_chunks_and_none_of_it_waits(
         if len(got) == N + 1:
             all_in.set()
 
-    sub = paho_client(settings, "test-mqtt-util-burst", clean_session=True)
-    sub.on_message = on_message
-    _connected(sub, mosquitto)
-    _subscribe(sub, "test/mqtt-util/burst/#")
+    sub = _subscriber(settings, mosquitto, "test-mqtt-util-burst", "test/mqtt-util/burst/#", on_message)
     try:
         publisher.publish("test/mqtt-util/burst/first", b"-1", qos=0)
         assert first.wait(10)
@@ -163,10 +168,7 @@ def test_a_packet_longer_than_a_chunk_arrives_whole(
         if len(got) == 3:
             done.set()
 
-    sub = paho_client(settings, "test-mqtt-util-long", clean_session=True)
-    sub.on_message = on_message
-    _connected(sub, mosquitto)
-    _subscribe(sub, "test/mqtt-util/long")
+    sub = _subscriber(settings, mosquitto, "test-mqtt-util-long", "test/mqtt-util/long", on_message)
     try:
         for body in (b"before", payload, b"after"):
             publisher.publish("test/mqtt-util/long", body, qos=1)
