@@ -184,6 +184,17 @@ def test_delivered_removes_exactly_the_rows_given_however_they_are_spaced(tmp_pa
     assert store.counters()["forwarded.influx"] == 9
 
 
+def test_rule_state_is_kept_exactly_as_saved_changed_and_deleted(tmp_path: Path) -> None:
+    """What the rules' timers resume from after a restart: each value as it was saved, a
+    float's every digit and a key that is not a string included; a later save changes and
+    deletes entries (the last of two changes to one entry wins)."""
+    store = Store(tmp_path / "s.db")
+    first = {"due": 1796653501.1234567, "seen": [1, 2.5e-07, None], "by": {3: "x"}, "zh": "跌倒"}
+    store.save_alerts([], [], rule_state=[("a", first), ("b", {"n": 1}), ("c", {"n": 2})])
+    store.save_alerts([], [], rule_state=[("b", None), ("c", {"n": 3}), ("c", {"n": 4}), ("d", {})])
+    assert store.rule_state() == [("a", {**first, "by": {"3": "x"}}), ("c", {"n": 4}), ("d", {})]
+
+
 def test_dead_letter_keeps_event_and_reason(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.db")
     stored = store.append([event(), event()], OUTPUTS)
