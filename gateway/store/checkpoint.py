@@ -54,12 +54,12 @@ class Checkpointer:
         """End the thread (its round finished first) and close its connection."""
         thread, self._thread = self._thread, None
         if thread is not None:
-            self._stopping.set()
-            self._written.set()
+            self.abandon()
             thread.join()
 
     def abandon(self) -> None:
-        """Let the thread end by itself, closing its connection (its store was dropped unclosed)."""
+        """Let the thread end by itself, closing its connection (``stop`` waits for it; a store
+        dropped unclosed does not)."""
         self._stopping.set()
         self._written.set()
 

@@ -432,8 +432,8 @@ class DiskStore(StoreBase):
         """Write the summaries up to the newest event (events.py); False if they were not."""
         return False
 
-    def _tx_quiet(self) -> _QuietTx:
-        return _QuietTx(self)
+    def _tx_quiet(self, durable: bool = True) -> _QuietTx:
+        return _QuietTx(self, durable)
 
     # ------------------------------------------------------------------ eviction
 
@@ -489,19 +489,31 @@ class DiskStore(StoreBase):
 
 
 class _QuietTx:
-    """A transaction for the store's own room-making inside a write (the lock is held already):
-    ``None`` when it cannot begin; a failure (the disk still full) rolls back and is logged."""
+    """A transaction for the store's own work inside a write (the lock is held already): its
+    room-making, the summaries' passes (events.py). ``None`` when it cannot begin; a failure
+    (the disk still full) rolls back and is logged, and ``failed`` says so. ``durable=False``:
+    committed without an fsync, as ``_Tx``'s."""
 
-    def __init__(self, store: DiskStore) -> None:
+    def __init__(self, store: DiskStore, durable: bool = True) -> None:
         self._store = store
+        self._relaxed = not durable
+        self.failed = False
 
     def __enter__(self) -> sqlite3.Connection | None:
+        if self._relaxed:
+            self._store._relax_sync(True)
         try:
             self._store._begin()
         except sqlite3.Error as exc:
+            self._restore()
+            self.failed = True
             log.warning("store %s: %s", self._store.path, exc)
             return None
         return self._store._db
+
+    def _restore(self) -> None:
+        if self._relaxed:
+            self._store._relax_sync(False)
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> bool:
         db = self._store._db
@@ -515,7 +527,9 @@ class _QuietTx:
                 db.execute("ROLLBACK")
         finally:
             self._store._end()
+            self._restore()
         if isinstance(exc, sqlite3.Error):
+            self.failed = True
             log.log(logging.WARNING if is_full(exc) else logging.ERROR, "store %s: %s", self._store.path, exc)
             return True
         return False

@@ -235,13 +235,12 @@ class EventsStore(DiskStore):
             # Each output's rows with one statement from the rows just written (sqlite3 lets go
             # of the interpreter at every row it steps, and must take it again behind whichever
             # thread computes: ``delivered``).
-            for name, families in outputs.items():
-                if not stored:
-                    break
+            for name, families in outputs.items() if stored else ():
+                span = (name, stored[0].seq, stored[-1].seq)
                 if families is None:
-                    db.execute(_PENDING_ALL, (name, stored[0].seq, stored[-1].seq))
+                    db.execute(_PENDING_ALL, span)
                 else:
-                    db.execute(_PENDING_SOME, (name, stored[0].seq, stored[-1].seq, json.dumps(sorted(families))))
+                    db.execute(_PENDING_SOME, (*span, json.dumps(sorted(families))))
             db.executemany("INSERT INTO recent_ingest(key, at) VALUES (?, ?)", ingest_keys)
             for topic, reason, message, payload in rejected:
                 body = {
@@ -431,38 +430,13 @@ class EventsStore(DiskStore):
         the end (the mark moved, the log's folded rows deleted). False if it failed (logged; the
         step is tried again after a later commit, nothing lost: the events and log are kept)."""
         tail = self._own_tail()
-        db = self._db
-        try:
-            self._relax_sync(True)  # derived from what is stored (docs/store.md, "What is fsync'd")
-            try:
-                self._begin()
-                try:
-                    if p.devices:
-                        write_rows(db, tail.rows, tail.flipped, self._fresh(tail, p.devices[0]))
-                    elif p.topics:
-                        db.executemany(
-                            "INSERT INTO last_payload(topic, digest, at) VALUES (?, ?, ?) "
-                            "ON CONFLICT(topic) DO UPDATE SET digest = excluded.digest, at = excluded.at",
-                            p.topics[0],
-                        )
-                    else:
-                        db.execute(
-                            "INSERT INTO meta(key, value) VALUES (?, ?) "
-                            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                            (SUMMARY_SEQ, str(p.upto)),
-                        )
-                        db.execute("DELETE FROM payload_log WHERE id <= ?", (p.log_upto,))
-                    db.execute("COMMIT")
-                except BaseException:
-                    if db.in_transaction:
-                        db.execute("ROLLBACK")
-                    raise
-                finally:
-                    self._end()
-            finally:
-                self._relax_sync(False)
-        except sqlite3.Error as exc:
-            log.warning("store %s: writing the device and topic summaries: %s (tried again later)", self.path, exc)
+        # Derived from what is stored: no fsync of its own (docs/store.md, "What is fsync'd").
+        tx = self._tx_quiet(durable=False)
+        with tx as db:
+            if db is not None:
+                self._write_step(db, tail, p)
+        if tx.failed:
+            log.warning("store %s: the device and topic summaries are written again later", self.path)
             return False
         if p.devices:
             tail.written(p.devices.pop(0))
@@ -473,6 +447,23 @@ class EventsStore(DiskStore):
             self._pass = None
             self._summarised_at = now
         return True
+
+    def _write_step(self, db: sqlite3.Connection, tail: DeviceTail, p: _Pass) -> None:
+        """What the pass's next step writes, in ``db``'s transaction."""
+        if p.devices:
+            write_rows(db, tail.rows, tail.flipped, self._fresh(tail, p.devices[0]))
+        elif p.topics:
+            db.executemany(
+                "INSERT INTO last_payload(topic, digest, at) VALUES (?, ?, ?) "
+                "ON CONFLICT(topic) DO UPDATE SET digest = excluded.digest, at = excluded.at",
+                p.topics[0],
+            )
+        else:
+            db.execute(
+                "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (SUMMARY_SEQ, str(p.upto)),
+            )
+            db.execute("DELETE FROM payload_log WHERE id <= ?", (p.log_upto,))
 
     def remember(self, events: Sequence[Event]) -> None:
         """Keep stored events (with their ``seq``) for the forwarders' read-back: those this
