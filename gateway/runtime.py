@@ -271,6 +271,7 @@ class Gateway:
             flap_threshold=config.alerts.flap_threshold,
             flap_window=config.alerts.flap_window,
             on_outbox=self.publisher.offer,
+            send_early=self.publisher.early,
         )
         self.visits = VisitTracker(config, self.store, self.clock, self.alerts, rules)
         # Test mode and walk tests (docs/installer.md): commands from the CLI, the expiry supervisor.

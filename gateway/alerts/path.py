@@ -28,6 +28,7 @@ import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from edge_rules import Context, Decision, DeviceInfo, Engine, ResidentInfo, RuleSet
 from gateway.alerts.shadow import Shadow
@@ -37,6 +38,9 @@ from gateway.models import RETAINED, Alert, AlertState, Event
 from gateway.site.people import People, unknown_person
 from gateway.site.registry import DeviceEntry, Registry
 from gateway.store import LogRow, OutboxMessage, Store, VisitRow
+
+if TYPE_CHECKING:
+    from gateway.alerts.publisher import Saved
 
 log = logging.getLogger("sensegate.alerts")
 
@@ -132,6 +136,7 @@ class AlertPath:
         flap_threshold: int = 3,
         flap_window: float = 600.0,
         on_outbox: Callable[[list[OutboxMessage]], None] | None = None,
+        send_early: Callable[[Sequence[tuple[str, str, str, bool]]], Saved | None] | None = None,
     ) -> None:
         self.registry = registry
         self.store = store
@@ -143,6 +148,9 @@ class AlertPath:
         # The outbox messages a save queued, handed straight to the publisher: it publishes them
         # without reading them back (gateway/alerts/publisher.py).
         self.on_outbox = on_outbox
+        # A rules' save (not fsync'd) hands its messages over before its commit instead: the
+        # alert is on the wire while the transaction is written (publisher.py ``early``).
+        self.send_early = send_early
         self.flap_threshold = flap_threshold
         self.flap_window = flap_window
         self.context = rule_context(registry)
@@ -342,10 +350,13 @@ class AlertPath:
         (``_alert_id``). A person's action is always saved with its fsync: it is answered as done."""
         at = self.clock.now()
         position = self.cursor if cursor is None else cursor
+        messages = [m for t in transitions for m in self._messages(t)]
+        # Replayed to the same messages if the save is lost, so they need not wait for it.
+        early = self.send_early(messages) if messages and not durable and self.send_early is not None else None
         save = functools.partial(
             self.store.save_alerts,
             [t.alert for t in transitions],
-            [m for t in transitions for m in self._messages(t)],
+            messages,
             cursor=(CURSOR, position),
             now=at,
             rule_state=self.engine.dirty(),
@@ -354,6 +365,7 @@ class AlertPath:
             log=[t.log_row(at) for t in transitions],
             durable=durable,
         )
+        queued: list[OutboxMessage] | None = None
         try:
             try:
                 queued = save()
@@ -363,8 +375,11 @@ class AlertPath:
             # The engine has moved on but the disk has not: rebuild from the disk on next use.
             self._stale = True
             raise
+        finally:
+            if early is not None:
+                early(queued)  # None: the save failed
         self.cursor = self._saved_cursor = position
-        if self.on_outbox is not None and queued:
+        if early is None and self.on_outbox is not None and queued:
             self.on_outbox(queued)
         if self.notify is not None:
             for t in transitions:

@@ -11,9 +11,11 @@ The fast lane (docs/performance.md): the alert path hands over what a save has j
 network thread, so that nothing the event loop does next (planning pages, the next batch)
 delays them. They are read back only when another writer queued something since the outbox
 was last read (``wake``: a page on the MQTT channel, a command's answer): then the outbox is
-read in id order first, so nothing overtakes an older row. A batch is written without waiting
-for each PUBACK in turn (paho keeps the order on the connection); rows are deleted once all of
-the batch is acknowledged.
+read in id order first, so nothing overtakes an older row. What the rules decided from stored
+events goes out before its save has even committed (``early``), on the same terms: the save
+names the rows afterwards, and a save lost to a crash or a failed commit is replayed from the
+events to the same messages. A batch is written without waiting for each PUBACK in turn (paho
+keeps the order on the connection); rows are deleted once all of the batch is acknowledged.
 
 paho-mqtt is used directly (its network thread writes at once, whatever the loop is doing);
 ``client()`` makes aiomqtt clients for those who publish from the loop (Home Assistant, doctor).
@@ -40,6 +42,10 @@ from gateway.site.config import SiteConfig
 from gateway.store import OutboxMessage, Store
 
 log = logging.getLogger("sensegate.publisher")
+
+
+# Told the rows a save queued for messages sent before its commit, or None: it failed (``early``).
+Saved = Callable[[Sequence[OutboxMessage] | None], None]
 
 
 class LinkLost(Exception):
@@ -93,6 +99,39 @@ class OutboxPublisher:
             except LinkLost:
                 self.wake.set()  # in the outbox still: read it again
         self._stirred.set()
+
+    def early(self, messages: Sequence[tuple[str, str, str, bool]]) -> Saved | None:
+        """Messages a rules' save is about to commit, ``(channel, topic, payload, retain)``: on
+        the wire now, while the commit runs, when nothing older is still to go out (as ``offer``
+        would). Returns what the save calls with the rows it queued, so that they are deleted
+        once acknowledged, or with None if it failed (they were published, and the replay of the
+        events publishes them again, under the same alert id); None when they were not sent:
+        then the save offers them as ever. On the loop only."""
+        if (
+            threading.get_ident() != self._thread
+            or not self.connected
+            or self._reading
+            or self._fresh
+            or self.wake.is_set()
+        ):
+            return None
+        mine = [OutboxMessage(0, c, t, p, r) for c, t, p, r in messages if c == self.channel]
+        if not mine:
+            return None
+        try:
+            sent = self._write(mine)
+        except LinkLost:
+            self.wake.set()  # some may be out: the save's rows are read again and sent after
+            return None
+
+        def saved(queued: Sequence[OutboxMessage] | None) -> None:
+            # Followed up from now on: the rows, in the same order, are deleted once all are
+            # acknowledged (none after a failed save; the acknowledgements are still awaited).
+            rows = [m for m in queued or () if m.channel == self.channel]
+            self._sent.append(_Sent(rows, sent.acks))
+            self._stirred.set()
+
+        return saved
 
     def _write(self, batch: list[OutboxMessage]) -> _Sent:
         """Hand the batch to paho (its thread writes it now); a future per PUBACK."""
@@ -231,7 +270,8 @@ class OutboxPublisher:
             if self._sent:
                 sent = self._sent.popleft()
                 await asyncio.gather(*sent.acks)  # LinkLost: the rows stay, sent again later
-                await asyncio.to_thread(self.store.outbox_done, [m.id for m in sent.messages])
+                if sent.messages:  # none: sent early by a save that failed (``early``)
+                    await asyncio.to_thread(self.store.outbox_done, [m.id for m in sent.messages])
                 continue
             batch = await self._next_batch()
             if batch:

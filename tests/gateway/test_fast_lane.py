@@ -1,20 +1,23 @@
 """The alarm fast lane (docs/performance.md): an alarm closes its group-commit batch at once, and
-the alert path's messages reach the broker from the save that committed them, without being
-read back, yet never ahead of older rows another writer queued."""
+the alert path's messages reach the broker from the save that commits them, before its commit
+and without being read back, yet never ahead of older rows another writer queued."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
-from gateway.alerts.publisher import OutboxPublisher
+from gateway.alerts.path import AlertPath
+from gateway.alerts.publisher import OutboxPublisher, Saved
 from gateway.clock import SystemClock, VirtualClock
 from gateway.ingest.mqtt import MqttIngest, _Message
 from gateway.models import Event, Kind
-from gateway.site.config import SiteConfig, parse_config
+from gateway.site.config import SiteConfig, parse_config, site_rules
 from gateway.site.registry import Registry
 from gateway.store import Store
 from tests.gateway.factories import minimal_site
@@ -154,5 +157,88 @@ async def test_a_row_nobody_announced_goes_out_within_the_safety_net(
         store.save_notify(messages=[("mqtt", topic, "unannounced", False)], now=1.0)  # no wake, no offer
         await eventually(lambda: sub.messages, within=12, what="the outbox read after 5 s of quiet")
         assert [p for _, p, _ in sub.messages] == [b"unannounced"]
+    finally:
+        sub.close()
+
+
+async def test_a_rules_alert_goes_out_before_its_save_commits_and_leaves_the_outbox_once_acknowledged(
+    mosquitto: Mosquitto, config: SiteConfig, store: Store, publisher: OutboxPublisher
+) -> None:
+    sub = Subscriber(mosquitto.host, mosquitto.port, f"{config.topic_prefix}/alerts/events")
+    outbox_when_sent: list[int] = []
+
+    def send_early(messages: Sequence[tuple[str, str, str, bool]]) -> Saved | None:
+        outbox_when_sent.append(len(store.outbox_batch("mqtt", 10)))
+        return publisher.early(messages)
+
+    registry = Registry(config)
+    alerts = AlertPath(
+        registry,
+        store,
+        SystemClock(),
+        config.topic_prefix,
+        site_rules(config),
+        on_outbox=publisher.offer,
+        send_early=send_early,
+    )
+    try:
+        stored = store.append(registry.decode(SMOKE, b'{"smoke": true, "battery": 90}', time.time()), {})
+        (raised,) = [t for t in alerts.process(stored) if t.kind == "raised"]
+        assert outbox_when_sent == [0]  # handed to the publisher before the save's rows existed
+        await eventually(lambda: sub.messages, within=10, what="the alert on MQTT")
+        assert [(m["transition"], m["alert"]["id"]) for m in sub.json()] == [("raised", raised.alert.id)]
+        await eventually(lambda: not store.outbox_batch("mqtt", 10), within=10, what="an empty outbox")
+    finally:
+        sub.close()
+
+
+async def test_messages_sent_early_are_deleted_as_the_rows_their_save_queued(
+    mosquitto: Mosquitto, store: Store, publisher: OutboxPublisher, tmp_path: Path
+) -> None:
+    topic = _topic(tmp_path, "events")
+    sub = Subscriber(mosquitto.host, mosquitto.port, topic)
+    committing = threading.Event()
+    release = threading.Event()
+
+    def group_commit() -> None:  # holds the store, as a commit under way in another thread does
+        with store._lock:
+            committing.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=group_commit)
+    holder.start()
+    try:
+        committing.wait(5)
+        messages = [("mqtt", topic, f"t{n}", False) for n in range(3)]
+        saved = publisher.early(messages)
+        assert saved is not None
+        await eventually(lambda: len(sub.messages) == 3, within=10, what="three messages while the store is busy")
+        release.set()
+        holder.join()
+        # Acknowledged before the rows exist: nothing is deleted until the save names them.
+        await asyncio.sleep(0.2)
+        saved(store.save_alerts([], messages, now=1.0))
+        await eventually(lambda: not store.outbox_batch("mqtt", 10), within=10, what="an empty outbox")
+        assert [p for _, p, _ in sub.messages] == [b"t0", b"t1", b"t2"]
+    finally:
+        release.set()
+        holder.join()
+        sub.close()
+
+
+async def test_an_early_send_waits_behind_a_row_another_writer_queued_first(
+    mosquitto: Mosquitto, store: Store, publisher: OutboxPublisher, tmp_path: Path
+) -> None:
+    topic = _topic(tmp_path, "events")
+    sub = Subscriber(mosquitto.host, mosquitto.port, topic)
+    try:
+        store.save_notify(messages=[("mqtt", topic, "page", False)], now=1.0)
+        publisher.wake.set()
+        raised = [("mqtt", topic, "raised", False)]
+        assert publisher.early(raised) is None  # then the save offers its rows, after the page
+        publisher.offer(store.save_alerts([], raised, now=1.0))
+        await eventually(lambda: len(sub.messages) == 2, within=10, what="both messages")
+        assert [p for _, p, _ in sub.messages] == [b"page", b"raised"]
+        await eventually(lambda: not store.outbox_batch("mqtt", 10), within=10, what="an empty outbox")
     finally:
         sub.close()
