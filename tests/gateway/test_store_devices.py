@@ -184,6 +184,16 @@ def test_the_summary_writer_keeps_the_log_it_folds_and_reads_what_another_writer
     assert events_module._bounds(store._db, "last_payload", "topic", 256) == [keys[256], keys[512]]
 
 
+@pytest.mark.parametrize("rows", [0, 1, 255, 256, 257, 511, 512, 513, 1_000])
+def test_a_passs_key_ranges_start_at_every_size_th_stored_key(tmp_path: Path, rows: int) -> None:
+    store = Store(tmp_path / "s.db", synchronous="normal")
+    keys = sorted(f"z2m/{(i * 7919) % 10_007:05}" for i in range(rows))
+    store._db.executemany("INSERT INTO last_payload(topic, digest, at) VALUES (?, 'd', 0)", [(k,) for k in keys])
+    for size in (1, 256, 257):
+        assert events_module._bounds(store._db, "last_payload", "topic", size) == keys[size::size]
+    store.close()
+
+
 # ---------------------------------------------------------------------- split-invariance
 
 _KINDS = [
