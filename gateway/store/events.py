@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 
 from gateway.models import Event
+from gateway.store.base import insert_rows
 from gateway.store.commands import _insert_command
 from gateway.store.devices import _SEQ_FIRST, _SEQ_LAST, SUMMARY_SEQ, DeviceTail, write_rows
 from gateway.store.disk import MIB, DiskStore
@@ -241,7 +242,7 @@ class EventsStore(DiskStore):
                     db.execute(_PENDING_ALL, span)
                 else:
                     db.execute(_PENDING_SOME, (*span, json.dumps(sorted(families))))
-            db.executemany("INSERT INTO recent_ingest(key, at) VALUES (?, ?)", ingest_keys)
+            insert_rows(db, "INSERT INTO recent_ingest(key, at)", list(ingest_keys))
             for topic, reason, message, payload in rejected:
                 body = {
                     "topic": topic,
@@ -264,7 +265,7 @@ class EventsStore(DiskStore):
                 [(c, t, p, int(r), now) for c, t, p, r in messages],
             )
             # Appended, not upserted: last_payload is written behind, in passes (module docstring).
-            db.executemany("INSERT INTO payload_log(topic, digest, at) VALUES (?, ?, ?)", logged)
+            insert_rows(db, "INSERT INTO payload_log(topic, digest, at)", logged)
             logged_to = int(db.execute("SELECT last_insert_rowid()").fetchone()[0]) if logged else 0
             self._bump(db, {"accepted": len(stored), **(counts or {})})
         if outputs:
@@ -453,10 +454,11 @@ class EventsStore(DiskStore):
         if p.devices:
             write_rows(db, tail.rows, tail.flipped, self._fresh(tail, p.devices[0]))
         elif p.topics:
-            db.executemany(
-                "INSERT INTO last_payload(topic, digest, at) VALUES (?, ?, ?) "
-                "ON CONFLICT(topic) DO UPDATE SET digest = excluded.digest, at = excluded.at",
+            insert_rows(
+                db,
+                "INSERT INTO last_payload(topic, digest, at)",
                 p.topics[0],
+                " ON CONFLICT(topic) DO UPDATE SET digest = excluded.digest, at = excluded.at",
             )
         else:
             db.execute(
@@ -586,9 +588,7 @@ class EventsStore(DiskStore):
         return int(row[0] or 0)
 
 
-_INSERT_EVENT = (
-    "INSERT INTO events(lane, device_id, family, kind, event_time, received_at, body) VALUES (?, ?, ?, ?, ?, ?, ?)"
-)
+_INSERT_EVENT = "INSERT INTO events(lane, device_id, family, kind, event_time, received_at, body)"
 
 
 def _insert_events(db: sqlite3.Connection, events: Sequence[Event]) -> list[Event]:
@@ -596,7 +596,8 @@ def _insert_events(db: sqlite3.Connection, events: Sequence[Event]) -> list[Even
     ``seq`` each got."""
     if not events:
         return []
-    db.executemany(
+    insert_rows(
+        db,
         _INSERT_EVENT,
         [(ev.lane, ev.device_id, ev.family, ev.kind, ev.event_time, ev.received_at, stored_body(ev)) for ev in events],
     )
