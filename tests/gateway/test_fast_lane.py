@@ -109,7 +109,7 @@ async def test_offered_messages_go_out_at_once_and_leave_the_outbox_once_acknowl
         sub.close()
 
 
-async def test_an_offer_never_overtakes_a_row_another_writer_queued_first(
+async def test_an_offer_or_an_early_send_never_overtakes_a_row_another_writer_queued_first(
     mosquitto: Mosquitto, store: Store, publisher: OutboxPublisher, tmp_path: Path
 ) -> None:
     topic = _topic(tmp_path, "events")
@@ -119,9 +119,12 @@ async def test_an_offer_never_overtakes_a_row_another_writer_queued_first(
         # the transition is handed over in memory and the page must be read from the store.
         store.save_notify(messages=[("mqtt", topic, "page", False)], now=1.0)
         publisher.wake.set()
-        publisher.offer(store.save_alerts([], [("mqtt", topic, "raised", False)], now=1.0))
+        raised = [("mqtt", topic, "raised", False)]
+        assert publisher.early(raised) is None  # not before its save, then: the save offers its rows
+        publisher.offer(store.save_alerts([], raised, now=1.0))
         await eventually(lambda: len(sub.messages) == 2, within=10, what="both messages")
         assert [p for _, p, _ in sub.messages] == [b"page", b"raised"]
+        await eventually(lambda: not store.outbox_batch("mqtt", 10), within=10, what="an empty outbox")
     finally:
         sub.close()
 
@@ -223,22 +226,4 @@ async def test_messages_sent_early_are_deleted_as_the_rows_their_save_queued(
     finally:
         release.set()
         holder.join()
-        sub.close()
-
-
-async def test_an_early_send_waits_behind_a_row_another_writer_queued_first(
-    mosquitto: Mosquitto, store: Store, publisher: OutboxPublisher, tmp_path: Path
-) -> None:
-    topic = _topic(tmp_path, "events")
-    sub = Subscriber(mosquitto.host, mosquitto.port, topic)
-    try:
-        store.save_notify(messages=[("mqtt", topic, "page", False)], now=1.0)
-        publisher.wake.set()
-        raised = [("mqtt", topic, "raised", False)]
-        assert publisher.early(raised) is None  # then the save offers its rows, after the page
-        publisher.offer(store.save_alerts([], raised, now=1.0))
-        await eventually(lambda: len(sub.messages) == 2, within=10, what="both messages")
-        assert [p for _, p, _ in sub.messages] == [b"page", b"raised"]
-        await eventually(lambda: not store.outbox_batch("mqtt", 10), within=10, what="an empty outbox")
-    finally:
         sub.close()
