@@ -308,9 +308,10 @@ def insert_rows(db: sqlite3.Connection, head: str, rows: Sequence[Sequence[objec
     """``db.executemany(f"{head} VALUES (?, …){tail}", rows)``, in the same order, with many rows
     a statement. sqlite3 lets go of the interpreter for each statement it steps and must take it
     again behind whichever thread computes: 512 rows one at a time beside a thread that
-    computes took 33 ms, 64 a statement 0.5 ms. The statements come in a few sizes (a power of
-    two each), so that the connection's statement cache keeps them. ``tail`` follows the rows:
-    an ``ON CONFLICT`` clause (it cannot name a row's own parameters)."""
+    computes took 157-239 ms on average (up to 1.8 s), 64 a statement 14-18 ms, and 1.8x less
+    alone (bench/bench_rows.py). The statements come in a few sizes (a power of two each), so
+    that the connection's statement cache keeps them. ``tail`` follows the rows: an ``ON
+    CONFLICT`` clause (it cannot name a row's own parameters)."""
     if not rows:
         return
     width = len(rows[0])
