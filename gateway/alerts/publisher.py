@@ -91,7 +91,7 @@ class OutboxPublisher:
         mine = [m for m in messages if m.channel == self.channel]
         if not mine or not self.connected:
             return  # they wait in the outbox: a (re)connect reads it
-        if self._reading or self._fresh or self.wake.is_set():
+        if self._older_first():
             self._fresh.extend(mine)
         else:
             try:
@@ -107,13 +107,7 @@ class OutboxPublisher:
         once acknowledged, or with None if it failed (they were published, and the replay of the
         events publishes them again, under the same alert id); None when they were not sent:
         then the save offers them as ever. On the loop only."""
-        if (
-            threading.get_ident() != self._thread
-            or not self.connected
-            or self._reading
-            or self._fresh
-            or self.wake.is_set()
-        ):
+        if threading.get_ident() != self._thread or not self.connected or self._older_first():
             return None
         mine = [OutboxMessage(0, c, t, p, r) for c, t, p, r in messages if c == self.channel]
         if not mine:
@@ -132,6 +126,11 @@ class OutboxPublisher:
             self._stirred.set()
 
         return saved
+
+    def _older_first(self) -> bool:
+        """Whether older messages are still to go out first: the outbox is being read, or
+        another writer queued some (``wake``), or offered ones wait behind such a read."""
+        return self._reading or bool(self._fresh) or self.wake.is_set()
 
     def _write(self, batch: list[OutboxMessage]) -> _Sent:
         """Hand the batch to paho (its thread writes it now); a future per PUBACK."""

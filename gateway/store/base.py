@@ -316,19 +316,21 @@ def insert_rows(db: sqlite3.Connection, head: str, rows: Sequence[Sequence[objec
         return
     width = len(rows[0])
     one = "(" + ",".join("?" * width) + ")"
+
+    def statement(count: int) -> str:
+        return f"{head} VALUES {','.join([one] * count)}{tail}"
+
     size = ROWS_PER_STATEMENT
     while size > 1 and size * width > _OLD_PARAMETER_LIMIT:
         size //= 2
     whole = len(rows) - len(rows) % size
     if whole:
-        sql = f"{head} VALUES {','.join([one] * size)}{tail}"
-        db.executemany(sql, [[v for row in rows[i : i + size] for v in row] for i in range(0, whole, size)])
+        db.executemany(statement(size), [[v for row in rows[i : i + size] for v in row] for i in range(0, whole, size)])
     start = whole
     while start < len(rows):
         size //= 2  # the rest, in halves: 32, 16 … 1 rows a statement, as it needs
         if len(rows) - start >= size:
-            part = rows[start : start + size]
-            db.execute(f"{head} VALUES {','.join([one] * size)}{tail}", [v for row in part for v in row])
+            db.execute(statement(size), [v for row in rows[start : start + size] for v in row])
             start += size
 
 
