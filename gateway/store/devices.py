@@ -52,7 +52,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.models import RETAINED, Event, Kind
-from gateway.store.base import StoreBase
+from gateway.store.base import StoreBase, insert_rows
 
 DEVICE_STATE_DDL = """
 CREATE TABLE IF NOT EXISTS device_state (
@@ -223,15 +223,15 @@ def _fold(
     return out, flipped
 
 
-_UPSERT = """
-INSERT INTO device_state(device_id, last_seen, last_kind, online, online_at, battery, battery_at, battery_low,
-    link_quality, tamper, fault, state, state_at, activity_at, events, seq)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?17)
-ON CONFLICT(device_id) DO UPDATE SET
+_HEAD = """INSERT INTO device_state(device_id, last_seen, last_kind, online, online_at, battery, battery_at,
+    battery_low, link_quality, tamper, fault, state, state_at, activity_at, events, seq)"""
+
+# ``online_at`` is decided before the upsert (``write_rows``): the row's value when the online
+# state changed, else NULL. A statement of many rows cannot name one row's own parameters.
+_ON_CONFLICT = """ ON CONFLICT(device_id) DO UPDATE SET
     last_kind = CASE WHEN excluded.last_seen IS NOT NULL THEN excluded.last_kind ELSE last_kind END,
     last_seen = max(coalesce(last_seen, excluded.last_seen), coalesce(excluded.last_seen, last_seen)),
-    online_at = CASE WHEN ?16 OR (excluded.online IS NOT NULL AND excluded.online IS NOT online)
-        THEN excluded.online_at ELSE online_at END,
+    online_at = coalesce(excluded.online_at, online_at),
     online = coalesce(excluded.online, online),
     battery = coalesce(excluded.battery, battery),
     battery_at = coalesce(excluded.battery_at, battery_at),
@@ -251,20 +251,43 @@ def upsert_device_states(db: sqlite3.Connection, events: Sequence[Event]) -> Non
     """In ``db``'s transaction: one upsert per device of ``events`` (a tool filling a store;
     the store itself writes its ``DeviceTail``)."""
     rows, flipped = _fold(events)
-    write_rows(db, rows, flipped, rows)
+    stored = stored_rows(db, list(rows))
+    write_rows(db, rows, flipped, {d: stored[d][1] if d in stored else None for d in rows})
 
 
-def write_rows(db: sqlite3.Connection, rows: dict[str, list[Any]], flipped: set[str], devices: Iterable[str]) -> None:
-    """Upsert the folded rows of ``devices`` (each with the seq of its last event folded)."""
+def stored_rows(db: sqlite3.Connection, devices: Sequence[str]) -> dict[str, tuple[int, int | None]]:
+    """The stored ``seq`` and ``online`` of those of ``devices`` that have a row."""
+    out: dict[str, tuple[int, int | None]] = {}
+    for start in range(0, len(devices), 500):  # SQLite's limit on parameters
+        part = devices[start : start + 500]
+        marks = ",".join("?" * len(part))
+        for device, seq, online in db.execute(
+            f"SELECT device_id, seq, online FROM device_state WHERE device_id IN ({marks})", part
+        ):
+            out[device] = (seq, online)
+    return out
+
+
+def write_rows(
+    db: sqlite3.Connection, rows: dict[str, list[Any]], flipped: set[str], online: dict[str, int | None]
+) -> None:
+    """Upsert the folded rows of the devices in ``online`` (each with the seq of its last event
+    folded), given each one's stored ``online`` (None: NULL or no row), many rows a statement."""
     params = []
-    for device in devices:
+    for device, was in online.items():
         s = rows[device]
         p = s[:_SEQ_FIRST]
+        now = p[_ONLINE]
+        # What the upsert did in SQL (``excluded.online IS NOT online``); ``apply`` is its twin.
+        changed = device in flipped or (now is not None and (was is None or bool(was) is not now))
+        if not changed:
+            p[_ONLINE_AT] = None
         for i in (_ONLINE, _BATTERY_LOW, _TAMPER, _FAULT):
             if p[i] is not None:
                 p[i] = int(p[i])
-        params.append((*p, device in flipped, s[_SEQ_LAST] or 0))
-    db.executemany(_UPSERT, params)
+        p.append(s[_SEQ_LAST] or 0)
+        params.append(p)
+    insert_rows(db, _HEAD, params, _ON_CONFLICT)
 
 
 class DeviceTail:
@@ -292,7 +315,7 @@ class DeviceTail:
 
 
 def apply(stored: DeviceState | None, row: list[Any], flipped: bool) -> DeviceState:
-    """What ``_UPSERT`` makes of a stored row and a folded one, computed instead of written."""
+    """What ``write_rows`` makes of a stored row and a folded one, computed instead of written."""
     if stored is None:
         return DeviceState(*row[:_SEQ_FIRST])
     p = row

@@ -27,7 +27,7 @@ import orjson
 from gateway.models import Event
 from gateway.store.base import insert_rows
 from gateway.store.commands import _insert_command
-from gateway.store.devices import _SEQ_FIRST, _SEQ_LAST, SUMMARY_SEQ, DeviceTail, write_rows
+from gateway.store.devices import _SEQ_FIRST, _SEQ_LAST, SUMMARY_SEQ, DeviceTail, stored_rows, write_rows
 from gateway.store.disk import MIB, DiskStore
 from gateway.store.testmode import mark_tests
 from gateway.store.users import _insert_nonces
@@ -386,24 +386,20 @@ class EventsStore(DiskStore):
             self._log_to = row_id
         return log
 
-    def _fresh(self, tail: DeviceTail, devices: list[str]) -> list[str]:
+    def _fresh(self, tail: DeviceTail, devices: list[str]) -> dict[str, int | None]:
         """Of ``devices``, those whose folded events are all after their stored row (in the step's
-        transaction). Another store may have written a row since this one folded (a forced pass
-        in another process): a row that holds some of them gets the rest folded again from the
-        file, one that holds all of them is left as it is."""
+        transaction), each with its row's ``online`` (None: NULL or no row). Another store may have
+        written a row since this one folded (a forced pass in another process): a row that holds
+        some of them gets the rest folded again from the file, one that holds all of them is left
+        as it is."""
         chunk = [d for d in devices if d in tail.rows]
-        stored: dict[str, int] = {}
-        for start in range(0, len(chunk), 500):  # SQLite's limit on parameters
-            part = chunk[start : start + 500]
-            marks = ",".join("?" * len(part))
-            stored.update(
-                self._db.execute(f"SELECT device_id, seq FROM device_state WHERE device_id IN ({marks})", part)
-            )
-        fresh, again = [], {}
+        stored = stored_rows(self._db, chunk)
+        fresh: dict[str, int | None] = {}
+        again = {}
         for d in chunk:
-            row_seq = stored.get(d, -1)
+            row_seq, online = stored.get(d, (-1, None))
             if row_seq < tail.rows[d][_SEQ_FIRST]:
-                fresh.append(d)
+                fresh[d] = online
             elif row_seq < tail.rows[d][_SEQ_LAST]:
                 again[d] = row_seq
             else:
@@ -415,7 +411,7 @@ class EventsStore(DiskStore):
                 if d in redo.rows:
                     tail.rows[d] = redo.rows[d]
                     (tail.flipped.add if d in redo.flipped else tail.flipped.discard)(d)
-                    fresh.append(d)
+                    fresh[d] = stored[d][1]
                 else:
                     tail.written([d])
         return fresh
