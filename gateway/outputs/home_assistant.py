@@ -7,7 +7,8 @@ Two halves, as everywhere in SenseGate: a pure translator (no I/O, no clock) and
   the right ``device_class``; for every household, every building and the whole site an "open
   alerts" entity with the count, the highest severity and the latest message in Chinese.
 - ``state_messages(event, config)`` and ``alert_state_messages(open_alerts, config)`` say what
-  a stored event or the current set of open alerts means for those entities.
+  a stored event or the current set of open alerts means for those entities. A test event (a
+  device in test mode, or its own test signal) sets only states that say all is well.
 - ``HaBridge`` publishes all of it through an injected ``publish(topic, payload, retain)``,
   announces at start and again whenever Home Assistant says ``online`` on its status topic
   (its birth message, sent when it starts), and removes entities that are no longer
@@ -522,10 +523,11 @@ class Plan:
         slots = self.device_slots.get(event.device_id)
         if not slots:
             return []
+        test = event.is_test
         out: list[Message] = []
         for key, payload in _event_states(event):
             target = slots.get(key)
-            if target is not None:
+            if target is not None and (not test or _calming(key, payload)):
                 out.append((target[0], payload, target[1]))
         return out
 
@@ -574,6 +576,15 @@ def _number(value: object) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value)
+
+
+def _calming(key: str, payload: str) -> bool:
+    """Whether a state says all is well: all a test event may set. A detector smoked or a door
+    opened in test mode must not start Home Assistant's automations (a siren, a message to the
+    family), as it raises no alert here; like the rules, a test may calm but never alarm."""
+    if SLOTS[key].component != "binary_sensor":
+        return True  # a reading (the battery's percent) is true whether tested or not
+    return payload == (ON if key == "connectivity" else OFF)
 
 
 def _event_states(event: Event) -> list[tuple[str, str]]:

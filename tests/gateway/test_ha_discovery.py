@@ -458,6 +458,31 @@ def test_state_of_each_kind(
     assert [(t.removeprefix(f"sensegate/gw-test/ha/{device}/"), p) for t, p, _ in messages] == expected
 
 
+# The same events in a test (the device in test mode): only what says all is well is left.
+TEST_CASES = [
+    ("101-smoke", Family.SMOKE, Kind.SMOKE_ALARM, {}, []),
+    ("101-smoke", Family.SMOKE, Kind.SMOKE_CLEAR, {}, [("smoke", "OFF")]),
+    ("101-door", Family.DOOR, Kind.DOOR_OPENED, {}, []),
+    ("101-door", Family.DOOR, Kind.DOOR_CLOSED, {}, [("door", "OFF")]),
+    ("101-fall", Family.FALL, Kind.FALL_DETECTED, {"fall_status": "fall_alarm"}, []),
+    ("101-fall", Family.FALL, Kind.PRESENCE, {"present": True}, []),
+    ("101-sos", Family.SOS, Kind.SOS_PRESSED, {"action": "emergency"}, []),
+    ("main-door", Family.DOOR, Kind.TAMPER, {}, []),
+    ("101-door", Family.DOOR, Kind.OFFLINE, {}, []),
+    ("101-door", Family.DOOR, Kind.ONLINE, {}, [("connectivity", "ON")]),
+    ("101-smoke", Family.SMOKE, Kind.BATTERY, {"battery": 12.5}, [("battery", "12.5")]),
+    ("101-door", Family.DOOR, Kind.BATTERY, {"battery": 87}, [("battery", "87"), ("battery_low", "OFF")]),
+]
+
+
+@pytest.mark.parametrize(("device", "family", "kind", "values", "expected"), TEST_CASES)
+def test_a_test_event_sets_only_what_says_all_is_well(
+    device: str, family: Family, kind: Kind, values: dict[str, Any], expected: list[tuple[str, str]]
+) -> None:
+    messages = state_messages(_event(device, family, kind, test=True, **values), _site())
+    assert [(t.removeprefix(f"sensegate/gw-test/ha/{device}/"), p) for t, p, _ in messages] == expected
+
+
 @pytest.mark.parametrize(
     ("kind", "values", "expected"),
     [
