@@ -308,7 +308,13 @@ class Gateway:
         self.visits = VisitTracker(config, self.store, self.clock, self.alerts, rules)
         # Test mode and walk tests (docs/installer.md): commands from the CLI, the expiry supervisor.
         self.testmodes = TestModes(
-            config, self.registry, self.store, self.clock, self.alerts, timezone=rules.settings.timezone
+            config,
+            self.registry,
+            self.store,
+            self.clock,
+            self.alerts,
+            timezone=rules.settings.timezone,
+            on_change=self._changed,
         )
         built_channels = (
             dict(channels)

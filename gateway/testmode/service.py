@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import difflib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -73,8 +73,10 @@ class TestModes:
         alerts: AlertPath,
         *,
         timezone: str = "Asia/Shanghai",
+        on_change: Callable[[], None] | None = None,
     ) -> None:
         self.config = config
+        self.on_change = on_change  # a test mode began or ended: the console's board shows which run
         self.settings = config.test_mode
         self.registry = registry
         self.store = store
@@ -113,6 +115,8 @@ class TestModes:
         except TestModeError as exc:
             result.update(ok=False, error=str(exc), reason=exc.reason)
         log.info("command %s by %s via %s: %s", action, by, via, "ok" if result["ok"] else result["error"])
+        if result["ok"] and self.on_change is not None:
+            self.on_change()
         return result
 
     def scope(self, kind: str, target: str) -> Scope:
@@ -241,6 +245,8 @@ class TestModes:
             detail = {"last_event_at": last} if last is not None else {}
             if self.store.end_test_mode(m.id, m.ends_at, "system", "", "expired", detail) is None:
                 continue
+            if self.on_change is not None:
+                self.on_change()
             log.warning("test mode %d (%s, set by %s) ran out without being ended", m.id, m.label, m.started_by)
             if last is not None:
                 out += self.alerts.external([self._overrun(m, window)])

@@ -141,13 +141,15 @@ class BoardReader:
 
     # ------------------------------------------------------------------ formatting
 
-    def when(self, t: float | None, now: float) -> str:
-        """Local time: ``14:03:12`` today, ``03-01 14:03`` before."""
+    def when(self, t: float | None, now: float, *, seconds: bool = True) -> str:
+        """Local time: ``14:03:12`` (``14:03`` without ``seconds``) that day, ``03-01 14:03`` another."""
         if t is None:
             return "-"
         at = datetime.fromtimestamp(t, self.tz)
         today = datetime.fromtimestamp(now, self.tz).date()
-        return at.strftime("%H:%M:%S") if at.date() == today else at.strftime("%m-%d %H:%M")
+        if at.date() != today:
+            return at.strftime("%m-%d %H:%M")
+        return at.strftime("%H:%M:%S" if seconds else "%H:%M")
 
     def full_time(self, t: float | None) -> str:
         return "-" if t is None else datetime.fromtimestamp(t, self.tz).strftime("%Y-%m-%d %H:%M:%S")

@@ -126,7 +126,7 @@ class Console:
             lstrip_blocks=True,
         )
         self.templates = env
-        self.live = LiveBoards(self._cards, env.get_template("_board.html"), _sse)
+        self.live = LiveBoards(self._board, env.get_template("_board.html"), _sse)
         static = resources.files("gateway.web") / "static"
         routes = [
             Route("/healthz", self.healthz),
@@ -320,6 +320,28 @@ class Console:
 
     # ------------------------------------------------------------------ the board
 
+    async def _board(self, who: Identity, lang: str) -> dict[str, Any]:
+        """What the board shows ``who``: the open alerts, whether one needs the alarm sound, and
+        the test modes running (the alarms of those places page nobody: the person on duty must
+        know, and a test mode forgotten is seen)."""
+        cards, alarm = await self._cards(who, lang)
+        return {"cards": cards, "alarm": alarm, "tests": await asyncio.to_thread(self._tests)}
+
+    def _tests(self) -> list[dict[str, str]]:
+        """The test modes running, oldest first, for everyone who sees the board: a site's or
+        another building's is news to every person on duty."""
+        now = self.clock.now()
+        names = {s.id: s.name for s in self.config.staff}
+        return [
+            {
+                "label": m.label,
+                "by": names.get(m.started_by, m.started_by),
+                "until": self.reader.when(m.ends_at, now, seconds=False),
+            }
+            for m in reversed(self.store.test_modes(open_only=True))
+            if m.running(now)
+        ]
+
     async def _cards(self, who: Identity, lang: str) -> tuple[list[dict[str, Any]], bool]:
         """The open alerts ``who`` sees, most severe and oldest first, ready for the templates."""
         now = self.clock.now()
@@ -394,8 +416,8 @@ class Console:
         if who is None or who.is_token:
             return self._to_login(request)
         lang = self._lang(request)
-        cards, alarm = await self._cards(who, lang)
-        return self._render(request, "board.html", who=who, cards=cards, alarm=alarm, notice=_notice(request, lang))
+        board = await self._board(who, lang)
+        return self._render(request, "board.html", who=who, notice=_notice(request, lang), **board)
 
     async def events(self, request: Request) -> Response:
         """The board as server-sent events: a ``board`` event with the board's HTML whenever it

@@ -23,13 +23,14 @@ import jinja2
 from gateway.web.auth import Identity
 from gateway.web.i18n import TEXT
 
-Cards = Callable[[Identity, str], Awaitable[tuple[list[dict[str, Any]], bool]]]
+# What the board template is given for a viewer: cards, alarm, tests (``Console._board``).
+Board = Callable[[Identity, str], Awaitable[dict[str, Any]]]
 Sse = Callable[[str, str, int], str]
 
 
 class LiveBoards:
-    def __init__(self, cards: Cards, template: jinja2.Template, sse: Sse) -> None:
-        self.cards = cards
+    def __init__(self, board: Board, template: jinja2.Template, sse: Sse) -> None:
+        self.board = board
         self.template = template
         self.sse = sse
         self.placeholder = secrets.token_hex(16)  # where each stream's CSRF token goes
@@ -54,10 +55,8 @@ class LiveBoards:
         return text.replace(self.placeholder, who.csrf)
 
     async def _render(self, who: Identity, lang: str, version: int) -> str:
-        cards, alarm = await self.cards(who, lang)
-        html = self.template.render(
-            {"t": TEXT[lang], "lang": lang, "csrf": self.placeholder, "cards": cards, "alarm": alarm}
-        )
+        board = await self.board(who, lang)
+        html = self.template.render({"t": TEXT[lang], "lang": lang, "csrf": self.placeholder, **board})
         return self.sse("board", html, version)
 
     def _forget_failed(self, key: Hashable, task: asyncio.Task[str]) -> None:

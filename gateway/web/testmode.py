@@ -38,6 +38,7 @@ from gateway.testmode.scope import SCOPE_ZH, SCOPES
 from gateway.testmode.service import TestModes
 from gateway.testmode.walk import FAMILY_ZH, TRY_ZH, battery_text, signal_text, walk
 from gateway.web.auth import Identity
+from gateway.web.changes import Changes
 
 MAY = (ConsoleRole.INSTALLER, ConsoleRole.MANAGER)
 REFRESH_SECONDS = 15
@@ -130,6 +131,7 @@ class Desk(Protocol):
     store: Store
     clock: Clock
     alerts: AlertPath
+    changes: Changes
 
     async def identity(self, request: Request) -> Identity | None: ...
 
@@ -154,7 +156,15 @@ class TestModePages:
         self.desk = desk
         self.tz = timezone
         self.registry = Registry(desk.config)
-        self.modes = TestModes(desk.config, self.registry, desk.store, desk.clock, desk.alerts, timezone=timezone)
+        self.modes = TestModes(
+            desk.config,
+            self.registry,
+            desk.store,
+            desk.clock,
+            desk.alerts,
+            timezone=timezone,
+            on_change=desk.changes.bump,  # the board's banner of running test modes
+        )
 
     def routes(self) -> list[BaseRoute]:
         return [

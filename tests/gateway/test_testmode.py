@@ -113,6 +113,20 @@ def test_a_test_mode_survives_a_restart_and_still_ends_by_itself(rig: Rig, tmp_p
         again.store.close()
 
 
+def test_the_board_is_told_when_a_test_mode_begins_ends_or_runs_out(rig: Rig) -> None:
+    told: list[int] = []
+    rig.modes.on_change = lambda: told.append(len(rig.store.test_modes(open_only=True)))
+    assert rig.apply(action="testmode_start", scope="building", target="1", by="s-zhou", **{"for": 600})["ok"]
+    assert rig.apply(action="testmode_start", scope="site", by="s-zhou", **{"for": 1200})["ok"]
+    assert told == [1, 2]
+    assert not rig.apply(action="testmode_end", scope="building", target="9", by="s-zhou")["ok"]
+    assert told == [1, 2]  # a refused command changes nothing
+    rig.clock.set(T0 + 600)
+    assert rig.modes.tick() == [] and told == [1, 2, 1]  # the building's ran out
+    assert rig.apply(action="testmode_end", scope="site", by="s-zhou")["ok"] and told == [1, 2, 1, 0]
+    assert rig.modes.tick() == [] and told == [1, 2, 1, 0]
+
+
 def test_commands_name_a_known_staff_member_a_real_scope_and_at_most_24_hours(rig: Rig) -> None:
     refused = rig.apply(action="testmode_start", scope="building", target="1", by="周师傅")
     assert refused["reason"] == "unknown_person" and "s-zhou" in str(refused["error"])  # the name → the id

@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import tomli_w
 
+from gateway.cli.app import main as cli
 from gateway.runtime import Gateway
 from gateway.site.config import parse_config
 from gateway.web.auth import hash_password
@@ -202,6 +204,32 @@ async def test_the_board_fits_a_360_px_phone_without_scrolling_sideways(
         await _until(browser, "document.querySelectorAll('li.alert').length === 2", "the English board")
         assert "Open alerts" in await asyncio.to_thread(lambda: browser.find_element("tag name", "h1").text)
         assert await asyncio.to_thread(browser.execute_script, f"return {fits}")
+
+
+async def test_a_test_mode_set_from_the_cli_shows_on_the_open_board_until_it_ends(
+    mosquitto: Mosquitto, tmp_path: Path, browser: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    site = _site("gw-testmode-board")
+    config = site_config(site, tmp_path, mosquitto.host, mosquitto.port)
+    on_disk = {**site, "gateway": {**site["gateway"], "data_dir": str(tmp_path / "data")}}
+    config_file = tmp_path / "site.toml"
+    config_file.write_text(tomli_w.dumps({**on_disk, "mqtt": {"host": mosquitto.host, "port": mosquitto.port}}))
+    banner = "document.querySelector('#board .testmodes')"
+    async with running(config) as gateway:
+        url = await _start(gateway)
+        await _sign_in(browser, url, "s-li")  # the person on duty, who cannot set one
+        await _until(browser, "document.getElementById('live').classList.contains('on')", "the event stream")
+        assert await asyncio.to_thread(browser.execute_script, f"return {banner} === null")
+        scope = ["-c", str(config_file), "--household", "1-1-101", "--by", "s-fix"]
+        assert await asyncio.to_thread(cli, ["testmode", "start", *scope, "--for", "30m"]) == 0
+        await _until(browser, f"{banner} !== null", "the test mode on the open board", 5)
+        text = await asyncio.to_thread(browser.execute_script, f"return {banner}.innerText")
+        assert "以下范围的报警不会通知任何人" in text and "1号楼1单元101室 · 周师傅 · 至" in text
+        await asyncio.to_thread(_shot, browser, "console-board-testmode.png", tmp_path)
+        await asyncio.to_thread(browser.execute_cdp_cmd, "Emulation.clearDeviceMetricsOverride", {})
+        assert await asyncio.to_thread(cli, ["testmode", "end", *scope]) == 0
+        await _until(browser, f"{banner} === null", "the banner to go once the test mode ends", 5)
+    capsys.readouterr()
 
 
 def test_the_browser_tests_can_run_here() -> None:

@@ -473,14 +473,14 @@ async def test_the_live_board_is_read_and_rendered_once_per_change_for_everyone_
     calls: list[tuple[str, str]] = []
     failing = [True]
 
-    async def cards(who: Identity, lang: str) -> tuple[list[dict[str, Any]], bool]:
+    async def board(who: Identity, lang: str) -> dict[str, Any]:
         calls.append((who.actor, lang))
         if failing[0] and who.actor == "s-fix":
             failing[0] = False
             raise StoreError("disk I/O error")
-        return await d.console._cards(who, lang)
+        return await d.console._board(who, lang)
 
-    live = LiveBoards(cards, d.console.templates.get_template("_board.html"), _sse)
+    live = LiveBoards(board, d.console.templates.get_template("_board.html"), _sse)
     li_one, li_two, wang, fix = (
         person_identity(d.config, person, csrf=token)
         for person, token in (("s-li", "tok-one"), ("s-li", "tok-two"), ("s-wang", "tok-three"), ("s-fix", "tok-4"))

@@ -90,3 +90,23 @@ async def test_a_walk_test_from_the_console_shows_its_checklist_and_keeps_its_re
         assert (await client.get("/commission/2/report.html")).status_code == 404
     (c,) = d.store.commissions()
     assert c.finished_by == "s-boss" and c.summary is not None and "101-smoke" in c.summary["not_seen"]
+
+
+async def test_everyone_on_the_board_sees_the_test_modes_running_and_the_live_board_is_told(tmp_path: Path) -> None:
+    d = desk(tmp_path)
+    async with _signed_in(d, "s-li") as duty:
+        assert "测试模式进行中" not in (await duty.get("/")).text
+        seen = d.console.changes.version
+        async with _signed_in(d, "s-fix") as fixer:
+            csrf = form_token((await fixer.get("/testmode")).text)
+            form = {"csrf": csrf, "scope": "household", "target": "1-1-101", "minutes": "30", "kind": "testmode"}
+            assert (await fixer.post("/testmode/start", data=form)).status_code == 303
+            assert d.console.changes.version > seen  # the live boards render again
+            board = html.unescape((await duty.get("/")).text)
+            assert "测试模式进行中：以下范围的报警不会通知任何人" in board
+            assert "1号楼1单元101室 · 周师傅 · 至 " in board  # where, who set it, until when
+            (mode,) = d.store.test_modes(open_only=True)
+            seen = d.console.changes.version
+            assert (await fixer.post(f"/testmode/{mode.id}/end", data={"csrf": csrf})).status_code == 303
+            assert d.console.changes.version > seen
+        assert "测试模式进行中" not in (await duty.get("/")).text
