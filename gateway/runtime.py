@@ -72,6 +72,7 @@ from gateway.site.alerting import (
 from gateway.site.config import InfluxV1Output, InfluxV2Output, SiteConfig, output_families, site_rules
 from gateway.site.registry import Registry
 from gateway.store import Store
+from gateway.store.commands import COMMANDS_KEEP
 from gateway.store.disk import DiskState
 from gateway.store.events import RECENT_KEEP
 from gateway.store.lock import StoreLock
@@ -652,6 +653,7 @@ class Gateway:
             self.alerts.checkpoint()
             self.visits.checkpoint()
             await asyncio.to_thread(self.store.forget_ingest_keys, now - DEDUP_WINDOW)
+            await asyncio.to_thread(self.store.forget_commands, now - COMMANDS_KEEP)
             removed = await asyncio.to_thread(self.store.enforce_bound, self.alerts.cursor)
             if removed["dropped"]:
                 log.warning(

@@ -11,6 +11,11 @@ from typing import Any
 
 from gateway.store.base import StoreBase
 
+# A command's row is kept this long once it is done: the CLI that queued it reads its result
+# within seconds, and who did what is in the alert's and the test mode's own logs. Without a
+# bound, every acknowledgement ever made over MQTT stayed on the SD card.
+COMMANDS_KEEP = 7 * 86_400.0
+
 COMMANDS_DDL = """
 CREATE TABLE IF NOT EXISTS commands (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -47,6 +52,12 @@ class CommandsStore(StoreBase):
         with self._lock:
             rows = self._db.execute(sql + " ORDER BY id", args).fetchall()
         return [Command(i, at, json.loads(b), d, None if r is None else json.loads(r)) for i, at, b, d, r in rows]
+
+    def forget_commands(self, older_than: float) -> int:
+        """Forget the commands done before ``older_than`` (never one still pending); how many."""
+        # Housekeeping: a power cut that loses it loses nothing (docs/store.md, "What is fsync'd").
+        with self._tx(durable=False) as db:
+            return int(db.execute("DELETE FROM commands WHERE done_at < ?", (older_than,)).rowcount)
 
     def command_done(self, command_id: int, at: float, result: Mapping[str, Any]) -> None:
         with self._tx() as db:

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from gateway.errors import StoreError
 from gateway.models import Event, Family, Kind
 from gateway.store import Store
+from gateway.store.commands import COMMANDS_KEEP
 from gateway.store.events import stored_body
 from tests.gateway.factories import event
 
@@ -227,6 +228,19 @@ def test_recent_ingest_keys_expire(tmp_path: Path) -> None:
     assert store.seen_recently("k1") and store.seen_recently("k2")
     assert store.forget_ingest_keys(older_than=150.0) == 1
     assert not store.seen_recently("k1") and store.seen_recently("k2")
+
+
+def test_done_commands_are_forgotten_after_a_week_pending_ones_never(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    old_done, old_pending, new_done = (store.add_command({"action": "ack", "n": n}, 100.0) for n in range(3))
+    store.command_done(old_done, 200.0, {"ok": True})
+    store.command_done(new_done, 200.0 + COMMANDS_KEEP, {"ok": True})
+    now = 200.0 + COMMANDS_KEEP + 1
+    assert store.forget_commands(now - COMMANDS_KEEP) == 1
+    assert [c.id for c in store.commands(pending_only=False)] == [old_pending, new_done]
+    assert [c.id for c in store.commands()] == [old_pending]  # the gateway still applies it
+    assert store.forget_commands(now - COMMANDS_KEEP) == 0
+    store.close()
 
 
 def test_a_key_stored_after_a_lookup_is_seen_by_the_next(tmp_path: Path) -> None:
