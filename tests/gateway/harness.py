@@ -110,6 +110,12 @@ class Subscriber:
         self.client.disconnect()
         self.client.loop_stop()
 
+    def __enter__(self) -> Subscriber:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 class GatewayProcess:
     """``sensegate run`` in a child process, so a test can SIGKILL it mid-stream."""

@@ -97,24 +97,20 @@ async def test_offered_messages_go_out_at_once_and_leave_the_outbox_once_acknowl
     mosquitto: Mosquitto, store: Store, publisher: OutboxPublisher, tmp_path: Path
 ) -> None:
     topic = _topic(tmp_path, "events")
-    sub = Subscriber(mosquitto.host, mosquitto.port, topic)
-    try:
+    with Subscriber(mosquitto.host, mosquitto.port, topic) as sub:
         queued = store.save_alerts([], [("mqtt", topic, f"t{n}", False) for n in range(5)], now=1.0)
         assert [m.payload for m in queued] == [f"t{n}" for n in range(5)]
         publisher.offer(queued)
         await eventually(lambda: len(sub.messages) == 5, within=10, what="five messages")
         assert [p for _, p, _ in sub.messages] == [f"t{n}".encode() for n in range(5)]
         await eventually(lambda: not store.outbox_batch("mqtt", 10), within=10, what="an empty outbox")
-    finally:
-        sub.close()
 
 
 async def test_an_offer_or_an_early_send_never_overtakes_a_row_another_writer_queued_first(
     mosquitto: Mosquitto, store: Store, publisher: OutboxPublisher, tmp_path: Path
 ) -> None:
     topic = _topic(tmp_path, "events")
-    sub = Subscriber(mosquitto.host, mosquitto.port, topic)
-    try:
+    with Subscriber(mosquitto.host, mosquitto.port, topic) as sub:
         # A page on the MQTT channel, then an alert transition: in that order on the wire, though
         # the transition is handed over in memory and the page must be read from the store.
         store.save_notify(messages=[("mqtt", topic, "page", False)], now=1.0)
@@ -125,8 +121,6 @@ async def test_an_offer_or_an_early_send_never_overtakes_a_row_another_writer_qu
         await eventually(lambda: len(sub.messages) == 2, within=10, what="both messages")
         assert [p for _, p, _ in sub.messages] == [b"page", b"raised"]
         await eventually(lambda: not store.outbox_batch("mqtt", 10), within=10, what="an empty outbox")
-    finally:
-        sub.close()
 
 
 async def test_what_was_queued_while_the_broker_was_away_goes_out_after_it_returns(
@@ -143,25 +137,19 @@ async def test_what_was_queued_while_the_broker_was_away_goes_out_after_it_retur
     publisher.offer(store.save_alerts([], [("mqtt", back, "queued after", True)], now=2.0))
     await eventually(lambda: publisher.connected, within=60, what="the publisher to reconnect")
     await eventually(lambda: not store.outbox_batch("mqtt", 10), within=10, what="an empty outbox")
-    sub = Subscriber(mosquitto.host, mosquitto.port, _topic(tmp_path, "#"))
-    try:
+    with Subscriber(mosquitto.host, mosquitto.port, _topic(tmp_path, "#")) as sub:
         await eventually(lambda: len(sub.messages) == 2, within=10, what="both retained messages")
         assert sorted(p for _, p, _ in sub.messages) == [b"queued after", b"queued while away"]
-    finally:
-        sub.close()
 
 
 async def test_a_row_nobody_announced_goes_out_within_the_safety_net(
     mosquitto: Mosquitto, store: Store, publisher: OutboxPublisher, tmp_path: Path
 ) -> None:
     topic = _topic(tmp_path, "events")
-    sub = Subscriber(mosquitto.host, mosquitto.port, topic)
-    try:
+    with Subscriber(mosquitto.host, mosquitto.port, topic) as sub:
         store.save_notify(messages=[("mqtt", topic, "unannounced", False)], now=1.0)  # no wake, no offer
         await eventually(lambda: sub.messages, within=12, what="the outbox read after 5 s of quiet")
         assert [p for _, p, _ in sub.messages] == [b"unannounced"]
-    finally:
-        sub.close()
 
 
 async def test_a_rules_alert_goes_out_before_its_save_commits_and_leaves_the_outbox_once_acknowledged(
@@ -184,15 +172,13 @@ async def test_a_rules_alert_goes_out_before_its_save_commits_and_leaves_the_out
         on_outbox=publisher.offer,
         send_early=send_early,
     )
-    try:
+    with sub:
         stored = store.append(registry.decode(SMOKE, b'{"smoke": true, "battery": 90}', time.time()), {})
         (raised,) = [t for t in alerts.process(stored) if t.kind == "raised"]
         assert outbox_when_sent == [0]  # handed to the publisher before the save's rows existed
         await eventually(lambda: sub.messages, within=10, what="the alert on MQTT")
         assert [(m["transition"], m["alert"]["id"]) for m in sub.json()] == [("raised", raised.alert.id)]
         await eventually(lambda: not store.outbox_batch("mqtt", 10), within=10, what="an empty outbox")
-    finally:
-        sub.close()
 
 
 async def test_messages_sent_early_are_deleted_as_the_rows_their_save_queued(

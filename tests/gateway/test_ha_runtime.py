@@ -53,13 +53,12 @@ async def test_a_detector_smoked_in_test_mode_shows_no_smoke_in_home_assistant(
     config_file = tmp_path / "site.toml"
     on_disk = {**site, "gateway": {**site["gateway"], "data_dir": str(tmp_path / "data")}}
     config_file.write_text(tomli_w.dumps({**on_disk, "mqtt": {"host": mosquitto.host, "port": mosquitto.port}}))
-    states = Subscriber(mosquitto.host, mosquitto.port, f"{config.topic_prefix}/ha/101-smoke/#")
     smoke = '{"battery":96,"linkquality":92,"smoke":true,"battery_low":false}'  # canned: no test bit
 
     def smoke_states() -> list[bytes]:
         return [p for t, p, _ in states.messages if t.endswith("/101-smoke/smoke")]
 
-    try:
+    with Subscriber(mosquitto.host, mosquitto.port, f"{config.topic_prefix}/ha/101-smoke/#") as states:
         async with running(config) as gateway:
             start = ["testmode", "start", "-c", str(config_file), "--household", "1-1-101", "--for", "30m"]
             assert await asyncio.to_thread(cli, [*start, "--by", "s-zhou"]) == 0
@@ -79,5 +78,3 @@ async def test_a_detector_smoked_in_test_mode_shows_no_smoke_in_home_assistant(
                 pub.publish("zigbee2mqtt/1号楼/101/烟感", smoke)
                 await eventually(lambda: b"ON" in smoke_states(), what="the real smoke ON")
                 assert smoke_states() == [b"ON"]  # and none before it, from the test
-    finally:
-        states.close()
