@@ -371,14 +371,32 @@ class Engine:
         """Whether any entry changed since the last ``dirty()``."""
         return bool(self._dirty)
 
-    def dirty_count(self) -> int:
-        """How many entries changed since the last ``dirty()``."""
-        return len(self._dirty)
-
     def dirty(self) -> list[tuple[str, State | None]]:
         """Entries changed since the last call (None: deleted), sorted by key. Do not mutate them."""
-        out = [(k, self._entry(k)) for k in sorted(self._dirty)]
+        return self.stored(self.take_dirty())
+
+    def take_dirty(self) -> list[tuple[str, object]]:
+        """``dirty()`` as the engine holds the entries, for ``stored`` to turn into the store's
+        form later, in any thread: the engine replaces an entry when it changes, never changes
+        one, so what this hands out stays as it was while the engine goes on."""
+        entries, state = self._entries, self._state
+        out: list[tuple[str, object]] = []
+        for k in sorted(self._dirty):
+            e = entries.get(k)
+            out.append((k, state.get(k) if e is None else e))
         self._dirty.clear()
+        return out
+
+    def stored(self, taken: Iterable[tuple[str, object]]) -> list[tuple[str, State | None]]:
+        """What ``take_dirty`` handed out, in the store's form."""
+        out: list[tuple[str, State | None]] = []
+        for k, e in taken:
+            if isinstance(e, _Entry):
+                rule, subject = _rule_and_subject(k)
+                out.append((k, _stored(self.rules[self._index[rule]].type, rule, subject, e)))
+            else:  # the clock or an open alert, or None: deleted
+                assert e is None or isinstance(e, dict)
+                out.append((k, e))
         return out
 
     def export(self) -> list[tuple[str, State]]:

@@ -470,7 +470,7 @@ class Gateway:
         while events := self.store.events_after(self.alerts.cursor, READ_BATCH):
             self.store.remember(events)  # the forwarders read them from memory
             await self._on_stored(events)
-            self.ingest_process.publish_cursor(self.alerts.cursor)
+            self.ingest_process.publish_cursor(self.alerts.replay_from)
             if len(events) < READ_BATCH:
                 return
             await self.clock.sleep(0)  # behind: let the outputs and the console have the loop too
@@ -650,11 +650,13 @@ class Gateway:
         while True:
             await self.clock.sleep(HOUSEKEEPING_INTERVAL)
             now = self.clock.now()
-            self.alerts.checkpoint()
+            write = self.alerts.checkpoint_behind()
+            if write is not None:
+                await asyncio.to_thread(write)
             self.visits.checkpoint()
             await asyncio.to_thread(self.store.forget_ingest_keys, now - DEDUP_WINDOW)
             await asyncio.to_thread(self.store.forget_commands, now - COMMANDS_KEEP)
-            removed = await asyncio.to_thread(self.store.enforce_bound, self.alerts.cursor)
+            removed = await asyncio.to_thread(self.store.enforce_bound, self.alerts.replay_from)
             if removed["dropped"]:
                 log.warning(
                     "store above %d bytes: dropped %d undelivered telemetry events (oldest first)",
@@ -712,7 +714,7 @@ class Gateway:
         # From here on this process keeps the store's disk: its reserve, eviction on every write
         # (the ingest process does, if there is one: it writes the events).
         if self.ingest_process is None:
-            await asyncio.to_thread(self.store.manage_disk, lambda: self.alerts.cursor, self._disk_changed)
+            await asyncio.to_thread(self.store.manage_disk, lambda: self.alerts.replay_from, self._disk_changed)
         caught_up = await asyncio.to_thread(self.alerts.catch_up)
         if caught_up:
             log.info("alert path caught up on %d events stored before the last stop", caught_up)
@@ -731,7 +733,7 @@ class Gateway:
             # Its events come in batches of up to READ_BATCH, read ahead of the outputs, which
             # would read them from the database once they fell out of memory.
             self.store.recent_keep = 4 * RECENT_KEEP
-            split.publish_cursor(self.alerts.cursor)
+            split.publish_cursor(self.alerts.replay_from)
             split.listen(asyncio.get_running_loop(), self._from_ingest)
             split.start()
         stopping = False

@@ -3,13 +3,17 @@
 The engine decides (raise / update / resolve, see edge_rules/README.md); this layer keeps the
 alert lifecycle and makes it durable:
 
-- It is driven from the store by a cursor. Alert changes, their outbound messages, the rule
-  engine's changed state and the cursor are saved in one transaction, so an event accepted
-  just before a crash still raises its alert after it, and every timer resumes where it was.
-  Batches that change no alert only move cursor and engine state in memory; ``checkpoint``
-  saves them every few seconds, or the batch that leaves ``CHECKPOINT_DIRTY`` engine entries
-  unsaved (replaying them after a crash is harmless: the engine is deterministic and they
-  decide nothing again).
+- It is driven from the store by a cursor. Alert changes, their outbound messages and the
+  cursor are saved in one transaction, so an event accepted just before a crash still raises
+  its alert after it. The rule engine's changed state is saved behind them, with a cursor of
+  its own (``cursor.rules``): every few seconds (the gateway's housekeeping, written by a
+  worker thread: ``checkpoint_behind``), and with whatever changed the engine other than an
+  event (a deadline that fired, a person's resolve, a visit). Saving it with every alert, or
+  every 64 changed entries, was half the bytes the gateway wrote (docs/performance.md). After a
+  crash the engine is rebuilt from that state and fed the events after its cursor again
+  (``restored_engine``): up to the alert cursor their decisions are saved already and dropped,
+  after it they are decided as new. The engine is deterministic, so every timer resumes where
+  it was. Batches that change no alert only move the alert cursor in memory.
 - One open alert per dedup key (the engine's). An update folds into it (count, last seen,
   evidence): ``escalated`` / ``downgraded`` when its severity changes, ``repeated`` after
   ``repeat_window`` of quiet (notify again), else ``updated``.
@@ -26,6 +30,7 @@ import functools
 import hashlib
 import json
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
@@ -38,6 +43,7 @@ from gateway.models import RETAINED, Alert, AlertState, Event
 from gateway.site.people import People, unknown_person
 from gateway.site.registry import DeviceEntry, Registry
 from gateway.store import LogRow, OutboxMessage, Store, VisitRow
+from gateway.store.alerts import rule_state_rows
 
 if TYPE_CHECKING:
     from gateway.alerts.publisher import Saved
@@ -45,6 +51,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("sensegate.alerts")
 
 CURSOR = "alerts"
+STATE_CURSOR = "rules"  # the last event the saved engine state (``rule_state``) includes
+# Entries turned into dicts at a time as a checkpoint is written behind: 10,000 at once were
+# some 5 MiB of dicts, alive together only to be serialised.
+STATE_CHUNK = 512
 TOKEN_ACTOR = "token:"  # the actor an API token acts as: token:<name>
 MQTT_CHANNEL = "mqtt"
 MAX_EVIDENCE = 20
@@ -116,10 +126,20 @@ def rule_context(registry: Registry) -> Context:
     )
 
 
-# Engine entries changed since the last save, beyond which a quiet batch is saved anyway: the
-# next alarm's save carries them all (a thousand cost it 20–36 ms; compare.py at 1k msg/s:
-# smoke → alert p50 16–17 ms at 64, 19–20 ms at 256, for 12 more fsyncs a second).
-CHECKPOINT_DIRTY = 64
+def restored_engine(rules: RuleSet, clock: Clock | None, context: Context, store: Store) -> tuple[Engine, int, int]:
+    """The engine as the alert path left it, with the two cursors (state, alerts): its saved
+    state, then the events after the state's cursor up to the alert cursor fed again. Their
+    decisions changed the alerts saved already (or nothing), so they are dropped."""
+    engine = Engine(rules, clock, context, state=store.rule_state())
+    at, cursor = store.cursor(STATE_CURSOR), store.cursor(CURSOR)
+    fed = at
+    while fed < cursor and (events := store.events_after(fed, limit=1000)):
+        for ev in events:
+            if ev.seq > cursor:
+                break
+            engine.feed(ev)
+        fed = events[-1].seq
+    return engine, at, cursor
 
 
 class AlertPath:
@@ -155,13 +175,19 @@ class AlertPath:
         self.flap_window = flap_window
         self.context = rule_context(registry)
         self.people = People(registry.config)
+        # Held while the engine's state is written, from taking its changed entries to the
+        # commit (``checkpoint_behind``: by a worker thread), so that state written later is
+        # written after it.
+        self._state_lock = threading.Lock()
         self._load()
 
     def _load(self) -> None:
         """(Re)build engine and cursor from what the store holds."""
-        self.engine = Engine(self.rules, self.clock, self.context, state=self.store.rule_state())
+        with self._state_lock:  # none being written behind: its engine is gone
+            self.engine, self._state_cursor, self.cursor = restored_engine(
+                self.rules, self.clock, self.context, self.store
+            )
         self.shadow = Shadow(self.rules, self.clock, self.context, self.store)  # "would have raised"
-        self.cursor = self.store.cursor(CURSOR)
         self._saved_cursor = self.cursor
         self._stale = False
         self._batch_raises: dict[str, int] = {}
@@ -172,9 +198,17 @@ class AlertPath:
 
     # ------------------------------------------------------------------ driving
 
+    @property
+    def replay_from(self) -> int:
+        """The saved engine state's cursor: a restart feeds the events after it again, so none
+        of them may be evicted (gateway/store/disk.py)."""
+        return self._state_cursor
+
     def catch_up(self) -> int:
         """Handle every stored event the alert path has not seen, then every deadline that
         passed meanwhile (after a crash or a power cut). Returns the number of events."""
+        if self._stale:
+            self._load()
         handled = 0
         while True:
             events = self.store.events_after(self.cursor, limit=1000)
@@ -206,7 +240,8 @@ class AlertPath:
         now = self.clock.now()
         decisions = self.engine.advance(now)
         self.shadow.advance(now)
-        transitions = self._commit(decisions, self.cursor) if decisions else []
+        # A deadline that fired is not among the events a restart feeds again: its state is saved.
+        transitions = self._commit(decisions, self.cursor, state=True) if decisions else []
         settled = [a for a, at in self._settling.items() if at <= now]
         if settled:
             transitions += self._settle(settled)
@@ -238,10 +273,47 @@ class AlertPath:
             out.append(Transition("resolved", done, f"rule:{alert.rule}", "", (("flapping", True),)))
         return self._save(out, durable=False) if out else []
 
+    def checkpoint_behind(self) -> Callable[[], None] | None:
+        """``checkpoint``, its state written by a worker thread: at a busy site ten seconds of
+        changed entries are some 10,000, whose conversion and write took 110–145 ms on the
+        event loop. On the loop this moves the alert cursor to where the engine is and takes
+        the changed entries; it returns what the worker runs (None: nothing to save, or the
+        last one is still being written). A write that fails leaves the store as it was, and
+        the engine is rebuilt from it at its next use."""
+        if self._stale:
+            self.catch_up()
+            return None
+        if not self.engine.has_dirty() and self.cursor == self._saved_cursor == self._state_cursor:
+            return None
+        if not self._state_lock.acquire(blocking=False):
+            return None
+        try:
+            if self.cursor != self._saved_cursor:
+                self._save([], durable=False)  # the alert cursor never trails the state's
+            taken, position = self.engine.take_dirty(), self.cursor
+        except BaseException:
+            self._state_lock.release()
+            raise
+
+        def write() -> None:
+            try:
+                rows: list[tuple[str, str | None]] = []
+                for i in range(0, len(taken), STATE_CHUNK):  # the store's form, a chunk at a time
+                    rows += rule_state_rows(self.engine.stored(taken[i : i + STATE_CHUNK]))
+                self.store.save_rule_state(rows, (STATE_CURSOR, position))
+                self._state_cursor = position
+            except StoreError as exc:
+                log.warning("saving the rules' state failed, rebuilt from the store: %s", exc)
+                self._stale = True
+            finally:
+                self._state_lock.release()
+
+        return write
+
     def checkpoint(self, durable: bool = False) -> None:
-        """Save engine state and cursor moved by batches that changed no alert (``durable``: with
-        an fsync, as the gateway stops)."""
-        self._commit([], self.cursor, durable=durable)
+        """Save the engine's state and both cursors where the engine is (``durable``: with an
+        fsync, as the gateway stops)."""
+        self._commit([], self.cursor, durable=durable, state=True)
 
     # ------------------------------------------------------------------ people and the notifier
 
@@ -309,7 +381,7 @@ class AlertPath:
         if self._stale:
             self.catch_up()
         self.engine.close(alert.dedup_key)
-        return self._save([Transition("resolved", done, actor, via, (("note", note),))])[0]
+        return self._save([Transition("resolved", done, actor, via, (("note", note),))], state=True)[0]
 
     def mark(self, alert_id: str, kind: str, detail: tuple[tuple[str, object], ...] = ()) -> Transition | None:
         """The notifier's news: ``notified`` (a channel delivered the first message) or
@@ -340,9 +412,11 @@ class AlertPath:
         visits: Sequence[VisitRow] = (),
         more_cursors: Sequence[tuple[str, int]] = (),
         durable: bool = True,
+        state: bool = False,
     ) -> list[Transition]:
-        """Alerts, their messages and audit lines, the engine's changed state and the cursor
-        (default: where it is) in one transaction; then tell ``notify``.
+        """Alerts, their messages and audit lines and the cursor (default: where it is) in one
+        transaction, with ``state`` the engine's changed state and its cursor too; then tell
+        ``notify``.
 
         ``durable=False`` for what the rules decided from stored events: no fsync of its own
         (gateway/store/base.py ``_tx``). A power cut can lose it only with the commits after it,
@@ -359,14 +433,17 @@ class AlertPath:
             messages,
             cursor=(CURSOR, position),
             now=at,
-            rule_state=self.engine.dirty(),
+            rule_state=(),
             visits=visits,
-            more_cursors=more_cursors,
+            more_cursors=[*more_cursors, (STATE_CURSOR, position)] if state else more_cursors,
             log=[t.log_row(at) for t in transitions],
             durable=durable,
         )
         queued: list[OutboxMessage] | None = None
+        locked = state and self._state_lock.acquire()  # after a state being written behind
         try:
+            if state:
+                save = functools.partial(save, rule_state=self.engine.dirty())
             try:
                 queued = save()
             except StoreFullError:
@@ -376,9 +453,13 @@ class AlertPath:
             self._stale = True
             raise
         finally:
+            if locked:
+                self._state_lock.release()
             if early is not None:
                 early(queued)  # None: the save failed
         self.cursor = self._saved_cursor = position
+        if state:
+            self._state_cursor = position
         if early is None and self.on_outbox is not None and queued:
             self.on_outbox(queued)
         if self.notify is not None:
@@ -403,7 +484,8 @@ class AlertPath:
         for key in close:
             self.engine.close(key)
         transitions = self._transitions(decisions)
-        return self._save(transitions, visits=visits, more_cursors=[cursor] if cursor is not None else ())
+        more = [cursor] if cursor is not None else []
+        return self._save(transitions, visits=visits, more_cursors=more, state=bool(close))
 
     def _handle(self, events: Sequence[Event]) -> list[Transition]:
         events = [e for e in events if e.seq > self.cursor]
@@ -421,16 +503,17 @@ class AlertPath:
         quiet_ok: bool = False,
         retained: frozenset[int] = frozenset(),
         durable: bool = False,
+        state: bool = False,
     ) -> list[Transition]:
         transitions = self._transitions(decisions, retained) if decisions else []
-        if not transitions and quiet_ok and self.engine.dirty_count() < CHECKPOINT_DIRTY:
+        if not transitions and quiet_ok:
             # Decisions that changed no alert (a door closing resolves nothing open) are
-            # replayed to the same end after a crash: an fsync per batch would buy nothing.
+            # replayed to the same end after a crash: a save per batch would buy nothing.
             self.cursor = cursor  # saved at the next checkpoint
             return []
-        if not transitions and not self.engine.has_dirty() and cursor == self._saved_cursor:
+        if not transitions and not self.engine.has_dirty() and cursor == self._saved_cursor == self._state_cursor:
             return []
-        return self._save(transitions, cursor, durable=durable)
+        return self._save(transitions, cursor, durable=durable, state=state)
 
     # ------------------------------------------------------------------ decisions → alerts
 

@@ -1,8 +1,9 @@
 """``sensegate rules check`` and ``sensegate rules explain``: what the rules are, and which
 apply to one household with their current timers and open alerts (read from the store).
 
-``explain`` rebuilds the engine read-only from ``Store.rule_state()``: it never advances it
-and never writes, so it is safe against a running gateway (SQLite WAL lets a reader in).
+``explain`` rebuilds the engine as the alert path does after a restart (``restored_engine``:
+its saved state and the events since): it never advances it and never writes, so it is safe
+against a running gateway (SQLite WAL lets a reader in).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from datetime import datetime
 from edge_rules import AnyRule, Engine, ResidentInfo, RuleSet
 from edge_rules.rules import Condition, effective_duration
 from edge_rules.schedule import format_duration_en, zone
-from gateway.alerts.path import rule_context
+from gateway.alerts.path import restored_engine, rule_context
 from gateway.care.checkin import covered_residents, plan_interval
 from gateway.care.visits import OVERDUE_RULE, SINCE_KEY
 from gateway.site.config import Device, Resident, SiteConfig
@@ -77,7 +78,7 @@ def explain_household(config: SiteConfig, store: Store, rules: RuleSet, househol
     tz = rules.settings.timezone
     h = houses[household]
     registry = Registry(config)
-    engine = Engine(rules, None, rule_context(registry), state=store.rule_state())
+    engine = restored_engine(rules, None, rule_context(registry), store)[0]
     devices = [d for d in config.devices if d.household == household]
     public = [d for d in config.devices if not d.household and d.building == h.building]
     residents = [r for r in config.residents if r.household == household]

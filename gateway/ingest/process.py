@@ -27,8 +27,8 @@ stored, ``c`` a command queued, ``r`` an answer in the outbox, ``u``/``d`` the b
 subscribed/lost, ``k`` + JSON the store's disk state (the worker keeps the disk: its reserve,
 eviction before every write, refusing telemetry when full; gateway/store/disk.py). A record the
 socket cannot take now is sent once it can; repeated wakes are one. **Gateway → worker**: the
-alert path's cursor, in eight bytes of shared memory: the worker evicts no event the rules have
-not seen.
+alert path's ``replay_from``, in eight bytes of shared memory: the worker evicts no event the
+rules have not seen and saved their state past.
 
 **Ends.** The gateway stops the keeper with SIGTERM, the keeper the worker (which stops as the
 in-process ingest does: "offline", disconnect), and kills it ``STOP_GRACE`` seconds later if it
@@ -291,7 +291,7 @@ class GatewayLink:
         loop.add_reader(self.link.fileno(), readable)
 
     def processed_seq(self) -> int:
-        """The gateway's alert cursor (read from the store's thread)."""
+        """The gateway's alert path's ``replay_from`` (read from the store's thread)."""
         return int(struct.unpack_from("q", self.cursor, 0)[0])
 
     def send(self, record: bytes) -> None:

@@ -135,15 +135,7 @@ class AlertsStore(StoreBase):
                 _set_meta(db, f"cursor.{name}", str(position))
             if replace_rule_state:
                 db.execute("DELETE FROM rule_state")
-            # A save after a quiet spell carries every entry changed since (a thousand, at a busy
-            # site): orjson and 64 rows a statement keep it to a few milliseconds, on the loop.
-            db.executemany("DELETE FROM rule_state WHERE key = ?", [(k,) for k, v in rule_state if v is None])
-            insert_rows(
-                db,
-                "INSERT INTO rule_state(key, value)",
-                [(k, orjson.dumps(v, option=orjson.OPT_NON_STR_KEYS).decode()) for k, v in rule_state if v is not None],
-                " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            )
+            _write_rule_state(db, rule_state_rows(rule_state))
             for alert in alerts:
                 _upsert_alert(db, alert)
             _insert_log(db, log)
@@ -151,6 +143,15 @@ class AlertsStore(StoreBase):
             if cursor is not None:
                 _set_meta(db, f"cursor.{cursor[0]}", str(cursor[1]))
         return queued
+
+    def save_rule_state(self, rows: Sequence[tuple[str, str | None]], cursor: tuple[str, int]) -> None:
+        """The rule engine's changed entries as ``rule_state_rows`` made them, and a cursor, in
+        one transaction without an fsync of its own (state derived from stored events). The
+        caller serialises them first, outside the writers' lock (gateway/alerts/path.py
+        ``checkpoint_behind``)."""
+        with self._tx(durable=False) as db:
+            _write_rule_state(db, rows)
+            _set_meta(db, f"cursor.{cursor[0]}", str(cursor[1]))
 
     def rule_state(self) -> list[tuple[str, dict[str, Any]]]:
         with self._lock:
@@ -181,6 +182,21 @@ class AlertsStore(StoreBase):
                 (alert_id,),
             ).fetchall()
         return [LogRow(a, at, act, who, ch, json.loads(d)) for a, at, act, who, ch, d in rows]
+
+
+def rule_state_rows(entries: Iterable[tuple[str, Mapping[str, Any] | None]]) -> list[tuple[str, str | None]]:
+    """Rule-engine entries as ``rule_state`` rows: JSON by orjson (None: deleted)."""
+    return [(k, None if v is None else orjson.dumps(v, option=orjson.OPT_NON_STR_KEYS).decode()) for k, v in entries]
+
+
+def _write_rule_state(db: sqlite3.Connection, rows: Sequence[tuple[str, str | None]]) -> None:
+    db.executemany("DELETE FROM rule_state WHERE key = ?", [(k,) for k, v in rows if v is None])
+    insert_rows(
+        db,
+        "INSERT INTO rule_state(key, value)",
+        [row for row in rows if row[1] is not None],
+        " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+    )
 
 
 def _upsert_alert(db: sqlite3.Connection, alert: Alert) -> None:

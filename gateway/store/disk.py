@@ -215,7 +215,7 @@ class DiskStore(StoreBase):
     def manage_disk(self, processed_seq: Callable[[], int], on_change: Callable[[], None] | None = None) -> DiskState:
         """Keep the disk from now on (the gateway; a CLI command does not): fill the reserve,
         check the filesystem before every write, evict as writes need. ``processed_seq`` is the
-        alert path's cursor (read from the store's thread: an int); ``on_change`` is called on
+        alert path's ``replay_from`` (read from the store's thread: an int); ``on_change`` is called on
         each change of ``full`` or ``refusing``, from the store's thread with its lock held: it
         must not call the store (the gateway's only wakes its disk watch)."""
         with self._lock:
@@ -323,8 +323,9 @@ class DiskStore(StoreBase):
                     self._set_refusing(False)
 
     def _processed_seq(self) -> int:
-        """The alert path's cursor: no event after it is evicted, so none is thinned before the
-        rules have seen it (0, nothing evictable, until the gateway says)."""
+        """The alert path's ``replay_from``: no event after it is evicted, so none is thinned
+        before the rules have seen it and saved their state past it (0, nothing evictable, until
+        the gateway says)."""
         return self._processed() if self._processed is not None else 0
 
     # ------------------------------------------------------------------ a full disk
@@ -468,10 +469,11 @@ class DiskStore(StoreBase):
     def enforce_bound(self, processed_seq: int) -> dict[str, int]:
         """Bring live data under the bound (housekeeping); returns what was removed.
 
-        ``processed_seq`` is the alert path's cursor: nothing after it is removed, so no event
-        is thinned before the rules have seen it. Unlike the check on every write it also finds
-        delivered events among undelivered ones (a scan). A WAL grown past twice its size (a
-        reader held it) is truncated. ``over_bound``: only protected rows are left above it."""
+        ``processed_seq`` is the alert path's ``replay_from``: nothing after it is removed, so no
+        event is thinned before the rules have seen it and saved their state past it. Unlike the
+        check on every write it also finds delivered events among undelivered ones (a scan). A
+        WAL grown past twice its size (a reader held it) is truncated. ``over_bound``: only
+        protected rows are left above it."""
         with self._lock:
             if self._managed:
                 self._before_write()

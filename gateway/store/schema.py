@@ -95,10 +95,21 @@ def _summaries_behind(db: sqlite3.Connection) -> None:
         )
 
 
+def _rules_behind(db: sqlite3.Connection) -> None:
+    """The rule engine's state (``rule_state``) is saved behind the alerts, with a cursor of its
+    own, meta ``cursor.rules`` (gateway/alerts/path.py). Until now it was saved with the alert
+    cursor: it includes every event up to ``cursor.alerts``."""
+    if has_table(db, "meta"):
+        db.execute(
+            "INSERT OR IGNORE INTO meta(key, value) SELECT 'cursor.rules', value FROM meta WHERE key = 'cursor.alerts'"
+        )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "meta store.first_event_at from the oldest event, visit or alert", _first_event_at),
     Migration(2, "no index on a device or an ingest key: events_received instead", _fewer_random_pages),
     Migration(3, "device_state and last_payload written behind the events: device_state.seq", _summaries_behind),
+    Migration(4, "the rules' state saved behind the alerts: cursor.rules", _rules_behind),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version if MIGRATIONS else 0
 

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import pytest
+from pytest import MonkeyPatch
+
 from edge_rules import load_rules
 from gateway.alerts.path import AlertPath, Transition
 from gateway.clock import VirtualClock
+from gateway.errors import StoreError
 from gateway.models import AlertState, Event, Family, Kind, Location
 from gateway.site.config import parse_config
 from gateway.site.registry import Registry
@@ -116,6 +121,106 @@ def test_events_stored_before_a_crash_raise_their_alerts_on_restart(tmp_path: Pa
     assert rig.timeline() == [("raised", "sos", 1)]
     assert rig.restart() == 0  # idempotent
     assert len(rig.store.alerts()) == 1
+
+
+def test_the_rules_state_is_saved_behind_the_alerts_and_rebuilt_as_it_was(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.feed(ev(Kind.DOOR_CLOSED, Family.DOOR, "101-door", T0))
+    rig.alerts.checkpoint()
+    saved = rig.store.rule_state()
+    # The fall's alert is saved at once; the engine's state (the fall's 60 s timer) is not.
+    rig.feed(ev(Kind.FALL_DETECTED, Family.FALL, "101-fall", T0 + 10))
+    assert (rig.store.cursor("alerts"), rig.store.cursor("rules"), rig.alerts.replay_from) == (2, 1, 1)
+    assert rig.store.rule_state() == saved
+    engine = rig.alerts.engine.export()
+    assert engine != saved
+    # A crash: the engine is its saved state and the fall fed again, its alert not raised twice.
+    assert rig.restart() == 0
+    assert rig.alerts.engine.export() == engine
+    assert rig.timeline() == [("raised", "fall", 2)]
+    assert (rig.store.cursor("rules"), rig.alerts.replay_from) == (2, 2)  # catch_up's checkpoint
+    rig.clock.set(T0 + 71)
+    rig.alerts.tick()
+    assert rig.timeline() == [("raised", "fall", 2), ("escalated", "fall_no_recovery", 1)]
+
+
+def test_a_checkpoint_written_behind_saves_the_state_as_it_was_taken(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.feed(ev(Kind.FALL_DETECTED, Family.FALL, "101-fall", T0))
+    write = rig.alerts.checkpoint_behind()
+    assert write is not None
+    taken = rig.alerts.engine.export()
+    rig.feed(ev(Kind.DOOR_OPENED, Family.DOOR, "101-door", T0 + 5))  # the engine goes on meanwhile
+    assert rig.alerts.checkpoint_behind() is None  # one at a time
+    worker = threading.Thread(target=write)
+    worker.start()
+    worker.join()
+    assert (rig.store.cursor("rules"), rig.alerts.replay_from) == (1, 1)
+    assert rig.store.rule_state() == taken  # without the door
+    now = rig.alerts.engine.export()
+    rig.restart()
+    assert rig.alerts.engine.export() == now
+    assert rig.timeline() == [("raised", "fall", 2)]
+
+
+def test_state_saved_while_a_checkpoint_is_written_behind_is_written_after_it(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.feed(ev(Kind.FALL_DETECTED, Family.FALL, "101-fall", T0))
+    write = rig.alerts.checkpoint_behind()
+    assert write is not None
+    rig.clock.set(T0 + 61)
+    # The fall's deadline fires while the checkpoint is still to be written: the tick's state
+    # (the timer gone) must not be overwritten by the older state (the timer pending).
+    ticking = threading.Thread(target=rig.alerts.tick)
+    ticking.start()
+    ticking.join(timeout=0.5)
+    write()
+    ticking.join()
+    assert rig.timeline() == [("raised", "fall", 2), ("escalated", "fall_no_recovery", 1)]
+    rig.restart()
+    assert rig.timeline() == [("raised", "fall", 2), ("escalated", "fall_no_recovery", 1)]  # not again
+
+
+def test_a_checkpoint_that_fails_behind_rebuilds_the_engine_from_the_store(
+    tmp_path: Path, monkeypatch: MonkeyPatch
+) -> None:
+    rig = Rig(tmp_path)
+    rig.feed(ev(Kind.SOS_PRESSED, Family.SOS, "101-sos", T0))
+
+    def fails(*args: object, **kwargs: object) -> None:
+        raise StoreError("disk I/O error")
+
+    monkeypatch.setattr(rig.store, "save_rule_state", fails)
+    write = rig.alerts.checkpoint_behind()
+    assert write is not None
+    write()  # logged, not raised: the housekeeping goes on
+    monkeypatch.undo()
+    assert rig.store.cursor("rules") == 0
+    rig.feed(ev(Kind.SOS_PRESSED, Family.SOS, "101-sos", T0 + 30))  # handled by catching up
+    (alert,) = rig.store.alerts()
+    assert alert.count == 2 and rig.timeline() == [("raised", "sos", 1), ("updated", "sos", 1)]
+    assert rig.store.cursor("rules") == 2  # catching up saved the state
+
+
+def test_after_a_failed_save_the_engine_is_rebuilt_from_the_store(tmp_path: Path, monkeypatch: MonkeyPatch) -> None:
+    rig = Rig(tmp_path)
+    save = rig.store.save_alerts
+
+    def fails(*args: object, **kwargs: object) -> object:
+        raise StoreError("disk I/O error")
+
+    monkeypatch.setattr(rig.store, "save_alerts", fails)
+    with pytest.raises(StoreError):
+        rig.feed(ev(Kind.SOS_PRESSED, Family.SOS, "101-sos", T0))
+    monkeypatch.setattr(rig.store, "save_alerts", save)
+    # The press is stored; the engine that saw it is not what the store holds: it is rebuilt,
+    # and the press raises its alert, once.
+    rig.feed(ev(Kind.DOOR_OPENED, Family.DOOR, "101-door", T0 + 5))
+    (alert,) = rig.store.alerts()
+    assert (alert.rule, alert.count, alert.state) == ("sos", 1, AlertState.RAISED)
+    assert rig.timeline() == [("raised", "sos", 1)]
+    (t,) = rig.feed(ev(Kind.SOS_PRESSED, Family.SOS, "101-sos", T0 + 30))
+    assert (t.kind, t.alert.id, t.alert.count) == ("updated", alert.id, 2)
 
 
 def test_a_fall_timer_survives_a_crash_and_fires_on_boot(tmp_path: Path) -> None:
