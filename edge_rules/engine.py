@@ -387,6 +387,11 @@ class Engine:
         self._dirty.clear()
         return out
 
+    def mark_dirty(self, keys: Iterable[str]) -> None:
+        """Hand these keys out again with the next ``dirty()`` (what they were taken for was
+        not saved)."""
+        self._dirty.update(keys)
+
     def stored(self, taken: Iterable[tuple[str, object]]) -> list[tuple[str, State | None]]:
         """What ``take_dirty`` handed out, in the store's form."""
         out: list[tuple[str, State | None]] = []

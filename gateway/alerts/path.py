@@ -279,7 +279,7 @@ class AlertPath:
         event loop. On the loop this moves the alert cursor to where the engine is and takes
         the changed entries; it returns what the worker runs (None: nothing to save, or the
         last one is still being written). A write that fails leaves the store as it was, and
-        the engine is rebuilt from it at its next use."""
+        its entries are changed ones again: the next save of the state takes them."""
         if self._stale:
             self.catch_up()
             return None
@@ -303,8 +303,8 @@ class AlertPath:
                 self.store.save_rule_state(rows, (STATE_CURSOR, position))
                 self._state_cursor = position
             except StoreError as exc:
-                log.warning("saving the rules' state failed, rebuilt from the store: %s", exc)
-                self._stale = True
+                log.warning("saving the rules' state failed (saved with the next checkpoint): %s", exc)
+                self.engine.mark_dirty(k for k, _ in taken)  # before any later save of the state
             finally:
                 self._state_lock.release()
 
@@ -313,6 +313,9 @@ class AlertPath:
     def checkpoint(self, durable: bool = False) -> None:
         """Save the engine's state and both cursors where the engine is (``durable``: with an
         fsync, as the gateway stops)."""
+        if self._stale:  # a save failed: the engine is ahead of the cursor; catching up saves
+            self.catch_up()
+            return
         self._commit([], self.cursor, durable=durable, state=True)
 
     # ------------------------------------------------------------------ people and the notifier

@@ -181,9 +181,7 @@ def test_state_saved_while_a_checkpoint_is_written_behind_is_written_after_it(tm
     assert rig.timeline() == [("raised", "fall", 2), ("escalated", "fall_no_recovery", 1)]  # not again
 
 
-def test_a_checkpoint_that_fails_behind_rebuilds_the_engine_from_the_store(
-    tmp_path: Path, monkeypatch: MonkeyPatch
-) -> None:
+def test_a_checkpoint_that_fails_behind_is_saved_with_the_next(tmp_path: Path, monkeypatch: MonkeyPatch) -> None:
     rig = Rig(tmp_path)
     rig.feed(ev(Kind.SOS_PRESSED, Family.SOS, "101-sos", T0))
 
@@ -195,11 +193,12 @@ def test_a_checkpoint_that_fails_behind_rebuilds_the_engine_from_the_store(
     assert write is not None
     write()  # logged, not raised: the housekeeping goes on
     monkeypatch.undo()
-    assert rig.store.cursor("rules") == 0
-    rig.feed(ev(Kind.SOS_PRESSED, Family.SOS, "101-sos", T0 + 30))  # handled by catching up
-    (alert,) = rig.store.alerts()
-    assert alert.count == 2 and rig.timeline() == [("raised", "sos", 1), ("updated", "sos", 1)]
-    assert rig.store.cursor("rules") == 2  # catching up saved the state
+    assert (rig.store.cursor("rules"), rig.store.rule_state()) == (0, [])
+    rig.alerts.checkpoint()  # the lock was let go, and the entries are changed ones again
+    assert rig.store.cursor("rules") == 1
+    assert rig.store.rule_state() == rig.alerts.engine.export()
+    (t,) = rig.feed(ev(Kind.SOS_PRESSED, Family.SOS, "101-sos", T0 + 30))
+    assert (t.kind, t.alert.count) == ("updated", 2)
 
 
 def test_after_a_failed_save_the_engine_is_rebuilt_from_the_store(tmp_path: Path, monkeypatch: MonkeyPatch) -> None:
@@ -221,6 +220,26 @@ def test_after_a_failed_save_the_engine_is_rebuilt_from_the_store(tmp_path: Path
     assert rig.timeline() == [("raised", "sos", 1)]
     (t,) = rig.feed(ev(Kind.SOS_PRESSED, Family.SOS, "101-sos", T0 + 30))
     assert (t.kind, t.alert.id, t.alert.count) == ("updated", alert.id, 2)
+
+
+def test_a_stop_after_a_failed_save_saves_no_state_ahead_of_its_cursor(
+    tmp_path: Path, monkeypatch: MonkeyPatch
+) -> None:
+    rig = Rig(tmp_path)
+    save = rig.store.save_alerts
+
+    def fails(*args: object, **kwargs: object) -> object:
+        raise StoreError("disk I/O error")
+
+    monkeypatch.setattr(rig.store, "save_alerts", fails)
+    with pytest.raises(StoreError):
+        rig.feed(ev(Kind.SOS_PRESSED, Family.SOS, "101-sos", T0))
+    monkeypatch.setattr(rig.store, "save_alerts", save)
+    rig.alerts.checkpoint(durable=True)  # the gateway stops
+    rig.restart()
+    (alert,) = rig.store.alerts()
+    assert (alert.rule, alert.count) == ("sos", 1)
+    assert rig.timeline() == [("raised", "sos", 1)]
 
 
 def test_a_fall_timer_survives_a_crash_and_fires_on_boot(tmp_path: Path) -> None:
