@@ -6,8 +6,8 @@ alert lifecycle and makes it durable:
 - It is driven from the store by a cursor. Alert changes, their outbound messages and the
   cursor are saved in one transaction, so an event accepted just before a crash still raises
   its alert after it. The rule engine's changed state is saved behind them, with a cursor of
-  its own (``cursor.rules``): every few seconds (the gateway's housekeeping, written by a
-  worker thread: ``checkpoint_behind``), and with whatever changed the engine other than an
+  its own (``cursor.rules``): every minute (the gateway's housekeeping, written by a worker
+  thread: ``checkpoint_behind``), and with whatever changed the engine other than an
   event (a deadline that fired, a person's resolve, a visit). Saving it with every alert, or
   every 64 changed entries, was half the bytes the gateway wrote (docs/performance.md). After a
   crash the engine is rebuilt from that state and fed the events after its cursor again
@@ -275,11 +275,12 @@ class AlertPath:
 
     def checkpoint_behind(self) -> Callable[[], None] | None:
         """``checkpoint``, its state written by a worker thread: at a busy site ten seconds of
-        changed entries are some 10,000, whose conversion and write took 110–145 ms on the
-        event loop. On the loop this moves the alert cursor to where the engine is and takes
-        the changed entries; it returns what the worker runs (None: nothing to save, or the
-        last one is still being written). A write that fails leaves the store as it was, and
-        its entries are changed ones again: the next save of the state takes them."""
+        changed entries are some 10,000 (a minute's, 20,000 or more), whose conversion and
+        write took 110–145 ms on the event loop. On the loop this moves the alert cursor to
+        where the engine is and takes the changed entries; it returns what the worker runs
+        (None: nothing to save, or the last one is still being written). A write that fails
+        leaves the store as it was, and its entries are changed ones again: the next save of
+        the state takes them."""
         if self._stale:
             self.catch_up()
             return None
