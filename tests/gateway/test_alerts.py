@@ -184,11 +184,7 @@ def test_state_saved_while_a_checkpoint_is_written_behind_is_written_after_it(tm
 def test_a_checkpoint_that_fails_behind_is_saved_with_the_next(tmp_path: Path, monkeypatch: MonkeyPatch) -> None:
     rig = Rig(tmp_path)
     rig.feed(ev(Kind.SOS_PRESSED, Family.SOS, "101-sos", T0))
-
-    def fails(*args: object, **kwargs: object) -> None:
-        raise StoreError("disk I/O error")
-
-    monkeypatch.setattr(rig.store, "save_rule_state", fails)
+    monkeypatch.setattr(rig.store, "save_rule_state", disk_error)
     write = rig.alerts.checkpoint_behind()
     assert write is not None
     write()  # logged, not raised: the housekeeping goes on
@@ -201,17 +197,21 @@ def test_a_checkpoint_that_fails_behind_is_saved_with_the_next(tmp_path: Path, m
     assert (t.kind, t.alert.count) == ("updated", 2)
 
 
-def test_after_a_failed_save_the_engine_is_rebuilt_from_the_store(tmp_path: Path, monkeypatch: MonkeyPatch) -> None:
-    rig = Rig(tmp_path)
-    save = rig.store.save_alerts
+def disk_error(*args: object, **kwargs: object) -> None:
+    raise StoreError("disk I/O error")
 
-    def fails(*args: object, **kwargs: object) -> object:
-        raise StoreError("disk I/O error")
 
-    monkeypatch.setattr(rig.store, "save_alerts", fails)
+def press_whose_save_fails(rig: Rig, monkeypatch: MonkeyPatch) -> None:
+    """An SOS press stored, whose alert's save fails."""
+    monkeypatch.setattr(rig.store, "save_alerts", disk_error)
     with pytest.raises(StoreError):
         rig.feed(ev(Kind.SOS_PRESSED, Family.SOS, "101-sos", T0))
-    monkeypatch.setattr(rig.store, "save_alerts", save)
+    monkeypatch.undo()
+
+
+def test_after_a_failed_save_the_engine_is_rebuilt_from_the_store(tmp_path: Path, monkeypatch: MonkeyPatch) -> None:
+    rig = Rig(tmp_path)
+    press_whose_save_fails(rig, monkeypatch)
     # The press is stored; the engine that saw it is not what the store holds: it is rebuilt,
     # and the press raises its alert, once.
     rig.feed(ev(Kind.DOOR_OPENED, Family.DOOR, "101-door", T0 + 5))
@@ -226,15 +226,7 @@ def test_a_stop_after_a_failed_save_saves_no_state_ahead_of_its_cursor(
     tmp_path: Path, monkeypatch: MonkeyPatch
 ) -> None:
     rig = Rig(tmp_path)
-    save = rig.store.save_alerts
-
-    def fails(*args: object, **kwargs: object) -> object:
-        raise StoreError("disk I/O error")
-
-    monkeypatch.setattr(rig.store, "save_alerts", fails)
-    with pytest.raises(StoreError):
-        rig.feed(ev(Kind.SOS_PRESSED, Family.SOS, "101-sos", T0))
-    monkeypatch.setattr(rig.store, "save_alerts", save)
+    press_whose_save_fails(rig, monkeypatch)
     rig.alerts.checkpoint(durable=True)  # the gateway stops
     rig.restart()
     (alert,) = rig.store.alerts()
