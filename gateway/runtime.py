@@ -89,7 +89,7 @@ log = logging.getLogger("sensegate.runtime")
 
 HOUSEKEEPING_INTERVAL = 10.0
 # The rules' state written behind the alerts (``AlertPath.checkpoint_behind``). Its one
-# transaction rewrites most of the table's pages and holds the writers' lock some 50 ms, about
+# transaction rewrites most of the table's pages and holds the writers' lock 65-80 ms, about
 # the same for ten seconds of changes as for a minute's; a restart feeds the events since
 # again (a minute at 1k msg/s: ~2 s). Every 10 s, an alarm waited behind one in most 90 s runs.
 RULES_CHECKPOINT_INTERVAL = 60.0

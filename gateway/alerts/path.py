@@ -303,9 +303,11 @@ class AlertPath:
                     rows += rule_state_rows(self.engine.stored(taken[i : i + STATE_CHUNK]))
                 self.store.save_rule_state(rows, (STATE_CURSOR, position))
                 self._state_cursor = position
-            except StoreError as exc:
-                log.warning("saving the rules' state failed (saved with the next checkpoint): %s", exc)
+            except BaseException as exc:
                 self.engine.mark_dirty(k for k, _ in taken)  # before any later save of the state
+                if not isinstance(exc, StoreError):
+                    raise
+                log.warning("saving the rules' state failed (saved with the next checkpoint): %s", exc)
             finally:
                 self._state_lock.release()
 
