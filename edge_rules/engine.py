@@ -379,11 +379,7 @@ class Engine:
         """``dirty()`` as the engine holds the entries, for ``stored`` to turn into the store's
         form later, in any thread: the engine replaces an entry when it changes, never changes
         one, so what this hands out stays as it was while the engine goes on."""
-        entries, state = self._entries, self._state
-        out: list[tuple[str, object]] = []
-        for k in sorted(self._dirty):
-            e = entries.get(k)
-            out.append((k, state.get(k) if e is None else e))
+        out = [(k, self._holding(k)) for k in sorted(self._dirty)]
         self._dirty.clear()
         return out
 
@@ -393,7 +389,7 @@ class Engine:
         self._dirty.update(keys)
 
     def stored(self, taken: Iterable[tuple[str, object]]) -> list[tuple[str, State | None]]:
-        """What ``take_dirty`` handed out, in the store's form."""
+        """Entries as the engine holds them (``take_dirty``, ``_holding``), in the store's form."""
         out: list[tuple[str, State | None]] = []
         for k, e in taken:
             if isinstance(e, _Entry):
@@ -407,8 +403,7 @@ class Engine:
     def export(self) -> list[tuple[str, State]]:
         """Every state entry, sorted by key (a full snapshot)."""
         out = []
-        for k in sorted([*self._state, *self._entries]):
-            entry = self._entry(k)
+        for k, entry in self.stored((k, self._holding(k)) for k in sorted([*self._state, *self._entries])):
             assert entry is not None
             out.append((k, entry))
         return out
@@ -435,13 +430,11 @@ class Engine:
 
     # ------------------------------------------------------------------ state
 
-    def _entry(self, key: str) -> State | None:
-        """An entry as the store keeps it (a rule's with what its key says; see the docstring)."""
+    def _holding(self, key: str) -> object:
+        """An entry as the engine holds it: a rule's ``_Entry``, the clock's or an open alert's
+        dict, or None (``stored`` makes the store's form of it)."""
         e = self._entries.get(key)
-        if e is None:
-            return self._state.get(key)
-        rule, subject = _rule_and_subject(key)
-        return _stored(self.rules[self._index[rule]].type, rule, subject, e)
+        return self._state.get(key) if e is None else e
 
     def _load(self, entries: Iterable[tuple[str, Mapping[str, Any]]]) -> None:
         for key, value in entries:

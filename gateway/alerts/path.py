@@ -284,7 +284,7 @@ class AlertPath:
         if self._stale:
             self.catch_up()
             return None
-        if not self.engine.has_dirty() and self.cursor == self._saved_cursor == self._state_cursor:
+        if self._all_saved(self.cursor):
             return None
         if not self._state_lock.acquire(blocking=False):
             return None
@@ -312,6 +312,10 @@ class AlertPath:
                 self._state_lock.release()
 
         return write
+
+    def _all_saved(self, cursor: int) -> bool:
+        """Whether the store holds the engine's state and both cursors at ``cursor``."""
+        return not self.engine.has_dirty() and cursor == self._saved_cursor == self._state_cursor
 
     def checkpoint(self, durable: bool = False) -> None:
         """Save the engine's state and both cursors where the engine is (``durable``: with an
@@ -433,23 +437,21 @@ class AlertPath:
         messages = [m for t in transitions for m in self._messages(t)]
         # Replayed to the same messages if the save is lost, so they need not wait for it.
         early = self.send_early(messages) if messages and not durable and self.send_early is not None else None
-        save = functools.partial(
-            self.store.save_alerts,
-            [t.alert for t in transitions],
-            messages,
-            cursor=(CURSOR, position),
-            now=at,
-            rule_state=(),
-            visits=visits,
-            more_cursors=[*more_cursors, (STATE_CURSOR, position)] if state else more_cursors,
-            log=[t.log_row(at) for t in transitions],
-            durable=durable,
-        )
         queued: list[OutboxMessage] | None = None
         locked = state and self._state_lock.acquire()  # after a state being written behind
         try:
-            if state:
-                save = functools.partial(save, rule_state=self.engine.dirty())
+            save = functools.partial(
+                self.store.save_alerts,
+                [t.alert for t in transitions],
+                messages,
+                cursor=(CURSOR, position),
+                now=at,
+                rule_state=self.engine.dirty() if state else (),
+                visits=visits,
+                more_cursors=[*more_cursors, (STATE_CURSOR, position)] if state else more_cursors,
+                log=[t.log_row(at) for t in transitions],
+                durable=durable,
+            )
             try:
                 queued = save()
             except StoreFullError:
@@ -517,7 +519,7 @@ class AlertPath:
             # replayed to the same end after a crash: a save per batch would buy nothing.
             self.cursor = cursor  # saved at the next checkpoint
             return []
-        if not transitions and not self.engine.has_dirty() and cursor == self._saved_cursor == self._state_cursor:
+        if not transitions and self._all_saved(cursor):
             return []
         return self._save(transitions, cursor, durable=durable, state=state)
 
