@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 
 from edge_rules import Context, Decision, DeviceInfo, Engine, ResidentInfo, RuleSet
 from gateway.alerts.shadow import Shadow
-from gateway.clock import Clock
+from gateway.clock import Clock, yield_interpreter
 from gateway.errors import StoreError, StoreFullError
 from gateway.models import RETAINED, Alert, AlertState, Event
 from gateway.site.people import People, unknown_person
@@ -53,8 +53,9 @@ log = logging.getLogger("sensegate.alerts")
 CURSOR = "alerts"
 STATE_CURSOR = "rules"  # the last event the saved engine state (``rule_state``) includes
 # Entries turned into dicts at a time as a checkpoint is written behind: 10,000 at once were
-# some 5 MiB of dicts, alive together only to be serialised.
-STATE_CHUNK = 512
+# some 5 MiB of dicts, alive together only to be serialised; 64 take ~0.2 ms, after which the
+# worker lets other threads have the interpreter (a minute's entries are ~50 ms of work).
+STATE_CHUNK = 64
 TOKEN_ACTOR = "token:"  # the actor an API token acts as: token:<name>
 MQTT_CHANNEL = "mqtt"
 MAX_EVIDENCE = 20
@@ -301,6 +302,7 @@ class AlertPath:
                 rows: list[tuple[str, str | None]] = []
                 for i in range(0, len(taken), STATE_CHUNK):  # the store's form, a chunk at a time
                     rows += rule_state_rows(self.engine.stored(taken[i : i + STATE_CHUNK]))
+                    yield_interpreter()  # the ingest's commits and the loop go on meanwhile
                 self.store.save_rule_state(rows, (STATE_CURSOR, position))
                 self._state_cursor = position
             except BaseException as exc:

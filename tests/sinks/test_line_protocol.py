@@ -7,10 +7,12 @@ import random
 import re
 from dataclasses import replace
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.models import Event, Family, Kind, Location, Scalar
+from gateway.outputs.sinks import InfluxV1Sink, influx_v1
 from gateway.outputs.sinks.line_protocol import field_value, line, name, storable, storable_string
 from gateway.outputs.sinks.schema import event_fields, event_tags, events_to_line_protocol, point_time_ns
 from gateway.site.config import parse_config
@@ -103,6 +105,25 @@ def test_the_batch_encoder_writes_what_the_schema_says_for_the_simulated_blocks_
     assert {e.family for e in events} >= {Family.DOOR, Family.FALL, Family.SOS}
     for gateway_id, site in (("gw-01", "幸福里 小区"), ("", "")):
         assert events_to_line_protocol(events, gateway_id, site) == reference_body(events, gateway_id, site)
+
+
+def test_the_influx_v1_sink_writes_a_batch_in_pieces_as_one_body(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sink builds a batch's body a piece at a time (yielding the interpreter between):
+    the body is the batch encoder's, byte for byte, wherever the pieces end."""
+    config = parse_config(demo_site(2, 10, data_dir="unused"))
+    registry = Registry(config)
+    activity = BlockActivity(config, random.Random(14), start_time=T0, speed=1.0)
+    events: list[Event] = []
+    for emission in activity.emissions(until=86_400):
+        events += registry.decode(emission.topic, emission.payload, T0 + emission.when)
+        if len(events) >= 1000:
+            break
+    sink = InfluxV1Sink("influx", "http://127.0.0.1:1", "db", gateway_id="gw-01", site="幸福里 小区")
+    whole = events_to_line_protocol(events, "gw-01", "幸福里 小区")
+    assert whole.count(b"\n") == len(events) - 1
+    for piece in (influx_v1.LINES_A_PIECE, 7, 1):
+        monkeypatch.setattr(influx_v1, "LINES_A_PIECE", piece)
+        assert sink._lines(events) == whole, piece
 
 
 @given(
