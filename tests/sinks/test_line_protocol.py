@@ -12,9 +12,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.models import Event, Family, Kind, Location, Scalar
-from gateway.outputs.sinks import InfluxV1Sink, influx_v1
+from gateway.outputs.sinks import schema
 from gateway.outputs.sinks.line_protocol import field_value, line, name, storable, storable_string
-from gateway.outputs.sinks.schema import event_fields, event_tags, events_to_line_protocol, point_time_ns
+from gateway.outputs.sinks.schema import (
+    event_fields,
+    event_tags,
+    events_to_line_protocol,
+    events_to_line_protocol_in_pieces,
+    point_time_ns,
+)
 from gateway.site.config import parse_config
 from gateway.site.registry import Registry
 from simulators.activity import BlockActivity
@@ -107,9 +113,9 @@ def test_the_batch_encoder_writes_what_the_schema_says_for_the_simulated_blocks_
         assert events_to_line_protocol(events, gateway_id, site) == reference_body(events, gateway_id, site)
 
 
-def test_the_influx_v1_sink_writes_a_batch_in_pieces_as_one_body(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The sink builds a batch's body a piece at a time (yielding the interpreter between):
-    the body is the batch encoder's, byte for byte, wherever the pieces end."""
+def test_a_batch_written_in_pieces_is_one_body(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The InfluxDB sinks build a batch's body a piece at a time (yielding the interpreter
+    between): the body is the batch encoder's, byte for byte, wherever the pieces end."""
     config = parse_config(demo_site(2, 10, data_dir="unused"))
     registry = Registry(config)
     activity = BlockActivity(config, random.Random(14), start_time=T0, speed=1.0)
@@ -118,12 +124,11 @@ def test_the_influx_v1_sink_writes_a_batch_in_pieces_as_one_body(monkeypatch: py
         events += registry.decode(emission.topic, emission.payload, T0 + emission.when)
         if len(events) >= 1000:
             break
-    sink = InfluxV1Sink("influx", "http://127.0.0.1:1", "db", gateway_id="gw-01", site="幸福里 小区")
     whole = events_to_line_protocol(events, "gw-01", "幸福里 小区")
     assert whole.count(b"\n") == len(events) - 1
-    for piece in (influx_v1.LINES_A_PIECE, 7, 1):
-        monkeypatch.setattr(influx_v1, "LINES_A_PIECE", piece)
-        assert sink._lines(events) == whole, piece
+    for piece in (schema.LINES_A_PIECE, 7, 1):
+        monkeypatch.setattr(schema, "LINES_A_PIECE", piece)
+        assert events_to_line_protocol_in_pieces(events, "gw-01", "幸福里 小区") == whole, piece
 
 
 @given(

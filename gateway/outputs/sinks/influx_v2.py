@@ -27,7 +27,7 @@ import urllib3
 
 from gateway.errors import RejectedBatchError, RetryableSinkError
 from gateway.models import Event
-from gateway.outputs.sinks.schema import events_to_line_protocol
+from gateway.outputs.sinks.schema import events_to_line_protocol_in_pieces
 from gateway.outputs.sinks.settings import checked_url
 
 if TYPE_CHECKING:
@@ -113,7 +113,7 @@ class InfluxV2Sink:
         from influxdb_client.domain.write_precision import WritePrecision
 
         try:
-            body = events_to_line_protocol(events, self.gateway_id, self.site)
+            body = events_to_line_protocol_in_pieces(events, self.gateway_id, self.site)
             write_api.write(bucket=self.bucket, org=self.org, record=body, write_precision=WritePrecision.NS)
         except InfluxDBError as exc:
             status = int(getattr(exc, "status", 0) or getattr(exc.response, "status", 0) or 0)
