@@ -180,14 +180,21 @@ class AlertPath:
         # commit (``checkpoint_behind``: by a worker thread), so that state written later is
         # written after it.
         self._state_lock = threading.Lock()
+        # Set while the loop waits for that lock: the checkpoint holding it stops letting other
+        # threads go first, so the loop waits for its work, not for its share of the interpreter
+        # (a busy loop left it ~0.2 ms in 5: seconds for a minute's entries at 6k msg/s).
+        self._hurry = False
         self._load()
 
     def _load(self) -> None:
         """(Re)build engine and cursor from what the store holds."""
-        with self._state_lock:  # none being written behind: its engine is gone
+        self._take_state_lock()  # none being written behind: its engine is gone
+        try:
             self.engine, self._state_cursor, self.cursor = restored_engine(
                 self.rules, self.clock, self.context, self.store
             )
+        finally:
+            self._state_lock.release()
         self.shadow = Shadow(self.rules, self.clock, self.context, self.store)  # "would have raised"
         self._saved_cursor = self.cursor
         self._stale = False
@@ -302,7 +309,8 @@ class AlertPath:
                 rows: list[tuple[str, str | None]] = []
                 for i in range(0, len(taken), STATE_CHUNK):  # the store's form, a chunk at a time
                     rows += rule_state_rows(self.engine.stored(taken[i : i + STATE_CHUNK]))
-                    yield_interpreter()  # the ingest's commits and the loop go on meanwhile
+                    if not self._hurry:
+                        yield_interpreter()  # the ingest's commits and the loop go on meanwhile
                 self.store.save_rule_state(rows, (STATE_CURSOR, position))
                 self._state_cursor = position
             except BaseException as exc:
@@ -314,6 +322,14 @@ class AlertPath:
                 self._state_lock.release()
 
         return write
+
+    def _take_state_lock(self) -> bool:
+        """Take the state lock on the loop (``_hurry`` a checkpoint that holds it)."""
+        if not self._state_lock.acquire(blocking=False):
+            self._hurry = True
+            self._state_lock.acquire()
+        self._hurry = False
+        return True
 
     def _all_saved(self, cursor: int) -> bool:
         """Whether the store holds the engine's state and both cursors at ``cursor``."""
@@ -440,7 +456,7 @@ class AlertPath:
         # Replayed to the same messages if the save is lost, so they need not wait for it.
         early = self.send_early(messages) if messages and not durable and self.send_early is not None else None
         queued: list[OutboxMessage] | None = None
-        locked = state and self._state_lock.acquire()  # after a state being written behind
+        locked = state and self._take_state_lock()  # after a state being written behind
         try:
             save = functools.partial(
                 self.store.save_alerts,

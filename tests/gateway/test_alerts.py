@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -11,6 +12,7 @@ import pytest
 from pytest import MonkeyPatch
 
 from edge_rules import load_rules
+from gateway.alerts import path as alert_path
 from gateway.alerts.path import AlertPath, Transition
 from gateway.clock import VirtualClock
 from gateway.errors import StoreError
@@ -179,6 +181,38 @@ def test_state_saved_while_a_checkpoint_is_written_behind_is_written_after_it(tm
     assert rig.timeline() == [("raised", "fall", 2), ("escalated", "fall_no_recovery", 1)]
     rig.restart()
     assert rig.timeline() == [("raised", "fall", 2), ("escalated", "fall_no_recovery", 1)]  # not again
+
+
+def test_a_checkpoint_written_behind_stops_giving_way_once_the_loop_waits_for_it(
+    tmp_path: Path, monkeypatch: MonkeyPatch
+) -> None:
+    """The checkpoint lets other threads have the interpreter between pieces, until a save of
+    the state on the loop waits for it: then it finishes at once (a busy loop would leave it
+    a sliver of every switch interval, and the loop waits)."""
+    rig = Rig(tmp_path)
+    monkeypatch.setattr(alert_path, "STATE_CHUNK", 1)  # the fall's 13 entries: 13 pieces
+    rig.feed(ev(Kind.FALL_DETECTED, Family.FALL, "101-fall", T0))
+    write = rig.alerts.checkpoint_behind()
+    assert write is not None
+    rig.clock.set(T0 + 61)
+    ticking = threading.Thread(target=rig.alerts.tick)  # the fall's deadline: its state is saved
+    gave_way: list[bool] = []
+
+    def first_gives_way_to_the_tick() -> None:
+        gave_way.append(True)
+        if len(gave_way) == 1:
+            ticking.start()
+            deadline = time.monotonic() + 5
+            while not rig.alerts._hurry and time.monotonic() < deadline:
+                time.sleep(0.001)  # until the tick waits for the state lock
+
+    monkeypatch.setattr(alert_path, "yield_interpreter", first_gives_way_to_the_tick)
+    write()
+    ticking.join()
+    assert gave_way == [True]
+    assert rig.timeline() == [("raised", "fall", 2), ("escalated", "fall_no_recovery", 1)]
+    rig.restart()
+    assert rig.timeline() == [("raised", "fall", 2), ("escalated", "fall_no_recovery", 1)]
 
 
 def test_a_checkpoint_that_fails_behind_is_saved_with_the_next(tmp_path: Path, monkeypatch: MonkeyPatch) -> None:
