@@ -323,13 +323,12 @@ class AlertPath:
 
         return write
 
-    def _take_state_lock(self) -> bool:
+    def _take_state_lock(self) -> None:
         """Take the state lock on the loop (``_hurry`` a checkpoint that holds it)."""
         if not self._state_lock.acquire(blocking=False):
             self._hurry = True
             self._state_lock.acquire()
         self._hurry = False
-        return True
 
     def _all_saved(self, cursor: int) -> bool:
         """Whether the store holds the engine's state and both cursors at ``cursor``."""
@@ -456,7 +455,8 @@ class AlertPath:
         # Replayed to the same messages if the save is lost, so they need not wait for it.
         early = self.send_early(messages) if messages and not durable and self.send_early is not None else None
         queued: list[OutboxMessage] | None = None
-        locked = state and self._take_state_lock()  # after a state being written behind
+        if state:
+            self._take_state_lock()  # after a state being written behind
         try:
             save = functools.partial(
                 self.store.save_alerts,
@@ -479,7 +479,7 @@ class AlertPath:
             self._stale = True
             raise
         finally:
-            if locked:
+            if state:
                 self._state_lock.release()
             if early is not None:
                 early(queued)  # None: the save failed
