@@ -113,7 +113,6 @@ class AlertsStore(StoreBase):
         cursor: tuple[str, int] | None = None,
         now: float = 0.0,
         rule_state: Sequence[tuple[str, Mapping[str, Any] | None]] = (),
-        replace_rule_state: bool = False,
         visits: Sequence[VisitRow] = (),
         more_cursors: Sequence[tuple[str, int]] = (),
         log: Sequence[LogRow] = (),
@@ -124,17 +123,15 @@ class AlertsStore(StoreBase):
 
         ``messages`` are ``(channel, topic, payload, retain)``; ``cursor`` is ``(name, seq)``:
         the last event the alert path has fully handled; ``rule_state`` are changed entries
-        (``None``: deleted), or with ``replace_rule_state`` the whole state. ``visits`` are
-        visit records (one per causing event: a repeat is ignored) and ``more_cursors`` other
-        cursors moved with them (the visit tracker's). ``durable=False``: what the rules
-        derived from stored events, replayed to the same end after a power cut (``_tx``).
+        (``None``: deleted). ``visits`` are visit records (one per causing event: a repeat is
+        ignored) and ``more_cursors`` other cursors moved with them (the visit tracker's).
+        ``durable=False``: what the rules derived from stored events, replayed to the same end
+        after a power cut (``_tx``).
         """
         with self._tx(durable) as db:
             _insert_visits(db, visits)
             for name, position in more_cursors:
                 _set_meta(db, f"cursor.{name}", str(position))
-            if replace_rule_state:
-                db.execute("DELETE FROM rule_state")
             _write_rule_state(db, rule_state_rows(rule_state))
             for alert in alerts:
                 _upsert_alert(db, alert)
