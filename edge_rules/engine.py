@@ -17,7 +17,9 @@ In memory a rule's entry is a slotted ``_Entry`` that leaves out what its key sa
 type and subject: the key is ``rule:<rule>:<subject>``), with its evidence as one sequence
 number or a tuple: a block has up to 100,000 pending timers, and a dict of the same fields is
 three times the size (bench/bench_memory.py). ``dirty()`` and ``export()`` hand out the
-store's form, a dict with every field, unchanged by this; ``_load`` reads it back.
+store's form, a dict without what the key says either: its type, then its device only where it
+is not the subject, then the rest. ``_load`` reads it back, and the fuller form written before
+(with ``rule`` and ``subject``, and every ``device``) too.
 
 A *test* event (``values["test"] is True``: a device in test mode, docs/installer.md) may calm
 but never alarm: it resets absence timers (the device is alive, someone moved), ends a held
@@ -147,9 +149,13 @@ class _Entry:
         return [seqs] if isinstance(seqs, int) else list(seqs)
 
 
-def _stored(kind: str, rule: str, subject: str, e: _Entry) -> State:
-    """An entry as the store keeps it: every field, in the order the engine always wrote them."""
-    out: State = {"rule": rule, "type": kind, "subject": subject, "device": e.device}
+def _stored(kind: str, subject: str, e: _Entry) -> State:
+    """An entry as the store keeps it, less what its key says (``rule:<rule>:<subject>``): a
+    checkpoint writes some 20,000 of them a minute at a busy site, and the writers' lock is held
+    while they are written. ``type`` stays: ``_load`` drops an entry whose rule changed type."""
+    out: State = {"type": kind}
+    if e.device != subject:
+        out["device"] = e.device
     window = _WINDOW.get(kind)
     if window is not None:
         out[window] = e.window
@@ -162,10 +168,10 @@ def _stored(kind: str, rule: str, subject: str, e: _Entry) -> State:
     return out
 
 
-def _restored(kind: str, value: Mapping[str, Any]) -> _Entry:
-    """``_stored``'s inverse (a field it lacks is left empty)."""
+def _restored(kind: str, subject: str, value: Mapping[str, Any]) -> _Entry:
+    """``_stored``'s inverse (a field it lacks is left empty; no ``device``: the subject's)."""
     window = _WINDOW.get(kind)
-    device = str(value.get("device", ""))
+    device = str(value.get("device", subject))
     if window is not None:
         return _Entry(device, 0.0, (), None, value.get("deadline"), value.get(window))
     seqs = tuple(value.get("seqs") or ())
@@ -394,7 +400,7 @@ class Engine:
         for k, e in taken:
             if isinstance(e, _Entry):
                 rule, subject = _rule_and_subject(k)
-                out.append((k, _stored(self.rules[self._index[rule]].type, rule, subject, e)))
+                out.append((k, _stored(self.rules[self._index[rule]].type, subject, e)))
             else:  # the clock or an open alert, or None: deleted
                 assert e is None or isinstance(e, dict)
                 out.append((k, e))
@@ -442,12 +448,12 @@ class Engine:
             if key == _CLOCK_KEY:
                 self._now = float(value["now"])
             elif key.startswith(_RULE):
-                rule_id = str(value.pop("rule", None))
+                rule_id, subject = _rule_and_subject(key)
                 rule = self.rules[self._index[rule_id]] if rule_id in self._index else None
-                if rule is None or rule.type != value.pop("type", None):
+                if rule is None or rule.type != value.get("type"):
                     self._dirty.add(key)  # the rule was removed or changed type: drop its state
                     continue
-                e = self._entries[key] = _restored(rule.type, value)
+                e = self._entries[key] = _restored(rule.type, subject, value)
                 if e.deadline is not None:
                     heapq.heappush(self._heap, (e.deadline, self._index[rule_id], key))
             elif key.startswith(_ALERT):

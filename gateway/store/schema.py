@@ -105,11 +105,19 @@ def _rules_behind(db: sqlite3.Connection) -> None:
         )
 
 
+def _rule_state_compact(db: sqlite3.Connection) -> None:
+    """``rule_state`` values are written without what their key says (edge_rules/engine.py
+    ``_stored``). Nothing to change: this release reads the rows written before as they are, and
+    the version keeps an older release, which would drop the new rows (every rule timer started
+    again), from opening the store."""
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "meta store.first_event_at from the oldest event, visit or alert", _first_event_at),
     Migration(2, "no index on a device or an ingest key: events_received instead", _fewer_random_pages),
     Migration(3, "device_state and last_payload written behind the events: device_state.seq", _summaries_behind),
     Migration(4, "the rules' state saved behind the alerts: cursor.rules", _rules_behind),
+    Migration(5, "the rules' state without what its keys say (older releases would drop it)", _rule_state_compact),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version if MIGRATIONS else 0
 
