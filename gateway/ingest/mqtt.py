@@ -8,8 +8,8 @@ redelivered after a crash (PUBACK lost, row already committed) must not become a
 Flow: paho's network thread puts each message in an inbox and wakes the event loop once per
 burst, not once per message; a writer task gathers up to ``commit_batch`` messages (or
 ``commit_interval_ms``), decodes them as they come, commits events, malformed-payload records
-and counters in one transaction, then acknowledges every message of the batch and hands the
-stored events on. The broker's in-flight window is the back-pressure: it sends no more
+and counters in one transaction, then acknowledges every message of the batch (its PUBACKs in
+one write) and hands the stored events on. The broker's in-flight window is the back-pressure: it sends no more
 unacknowledged messages than it allows.
 
 Alarms take the fast lane: a message that decodes to an alarm-lane event (smoke, SOS, a fall …)
@@ -47,7 +47,7 @@ from gateway.ingest.lane import AlarmLane
 from gateway.ingest.retained import payload_digest, retained_events
 from gateway.log import LogOnce
 from gateway.models import Event, Lane
-from gateway.mqtt_util import paho_client
+from gateway.mqtt_util import ack_all, paho_client
 from gateway.site.config import SiteConfig
 from gateway.site.registry import Registry
 from gateway.store import Store
@@ -293,9 +293,7 @@ class MqttIngest:
             if self.health is not None:
                 self.health.ok("store")
             kept = {id(m) for m in held}
-            for msg in batch:
-                if id(msg) not in kept:
-                    self._ack(client, msg)
+            self._ack_all(client, [msg for msg in batch if id(msg) not in kept])
             self._hold(client, held)
             if stored:
                 await self.on_stored(stored)
@@ -382,6 +380,16 @@ class MqttIngest:
                 self.lane.ack(msg.mid, msg.qos)
             else:
                 client.ack(msg.mid, msg.qos)
+
+    def _ack_all(self, client: mqtt.Client, batch: list[_Message]) -> None:
+        """``_ack`` for each, in order; main's QoS 1 PUBACKs written together (``ack_all``)."""
+        mids = []
+        for msg in batch:
+            if msg.qos == 1 and not msg.lane and self._current(msg):
+                mids.append(msg.mid)
+            else:
+                self._ack(client, msg)
+        ack_all(client, mids)
 
     def _hold(self, client: mqtt.Client, held: list[_Message]) -> None:
         """Keep refused telemetry unacknowledged (the broker keeps it too), at most ``HOLD_MAX``."""

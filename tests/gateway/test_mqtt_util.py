@@ -1,17 +1,20 @@
 """The gateway's paho clients against a real Mosquitto: receiving leaves no garbage cycles
-behind, per-topic callbacks still work when a client registers one, and the socket is read a
-chunk at a time without a message left waiting in the chunk."""
+behind, per-topic callbacks still work when a client registers one, the socket is read a
+chunk at a time without a message left waiting in the chunk, and a batch's PUBACKs go out in
+one write and acknowledge exactly those messages."""
 
 from __future__ import annotations
 
 import gc
 import threading
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
 
-from gateway.mqtt_util import READ_CHUNK, _ChunkedSocket, paho_client
+from gateway.mqtt_util import READ_CHUNK, _ChunkedSocket, ack_all, paho_client
 from gateway.site.config import MqttSettings
 from tests.servers import Mosquitto
 
@@ -177,3 +180,63 @@ def test_a_packet_longer_than_a_chunk_arrives_whole(
         sub.loop_stop()
         sub.disconnect()
     assert got == [b"before", payload, b"after"]
+
+
+class _CountingSocket:
+    """The socket under a ``_ChunkedSocket``, counting its writes."""
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+        self.sends = 0
+
+    def send(self, buffer: bytes) -> int:
+        self.sends += 1
+        return int(self._sock.send(buffer))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+def _manual(settings: MqttSettings, broker: Mosquitto, got: list[tuple[int, bytes, bool]]) -> mqtt.Client:
+    """The ingest's kind of client: a persistent session, manual acknowledgement."""
+    client = paho_client(settings, "test-mqtt-util-acks", clean_session=False, manual_ack=True)
+    client.on_message = lambda _c, _u, msg: got.append((msg.mid, msg.payload, bool(msg.dup)))
+    _connected(client, broker)
+    return client
+
+
+def test_a_batch_of_pubacks_is_one_write_and_acknowledges_exactly_those(
+    mosquitto: Mosquitto, settings: MqttSettings, publisher: mqtt.Client
+) -> None:
+    got: list[tuple[int, bytes, bool]] = []
+    sub = _manual(settings, mosquitto, got)
+    try:
+        _subscribe(sub, "test/mqtt-util/acks")
+        for i in range(20):
+            publisher.publish("test/mqtt-util/acks", b"%d" % i, qos=1).wait_for_publish(10)
+        deadline = time.monotonic() + 10
+        while len(got) < 20 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert [p for _, p, _ in got] == [b"%d" % i for i in range(20)]
+        chunked = sub._sock
+        assert isinstance(chunked, _ChunkedSocket)
+        counting = chunked._sock = _CountingSocket(chunked._sock)
+        ack_all(sub, [mid for mid, _, _ in got[:10]])  # the first ten; the rest stay unacknowledged
+        while sub._out_packet and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not sub._out_packet
+        assert counting.sends == 1, f"{counting.sends} writes for 10 PUBACKs"
+    finally:
+        sub.disconnect()
+        sub.loop_stop()
+    again: list[tuple[int, bytes, bool]] = []
+    sub = _manual(settings, mosquitto, again)  # the same session: the broker sends what is unacknowledged
+    try:
+        deadline = time.monotonic() + 10
+        while len(again) < 10 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.5)  # and nothing more
+    finally:
+        sub.disconnect()
+        sub.loop_stop()
+    assert [(p, dup) for _, p, dup in again] == [(b"%d" % i, True) for i in range(10, 20)]
