@@ -309,9 +309,10 @@ class AlertPath:
                 rows: list[tuple[str, str | None]] = []
                 for i in range(0, len(taken), STATE_CHUNK):  # the store's form, a chunk at a time
                     rows += rule_state_rows(self.engine.stored(taken[i : i + STATE_CHUNK]))
-                    if not self._hurry:
-                        yield_interpreter()  # the ingest's commits and the loop go on meanwhile
-                self.store.save_rule_state(rows, (STATE_CURSOR, position))
+                    self._give_way()  # the ingest's commits and the loop go on meanwhile
+                # A busy minute's entries go in many short transactions (store/alerts.py), an
+                # alarm's commit between any two of them.
+                self.store.save_rule_state(rows, (STATE_CURSOR, position), between=self._give_way)
                 self._state_cursor = position
             except BaseException as exc:
                 self.engine.mark_dirty(k for k, _ in taken)  # before any later save of the state
@@ -322,6 +323,12 @@ class AlertPath:
                 self._state_lock.release()
 
         return write
+
+    def _give_way(self) -> None:
+        """A checkpoint written behind lets waiting threads have the interpreter, unless the
+        loop waits for it to end (``_hurry``)."""
+        if not self._hurry:
+            yield_interpreter()
 
     def _take_state_lock(self) -> None:
         """Take the state lock on the loop (``_hurry`` a checkpoint that holds it)."""

@@ -22,9 +22,9 @@ is in its aggregate's module (see docs/store.md for the full picture):
   events), the reserve file and a full filesystem (docs/store.md, "A full disk"); in the
   gateway, ``checkpoint.py``'s thread folds the WAL into the database beside the writers.
 - ``alerts.py``: ``alerts`` and ``outbox``, alerts and the messages about them still to be
-  published; ``alert_log``, each alert's audit trail; ``rule_state``, the rule engine's
-  timers, windows and open-alert bookkeeping, saved in the same transaction as the alerts and
-  the event cursor, so a restart resumes every timer.
+  published; ``alert_log``, each alert's audit trail; ``rule_state`` (or ``rule_state_1``),
+  the rule engine's timers, windows and open-alert bookkeeping, saved behind the alerts with a
+  cursor of its own, so a restart resumes every timer.
 - ``notifications.py``: ``escalations`` (where an open alert is on its ladder) and
   ``notifications`` (messages queued per channel, with their retries).
 - ``visits.py``: ``visits``, 探访记录 (who, household, residents, when, how: access | mqtt |

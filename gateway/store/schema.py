@@ -107,9 +107,10 @@ def _rules_behind(db: sqlite3.Connection) -> None:
 
 def _rule_state_compact(db: sqlite3.Connection) -> None:
     """``rule_state`` values are written without what their key says (edge_rules/engine.py
-    ``_stored``). Nothing to change: this release reads the rows written before as they are, and
-    the version keeps an older release, which would drop the new rows (every rule timer started
-    again), from opening the store."""
+    ``_stored``), and the state may be in ``rule_state_1`` (a new table: gateway/store/alerts.py).
+    Nothing to change: this release reads the rows written before as they are, and the version
+    keeps an older release, which would drop the new rows (every rule timer started again) and
+    does not read that table, from opening the store."""
 
 
 MIGRATIONS: tuple[Migration, ...] = (

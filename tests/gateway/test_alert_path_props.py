@@ -4,10 +4,13 @@ Random event streams over a small block — elders living alone and a family, do
 SOS buttons, smoke detectors, a lobby door, over days — go through the real ``Store`` and
 ``AlertPath`` on a ``VirtualClock`` twice: one event per ``process`` call with a ``tick`` before
 each (the reference, as ``sensegate scenario run`` does), and in random batches with ticks at
-random times in between, random checkpoints and random crashes (store closed and reopened,
-``catch_up``). Both must store the same alerts (ids, states, counts, severities, evidence,
-messages, in the same order), publish the same transitions and outbox messages; and no dedup
-key may ever have two open alerts at once.
+random times in between, random checkpoints (on the loop, or written behind as the gateway
+writes them every minute, some killed part way) and random crashes (store closed and reopened,
+``catch_up``). The store's threshold for rewriting the rules' state a range of keys at a time
+is lowered to this small block's few entries, so that its checkpoints take that way too. Both
+must store the same alerts (ids, states, counts, severities, evidence, messages, in the same
+order), publish the same transitions and outbox messages; and no dedup key may ever have two
+open alerts at once.
 
 Ticks never pass an event that is not yet processed: the runtime stores an event before its
 time is reached by the timer, and the engine evaluates a late event at its own (later) time.
@@ -21,10 +24,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import gateway.alerts.path as alert_path
+import gateway.store.alerts as store_alerts
 from gateway.alerts.path import AlertPath, Transition
 from gateway.clock import VirtualClock
 from gateway.models import Event, Kind
@@ -141,17 +147,23 @@ def streams(draw: st.DrawFn) -> list[Step]:
 
 
 @st.composite
-def plans(draw: st.DrawFn, n: int) -> list[tuple[bool, list[float], bool, bool]]:
-    """Per event: (cut the batch after it, tick fractions before the next batch, checkpoint, crash)."""
+def plans(draw: st.DrawFn, n: int) -> list[tuple[bool, list[float], str, int, bool]]:
+    """Per event: (cut the batch after it, tick fractions before the next batch, checkpoint
+    ("", "loop", "behind", or "killed" at its nth pause), that n, crash)."""
     return [
         (
             draw(st.booleans()),
             draw(st.lists(st.floats(0, 1), max_size=2)),
-            draw(st.booleans()),
+            draw(st.sampled_from(["", "loop", "behind", "killed"])),
+            draw(st.integers(1, 8)),
             draw(st.integers(0, 9)) == 0,
         )
         for _ in range(n)
     ]
+
+
+class _Killed(Exception):
+    """The gateway stopped dead while a checkpoint was being written behind."""
 
 
 class Run:
@@ -197,6 +209,29 @@ class Run:
         self.clock.set(max(steps[-1].at, self.clock.now()))
         self.alerts.process(self.store.append([self.event(s) for s in steps], {}, now=self.clock.now()))
         self.check_open()
+
+    def checkpoint_behind(self, killed_at: int | None) -> None:
+        """The minute's checkpoint, as the gateway's worker writes it: between its pieces and
+        transactions it lets other threads go first; ``killed_at``: the gateway dies there."""
+        write = self.alerts.checkpoint_behind()
+        if write is None:
+            return
+        taken_at = self.alerts.cursor
+        pauses = 0
+
+        def give_way() -> None:
+            nonlocal pauses
+            pauses += 1
+            if pauses == killed_at:
+                raise _Killed
+
+        with mock.patch.object(alert_path, "yield_interpreter", give_way):
+            try:
+                write()
+            except _Killed:
+                self.crash()
+                return
+        assert self.alerts.replay_from == self.store.cursor("rules") == taken_at  # not a failure logged
 
     def crash(self) -> None:
         self.store.close()
@@ -244,13 +279,15 @@ def test_batching_ticks_and_crashes_change_nothing(data: st.DataObject) -> None:
         batch: list[Step] = []
         for i, s in enumerate(steps):
             batch.append(s)
-            cut, ticks, checkpoint, crash = plan[i]
+            cut, ticks, checkpoint, killed_at, crash = plan[i]
             if not cut and i < len(steps) - 1:
                 continue
             run.process(batch)
             batch = []
-            if checkpoint:
+            if checkpoint == "loop":
                 run.alerts.checkpoint()
+            elif checkpoint:
+                run.checkpoint_behind(killed_at if checkpoint == "killed" else None)
             if crash:
                 run.crash()
             if i < len(steps) - 1:
@@ -259,7 +296,8 @@ def test_batching_ticks_and_crashes_change_nothing(data: st.DataObject) -> None:
                     run.tick(lo + f * (hi - lo))
 
     reference = _run(steps, end, one_by_one)
-    assert _run(steps, end, batched) == reference
+    with mock.patch.object(store_alerts, "REWRITE_FROM", 4), mock.patch.object(store_alerts, "REWRITE_KEYS", 3):
+        assert _run(steps, end, batched) == reference
 
 
 def test_the_property_sees_alerts() -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import math
 import os
+import sqlite3
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,6 +20,7 @@ from hypothesis import strategies as st
 from gateway.errors import StoreError
 from gateway.models import Event, Family, Kind
 from gateway.store import Store
+from gateway.store.alerts import REWRITE_FROM, REWRITE_KEYS
 from gateway.store.commands import COMMANDS_KEEP
 from gateway.store.events import stored_body
 from tests.gateway.factories import event
@@ -194,6 +198,87 @@ def test_rule_state_is_kept_exactly_as_saved_changed_and_deleted(tmp_path: Path)
     store.save_alerts([], [], rule_state=[("a", first), ("b", {"n": 1}), ("c", {"n": 2})])
     store.save_alerts([], [], rule_state=[("b", None), ("c", {"n": 3}), ("c", {"n": 4}), ("d", {})])
     assert store.rule_state() == [("a", {**first, "by": {"3": "x"}}), ("c", {"n": 4}), ("d", {})]
+
+
+class _Killed(Exception):
+    """The gateway stopped dead between two transactions."""
+
+
+def _killed_at(cut: int) -> Callable[[], None]:
+    calls = 0
+
+    def between() -> None:
+        nonlocal calls
+        calls += 1
+        if calls == cut:
+            raise _Killed
+
+    return between
+
+
+def _state_rows(n: int, tag: str, step: int = 1) -> list[tuple[str, str | None]]:
+    return [(f"rule:r:{i:05d}", json.dumps({"v": tag, "i": i})) for i in range(0, n, step)]
+
+
+def test_a_busy_minutes_rule_state_goes_in_a_range_at_a_time_and_a_rewrite_cut_short_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    """A checkpoint of many entries is written into the other table, ``REWRITE_KEYS`` rows a
+    transaction, then made the state with its cursor in one more; one cut short anywhere
+    leaves the state and the cursor as they were, and the next goes in whole."""
+    store = Store(tmp_path / "s.db")
+    expected: dict[str, str | None] = {}
+
+    def save(rows: list[tuple[str, str | None]], at: int, between: Callable[[], None] = lambda: None) -> None:
+        store.save_rule_state(rows, ("rules", at), between=between)
+        expected.update(rows)
+
+    def state() -> tuple[int, dict[str, str]]:
+        return store.cursor("rules"), {k: json.dumps(v) for k, v in store.rule_state()}
+
+    def held() -> dict[str, str]:
+        return {k: v for k, v in expected.items() if v is not None}
+
+    save(_state_rows(5000, "first"), 1)
+    assert state() == (1, held()) and store.meta("rule_state.table") == "1"
+    # Changes, deletions and new keys across the ranges; one key twice (the last stays).
+    second = _state_rows(5000, "second", 2) + [(f"rule:r:{i:05d}", None) for i in range(1, 5000, 7)]
+    second += [(f"rule:r:{i:05d}x", json.dumps({"new": i})) for i in range(0, 5000, 3)]
+    second += [("rule:r:00001", json.dumps({"again": 1}))]
+    transactions = 0
+
+    def count() -> None:
+        nonlocal transactions
+        transactions += 1
+
+    save(second, 2, count)
+    assert state() == (2, held()) and store.meta("rule_state.table") == "0"
+    assert transactions == -(-5000 // REWRITE_KEYS) + 1  # a range of the table each, and the switch
+    assert len(state()[1]) > REWRITE_FROM
+    for cut in range(1, transactions + 1):
+        before = state()
+        with pytest.raises(_Killed):
+            store.save_rule_state(_state_rows(6000, f"cut {cut}"), ("rules", 10 + cut), between=_killed_at(cut))
+        assert state() == before
+    save(_state_rows(6000, "whole"), 99)
+    assert state() == (99, held())
+    store.close()
+    assert Store(tmp_path / "s.db").rule_state() == [(k, json.loads(v)) for k, v in sorted(held().items())]
+
+
+def test_a_few_rule_state_entries_change_the_table_that_holds_the_state(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    store.save_rule_state(_state_rows(REWRITE_FROM, "once"), ("rules", 1))
+    store.save_rule_state(_state_rows(REWRITE_FROM, "twice"), ("rules", 1))
+    store.save_rule_state(_state_rows(REWRITE_FROM, "many"), ("rules", 1))
+    assert store.meta("rule_state.table") == "1"
+    with contextlib.closing(sqlite3.connect(tmp_path / "s.db")) as db:
+        assert db.execute("SELECT COUNT(*) FROM rule_state").fetchone() == (0,)  # its pages freed
+    store.save_rule_state([("rule:r:00000", None), ("rule:r:00001", '{"few": 1}')], ("rules", 2))
+    store.save_alerts([], [], rule_state=[("rule:r:00002", {"loop": 1})])
+    got = dict(store.rule_state())
+    assert (store.cursor("rules"), store.meta("rule_state.table"), len(got)) == (2, "1", REWRITE_FROM - 1)
+    assert got["rule:r:00001"] == {"few": 1} and got["rule:r:00002"] == {"loop": 1}
 
 
 def test_dead_letter_keeps_event_and_reason(tmp_path: Path) -> None:
