@@ -220,12 +220,13 @@ def _state_rows(n: int, tag: str, step: int = 1) -> list[tuple[str, str | None]]
     return [(f"rule:r:{i:05d}", json.dumps({"v": tag, "i": i})) for i in range(0, n, step)]
 
 
-def test_a_busy_minutes_rule_state_goes_in_a_range_at_a_time_and_a_rewrite_cut_short_changes_nothing(
+def test_a_busy_minutes_rule_state_goes_in_a_range_at_a_time_and_a_rewrite_cut_short_is_all_or_nothing(
     tmp_path: Path,
 ) -> None:
     """A checkpoint of many entries is written into the other table, ``REWRITE_KEYS`` rows a
-    transaction, then made the state with its cursor in one more; one cut short anywhere
-    leaves the state and the cursor as they were, and the next goes in whole."""
+    transaction, made the state with its cursor in one more, and the old table emptied a range
+    at a time. One cut short anywhere leaves the state and the cursor as they were before the
+    switch, or as saved after it; the next goes in whole."""
     store = Store(tmp_path / "s.db")
     expected: dict[str, str | None] = {}
 
@@ -253,13 +254,23 @@ def test_a_busy_minutes_rule_state_goes_in_a_range_at_a_time_and_a_rewrite_cut_s
 
     save(second, 2, count)
     assert state() == (2, held()) and store.meta("rule_state.table") == "0"
-    assert transactions == -(-5000 // REWRITE_KEYS) + 1  # a range of the table each, and the switch
+    ranges = -(-5000 // REWRITE_KEYS)
+    assert transactions == 2 * ranges + 1  # a range of the table each, the switch, a range of the old each
     assert len(state()[1]) > REWRITE_FROM
-    for cut in range(1, transactions + 1):
-        before = state()
+    cut = 0
+    while True:  # killed before each transaction of the rewrite in turn
+        cut += 1
+        before, rows = state(), _state_rows(6000, f"cut {cut}")
+        ranges = -(-len(before[1]) // REWRITE_KEYS)
+        if cut > 2 * ranges + 1:
+            break
         with pytest.raises(_Killed):
-            store.save_rule_state(_state_rows(6000, f"cut {cut}"), ("rules", 10 + cut), between=_killed_at(cut))
-        assert state() == before
+            store.save_rule_state(rows, ("rules", 10 + cut), between=_killed_at(cut))
+        if cut > ranges + 1:  # after the switch: the old table not yet emptied
+            expected.update(rows)
+            assert state() == (10 + cut, held())
+        else:
+            assert state() == before
     save(_state_rows(6000, "whole"), 99)
     assert state() == (99, held())
     store.close()
