@@ -1,7 +1,8 @@
 """Which commits are fsync'd (docs/store.md, "What is fsync'd"): what the gateway acknowledges or
 answers to someone (events before their PUBACK, a person's action), always; state derived from
-what is stored (the rules' saves, a forwarder's and the publisher's bookkeeping, the summaries'
-passes), never on its own. Counted as the kernel sees them: the store runs in a child process under strace."""
+what is stored (the rules' saves and checkpoints, a forwarder's and the publisher's
+bookkeeping, the summaries' passes, the housekeeping), never on its own. Counted as the kernel
+sees them: the store runs in a child process under strace."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ CHILD = """
 import os, sys
 from gateway.models import Family, Kind
 from gateway.store import Store
+from gateway.store.alerts import REWRITE_FROM
 from tests.gateway.factories import event
 
 store = Store(sys.argv[1], synchronous=sys.argv[2])
@@ -29,7 +31,7 @@ def mark(name):
     os.write(1, ("@@" + name + "\\n").encode())
 
 mark("open")
-stored = store.append([event(Kind.SOS_PRESSED, Family.SOS)], {"influx": None})
+stored = store.append([event(Kind.SOS_PRESSED, Family.SOS)], {"influx": None}, ingest_keys=[("1|t|p", 1.0)])
 mark("events")
 store.save_alerts([], [], cursor=("alerts", stored[0].seq), rule_state=[("k", {"v": 1})], durable=False)
 mark("rules")
@@ -43,6 +45,13 @@ mark("forwarded")
 store.summarise()
 assert store.meta("device_state.seq") == str(stored[0].seq), "the pass wrote nothing"
 mark("summarised")
+rows = [("rule:r:%05d" % i, '{"v": 1}') for i in range(REWRITE_FROM)]
+store.save_rule_state(rows, ("rules", stored[0].seq))
+assert store.meta("rule_state.table") == "1", "not rewritten"
+mark("rules-rewritten")
+assert store.forget_ingest_keys(older_than=2e9, keep=0) == 1, "no key forgotten"
+store.forget_commands(older_than=2e9)
+mark("housekeeping")
 store.save_alerts([], [], cursor=("alerts", stored[0].seq), rule_state=[("k", {"v": 2})])
 mark("person")
 store.append([event(Kind.HEARTBEAT, Family.SOS)], {"influx": None})
@@ -82,8 +91,8 @@ def syncs_per_step(tmp_path: Path, synchronous: str) -> dict[str, int]:
 
 
 STEPS = [
-    "start", "open", "events", "rules", "rules-outbox", "published", "forwarded", "summarised", "person",
-    "events-again", "closed",
+    "start", "open", "events", "rules", "rules-outbox", "published", "forwarded", "summarised", "rules-rewritten",
+    "housekeeping", "person", "events-again", "closed",
 ]  # fmt: skip
 
 
@@ -91,7 +100,7 @@ def test_events_and_a_persons_action_are_fsyncd_derived_state_is_not(tmp_path: P
     syncs = syncs_per_step(tmp_path, "full")
     assert syncs.get("events", 0) >= 1, syncs  # before the broker's PUBACK
     assert syncs.get("person", 0) >= 1, syncs  # answered as done
-    for derived in ("rules", "rules-outbox", "published", "forwarded", "summarised"):
+    for derived in ("rules", "rules-outbox", "published", "forwarded", "summarised", "rules-rewritten", "housekeeping"):
         assert syncs.get(derived, 0) == 0, (derived, syncs)
     # The next fsync'd commit carries the derived ones with it (one log): events again sync.
     assert syncs.get("events-again", 0) >= 1, syncs
