@@ -9,8 +9,8 @@ Flow: paho's network thread puts each message in an inbox and wakes the event lo
 burst, not once per message; a writer task gathers up to ``commit_batch`` messages (or
 ``commit_interval_ms``), decodes them as they come, commits events, malformed-payload records
 and counters in one transaction, then acknowledges every message of the batch (its PUBACKs in
-one write) and hands the stored events on. The broker's in-flight window is the back-pressure: it sends no more
-unacknowledged messages than it allows.
+one write) and hands the stored events on. The broker's in-flight window is the
+back-pressure: it sends no more unacknowledged messages than it allows.
 
 Alarms take the fast lane: a message that decodes to an alarm-lane event (smoke, SOS, a fall …)
 closes its batch at once instead of waiting out the group-commit window, so it is committed
