@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from gateway.models import Event, Family, Kind, Location
@@ -93,3 +94,20 @@ def minimal_site(**overrides: Any) -> dict[str, Any]:
     }
     site.update(overrides)
     return site
+
+
+class Killed(Exception):
+    """The gateway stopped dead there (a kill between two steps of a test)."""
+
+
+def killed_at(n: int | None) -> Callable[[], None]:
+    """A callable that raises ``Killed`` the ``n``th time it is called (None: never)."""
+    calls = 0
+
+    def call() -> None:
+        nonlocal calls
+        calls += 1
+        if calls == n:
+            raise Killed
+
+    return call

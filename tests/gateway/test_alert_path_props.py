@@ -37,6 +37,7 @@ from gateway.models import Event, Kind
 from gateway.site.config import SiteConfig, parse_config, site_rules
 from gateway.site.registry import Registry
 from gateway.store import Store
+from tests.gateway import factories
 
 START = 1_772_380_800.0  # 2026-03-02 00:00 Asia/Shanghai
 
@@ -162,10 +163,6 @@ def plans(draw: st.DrawFn, n: int) -> list[tuple[bool, list[float], str, int, bo
     ]
 
 
-class _Killed(Exception):
-    """The gateway stopped dead while a checkpoint was being written behind."""
-
-
 class Run:
     """One gateway on a fresh store: the store and alert path, rebuilt after a crash."""
 
@@ -217,18 +214,10 @@ class Run:
         if write is None:
             return
         taken_at = self.alerts.cursor
-        pauses = 0
-
-        def give_way() -> None:
-            nonlocal pauses
-            pauses += 1
-            if pauses == killed_at:
-                raise _Killed
-
-        with mock.patch.object(alert_path, "yield_interpreter", give_way):
+        with mock.patch.object(alert_path, "yield_interpreter", factories.killed_at(killed_at)):
             try:
                 write()
-            except _Killed:
+            except factories.Killed:
                 self.crash()
                 return
         assert self.alerts.replay_from == self.store.cursor("rules") == taken_at  # not a failure logged

@@ -23,7 +23,7 @@ from gateway.store import Store
 from gateway.store.alerts import REWRITE_FROM, REWRITE_KEYS
 from gateway.store.commands import COMMANDS_KEEP
 from gateway.store.events import stored_body
-from tests.gateway.factories import event
+from tests.gateway.factories import Killed, event, killed_at
 
 OUTPUTS: dict[str, frozenset[str] | None] = {"influx": None, "smoke_only": frozenset({"smoke"})}
 
@@ -200,22 +200,6 @@ def test_rule_state_is_kept_exactly_as_saved_changed_and_deleted(tmp_path: Path)
     assert store.rule_state() == [("a", {**first, "by": {"3": "x"}}), ("c", {"n": 4}), ("d", {})]
 
 
-class _Killed(Exception):
-    """The gateway stopped dead between two transactions."""
-
-
-def _killed_at(cut: int) -> Callable[[], None]:
-    calls = 0
-
-    def between() -> None:
-        nonlocal calls
-        calls += 1
-        if calls == cut:
-            raise _Killed
-
-    return between
-
-
 def _state_rows(n: int, tag: str, step: int = 1) -> list[tuple[str, str | None]]:
     return [(f"rule:r:{i:05d}", json.dumps({"v": tag, "i": i})) for i in range(0, n, step)]
 
@@ -264,8 +248,8 @@ def test_a_busy_minutes_rule_state_goes_in_a_range_at_a_time_and_a_rewrite_cut_s
         ranges = -(-len(before[1]) // REWRITE_KEYS)
         if cut > 2 * ranges + 1:
             break
-        with pytest.raises(_Killed):
-            store.save_rule_state(rows, ("rules", 10 + cut), between=_killed_at(cut))
+        with pytest.raises(Killed):
+            store.save_rule_state(rows, ("rules", 10 + cut), between=killed_at(cut))
         if cut > ranges + 1:  # after the switch: the old table not yet emptied
             expected.update(rows)
             assert state() == (10 + cut, held())
