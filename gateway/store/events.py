@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 
 from gateway.models import Event
-from gateway.store.base import insert_rows
+from gateway.store.base import insert_rows, key_bounds
 from gateway.store.commands import _insert_command
 from gateway.store.devices import _SEQ_FIRST, _SEQ_LAST, SUMMARY_SEQ, DeviceTail, stored_rows, write_rows
 from gateway.store.disk import MIB, DiskStore
@@ -365,10 +365,10 @@ class EventsStore(DiskStore):
     def _start_pass(self, tail: DeviceTail) -> _Pass:
         db = self._db
         size = self._chunk_rows()
-        devices = _chunks(sorted(tail.rows), _bounds(db, "device_state", "device_id", size))
+        devices = _chunks(sorted(tail.rows), key_bounds(db, "device_state", "device_id", size))
         latest = self._own_log()
         log_upto, self._log = self._log_to, {}  # the pass takes what is logged so far
-        bounds = _bounds(db, "last_payload", "topic", size)
+        bounds = key_bounds(db, "last_payload", "topic", size)
         topics = [[latest[t] for t in chunk] for chunk in _chunks(sorted(latest), bounds)]
         self._logged = 0
         return _Pass(tail.to, log_upto, devices, topics)
@@ -685,22 +685,6 @@ _INT64 = float(2**63)
 def _summary_seq(db: sqlite3.Connection) -> int:
     row = db.execute("SELECT value FROM meta WHERE key = ?", (SUMMARY_SEQ,)).fetchone()
     return int(row[0]) if row else 0
-
-
-def _bounds(db: sqlite3.Connection, table: str, key: str, size: int) -> list[str]:
-    """Every ``size``-th key of a table, in order: where a pass's key ranges start. Each is
-    found from the one before by SQLite stepping over ``size`` keys of the table's b-tree
-    (``OFFSET``): not read into Python (tens of thousands of keys took milliseconds while a
-    commit waited), nor all numbered (a window function took 10 ms for 18,000 rows, while the
-    next commit waited; this 0.4 ms)."""
-    first = f"SELECT {key} FROM {table} ORDER BY {key} LIMIT 1 OFFSET ?"
-    after = f"SELECT {key} FROM {table} WHERE {key} >= ? ORDER BY {key} LIMIT 1 OFFSET ?"
-    out: list[str] = []
-    row = db.execute(first, (size,)).fetchone()
-    while row is not None:
-        out.append(row[0])
-        row = db.execute(after, (row[0], size)).fetchone()
-    return out
 
 
 def _chunks(keys: list[str], bounds: list[str]) -> list[list[str]]:

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from gateway.models import RETAINED, Event, Family, Kind
 from gateway.store import DeviceState, Store
 from gateway.store import events as events_module
+from gateway.store.base import key_bounds
 from gateway.store.devices import SUMMARY_SEQ, fold
 from tests.gateway.factories import event
 
@@ -183,7 +184,7 @@ def test_the_summary_writer_keeps_the_log_it_folds_and_reads_what_another_writer
     assert store._db.execute("SELECT COUNT(*) FROM payload_log").fetchone()[0] == 0
     # The ranges a pass writes start at every size-th stored key.
     keys = sorted(rows)
-    assert events_module._bounds(store._db, "last_payload", "topic", 256) == [keys[256], keys[512]]
+    assert key_bounds(store._db, "last_payload", "topic", 256) == [keys[256], keys[512]]
 
 
 @pytest.mark.parametrize("rows", [0, 1, 255, 256, 257, 511, 512, 513, 1_000])
@@ -192,7 +193,7 @@ def test_a_passs_key_ranges_start_at_every_size_th_stored_key(tmp_path: Path, ro
     keys = sorted(f"z2m/{(i * 7919) % 10_007:05}" for i in range(rows))
     store._db.executemany("INSERT INTO last_payload(topic, digest, at) VALUES (?, 'd', 0)", [(k,) for k in keys])
     for size in (1, 256, 257):
-        assert events_module._bounds(store._db, "last_payload", "topic", size) == keys[size::size]
+        assert key_bounds(store._db, "last_payload", "topic", size) == keys[size::size]
     store.close()
 
 
